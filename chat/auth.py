@@ -1,0 +1,44 @@
+"""WebSocket authentication and origin checks.
+
+Browsers authenticate with the session cookie and must send an allowed
+Origin. Programs send ``Authorization: Bearer <token>``; a socket authenticated
+that way carries no ambient credentials, so it may omit Origin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.security.websocket import AllowedHostsOriginValidator
+
+from chat import selectors
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]] | dict[bytes, bytes]) -> str | None:
+    items = headers.items() if isinstance(headers, dict) else headers
+    for name, value in items:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class TokenAuthMiddleware:
+    """Sets ``scope["user"]`` from a bearer token when one is sent; else defers to the session."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.session_stack = AuthMiddlewareStack(inner)
+        self.origin_checked = AllowedHostsOriginValidator(self.session_stack)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        token = bearer_token(scope.get("headers", []))
+        if token is not None:
+            user = await database_sync_to_async(selectors.user_for_token)(raw_key=token)
+            if user is not None:
+                scope = dict(scope, user=user, auth_method="token")
+                return await self.inner(scope, receive, send)
+        return await self.origin_checked(scope, receive, send)

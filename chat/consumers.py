@@ -1,0 +1,235 @@
+"""The chat WebSocket. Frames are documented in docs/PROTOCOL.md.
+
+Shape: authenticate in ``connect``; ``receive`` decodes one JSON frame and
+dispatches on ``type`` to one handler; handlers call selectors/services through
+``database_sync_to_async``. Room events arrive from the channel layer already
+serialized and are forwarded unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from chat import events, selectors, services
+from chat.serialization import message_dict
+from chatsite.errors import ChatError, InvalidInput
+
+logger = logging.getLogger(__name__)
+
+# Close codes (docs/PROTOCOL.md).
+CLOSE_UNAUTHENTICATED = 4401
+
+
+def _int_field(frame: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+    value = frame.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"'{name}' must be a non-negative integer.", code="invalid_field")
+    return value
+
+
+def _send_message(user: Any, room_id: int, body: Any, client_id: Any) -> dict[str, Any]:
+    room = selectors.room_get_for_user(user=user, room_id=room_id)
+    message, created = services.message_create(room=room, author=user, body=body, client_id=client_id)
+    return {
+        "type": "message.ack",
+        "room": room_id,
+        "client_id": client_id,
+        "id": message.id,
+        "seq": message.seq,
+        "created_at": message.created_at.isoformat(),
+        "duplicate": not created,
+    }
+
+
+def _resume(user: Any, room_id: int, last_id: int | None, cap: int) -> tuple[int, list[dict[str, Any]], bool]:
+    """(cursor seq, missed message dicts, overflowed) for a (re)subscribe.
+
+    Called after joining the room's group. The room counter is read *before*
+    the missed messages, so every message is either in the backlog or arrives
+    later as a live event with a higher seq; live duplicates are dropped by seq.
+    """
+    selectors.room_get_for_user(user=user, room_id=room_id)
+    last_seq = selectors.room_last_seq(room_id=room_id)
+    if last_id is None:
+        return last_seq, [], False
+    missed = selectors.messages_after(room_id=room_id, after_id=last_id, limit=cap + 1)
+    if len(missed) > cap:
+        return last_seq, [], True
+    cursor = max(last_seq, missed[-1].seq) if missed else last_seq
+    return cursor, [message_dict(m) for m in missed], False
+
+
+def _gap(room_id: int, after_seq: int, before_seq: int) -> list[dict[str, Any]]:
+    return [
+        message_dict(m)
+        for m in selectors.messages_seq_between(room_id=room_id, after_seq=after_seq, before_seq=before_seq)
+    ]
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """One socket per browser tab or program; many room subscriptions per socket."""
+
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        # room id -> seq of the last message.new delivered on this socket
+        self.cursors: dict[int, int] = {}
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self.send_frame({"type": "hello", "user": {"id": self.user.id, "username": self.user.username}})
+
+    async def disconnect(self, code: int) -> None:
+        for room_id in list(getattr(self, "cursors", {})):
+            await self._leave(room_id)
+
+    # -- outgoing ------------------------------------------------------------
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=orjson.dumps(frame).decode())
+
+    async def send_error(self, code: str, message: str, *, ref: Any = None, retryable: bool = False) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if ref is not None:
+            frame["ref"] = ref
+        if retryable:
+            frame["retryable"] = True
+        await self.send_frame(frame)
+
+    # -- channel layer -----------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Room events are pure forwarding: skip Channels' per-message
+        # close-old-connections hop to a thread; no database work happens here
+        # except for the rare gap fill, which goes through database_sync_to_async.
+        if message["type"] == events.ROOM_EVENT:
+            await self.room_event(message)
+        else:
+            await super().dispatch(message)
+
+    async def room_event(self, event: dict[str, Any]) -> None:
+        room_id = event["room"]
+        cursor = self.cursors.get(room_id)
+        if cursor is None:
+            return
+        if event["kind"] == "message.new":
+            seq = event["seq"]
+            if seq <= cursor:
+                return  # already delivered (backlog or duplicate)
+            if seq > cursor + 1:
+                # A publish from another process overtook this one, or one was
+                # lost: fill the gap from the database so order holds.
+                for missed in await database_sync_to_async(_gap)(room_id, cursor, seq):
+                    await self.send_frame({"type": "message.new", "message": missed})
+            self.cursors[room_id] = seq
+        await self.send(text_data=event["text"])
+
+    # -- incoming ------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send_error("binary_not_supported", "Send JSON text frames, not binary frames.")
+            return
+        try:
+            frame = orjson.loads(text_data)
+        except orjson.JSONDecodeError:
+            await self.send_error("bad_json", "The frame is not valid JSON.")
+            return
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await self.send_error("bad_frame", "A frame is a JSON object with a string 'type'.")
+            return
+        handler = self.HANDLERS.get(frame["type"])
+        ref = frame.get("ref")
+        if handler is None:
+            await self.send_error("unknown_type", f"Unknown frame type '{frame['type'][:50]}'.", ref=ref)
+            return
+        try:
+            await handler(self, frame)
+        except ChatError as exc:
+            await self.send_error(exc.code, exc.message, ref=ref if ref is not None else frame.get("client_id"))
+        except (OperationalError, InterfaceError):
+            logger.exception("database unavailable while handling %s", frame["type"])
+            await self.send_error(
+                "unavailable", "The database is unavailable; retry.", ref=ref or frame.get("client_id"), retryable=True
+            )
+        except DatabaseError:
+            logger.exception("database error while handling %s", frame["type"])
+            await self.send_error("server_error", "The request could not be completed; retry.", ref=ref, retryable=True)
+
+    async def on_subscribe(self, frame: dict[str, Any]) -> None:
+        room_id = _int_field(frame, "room")
+        last_id = _int_field(frame, "last_id", required=False)
+        cap = settings.CHAT_RESUME_MAX_MESSAGES
+        joined = room_id in self.cursors
+        # Join before reading the backlog so no event falls between the two.
+        if not joined:
+            try:
+                await self.channel_layer.group_add(events.room_group(room_id), self.channel_name)
+            except Exception:  # noqa: BLE001 - layer down: say so, the client retries
+                logger.exception("group_add failed")
+                await self.send_error("unavailable", "Real-time delivery is unavailable; retry.", ref=room_id, retryable=True)
+                return
+        try:
+            cursor, missed, overflowed = await database_sync_to_async(_resume)(self.user, room_id, last_id, cap)
+        except BaseException:
+            if not joined:
+                await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
+            raise
+        for message in missed:
+            await self.send_frame({"type": "message.new", "message": message})
+        self.cursors[room_id] = cursor
+        if overflowed:
+            await self.send_frame({"type": "resync", "room": room_id, "reason": "too_many_missed", "max": cap})
+        await self.send_frame({"type": "subscribed", "room": room_id, "resumed": len(missed), "seq": cursor})
+
+    async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
+        room_id = _int_field(frame, "room")
+        await self._leave(room_id)
+        await self.send_frame({"type": "unsubscribed", "room": room_id})
+
+    async def _leave(self, room_id: int) -> None:
+        if self.cursors.pop(room_id, None) is None:
+            return
+        try:
+            await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
+        except Exception:  # noqa: BLE001 - group expiry cleans up what a dead layer could not
+            logger.warning("group_discard failed room=%s", room_id)
+
+    async def on_message_send(self, frame: dict[str, Any]) -> None:
+        room_id = _int_field(frame, "room")
+        client_id = frame.get("client_id")
+        if not isinstance(client_id, str) or not client_id or len(client_id) > services.CLIENT_ID_MAX:
+            raise InvalidInput("'client_id' must be a non-empty string of at most 64 characters.", code="invalid_client_id")
+        ack = await database_sync_to_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
+        await self.send_frame(ack)
+
+    async def on_read(self, frame: dict[str, Any]) -> None:
+        room_id = _int_field(frame, "room")
+        last_id = _int_field(frame, "last_id")
+
+        def mark() -> int:
+            room = selectors.room_get_for_user(user=self.user, room_id=room_id)
+            return services.room_mark_read(room=room, user=self.user, last_read_message_id=last_id)
+
+        marker = await database_sync_to_async(mark)()
+        await self.send_frame({"type": "read.ack", "room": room_id, "last_id": marker})
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_frame({"type": "pong", "ref": frame.get("ref")})
+
+    HANDLERS = {
+        "subscribe": on_subscribe,
+        "unsubscribe": on_unsubscribe,
+        "message.send": on_message_send,
+        "read": on_read,
+        "ping": on_ping,
+    }

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from projects.models import Project
+
+
+class Room(models.Model):
+    """A conversation inside a project: public to project members, or private to RoomMembers.
+
+    ``last_message_seq`` is the per-room message counter. message_create takes
+    this row's lock to bump it, which also makes message ids in one room commit
+    in increasing order (see chat.services.message_create).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rooms", db_index=False)
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=100)
+    topic = models.CharField(max_length=250, blank=True, default="")
+    is_private = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    last_message_seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # room by (project, slug) and the room list of a project
+            models.UniqueConstraint(fields=["project", "slug"], name="room_project_slug_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}/{self.slug}"
+
+
+class RoomMember(models.Model):
+    """Membership of a private room, and read state for any room."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships", db_index=False)
+    last_read_message_id = models.BigIntegerField(default=0)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # private-room membership check (room, user) and the member list of a room
+            models.UniqueConstraint(fields=["room", "user"], name="roommember_room_user_uniq"),
+        ]
+        indexes = [
+            # rooms_for_user / unread counts: a user's read state across rooms
+            models.Index(fields=["user", "room"], name="roommember_user_room_idx"),
+        ]
+
+
+class Message(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages", db_index=False)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages", db_index=False)
+    seq = models.BigIntegerField()
+    body = models.TextField(max_length=10_000)
+    created_at = models.DateTimeField(default=timezone.now)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    client_id = models.CharField(max_length=64, null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # gap fill in the consumer: messages of a room with seq in (a, b)
+            models.UniqueConstraint(fields=["room", "seq"], name="message_room_seq_uniq"),
+            # idempotent send: lookup by (author, client_id)
+            models.UniqueConstraint(
+                fields=["author", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="message_author_client_id_uniq",
+            ),
+        ]
+        indexes = [
+            # room_history / messages_after / unread counts: a room's messages by id
+            models.Index(fields=["room", "id"], name="message_room_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} in {self.room_id}"
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class ApiToken(models.Model):
+    """A bearer token for programs. Only the SHA-256 of the key is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens", db_index=False)
+    name = models.CharField(max_length=100, default="api")
+    key_hash = models.CharField(max_length=64, unique=True)  # token authentication lookup
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # tokens of a user (admin, revocation on user delete)
+            models.Index(fields=["user"], name="apitoken_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user_id})"

@@ -1,0 +1,237 @@
+"""Every write to rooms, messages, read state, users and API tokens.
+
+Real-time events are published with ``transaction.on_commit`` only: a write
+that rolls back never reaches a socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from chat import events
+from chat.models import ApiToken, Message, Room, RoomMember
+from chat.serialization import message_dict
+from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
+from projects.models import Membership, Project
+
+User = get_user_model()
+
+CLIENT_ID_MAX = 64
+
+
+def _clean_body(body: Any) -> str:
+    if not isinstance(body, str):
+        raise InvalidInput("Message body must be a string.", code="invalid_body")
+    if not body.strip():
+        raise InvalidInput("Message body must not be empty.", code="empty_body")
+    limit = settings.CHAT_MESSAGE_MAX_LENGTH
+    if len(body) > limit:
+        raise InvalidInput(f"Message body is longer than {limit} characters.", code="body_too_long")
+    return body
+
+
+def _clean_client_id(client_id: Any) -> str | None:
+    if client_id is None or client_id == "":
+        return None
+    if not isinstance(client_id, str) or len(client_id) > CLIENT_ID_MAX:
+        raise InvalidInput(f"client_id must be a string of at most {CLIENT_ID_MAX} characters.", code="invalid_client_id")
+    return client_id
+
+
+def _next_seq(room_id: int, now: Any) -> int:
+    """Bump the room's counter and return it. Takes the room's row lock until commit.
+
+    Holding that lock while the message row is inserted is what makes ids
+    within one room commit in increasing order: a later sender cannot draw its
+    id from the sequence before the earlier sender has committed.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Room._meta.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %s "
+            "WHERE id = %s RETURNING last_message_seq",
+            [now, room_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("Room not found.")
+    return int(row[0])
+
+
+def message_create(*, room: Room, author: Any, body: str, client_id: str | None = None) -> tuple[Message, bool]:
+    """Persist a message and publish ``message.new`` to the room after commit.
+
+    The caller has checked that ``author`` may read ``room``. Returns
+    ``(message, created)``. With a ``client_id`` already used by this author,
+    nothing is written and the original message comes back with
+    ``created=False`` (idempotent retries); reusing it for another room is a
+    Conflict. Two queries on the hot path: the room counter and the insert.
+    """
+    body = _clean_body(body)
+    client_id = _clean_client_id(client_id)
+    if room.project.archived:
+        raise Forbidden("This project is archived; it is read-only.", code="archived")
+    try:
+        with transaction.atomic():
+            now = timezone.now()
+            seq = _next_seq(room.id, now)
+            message = Message.objects.create(
+                room=room, author=author, body=body, client_id=client_id, seq=seq, created_at=now
+            )
+            message.author = author
+            payload = {"message": message_dict(message)}
+            transaction.on_commit(
+                partial(events.publish_room_event, room_id=room.id, kind="message.new", payload=payload, seq=seq),
+                robust=True,
+            )
+    except IntegrityError:
+        if client_id is None:
+            raise
+        original = Message.objects.select_related("author").filter(author=author, client_id=client_id).first()
+        if original is None:
+            raise
+        if original.room_id != room.id:
+            raise Conflict("client_id was already used for a message in another room.", code="client_id_reused") from None
+        return original, False
+    return message, True
+
+
+def _require_moderator_or_author(*, message: Message, user: Any) -> None:
+    """Authors may change their messages; project admins and owners may change any."""
+    role = getattr(message.room, "my_role", None)
+    if message.author_id == user.id:
+        return
+    if role in (Membership.Role.OWNER, Membership.Role.ADMIN):
+        return
+    raise Forbidden("Only the author or a project admin can change this message.")
+
+
+@transaction.atomic
+def message_edit(*, message: Message, by: Any, body: str) -> Message:
+    """Replace the body, set ``edited_at``; publish ``message.edited`` after commit.
+
+    ``message.room`` must carry ``my_role`` (chat.selectors.message_get_for_user).
+    """
+    _require_moderator_or_author(message=message, user=by)
+    body = _clean_body(body)
+    if message.deleted_at is not None:
+        raise Conflict("A deleted message cannot be edited.", code="deleted")
+    if message.room.project.archived:
+        raise Forbidden("This project is archived; it is read-only.", code="archived")
+    message.body = body
+    message.edited_at = timezone.now()
+    message.save(update_fields=["body", "edited_at"])
+    payload = {"message": message_dict(message)}
+    transaction.on_commit(
+        partial(events.publish_room_event, room_id=message.room_id, kind="message.edited", payload=payload),
+        robust=True,
+    )
+    return message
+
+
+@transaction.atomic
+def message_delete(*, message: Message, by: Any) -> Message:
+    """Soft-delete (``deleted_at``); publish ``message.deleted`` after commit. Idempotent."""
+    _require_moderator_or_author(message=message, user=by)
+    if message.deleted_at is not None:
+        return message
+    message.deleted_at = timezone.now()
+    message.save(update_fields=["deleted_at"])
+    payload = {"id": message.id, "room": message.room_id, "seq": message.seq}
+    transaction.on_commit(
+        partial(events.publish_room_event, room_id=message.room_id, kind="message.deleted", payload=payload),
+        robust=True,
+    )
+    return message
+
+
+def room_mark_read(*, room: Room, user: Any, last_read_message_id: int) -> int:
+    """Move the user's read marker in ``room`` forward (never back). Returns the marker.
+
+    The marker is clamped to the room's newest message id.
+    """
+    if not isinstance(last_read_message_id, int) or last_read_message_id < 0:
+        raise InvalidInput("last_id must be a non-negative integer.")
+    newest = Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first() or 0
+    marker = min(last_read_message_id, newest)
+    updated = RoomMember.objects.filter(room=room, user=user, last_read_message_id__lt=marker).update(
+        last_read_message_id=marker
+    )
+    if not updated:
+        try:
+            with transaction.atomic():
+                RoomMember.objects.get_or_create(room=room, user=user, defaults={"last_read_message_id": marker})
+        except IntegrityError:
+            pass
+    return marker
+
+
+@transaction.atomic
+def room_create(
+    *, project: Project, user: Any, name: str, slug: str | None = None, topic: str = "", is_private: bool = False
+) -> Room:
+    """Create a room; its creator becomes a RoomMember. The caller checked project membership."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("Room name must not be empty.")
+    if len(name) > 100:
+        raise InvalidInput("Room name is longer than 100 characters.")
+    if len(topic or "") > 250:
+        raise InvalidInput("Room topic is longer than 250 characters.")
+    slug = slugify(slug or name)[:64]
+    if not slug:
+        raise InvalidInput("Room slug must contain letters or digits.")
+    if project.archived:
+        raise Forbidden("This project is archived; it is read-only.", code="archived")
+    try:
+        with transaction.atomic():
+            room = Room.objects.create(
+                project=project, slug=slug, name=name, topic=topic or "", is_private=is_private, created_by=user
+            )
+    except IntegrityError:
+        raise Conflict(f"A room with slug '{slug}' already exists in this project.", code="slug_taken") from None
+    RoomMember.objects.create(room=room, user=user)
+    return room
+
+
+@transaction.atomic
+def room_member_add(*, room: Room, username: str, by: Any) -> RoomMember:
+    """Add a project member to a private room. Room members and project admins only."""
+    by_role = Membership.objects.filter(project_id=room.project_id, user=by).values_list("role", flat=True).first()
+    is_admin = by_role in (Membership.Role.OWNER, Membership.Role.ADMIN)
+    if not is_admin and not RoomMember.objects.filter(room=room, user=by).exists():
+        raise Forbidden("Only room members and project admins can invite to this room.")
+    user = User.objects.filter(username=(username or "").strip()).first()
+    if user is None or not Membership.objects.filter(project_id=room.project_id, user=user).exists():
+        raise NotFound(f"No project member named '{username}'.", code="user_not_found")
+    member, _ = RoomMember.objects.get_or_create(room=room, user=user)
+    return member
+
+
+def user_create(*, username: str, password: str, first_name: str = "", last_name: str = "", is_staff: bool = False) -> Any:
+    """Create an active user. Validation (password rules, unique name) is the form's or caller's."""
+    return User.objects.create_user(
+        username=username,
+        password=password,
+        first_name=first_name,
+        last_name=last_name,
+        is_staff=is_staff,
+        is_superuser=is_staff,
+    )
+
+
+def token_create(*, user: Any, name: str = "api") -> tuple[ApiToken, str]:
+    """Issue a bearer token. Returns ``(token, raw_key)``; only the hash is stored."""
+    raw = secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=(name or "api")[:100], key_hash=hashlib.sha256(raw.encode()).hexdigest()
+    )
+    return token, raw

@@ -1,0 +1,67 @@
+"""Every environment variable the project reads, with its documented default.
+
+Settings modules import from here; nothing else calls ``os.environ``.
+The table in docs/CONFIGURATION.md mirrors this file.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+# Core
+SECRET_KEY = env_str("SECRET_KEY", "")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+
+# Services. Empty means "embedded default" (SQLite, in-memory layer, local-memory cache).
+DATABASE_URL = env_str("DATABASE_URL", "")
+REDIS_URL = env_str("REDIS_URL", "")
+
+# Database pool (ADR-008 names; mapped onto psycopg_pool min/max size).
+DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
+DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 20)
+DB_POOL_TIMEOUT = env_float("DB_POOL_TIMEOUT", 30.0)
+DB_POOL_RECYCLE = env_float("DB_POOL_RECYCLE", 3600.0)
+SLOW_QUERY_THRESHOLD = env_float("SLOW_QUERY_THRESHOLD", 0.1)
+
+# Caching
+CACHE_TTL = env_int("CACHE_TTL", 300)
+ENABLE_CACHING = env_bool("ENABLE_CACHING", True)
+
+# Chat behaviour
+DEMO_PASSWORD = env_str("DEMO_PASSWORD", "chat-demo-pass")
+RESUME_MAX_MESSAGES = env_int("RESUME_MAX_MESSAGES", 500)
+CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 1000)
+CHANNEL_LAYER_EXPIRY = env_int("CHANNEL_LAYER_EXPIRY", 60)
+CHANNEL_LAYER_GROUP_EXPIRY = env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400)

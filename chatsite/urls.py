@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from chatsite import health
+from chatsite.api import api
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+    path("", include("chat.urls")),
+]

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, connections, transaction
+
+from chat import selectors, services
+from chat.models import Message, Room, RoomMember
+from chatsite.errors import Conflict, Forbidden, InvalidInput
+
+
+def test_message_create_assigns_increasing_seq_and_bumps_room(chat_world, make_message):
+    room, member = chat_world["public"], chat_world["member"]
+    first = make_message(room, member)
+    second = make_message(room, member)
+    assert (first.seq, second.seq) == (1, 2)
+    assert second.id > first.id
+    room.refresh_from_db()
+    assert room.last_message_seq == 2
+    assert room.last_message_at == second.created_at
+
+
+def test_message_create_duplicate_client_id_returns_original(chat_world):
+    room, member = chat_world["public"], chat_world["member"]
+    first, created = services.message_create(room=room, author=member, body="hi", client_id="c-1")
+    again, created_again = services.message_create(room=room, author=member, body="hi (retry)", client_id="c-1")
+    assert created and not created_again
+    assert again.id == first.id and again.body == "hi"
+    assert Message.objects.filter(author=member, client_id="c-1").count() == 1
+    room.refresh_from_db()
+    assert room.last_message_seq == 1  # the retry left no hole in the sequence
+
+
+def test_same_client_id_for_another_room_is_a_conflict(chat_world, make_room):
+    member, room = chat_world["member"], chat_world["public"]
+    other = make_room(chat_world["project"], creator=member, name="other")
+    services.message_create(room=room, author=member, body="hi", client_id="c-2")
+    with pytest.raises(Conflict):
+        services.message_create(room=other, author=member, body="hi", client_id="c-2")
+
+
+def test_client_ids_are_per_author(chat_world):
+    room = chat_world["public"]
+    a, _ = services.message_create(room=room, author=chat_world["member"], body="a", client_id="same")
+    b, created = services.message_create(room=room, author=chat_world["owner"], body="b", client_id="same")
+    assert created and a.id != b.id
+
+
+@pytest.mark.parametrize(
+    "body,code",
+    [("", "empty_body"), ("   \n", "empty_body"), ("x" * 10_001, "body_too_long"), (123, "invalid_body"), (None, "invalid_body")],
+)
+def test_message_create_rejects_bad_bodies(chat_world, body, code):
+    with pytest.raises(InvalidInput) as exc:
+        services.message_create(room=chat_world["public"], author=chat_world["member"], body=body)
+    assert exc.value.code == code
+    assert not Message.objects.exists()
+
+
+def test_message_of_exactly_max_length_is_accepted(chat_world, make_message):
+    message = make_message(chat_world["public"], chat_world["member"], body="y" * 10_000)
+    assert len(Message.objects.get(pk=message.pk).body) == 10_000
+
+
+def test_archived_project_is_read_only(chat_world):
+    project = chat_world["project"]
+    project.archived = True
+    project.save()
+    room = Room.objects.select_related("project").get(pk=chat_world["public"].pk)
+    with pytest.raises(Forbidden):
+        services.message_create(room=room, author=chat_world["member"], body="hi")
+
+
+def test_edit_and_delete_permissions(chat_world, make_message):
+    message = make_message(chat_world["public"], chat_world["member"], body="original")
+
+    def load(user):
+        return selectors.message_get_for_user(user=user, message_id=message.id)
+
+    with pytest.raises(Forbidden):
+        services.message_edit(message=load(chat_world["insider"]), by=chat_world["insider"], body="x")
+    edited = services.message_edit(message=load(chat_world["member"]), by=chat_world["member"], body="changed")
+    assert edited.body == "changed" and edited.edited_at is not None
+    # project admins moderate
+    services.message_edit(message=load(chat_world["admin"]), by=chat_world["admin"], body="moderated")
+    with pytest.raises(Forbidden):
+        services.message_delete(message=load(chat_world["insider"]), by=chat_world["insider"])
+    deleted = services.message_delete(message=load(chat_world["owner"]), by=chat_world["owner"])
+    assert deleted.deleted_at is not None
+    with pytest.raises(Conflict):
+        services.message_edit(message=load(chat_world["member"]), by=chat_world["member"], body="after delete")
+
+
+def test_broadcast_only_after_commit(chat_world, django_capture_on_commit_callbacks):
+    room, member = chat_world["public"], chat_world["member"]
+    with django_capture_on_commit_callbacks() as callbacks:
+        try:
+            with transaction.atomic():
+                services.message_create(room=room, author=member, body="doomed")
+                raise RuntimeError("rollback")
+        except RuntimeError:
+            pass
+    assert callbacks == []
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.message_create(room=room, author=member, body="kept")
+    assert len(callbacks) == 1
+
+
+def test_room_mark_read_moves_forward_only_and_clamps(chat_world, make_message):
+    room, member, owner = chat_world["public"], chat_world["member"], chat_world["owner"]
+    messages = [make_message(room, owner) for _ in range(3)]
+    assert services.room_mark_read(room=room, user=member, last_read_message_id=messages[1].id) == messages[1].id
+    assert services.room_mark_read(room=room, user=member, last_read_message_id=messages[0].id) == messages[0].id
+    assert RoomMember.objects.get(room=room, user=member).last_read_message_id == messages[1].id
+    assert services.room_mark_read(room=room, user=member, last_read_message_id=10**12) == messages[2].id
+
+
+def test_room_create_slug_conflict(chat_world):
+    with pytest.raises(Conflict):
+        services.room_create(project=chat_world["project"], user=chat_world["member"], name="General")
+
+
+def test_room_member_add_rules(chat_world):
+    private = chat_world["private"]
+    with pytest.raises(Forbidden):
+        services.room_member_add(room=private, username="member", by=chat_world["member"])
+    services.room_member_add(room=private, username="member", by=chat_world["insider"])
+    assert RoomMember.objects.filter(room=private, user=chat_world["member"]).exists()
+    services.room_member_add(room=private, username="admin1", by=chat_world["admin"])
+    from chatsite.errors import NotFound
+
+    with pytest.raises(NotFound):
+        services.room_member_add(room=private, username="outsider", by=chat_world["insider"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_senders_commit_in_id_order(make_user, make_project):
+    """Once any reader has seen message N of a room, every earlier message is committed.
+
+    Eight threads send into one room while a reader repeatedly fetches "everything
+    after the highest id I have". If a lower id could commit after a higher one,
+    the reader would skip it forever; the final comparison would show the hole.
+    """
+    owner = make_user("sender0")
+    project = make_project(owner)
+    room = Room.objects.select_related("project").get(project=project, slug="general")
+    senders = [owner] + [make_user(f"sender{i}") for i in range(1, 8)]
+    for user in senders[1:]:
+        project.memberships.create(user=user)
+    per_sender = 40
+    done = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def send(user):
+        try:
+            for i in range(per_sender):
+                services.message_create(room=room, author=user, body=f"{user.username} {i}", client_id=f"{user.pk}-{i}")
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def read():
+        last = 0
+        try:
+            while True:
+                finished = done.is_set()
+                batch = selectors.messages_after(room_id=room.id, after_id=last, limit=1000)
+                for m in batch:
+                    seen.append(m.id)
+                    last = m.id
+                if finished and not batch:
+                    return
+        finally:
+            connections.close_all()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=send, args=(u,)) for u in senders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+    assert not errors
+    all_ids = list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
+    assert len(all_ids) == len(senders) * per_sender
+    assert seen == all_ids  # nothing skipped, nothing repeated, in order
+    seqs = list(Message.objects.filter(room=room).order_by("id").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(all_ids) + 1))

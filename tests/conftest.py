@@ -1,0 +1,126 @@
+"""Factory-function fixtures. Every test talks to the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import Client
+
+from chat import services as chat_services
+from chat.models import Message, Room
+from chatsite import env
+from projects import services as project_services
+from projects.models import Membership, Project
+
+_counter = itertools.count(1)
+
+PASSWORD = "pw-for-tests-only"
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis() -> None:
+    """Each test starts with an empty Redis database (cache, sessions, channel layer)."""
+    client = redis.Redis.from_url(env.REDIS_URL)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., Any]:
+    def make(username: str | None = None, *, is_staff: bool = False, **extra: Any) -> Any:
+        username = username or f"user{next(_counter)}"
+        return chat_services.user_create(username=username, password=PASSWORD, is_staff=is_staff, **extra)
+
+    return make
+
+
+@pytest.fixture
+def make_project(db, make_user) -> Callable[..., Project]:
+    def make(owner: Any = None, *, name: str | None = None, members: tuple = (), admins: tuple = ()) -> Project:
+        owner = owner or make_user()
+        name = name or f"Project {next(_counter)}"
+        project = project_services.project_create(user=owner, name=name)
+        for user in members:
+            Membership.objects.create(project=project, user=user, role=Membership.Role.MEMBER)
+        for user in admins:
+            Membership.objects.create(project=project, user=user, role=Membership.Role.ADMIN)
+        return project
+
+    return make
+
+
+@pytest.fixture
+def make_room(db) -> Callable[..., Room]:
+    def make(project: Project, *, creator: Any = None, name: str | None = None, is_private: bool = False) -> Room:
+        creator = creator or project.memberships.filter(role=Membership.Role.OWNER).first().user
+        room = chat_services.room_create(
+            project=project, user=creator, name=name or f"room-{next(_counter)}", is_private=is_private
+        )
+        return Room.objects.select_related("project").get(pk=room.pk)
+
+    return make
+
+
+@pytest.fixture
+def make_message(db) -> Callable[..., Message]:
+    def make(room: Room, author: Any, body: str | None = None, client_id: str | None = None) -> Message:
+        message, _ = chat_services.message_create(
+            room=room, author=author, body=body or f"message {next(_counter)}", client_id=client_id
+        )
+        return message
+
+    return make
+
+
+@pytest.fixture
+def make_token(db) -> Callable[[Any], str]:
+    def make(user: Any) -> str:
+        return chat_services.token_create(user=user)[1]
+
+    return make
+
+
+@pytest.fixture
+def api_client(make_token) -> Callable[[Any], Client]:
+    """A test client that sends ``Authorization: Bearer`` for ``user`` (anonymous for None)."""
+
+    def make(user: Any = None) -> Client:
+        if user is None:
+            return Client()
+        return Client(headers={"Authorization": f"Bearer {make_token(user)}"})
+
+    return make
+
+
+@pytest.fixture
+def chat_world(make_user, make_project, make_room) -> dict[str, Any]:
+    """A project with an owner, an admin, a member, an outsider; a public and a private room."""
+    owner = make_user("owner")
+    admin = make_user("admin1")
+    member = make_user("member")
+    private_member = make_user("insider")
+    outsider = make_user("outsider")
+    staff = make_user("staff", is_staff=True)
+    project = make_project(owner, name="World", members=(member, private_member), admins=(admin,))
+    public = Room.objects.select_related("project").get(project=project, slug="general")
+    private = make_room(project, creator=private_member, name="secret", is_private=True)
+    return {
+        "owner": owner,
+        "admin": admin,
+        "member": member,
+        "insider": private_member,
+        "outsider": outsider,
+        "staff": staff,
+        "project": project,
+        "public": public,
+        "private": private,
+    }
+
+
+def pytest_report_header(config: Any) -> str:
+    db = settings.DATABASES["default"]
+    return f"database: {db['ENGINE']} {db.get('HOST')}:{db.get('PORT')} | redis: {env.REDIS_URL}"
