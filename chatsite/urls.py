@@ -7,6 +7,7 @@ from chatsite.api import api
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("perf/", include("perf.urls")),
     path("api/v1/", api.urls),
     path("", include("chat.urls")),
 ]
