@@ -21,6 +21,26 @@ _counter = itertools.count(1)
 PASSWORD = "pw-for-tests-only"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_pools_at_exit(django_db_setup, django_db_blocker):
+    """Close the psycopg pools before the test database is dropped (they hold connections)."""
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        # Connections checked out by worker threads (database_sync_to_async)
+        # outlive the pool; end them so the test database can be dropped.
+        with connections["default"].cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        for conn in connections.all():
+            conn.close()
+            if hasattr(conn, "close_pool"):
+                conn.close_pool()
+
+
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
     """Each test starts with an empty Redis database (cache, sessions, channel layer)."""
