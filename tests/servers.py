@@ -1,0 +1,81 @@
+"""Real server processes for tests that need more than one (cross-process delivery, failover)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from django.conf import settings
+
+from chatsite import env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not start in {timeout}s")
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """Environment for a server process that uses this test run's database and Redis."""
+    db = settings.DATABASES["default"]
+    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings.test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": env.REDIS_URL,
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+
+
+@contextmanager
+def daphne_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, subprocess.Popen]]]:
+    """Start ``count`` daphne processes on free ports; stop them on exit."""
+    procs: list[tuple[int, subprocess.Popen]] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+                cwd=ROOT,
+                env=server_env(**extra_env),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            procs.append((port, proc))
+        for port, proc in procs:
+            _wait_for_port(port, proc)
+        yield procs
+    finally:
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
