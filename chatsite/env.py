@@ -47,6 +47,8 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 # Services. Empty means "embedded default" (SQLite, in-memory layer, local-memory cache).
 DATABASE_URL = env_str("DATABASE_URL", "")
 REDIS_URL = env_str("REDIS_URL", "")
+# Where the embedded SQLite database lives when DATABASE_URL is empty.
+SQLITE_PATH = env_str("SQLITE_PATH", "var/db.sqlite3")
 
 # Database pool (ADR-008 names; mapped onto psycopg_pool min/max size).
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
