@@ -64,6 +64,17 @@ ENABLE_CACHING = env_bool("ENABLE_CACHING", True)
 # Chat behaviour
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "chat-demo-pass")
 RESUME_MAX_MESSAGES = env_int("RESUME_MAX_MESSAGES", 500)
+# "pubsub" (RedisPubSubChannelLayer: one PUBLISH per event, fan-out in each
+# process) or "core" (RedisChannelLayer: a queue per socket). See docs/PERFORMANCE.md.
+CHANNEL_LAYER = env_str("CHANNEL_LAYER", "pubsub")
 CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 1000)
 CHANNEL_LAYER_EXPIRY = env_int("CHANNEL_LAYER_EXPIRY", 60)
 CHANNEL_LAYER_GROUP_EXPIRY = env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400)
+
+# Real-time delivery (chat.consumers)
+WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)
+WS_SEND_BUFFER = env_int("WS_SEND_BUFFER", 2000)
+WS_TYPING_INTERVAL = env_float("WS_TYPING_INTERVAL", 3.0)
+WS_PING_INTERVAL = env_int("WS_PING_INTERVAL", 20)
+WS_PING_TIMEOUT = env_int("WS_PING_TIMEOUT", 30)
+PRESENCE_TTL = env_int("PRESENCE_TTL", 60)

@@ -123,7 +123,7 @@ DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 # Redis restart never logs anyone out.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
-if env.REDIS_URL:
+if env.REDIS_URL and env.CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -134,6 +134,13 @@ if env.REDIS_URL:
                 "expiry": env.CHANNEL_LAYER_EXPIRY,
                 "group_expiry": env.CHANNEL_LAYER_GROUP_EXPIRY,
             },
+        }
+    }
+elif env.REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [env.REDIS_URL], "prefix": "chat:layer"},
         }
     }
 else:
@@ -165,6 +172,10 @@ CHAT_PAGE_SIZE = 50
 CHAT_PAGE_SIZE_MAX = 100
 CHAT_RESUME_MAX_MESSAGES = env.RESUME_MAX_MESSAGES
 DEMO_PASSWORD = env.DEMO_PASSWORD
+CHAT_WS_BATCH_WINDOW = env.WS_BATCH_WINDOW_MS / 1000
+CHAT_WS_SEND_BUFFER = env.WS_SEND_BUFFER
+CHAT_WS_TYPING_INTERVAL = env.WS_TYPING_INTERVAL
+CHAT_PRESENCE_TTL = env.PRESENCE_TTL
 
 # Request bodies above this are refused with 400 before parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
