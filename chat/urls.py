@@ -1,3 +1,23 @@
+"""Every page route: accounts, projects and rooms. The JSON API lives at /api/v1/."""
+
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
-urlpatterns: list = []
+from chat import views
+from projects import views as project_views
+
+urlpatterns = [
+    path("signup/", views.signup, name="signup"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", project_views.project_list, name="project-list"),
+    path("p/<slug:slug>/", project_views.project_detail, name="project-detail"),
+    path("p/<slug:slug>/invite/", project_views.project_invite, name="project-invite"),
+    path("p/<slug:slug>/rooms/", views.room_create, name="room-create"),
+    path("p/<slug:slug>/r/<slug:room_slug>/", views.room_detail, name="room-detail"),
+    path("p/<slug:slug>/r/<slug:room_slug>/members/", views.room_member_add, name="room-member-add"),
+]

@@ -1,0 +1,156 @@
+"""Chat pages: sign-up, room creation and the room page.
+
+Views are thin: validate the form, call the selector or service, render or
+redirect. A room the user may not read answers 404 whether or not it exists
+(chat.selectors.room_get_by_slug_for_user); that includes private rooms of the
+user's own project.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from chat import selectors, services
+from chat.forms import RoomCreateForm, RoomMemberAddForm, SignupForm, add_chat_error
+from chat.models import Room
+from chat.serialization import user_display_name
+from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
+from projects.models import Membership, Project
+from projects.views import project_for_request, project_page
+
+MODERATOR_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Create an account and log it in. Side effect: a new user and a session."""
+    if request.user.is_authenticated:
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.user_create(
+                username=form.cleaned_data["username"],
+                password=form.cleaned_data["password1"],
+                first_name=form.cleaned_data["first_name"],
+                last_name=form.cleaned_data["last_name"],
+            )
+        except IntegrityError:
+            # Someone took the name between validation and insert.
+            form.add_error("username", "A user with that username already exists.")
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, f"Welcome, {user.username}!")
+            return redirect(settings.LOGIN_REDIRECT_URL)
+    return render(request, "registration/signup.html", {"form": form})
+
+
+def _room_for_request(*, request: HttpRequest, project: Project, room_slug: str) -> Room:
+    try:
+        return selectors.room_get_by_slug_for_user(user=request.user, project=project, slug=room_slug)
+    except NotFound:
+        raise Http404("Room not found.") from None
+
+
+@login_required
+@require_POST
+def room_create(request: HttpRequest, slug: str) -> HttpResponse:
+    """Create a room in the project (any member); its creator joins it."""
+    project, membership = project_for_request(request=request, slug=slug)
+    form = RoomCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            room = services.room_create(
+                project=project,
+                user=request.user,
+                name=form.cleaned_data["name"],
+                topic=form.cleaned_data["topic"],
+                is_private=form.cleaned_data["is_private"],
+            )
+        except (Conflict, InvalidInput, Forbidden) as exc:
+            add_chat_error(form, exc, field="name" if isinstance(exc, Conflict) else None)
+        else:
+            return redirect("room-detail", slug=project.slug, room_slug=room.slug)
+    return project_page(request, project=project, membership=membership, room_form=form)
+
+
+def room_page(request: HttpRequest, *, project: Project, room: Room, member_form: RoomMemberAddForm | None = None) -> HttpResponse:
+    """Render the room page and move the viewer's read marker to the newest message shown.
+
+    Side effect: chat.services.room_mark_read (the marker only moves forward).
+    """
+    page_size = settings.CHAT_PAGE_SIZE
+    history = selectors.room_history(room=room, limit=page_size)
+    if history:
+        services.room_mark_read(room=room, user=request.user, last_read_message_id=history[-1].id)
+    # After marking read, so the current room's badge is already cleared.
+    rooms = selectors.rooms_for_user(user=request.user, project=project)
+    can_moderate = room.my_role in MODERATOR_ROLES
+    config: dict[str, Any] = {
+        "room": room.id,
+        "room_slug": room.slug,
+        "project": project.slug,
+        "user": {
+            "id": request.user.id,
+            "username": request.user.get_username(),
+            "display_name": user_display_name(request.user),
+        },
+        "other_rooms": [r.id for r in rooms if r.id != room.id],
+        "my_role": room.my_role,
+        "has_older": len(history) >= page_size,
+        "page_size": page_size,
+        "max_length": settings.CHAT_MESSAGE_MAX_LENGTH,
+        "login_url": reverse(settings.LOGIN_URL),
+        "api": reverse("api:api-root"),
+    }
+    context = {
+        "project": project,
+        "room": room,
+        "rooms": rooms,
+        "history": history,
+        "can_moderate": can_moderate,
+        "member_form": (member_form or RoomMemberAddForm()) if room.is_private else None,
+        "room_members": selectors.room_members(room=room) if room.is_private else (),
+        "chat_config": config,
+    }
+    return render(request, "chat/room_detail.html", context)
+
+
+@login_required
+def room_detail(request: HttpRequest, slug: str, room_slug: str) -> HttpResponse:
+    project, _ = project_for_request(request=request, slug=slug)
+    room = _room_for_request(request=request, project=project, room_slug=room_slug)
+    return room_page(request, project=project, room=room)
+
+
+@login_required
+@require_POST
+def room_member_add(request: HttpRequest, slug: str, room_slug: str) -> HttpResponse:
+    """Add a project member to a private room (room members and project admins)."""
+    project, _ = project_for_request(request=request, slug=slug)
+    room = _room_for_request(request=request, project=project, room_slug=room_slug)
+    if not room.is_private:
+        raise Http404("Public rooms have no member list.")
+    form = RoomMemberAddForm(request.POST)
+    if form.is_valid():
+        try:
+            member = services.room_member_add(room=room, username=form.cleaned_data["username"], by=request.user)
+        except Forbidden as exc:
+            raise PermissionDenied(exc.message) from None
+        except (NotFound, InvalidInput, Conflict) as exc:
+            add_chat_error(form, exc, field="username")
+        else:
+            messages.success(request, f"{member.user.username} can now read #{room.name}.")
+            return redirect("room-detail", slug=project.slug, room_slug=room.slug)
+    return room_page(request, project=project, room=room, member_form=form)

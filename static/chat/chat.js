@@ -1,0 +1,725 @@
+// The room page client: one WebSocket per tab, live messages, resume after a
+// reconnect, idempotent sends, history paging, edit and delete.
+//
+// User text only ever reaches the DOM through textContent, never innerHTML.
+
+const config = JSON.parse(document.getElementById("chat-config").textContent);
+
+const ME = config.user.id;
+const MODERATOR_ROLES = new Set(["owner", "admin"]);
+const canModerate = MODERATOR_ROLES.has(config.my_role);
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 10_000;
+const PING_EVERY_MS = 25_000;
+const SILENCE_LIMIT_MS = 60_000;
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  scroller: $("scroller"),
+  list: $("messages"),
+  pending: $("pending"),
+  older: $("load-older"),
+  historyStart: $("history-start"),
+  composer: $("composer"),
+  input: $("composer-input"),
+  error: $("composer-error"),
+  status: $("conn-status"),
+  nav: $("room-nav"),
+};
+
+// --- state ---------------------------------------------------------------
+
+/** Confirmed messages of the current room: id -> <li>. */
+const rendered = new Map();
+/** Newest id received through the room's ordered stream (page render or message.new).
+ *  Acks do not move it: an ack can overtake older messages still in flight. */
+let streamLastId = 0;
+/** Newest message id seen in each other room, to resume their badges. */
+const otherLastId = new Map();
+/** Unacknowledged sends, in send order: client_id -> {clientId, body, el, failed}. */
+const outbox = new Map();
+/** Cursor for the next older page: undefined = not asked yet, null = no older messages. */
+let nextCursor = config.has_older ? undefined : null;
+const subscribed = new Set();
+let lastReadSent = 0;
+let readTimer = null;
+let unseenWhileHidden = 0;
+const baseTitle = document.title;
+
+// --- small helpers -----------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function newClientId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  // Plain-http origins other than localhost have no randomUUID.
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function cookie(name) {
+  for (const part of document.cookie.split(";")) {
+    const [k, ...v] = part.trim().split("=");
+    if (k === name) return decodeURIComponent(v.join("="));
+  }
+  return "";
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+function localizeTime(node) {
+  const d = new Date(node.getAttribute("datetime"));
+  if (Number.isNaN(d.getTime())) return;
+  const today = d.toDateString() === new Date().toDateString();
+  node.textContent = today ? timeFmt.format(d) : fullFmt.format(d);
+  node.title = fullFmt.format(d);
+}
+
+function showError(text) {
+  els.error.textContent = text;
+  els.error.hidden = !text;
+}
+
+function nearBottom() {
+  const s = els.scroller;
+  return s.scrollHeight - s.scrollTop - s.clientHeight < 120;
+}
+
+function scrollToBottom() {
+  els.scroller.scrollTop = els.scroller.scrollHeight;
+}
+
+// --- HTTP API ----------------------------------------------------------
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRFToken"] = cookie("csrftoken");
+  const res = await fetch(config.api + path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  if (res.status !== 204) {
+    try {
+      data = await res.json();
+    } catch {
+      data = null;
+    }
+  }
+  if (res.status === 401) {
+    goToLogin();
+  }
+  if (!res.ok) {
+    throw new Error((data && (data.detail || data.message)) || `Request failed (${res.status}).`);
+  }
+  return data;
+}
+
+function goToLogin() {
+  const next = encodeURIComponent(location.pathname);
+  location.assign(`${config.login_url}?next=${next}`);
+}
+
+// --- rendering ---------------------------------------------------------
+
+function actionButtons() {
+  const box = el("div", "msg-actions");
+  const edit = el("button", "btn-link", "Edit");
+  edit.type = "button";
+  edit.dataset.action = "edit";
+  const del = el("button", "btn-link danger", "Delete");
+  del.type = "button";
+  del.dataset.action = "delete";
+  box.append(edit, del);
+  return box;
+}
+
+/** A message element; the same markup as templates/chat/_message.html. */
+function renderMessage(msg) {
+  const li = el("li", "msg");
+  const mine = msg.author.id === ME;
+  if (mine) li.classList.add("mine");
+  li.dataset.id = String(msg.id);
+  li.dataset.seq = String(msg.seq);
+  li.dataset.author = String(msg.author.id);
+
+  const meta = el("div", "msg-meta");
+  meta.append(el("span", "msg-author", msg.author.display_name || msg.author.username), " ");
+  const time = el("time", "msg-time");
+  time.setAttribute("datetime", msg.created_at);
+  localizeTime(time);
+  meta.append(time);
+  li.append(meta);
+
+  if (msg.deleted) {
+    li.classList.add("deleted");
+    li.append(el("div", "msg-body tombstone", "message deleted"));
+  } else {
+    if (msg.edited_at) meta.append(" ", el("span", "msg-edited", "(edited)"));
+    li.append(el("div", "msg-body", msg.body));
+    if (mine || canModerate) li.append(actionButtons());
+  }
+  return li;
+}
+
+/** Put ``li`` into the list so ids stay increasing. New messages are usually last. */
+function insertInOrder(li, id) {
+  for (let node = els.list.lastElementChild; node; node = node.previousElementSibling) {
+    if (Number(node.dataset.id) < id) {
+      node.after(li);
+      return;
+    }
+  }
+  els.list.prepend(li);
+}
+
+/** Add or refresh a confirmed message. Returns true when it was not shown before. */
+function upsert(msg, { provisional = false } = {}) {
+  const existing = rendered.get(msg.id);
+  if (existing && !existing.dataset.provisional) return false;
+  const li = renderMessage(msg);
+  if (provisional) li.dataset.provisional = "1";
+  if (existing) existing.replaceWith(li);
+  else insertInOrder(li, msg.id);
+  rendered.set(msg.id, li);
+  return !existing;
+}
+
+function applyEdit(msg) {
+  const li = rendered.get(msg.id);
+  if (!li || li.classList.contains("deleted")) return;
+  li.querySelector(".msg-body").textContent = msg.body;
+  if (!li.querySelector(".msg-edited")) {
+    li.querySelector(".msg-meta").append(" ", el("span", "msg-edited", "(edited)"));
+  }
+}
+
+function applyDelete(id) {
+  const li = rendered.get(id);
+  if (!li) return;
+  li.classList.add("deleted");
+  li.querySelector(".msg-edited")?.remove();
+  li.querySelector(".msg-actions")?.remove();
+  li.querySelector(".msg-editor")?.remove();
+  const body = li.querySelector(".msg-body");
+  body.hidden = false;
+  body.className = "msg-body tombstone";
+  body.textContent = "message deleted";
+}
+
+// --- sidebar badges and read state ---------------------------------------
+
+function bumpBadge(roomId) {
+  const link = els.nav?.querySelector(`a[data-room-id="${Number(roomId)}"]`);
+  const badge = link?.querySelector(".badge");
+  if (!badge) return;
+  const n = Number(badge.dataset.unread || 0) + 1;
+  badge.dataset.unread = String(n);
+  badge.textContent = String(n);
+  badge.hidden = false;
+  link.classList.add("has-unread");
+}
+
+function scheduleRead() {
+  if (document.visibilityState !== "visible" || streamLastId <= lastReadSent) return;
+  clearTimeout(readTimer);
+  readTimer = setTimeout(() => {
+    if (streamLastId > lastReadSent && sendFrame({ type: "read", room: config.room, last_id: streamLastId })) {
+      lastReadSent = streamLastId;
+    }
+  }, 300);
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState !== "visible") return;
+  unseenWhileHidden = 0;
+  document.title = baseTitle;
+  scheduleRead();
+  if (!ws && !stopped) connectNow();
+});
+
+// --- sending -------------------------------------------------------------
+
+function renderPending(item) {
+  const li = el("li", "msg mine pending");
+  li.dataset.clientId = item.clientId;
+  const meta = el("div", "msg-meta");
+  meta.append(el("span", "msg-author", config.user.display_name || config.user.username), " ", el("span", "msg-state", "Sending…"));
+  li.append(meta, el("div", "msg-body", item.body));
+  return li;
+}
+
+function setPendingState(item, text, failed = false) {
+  item.failed = failed;
+  item.el.classList.toggle("failed", failed);
+  item.el.querySelector(".msg-state").textContent = text;
+  item.el.querySelector(".msg-actions")?.remove();
+  if (failed) {
+    const box = el("div", "msg-actions");
+    const retry = el("button", "btn-link", "Retry");
+    retry.type = "button";
+    retry.dataset.action = "retry";
+    const discard = el("button", "btn-link danger", "Discard");
+    discard.type = "button";
+    discard.dataset.action = "discard";
+    box.append(retry, discard);
+    item.el.append(box);
+  }
+}
+
+function transmit(item) {
+  if (item.failed) return;
+  const sent = sendFrame({ type: "message.send", room: config.room, body: item.body, client_id: item.clientId });
+  setPendingState(item, sent ? "Sending…" : "Waiting for connection…");
+}
+
+function send(body) {
+  const item = { clientId: newClientId(), body, el: null, failed: false };
+  item.el = renderPending(item);
+  outbox.set(item.clientId, item);
+  els.pending.append(item.el);
+  transmit(item);
+  scrollToBottom();
+}
+
+/** The send is confirmed: drop it from the queue. */
+function settle(clientId) {
+  const item = outbox.get(clientId);
+  if (!item) return null;
+  outbox.delete(clientId);
+  item.el.remove();
+  return item;
+}
+
+els.pending.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  const li = event.target.closest("li[data-client-id]");
+  const item = li && outbox.get(li.dataset.clientId);
+  if (!button || !item) return;
+  if (button.dataset.action === "discard") settle(item.clientId);
+  if (button.dataset.action === "retry") {
+    item.failed = false;
+    transmit(item);
+  }
+});
+
+els.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const body = els.input.value;
+  if (!body.trim()) return;
+  if (body.length > config.max_length) {
+    showError(`A message can be at most ${config.max_length} characters.`);
+    return;
+  }
+  showError("");
+  send(body);
+  els.input.value = "";
+  autosize();
+});
+
+els.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    els.composer.requestSubmit();
+  }
+});
+
+function autosize() {
+  els.input.style.height = "auto";
+  els.input.style.height = `${Math.min(els.input.scrollHeight, 200)}px`;
+}
+els.input.addEventListener("input", autosize);
+
+// --- edit and delete -----------------------------------------------------
+
+function openEditor(li) {
+  if (li.querySelector(".msg-editor")) return;
+  const body = li.querySelector(".msg-body");
+  const form = el("form", "msg-editor");
+  const area = el("textarea");
+  area.value = body.textContent;
+  area.rows = Math.min(8, area.value.split("\n").length + 1);
+  area.setAttribute("aria-label", "Edit message");
+  const save = el("button", "btn btn-small", "Save");
+  save.type = "submit";
+  const cancel = el("button", "btn btn-ghost btn-small", "Cancel");
+  cancel.type = "button";
+  const problem = el("span", "editor-error");
+  form.append(area, save, cancel, problem);
+  body.hidden = true;
+  body.after(form);
+  area.focus();
+
+  const close = () => {
+    form.remove();
+    body.hidden = false;
+  };
+  cancel.addEventListener("click", close);
+  area.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") close();
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!area.value.trim()) {
+      problem.textContent = "A message cannot be empty; delete it instead.";
+      return;
+    }
+    save.disabled = true;
+    try {
+      const msg = await api("PATCH", `messages/${li.dataset.id}`, { body: area.value });
+      close();
+      if (msg && msg.id) applyEdit(msg);
+    } catch (error) {
+      problem.textContent = error.message;
+      save.disabled = false;
+    }
+  });
+}
+
+async function deleteMessage(li, button) {
+  // Two clicks: the first arms the button for a few seconds.
+  if (!button.dataset.armed) {
+    button.dataset.armed = "1";
+    button.textContent = "Really delete?";
+    setTimeout(() => {
+      delete button.dataset.armed;
+      button.textContent = "Delete";
+    }, 4000);
+    return;
+  }
+  button.disabled = true;
+  try {
+    await api("DELETE", `messages/${li.dataset.id}`);
+    applyDelete(Number(li.dataset.id));
+  } catch (error) {
+    button.disabled = false;
+    showError(error.message);
+  }
+}
+
+els.list.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  const li = event.target.closest("li.msg");
+  if (!button || !li) return;
+  if (button.dataset.action === "edit") openEditor(li);
+  if (button.dataset.action === "delete") deleteMessage(li, button);
+});
+
+// --- history -------------------------------------------------------------
+
+function roomMessagesPath(query) {
+  return `rooms/${config.room}/messages?${query}`;
+}
+
+/** Insert a page of older messages keeping the viewport still. Returns how many were new. */
+function mergeOlder(items) {
+  const fromBottom = els.scroller.scrollHeight - els.scroller.scrollTop;
+  let added = 0;
+  for (const msg of items) if (upsert(msg)) added += 1;
+  els.scroller.scrollTop = els.scroller.scrollHeight - fromBottom;
+  return added;
+}
+
+function showOlderControls() {
+  els.older.hidden = nextCursor === null;
+  els.historyStart.hidden = nextCursor !== null;
+}
+
+async function loadOlder() {
+  els.older.disabled = true;
+  try {
+    if (nextCursor === undefined) {
+      // The first time, ask the API for the newest page: its cursor leads to
+      // the messages older than it, without this page knowing the cursor format.
+      const first = await api("GET", roomMessagesPath(`limit=${config.page_size}`));
+      mergeOlder(first.items);
+      nextCursor = first.next_cursor;
+    }
+    // Pages made only of messages already shown (they arrived live) are skipped.
+    for (let rounds = 0; nextCursor && rounds < 20; rounds += 1) {
+      const page = await api("GET", roomMessagesPath(`cursor=${encodeURIComponent(nextCursor)}`));
+      nextCursor = page.next_cursor;
+      if (mergeOlder(page.items) > 0) break;
+    }
+    showError("");
+  } catch (error) {
+    showError(`Could not load older messages: ${error.message}`);
+  } finally {
+    els.older.disabled = false;
+    showOlderControls();
+  }
+}
+
+els.older.addEventListener("click", loadOlder);
+
+/** Too much was missed to replay: take the newest page over HTTP and drop what is older. */
+async function resync() {
+  try {
+    const page = await api("GET", roomMessagesPath(`limit=${config.page_size}`));
+    if (!page.items.length) return;
+    const oldestKept = page.items[0].id;
+    for (const [id, li] of rendered) {
+      if (id < oldestKept) {
+        li.remove();
+        rendered.delete(id);
+      }
+    }
+    for (const msg of page.items) {
+      upsert(msg);
+      streamLastId = Math.max(streamLastId, msg.id);
+    }
+    nextCursor = page.next_cursor;
+    showOlderControls();
+    scrollToBottom();
+    scheduleRead();
+  } catch (error) {
+    showError(`Could not reload messages: ${error.message}`);
+  }
+}
+
+// --- incoming events -----------------------------------------------------
+
+function onMessageNew(msg) {
+  if (msg.room !== config.room) {
+    otherLastId.set(msg.room, Math.max(otherLastId.get(msg.room) || 0, msg.id));
+    if (msg.author.id !== ME && !msg.deleted) bumpBadge(msg.room);
+    return;
+  }
+  const stick = nearBottom() || msg.author.id === ME;
+  streamLastId = Math.max(streamLastId, msg.id);
+  upsert(msg);
+  if (msg.client_id && msg.author.id === ME) settle(msg.client_id);
+  if (msg.author.id !== ME) {
+    if (document.visibilityState !== "visible") {
+      unseenWhileHidden += 1;
+      document.title = `(${unseenWhileHidden}) ${baseTitle}`;
+    }
+    scheduleRead();
+  }
+  if (stick) scrollToBottom();
+}
+
+function onAck(ack) {
+  const item = settle(ack.client_id);
+  if (!item || ack.room !== config.room || rendered.has(ack.id)) return;
+  // Shown at once; replaced by the authoritative message.new when it arrives.
+  upsert(
+    {
+      id: ack.id,
+      room: ack.room,
+      seq: ack.seq,
+      author: { id: ME, username: config.user.username, display_name: config.user.display_name },
+      body: item.body,
+      created_at: ack.created_at,
+      edited_at: null,
+      deleted: false,
+      client_id: ack.client_id,
+    },
+    { provisional: true },
+  );
+  scrollToBottom();
+}
+
+function onError(frame) {
+  const item = frame.ref === undefined || frame.ref === null ? undefined : outbox.get(String(frame.ref));
+  if (item) {
+    if (frame.retryable) {
+      setPendingState(item, "Retrying…");
+      setTimeout(() => outbox.has(item.clientId) && transmit(item), 1000 + Math.random() * 1000);
+    } else {
+      setPendingState(item, `Not sent: ${frame.message}`, true);
+    }
+  } else if (frame.retryable) {
+    // Most likely a subscribe that could not complete: try the missing ones again.
+    setTimeout(subscribeMissing, 1000 + Math.random() * 1000);
+  }
+  showError(frame.message || "Something went wrong.");
+}
+
+function handle(frame) {
+  switch (frame.type) {
+    case "hello":
+      attempt = 0;
+      setStatus("online", "Connected");
+      break;
+    case "subscribed":
+      subscribed.add(frame.room);
+      break;
+    case "message.new":
+      onMessageNew(frame.message);
+      break;
+    case "message.edited":
+      if (frame.message.room === config.room) applyEdit(frame.message);
+      break;
+    case "message.deleted":
+      if (frame.room === config.room) applyDelete(frame.id);
+      break;
+    case "message.ack":
+      onAck(frame);
+      break;
+    case "resync":
+      if (frame.room === config.room) resync();
+      else otherLastId.delete(frame.room);
+      break;
+    case "error":
+      onError(frame);
+      break;
+    default:
+      break; // read.ack, pong, unsubscribed, and anything newer
+  }
+}
+
+// --- the socket ----------------------------------------------------------
+
+let ws = null;
+let attempt = 0;
+let reconnectTimer = null;
+let stopped = false;
+let lastFrameAt = Date.now();
+
+function setStatus(state, text) {
+  els.status.dataset.state = state;
+  els.status.querySelector(".conn-text").textContent = text;
+}
+
+function sendFrame(frame) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(frame));
+  return true;
+}
+
+function subscribeFrame(room) {
+  const frame = { type: "subscribe", room };
+  // The current room always resumes: 0 means "everything", which is right for
+  // a room that was empty when the page was rendered.
+  const last = room === config.room ? streamLastId : otherLastId.get(room);
+  if (last !== undefined) frame.last_id = last;
+  return frame;
+}
+
+function subscribeMissing() {
+  for (const room of [config.room, ...config.other_rooms]) {
+    if (!subscribed.has(room)) sendFrame(subscribeFrame(room));
+  }
+}
+
+function connect() {
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  if (stopped || ws) return;
+  setStatus("connecting", attempt ? "Reconnecting…" : "Connecting…");
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const sock = new WebSocket(`${scheme}//${location.host}/ws/`);
+  ws = sock;
+  sock.addEventListener("open", () => {
+    if (sock !== ws) return;
+    lastFrameAt = Date.now();
+    subscribed.clear();
+    subscribeMissing();
+    for (const item of outbox.values()) transmit(item);
+  });
+  sock.addEventListener("message", (event) => {
+    if (sock !== ws) return;
+    lastFrameAt = Date.now();
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    for (const frame of Array.isArray(data) ? data : [data]) {
+      if (frame && typeof frame.type === "string") handle(frame);
+    }
+  });
+  sock.addEventListener("close", (event) => {
+    if (sock !== ws) return;
+    dropSocket();
+    if (event.code === 4401) {
+      stopped = true;
+      setStatus("offline", "Signed out");
+      goToLogin();
+      return;
+    }
+    scheduleReconnect();
+  });
+}
+
+/** Forget the current socket (closing it if needed) and mark unsent messages as waiting. */
+function dropSocket() {
+  const sock = ws;
+  ws = null;
+  subscribed.clear();
+  if (sock && sock.readyState <= WebSocket.OPEN) sock.close();
+  for (const item of outbox.values()) if (!item.failed) setPendingState(item, "Waiting for connection…");
+}
+
+function scheduleReconnect() {
+  if (stopped || reconnectTimer) return;
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+  const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+  attempt += 1;
+  setStatus("offline", `Offline, retrying in ${Math.ceil(delay / 1000)} s`);
+  reconnectTimer = setTimeout(connect, delay);
+}
+
+function connectNow() {
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  connect();
+}
+
+// A socket can die without a close event (sleep, network change): ping, and
+// give up on one that has been silent for too long.
+setInterval(() => {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  if (Date.now() - lastFrameAt > SILENCE_LIMIT_MS) {
+    dropSocket();
+    scheduleReconnect();
+    return;
+  }
+  sendFrame({ type: "ping" });
+}, PING_EVERY_MS);
+
+window.addEventListener("offline", () => {
+  dropSocket();
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  setStatus("offline", "Offline");
+});
+
+window.addEventListener("online", () => {
+  attempt = 0;
+  connectNow();
+});
+
+// --- start ---------------------------------------------------------------
+
+for (const li of els.list.querySelectorAll("li.msg")) {
+  const id = Number(li.dataset.id);
+  rendered.set(id, li);
+  streamLastId = Math.max(streamLastId, id);
+}
+lastReadSent = streamLastId; // the server marked the rendered page read
+for (const node of els.list.querySelectorAll("time.msg-time")) localizeTime(node);
+showOlderControls();
+scrollToBottom();
+autosize();
+els.input.focus();
+if (navigator.onLine === false) setStatus("offline", "Offline");
+else connect();
