@@ -32,6 +32,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: X-Request-ID on every response, query totals cover the whole stack.
+    "perf.middleware.PerfMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -188,3 +190,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Performance ----------------------------------------------------------
+# Statements slower than this (seconds) are logged by "perf.slow_query".
+SLOW_QUERY_THRESHOLD = env.SLOW_QUERY_THRESHOLD

@@ -1,0 +1,121 @@
+"""The slow-query log, per-request query totals, and connection pool statistics.
+
+``install_query_wrapper`` runs on ``connection_created`` for every database
+connection in every thread (HTTP requests, consumers' database threads,
+management commands, workers). With the psycopg pool, Django opens a
+connection from the pool at the first query of each request and gives it back
+at the end, so the signal fires once per checkout: the wrapper is added to a
+``DatabaseWrapper`` once and stays there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any, Callable
+
+import orjson
+from django.conf import settings
+from django.db import connections
+
+from perf import context
+
+logger = logging.getLogger("perf.slow_query")
+
+SQL_MAX_CHARS = 2000
+_SPACES = re.compile(r"\s+")
+# "%s, %s, %s, ..." from IN lists and bulk inserts: keep the shape, drop the length.
+_PLACEHOLDER_RUN = re.compile(r"%s(?:\s*,\s*%s){3,}")
+
+
+def clean_sql(sql: str) -> str:
+    """The statement template for a log line: one line, long placeholder lists folded, bounded."""
+    text = _SPACES.sub(" ", sql).strip()
+    text = _PLACEHOLDER_RUN.sub("%s, ...", text)
+    if len(text) > SQL_MAX_CHARS:
+        text = text[:SQL_MAX_CHARS] + " ..."
+    return text
+
+
+def slow_query_wrapper(
+    execute: Callable[..., Any], sql: str, params: Any, many: bool, context_: dict[str, Any]
+) -> Any:
+    """Time one statement; count it for the request; log it when slow.
+
+    The log line carries the SQL template (placeholders, never the parameters,
+    which may hold message bodies or credentials).
+    """
+    start = time.perf_counter()
+    failed = False
+    try:
+        return execute(sql, params, many, context_)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        elapsed = time.perf_counter() - start
+        context.record_query(elapsed)
+        if elapsed >= settings.SLOW_QUERY_THRESHOLD:
+            _log_slow(elapsed, sql, many, context_, failed)
+
+
+def _log_slow(elapsed: float, sql: str, many: bool, context_: dict[str, Any], failed: bool) -> None:
+    record: dict[str, Any] = {
+        "event": "slow_query",
+        "duration_ms": round(elapsed * 1000.0, 1),
+        "db": context_["connection"].alias,
+        **context.current(),
+    }
+    if many:
+        record["many"] = True
+    if failed:
+        record["failed"] = True
+    record["sql"] = clean_sql(sql)
+    logger.warning(orjson.dumps(record).decode(), extra={"slow_query": record})
+
+
+def install_query_wrapper(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """``connection_created`` receiver: put the wrapper on ``connection`` once.
+
+    It goes first in the list, so it is the outermost wrapper, and a caller's
+    ``with connection.execute_wrapper(...)`` that was active when this
+    connection opened still pops its own wrapper, not this one.
+    """
+    if slow_query_wrapper not in connection.execute_wrappers:
+        connection.execute_wrappers.insert(0, slow_query_wrapper)
+
+
+def pool_stats(alias: str = "default") -> dict[str, Any]:
+    """This process's connection pool for ``alias``: size, in use, waiting, errors.
+
+    ``enabled`` is False when the database has no pool (SQLite, or pooling
+    off). Counters are cumulative since the pool was created.
+    """
+    wrapper = connections[alias]
+    pool = getattr(wrapper, "pool", None)
+    if pool is None:
+        return {"alias": alias, "enabled": False}
+    raw = pool.get_stats()
+    size = raw.get("pool_size", 0)
+    available = raw.get("pool_available", 0)
+    return {
+        "alias": alias,
+        "enabled": True,
+        "min_size": raw.get("pool_min", 0),
+        "max_size": raw.get("pool_max", 0),
+        "size": size,
+        "available": available,
+        "in_use": max(0, size - available),
+        "waiting": raw.get("requests_waiting", 0),
+        "requests": raw.get("requests_num", 0),
+        "requests_queued": raw.get("requests_queued", 0),
+        "requests_wait_ms": raw.get("requests_wait_ms", 0),
+        "requests_errors": raw.get("requests_errors", 0),
+        "connections_opened": raw.get("connections_num", 0),
+        "connections_errors": raw.get("connections_errors", 0),
+        "connections_lost": raw.get("connections_lost", 0),
+        "returns_bad": raw.get("returns_bad", 0),
+        "errors": raw.get("requests_errors", 0) + raw.get("connections_errors", 0),
+        "timeout_s": pool.timeout,
+    }
