@@ -3,12 +3,14 @@
 Shape: authenticate in ``connect``; ``receive`` decodes one JSON frame and
 dispatches on ``type`` to one handler; handlers call selectors/services through
 ``database_sync_to_async``. Room events arrive from the channel layer already
-serialized and are forwarded unchanged.
+serialized and are forwarded unchanged through the socket's Outbox (batching,
+priorities, backpressure).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -17,21 +19,40 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from chat import events, selectors, services
-from chat.serialization import message_dict
+from chat import events, metrics, presence, selectors, services
+from chat.outbox import (
+    PRIORITY_CHANGE,
+    PRIORITY_EPHEMERAL,
+    PRIORITY_MESSAGE,
+    PRIORITY_READ,
+    PRIORITY_REPLY,
+    Outbox,
+)
+from chat.serialization import message_dict, user_dict
 from chatsite.errors import ChatError, InvalidInput
 
 logger = logging.getLogger(__name__)
 
 # Close codes (docs/PROTOCOL.md).
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_SLOW_CONSUMER = 4408
+
+EVENT_PRIORITY = {
+    "message.new": PRIORITY_MESSAGE,
+    "message.edited": PRIORITY_CHANGE,
+    "message.deleted": PRIORITY_CHANGE,
+    "mention": PRIORITY_CHANGE,
+    "read": PRIORITY_READ,
+    "typing": PRIORITY_EPHEMERAL,
+    "presence": PRIORITY_EPHEMERAL,
+}
 
 
 def _int_field(frame: dict[str, Any], name: str, *, required: bool = True) -> int | None:
     value = frame.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > 2**63 - 1:
         raise InvalidInput(f"'{name}' must be a non-negative integer.", code="invalid_field")
     return value
 
@@ -50,8 +71,8 @@ def _send_message(user: Any, room_id: int, body: Any, client_id: Any) -> dict[st
     }
 
 
-def _resume(user: Any, room_id: int, last_id: int | None, cap: int) -> tuple[int, list[dict[str, Any]], bool]:
-    """(cursor seq, missed message dicts, overflowed) for a (re)subscribe.
+def _resume(user: Any, room_id: int, last_id: int | None, cap: int) -> tuple[int, list[str], bool]:
+    """(cursor seq, missed message.new frames as text, overflowed) for a (re)subscribe.
 
     Called after joining the room's group. The room counter is read *before*
     the missed messages, so every message is either in the backlog or arrives
@@ -65,12 +86,16 @@ def _resume(user: Any, room_id: int, last_id: int | None, cap: int) -> tuple[int
     if len(missed) > cap:
         return last_seq, [], True
     cursor = max(last_seq, missed[-1].seq) if missed else last_seq
-    return cursor, [message_dict(m) for m in missed], False
+    return cursor, [_new_frame(m) for m in missed], False
 
 
-def _gap(room_id: int, after_seq: int, before_seq: int) -> list[dict[str, Any]]:
+def _new_frame(message: Any) -> str:
+    return orjson.dumps({"type": "message.new", "message": message_dict(message)}).decode()
+
+
+def _gap(room_id: int, after_seq: int, before_seq: int) -> list[str]:
     return [
-        message_dict(m)
+        _new_frame(m)
         for m in selectors.messages_seq_between(room_id=room_id, after_seq=after_seq, before_seq=before_seq)
     ]
 
@@ -78,92 +103,144 @@ def _gap(room_id: int, after_seq: int, before_seq: int) -> list[dict[str, Any]]:
 class ChatConsumer(AsyncWebsocketConsumer):
     """One socket per browser tab or program; many room subscriptions per socket."""
 
+    outbox: Outbox | None = None
+
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         # room id -> seq of the last message.new delivered on this socket
         self.cursors: dict[int, int] = {}
+        self.typing_sent: dict[int, float] = {}
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        await self.send_frame({"type": "hello", "user": {"id": self.user.id, "username": self.user.username}})
+        self.outbox = Outbox(
+            self._write,
+            limit=settings.CHAT_WS_SEND_BUFFER,
+            window=settings.CHAT_WS_BATCH_WINDOW,
+            on_overflow=self._slow_consumer,
+            on_shed=lambda priority, n: metrics.WS_SHED.labels(str(priority)).inc(n),
+            on_batch=self._count_batch,
+        )
+        metrics.WS_CONNECTIONS.inc()
+        try:
+            await self.channel_layer.group_add(events.user_group(self.user.id), self.channel_name)
+        except Exception:  # noqa: BLE001 - personal events are best effort; chat still works
+            logger.warning("user group_add failed", exc_info=True)
+        self.send_frame({"type": "hello", "user": {"id": self.user.id, "username": self.user.username}})
 
     async def disconnect(self, code: int) -> None:
-        for room_id in list(getattr(self, "cursors", {})):
+        if self.outbox is None:
+            return
+        metrics.WS_CONNECTIONS.dec()
+        await self.outbox.close()
+        for room_id in list(self.cursors):
             await self._leave(room_id)
+        try:
+            await self.channel_layer.group_discard(events.user_group(self.user.id), self.channel_name)
+        except Exception:  # noqa: BLE001
+            pass
 
     # -- outgoing ------------------------------------------------------------
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=orjson.dumps(frame).decode())
+    async def _write(self, text: str) -> None:
+        await self.send(text_data=text)
 
-    async def send_error(self, code: str, message: str, *, ref: Any = None, retryable: bool = False) -> None:
+    def _count_batch(self, events_in_frame: int, size: int) -> None:
+        metrics.WS_FRAMES_OUT.inc()
+        metrics.WS_BYTES_OUT.inc(size)
+        metrics.WS_BATCH_SIZE.observe(events_in_frame)
+
+    async def _slow_consumer(self) -> None:
+        metrics.WS_SLOW_CLOSES.inc()
+        logger.info("closing slow consumer user=%s", getattr(self.user, "id", None))
+        await self.close(code=CLOSE_SLOW_CONSUMER)
+
+    def send_frame(self, frame: dict[str, Any], priority: int = PRIORITY_REPLY) -> None:
+        self.outbox.put(priority, orjson.dumps(frame).decode())
+
+    def send_error(self, code: str, message: str, *, ref: Any = None, retryable: bool = False) -> None:
         frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
         if ref is not None:
             frame["ref"] = ref
         if retryable:
             frame["retryable"] = True
-        await self.send_frame(frame)
+        metrics.WS_ERRORS.labels(code).inc()
+        self.send_frame(frame)
 
     # -- channel layer -----------------------------------------------------
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Room events are pure forwarding: skip Channels' per-message
-        # close-old-connections hop to a thread; no database work happens here
-        # except for the rare gap fill, which goes through database_sync_to_async.
-        if message["type"] == events.ROOM_EVENT:
+        # Room and user events are pure forwarding: skip Channels' per-message
+        # close-old-connections hop to a thread. The only database work here
+        # is the rare gap fill, which goes through database_sync_to_async.
+        kind = message["type"]
+        if kind == events.ROOM_EVENT:
             await self.room_event(message)
+        elif kind == events.USER_EVENT:
+            if self.outbox is not None:
+                self.outbox.put(EVENT_PRIORITY.get(message["kind"], PRIORITY_CHANGE), message["text"])
         else:
             await super().dispatch(message)
 
     async def room_event(self, event: dict[str, Any]) -> None:
         room_id = event["room"]
         cursor = self.cursors.get(room_id)
-        if cursor is None:
+        if cursor is None or self.outbox is None:
             return
-        if event["kind"] == "message.new":
+        kind = event["kind"]
+        if kind == "message.new":
             seq = event["seq"]
             if seq <= cursor:
                 return  # already delivered (backlog or duplicate)
             if seq > cursor + 1:
                 # A publish from another process overtook this one, or one was
                 # lost: fill the gap from the database so order holds.
-                for missed in await database_sync_to_async(_gap)(room_id, cursor, seq):
-                    await self.send_frame({"type": "message.new", "message": missed})
+                metrics.WS_GAP_FILLS.inc()
+                for text in await database_sync_to_async(_gap)(room_id, cursor, seq):
+                    self.outbox.put(PRIORITY_MESSAGE, text)
             self.cursors[room_id] = seq
-        await self.send(text_data=event["text"])
+            if event.get("ts"):
+                metrics.WS_DELIVERY_LATENCY.observe(max(0.0, time.time() - event["ts"]))
+        elif kind in ("typing", "presence") and event.get("user") == self.user.id:
+            return  # nobody needs their own typing indicator
+        metrics.WS_EVENTS_OUT.labels(kind).inc()
+        self.outbox.put(EVENT_PRIORITY.get(kind, PRIORITY_CHANGE), event["text"])
 
     # -- incoming ------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.outbox is None:
+            return
         if text_data is None:
-            await self.send_error("binary_not_supported", "Send JSON text frames, not binary frames.")
+            self.send_error("binary_not_supported", "Send JSON text frames, not binary frames.")
             return
         try:
             frame = orjson.loads(text_data)
         except orjson.JSONDecodeError:
-            await self.send_error("bad_json", "The frame is not valid JSON.")
+            self.send_error("bad_json", "The frame is not valid JSON.")
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            await self.send_error("bad_frame", "A frame is a JSON object with a string 'type'.")
+            self.send_error("bad_frame", "A frame is a JSON object with a string 'type'.")
             return
         handler = self.HANDLERS.get(frame["type"])
         ref = frame.get("ref")
         if handler is None:
-            await self.send_error("unknown_type", f"Unknown frame type '{frame['type'][:50]}'.", ref=ref)
+            self.send_error("unknown_type", f"Unknown frame type '{frame['type'][:50]}'.", ref=ref)
             return
+        metrics.WS_EVENTS_IN.labels(frame["type"]).inc()
         try:
             await handler(self, frame)
         except ChatError as exc:
-            await self.send_error(exc.code, exc.message, ref=ref if ref is not None else frame.get("client_id"))
+            self.send_error(exc.code, exc.message, ref=ref if ref is not None else frame.get("client_id"))
         except (OperationalError, InterfaceError):
             logger.exception("database unavailable while handling %s", frame["type"])
-            await self.send_error(
+            self.send_error(
                 "unavailable", "The database is unavailable; retry.", ref=ref or frame.get("client_id"), retryable=True
             )
         except DatabaseError:
             logger.exception("database error while handling %s", frame["type"])
-            await self.send_error("server_error", "The request could not be completed; retry.", ref=ref, retryable=True)
+            self.send_error("server_error", "The request could not be completed; retry.", ref=ref, retryable=True)
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
@@ -176,7 +253,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_add(events.room_group(room_id), self.channel_name)
             except Exception:  # noqa: BLE001 - layer down: say so, the client retries
                 logger.exception("group_add failed")
-                await self.send_error("unavailable", "Real-time delivery is unavailable; retry.", ref=room_id, retryable=True)
+                self.send_error("unavailable", "Real-time delivery is unavailable; retry.", ref=room_id, retryable=True)
                 return
         try:
             cursor, missed, overflowed = await database_sync_to_async(_resume)(self.user, room_id, last_id, cap)
@@ -184,25 +261,46 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if not joined:
                 await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
             raise
-        for message in missed:
-            await self.send_frame({"type": "message.new", "message": message})
+        for text in missed:
+            self.outbox.put(PRIORITY_MESSAGE, text)
         self.cursors[room_id] = cursor
+        if not joined:
+            metrics.WS_SUBSCRIPTIONS.inc()
         if overflowed:
-            await self.send_frame({"type": "resync", "room": room_id, "reason": "too_many_missed", "max": cap})
-        await self.send_frame({"type": "subscribed", "room": room_id, "resumed": len(missed), "seq": cursor})
+            metrics.WS_RESYNCS.inc()
+            self.send_frame({"type": "resync", "room": room_id, "reason": "too_many_missed", "max": cap})
+        online = await presence.presence_online(room_id=room_id) if not joined else set()
+        self.send_frame(
+            {"type": "subscribed", "room": room_id, "resumed": len(missed), "seq": cursor, "online": sorted(online | {self.user.id})}
+        )
+        if not joined and await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.channel_name):
+            await self._publish_presence(room_id, "online")
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
         await self._leave(room_id)
-        await self.send_frame({"type": "unsubscribed", "room": room_id})
+        self.send_frame({"type": "unsubscribed", "room": room_id})
 
     async def _leave(self, room_id: int) -> None:
         if self.cursors.pop(room_id, None) is None:
             return
+        metrics.WS_SUBSCRIPTIONS.dec()
         try:
             await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
         except Exception:  # noqa: BLE001 - group expiry cleans up what a dead layer could not
             logger.warning("group_discard failed room=%s", room_id)
+        if await presence.presence_leave(room_id=room_id, user_id=self.user.id, channel_name=self.channel_name):
+            await self._publish_presence(room_id, "offline")
+
+    async def _publish_presence(self, room_id: int, status: str) -> None:
+        message = events.room_event_message(
+            room_id=room_id, kind="presence", payload={"room": room_id, "user": user_dict(self.user), "status": status}
+        )
+        message["user"] = self.user.id
+        try:
+            await self.channel_layer.group_send(events.room_group(room_id), message)
+        except Exception:  # noqa: BLE001 - presence is best effort
+            logger.warning("presence publish failed room=%s", room_id)
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
@@ -210,7 +308,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not isinstance(client_id, str) or not client_id or len(client_id) > services.CLIENT_ID_MAX:
             raise InvalidInput("'client_id' must be a non-empty string of at most 64 characters.", code="invalid_client_id")
         ack = await database_sync_to_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
-        await self.send_frame(ack)
+        self.send_frame(ack)
 
     async def on_read(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
@@ -221,15 +319,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return services.room_mark_read(room=room, user=self.user, last_read_message_id=last_id)
 
         marker = await database_sync_to_async(mark)()
-        await self.send_frame({"type": "read.ack", "room": room_id, "last_id": marker})
+        self.send_frame({"type": "read.ack", "room": room_id, "last_id": marker})
+
+    async def on_typing(self, frame: dict[str, Any]) -> None:
+        """Relay "user is typing" to a subscribed room, at most once per interval. No database work."""
+        room_id = _int_field(frame, "room")
+        if room_id not in self.cursors:
+            raise InvalidInput("Subscribe to the room before sending typing events.", code="not_subscribed")
+        now = time.monotonic()
+        if now - self.typing_sent.get(room_id, 0.0) < settings.CHAT_WS_TYPING_INTERVAL:
+            return  # rate-limited: silently coalesced, typing is ephemeral
+        self.typing_sent[room_id] = now
+        message = events.room_event_message(
+            room_id=room_id, kind="typing", payload={"room": room_id, "user": user_dict(self.user)}
+        )
+        message["user"] = self.user.id
+        try:
+            await self.channel_layer.group_send(events.room_group(room_id), message)
+        except Exception:  # noqa: BLE001
+            logger.warning("typing publish failed room=%s", room_id)
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
-        await self.send_frame({"type": "pong", "ref": frame.get("ref")})
+        for room_id in self.cursors:
+            await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.channel_name)
+        self.send_frame({"type": "pong", "ref": frame.get("ref")})
 
     HANDLERS = {
         "subscribe": on_subscribe,
         "unsubscribe": on_unsubscribe,
         "message.send": on_message_send,
         "read": on_read,
+        "typing": on_typing,
         "ping": on_ping,
     }

@@ -28,8 +28,25 @@ async def connect(token: str | None = None, *, headers: list | None = None) -> W
     return communicator
 
 
-async def recv(communicator: WebsocketCommunicator, timeout: float = 5) -> dict[str, Any]:
-    return orjson.loads(await communicator.receive_from(timeout=timeout))
+_pending: dict[int, list[dict[str, Any]]] = {}
+
+
+EPHEMERAL = ("presence", "typing")
+
+
+async def recv(communicator: WebsocketCommunicator, timeout: float = 5, *, skip: tuple = EPHEMERAL) -> dict[str, Any]:
+    """The next event; a batched frame (a JSON array) yields its events one by one.
+
+    Ephemeral events (presence, typing) are skipped unless ``skip`` says otherwise.
+    """
+    queue = _pending.setdefault(id(communicator), [])
+    while True:
+        if not queue:
+            frame = orjson.loads(await communicator.receive_from(timeout=timeout))
+            queue.extend(frame if isinstance(frame, list) else [frame])
+        event = queue.pop(0)
+        if event["type"] not in skip:
+            return event
 
 
 async def recv_until(communicator: WebsocketCommunicator, frame_type: str, timeout: float = 5) -> tuple[dict, list[dict]]:
@@ -193,6 +210,7 @@ async def test_resume_after_disconnect_delivers_exactly_the_missed_messages(worl
     ack, _ = await recv_until(alice, "message.ack")
     event = await recv(bob)
     assert event["message"]["id"] == ack["id"]
+    assert all(e["type"] in EPHEMERAL for e in _pending.get(id(bob), []))
     assert await bob.receive_nothing(timeout=0.3)
     await alice.disconnect()
     await bob.disconnect()
@@ -331,3 +349,123 @@ async def test_every_client_sees_increasing_ids_under_concurrent_senders(world, 
         await watcher.disconnect()
     for communicator in senders:
         await communicator.disconnect()
+
+
+async def test_typing_is_relayed_to_others_and_rate_limited(world):
+    room = world["public"]
+    bob = await hello(world["tokens"]["owner"])
+    await subscribe(bob, room.id)
+    alice = await hello(world["tokens"]["member"])
+    await send(alice, {"type": "typing", "room": room.id})
+    assert (await recv(alice))["code"] == "not_subscribed"
+    await subscribe(alice, room.id)
+    await send(alice, {"type": "typing", "room": room.id})
+    await send(alice, {"type": "typing", "room": room.id})  # within the interval: coalesced
+    await send(alice, {"type": "ping", "ref": "p"})
+    assert (await recv(alice))["type"] == "pong"
+    seen = []
+    while True:
+        event = await recv(bob, skip=())
+        seen.append(event)
+        if event["type"] == "typing":
+            break
+    assert event == {"type": "typing", "room": room.id, "user": {"id": world["member"].id, "username": "member", "display_name": "member"}}
+    # the message that follows arrives; no second typing event before it
+    await send(alice, {"type": "message.send", "room": room.id, "body": "typed", "client_id": "t1"})
+    nxt = await recv(bob, skip=("presence",))
+    assert nxt["type"] == "message.new"
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_presence_online_and_offline(world):
+    room = world["public"]
+    bob = await hello(world["tokens"]["owner"])
+    subscribed, _ = await subscribe(bob, room.id)
+    assert subscribed["online"] == [world["owner"].id]
+    alice = await hello(world["tokens"]["member"])
+    subscribed, _ = await subscribe(alice, room.id)
+    assert subscribed["online"] == sorted([world["owner"].id, world["member"].id])
+    event = await recv(bob, skip=())
+    assert event["type"] == "presence" and event["status"] == "online" and event["user"]["username"] == "member"
+    await alice.disconnect()
+    event = await recv(bob, skip=())
+    assert event["type"] == "presence" and event["status"] == "offline" and event["user"]["id"] == world["member"].id
+    await bob.disconnect()
+
+
+async def test_slow_consumer_is_closed_with_4408_and_recovers_everything_by_resume(world, settings):
+    room = world["public"]
+    settings.CHAT_WS_SEND_BUFFER = 5
+    settings.CHAT_WS_BATCH_WINDOW = 0.5  # the writer holds events long enough to pile up
+    slow = await hello(world["tokens"]["owner"])
+    subscribed, _ = await subscribe(slow, room.id)
+    ids = []
+    for i in range(12):
+        message, _ = await database_sync_to_async(services.message_create)(room=room, author=world["member"], body=f"burst {i}")
+        ids.append(message.id)
+    output = await slow.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": 4408}
+    await slow.disconnect()
+
+    settings.CHAT_WS_SEND_BUFFER = 2000
+    settings.CHAT_WS_BATCH_WINDOW = 0.002
+    again = await hello(world["tokens"]["owner"])
+    _, backlog = await subscribe(again, room.id, last_id=0)
+    assert [f["message"]["id"] for f in backlog] == ids
+    await again.disconnect()
+
+
+async def test_resume_backlog_is_batched_into_few_frames(world):
+    room = world["public"]
+    for i in range(30):
+        await database_sync_to_async(services.message_create)(room=room, author=world["member"], body=f"b{i}")
+    bob = await hello(world["tokens"]["owner"])
+    await send(bob, {"type": "subscribe", "room": room.id, "last_id": 0})
+    frame = orjson.loads(await bob.receive_from(timeout=5))
+    assert isinstance(frame, list) and len(frame) >= 30
+    assert [e["message"]["seq"] for e in frame[:30]] == list(range(1, 31))
+    await bob.disconnect()
+
+
+async def test_reconnect_storm_every_client_ends_with_every_message_once(world):
+    """200 clients drop and reconnect while messages flow; each ends with every message exactly once."""
+    room = world["public"]
+    token = world["tokens"]["owner"]
+    clients = []
+    for _ in range(200):
+        c = await hello(token)
+        await subscribe(c, room.id)
+        clients.append(c)
+    seen: list[list[int]] = [[] for _ in clients]
+    sender = await hello(world["tokens"]["member"])
+
+    async def burst(prefix: str, n: int) -> None:
+        for i in range(n):
+            await send(sender, {"type": "message.send", "room": room.id, "body": f"{prefix}{i}", "client_id": f"{prefix}{i}"})
+        for _ in range(n):
+            await recv_until(sender, "message.ack")
+
+    await burst("x", 10)
+    for idx, c in enumerate(clients):
+        while len(seen[idx]) < 10:
+            seen[idx].append((await recv(c))["message"]["id"])
+    # every other client drops; messages flow while they are away
+    for idx in range(0, 200, 2):
+        await clients[idx].disconnect()
+    await burst("y", 15)
+    for idx in range(0, 200, 2):
+        c = await hello(token)
+        clients[idx] = c
+        _, backlog = await subscribe(c, room.id, last_id=seen[idx][-1])
+        seen[idx].extend(f["message"]["id"] for f in backlog if f["type"] == "message.new")
+    await burst("z", 5)
+    for idx, c in enumerate(clients):
+        while len(seen[idx]) < 30:
+            seen[idx].append((await recv(c))["message"]["id"])
+    expected = list(await database_sync_to_async(lambda: list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True)))())
+    assert len(expected) == 30
+    for ids in seen:
+        assert ids == expected
+    for c in clients + [sender]:
+        await c.disconnect()
