@@ -1,0 +1,213 @@
+"""JSON API endpoints for tokens, the current user, rooms and messages.
+
+Thin: parse, call one selector/service, serialize. Permissions live in the
+selectors (NotFound for what the user may not see) and the services
+(Forbidden for what they may see but not change). Mounted by chatsite.api.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.http import HttpRequest
+from ninja import Query, Router, Status
+
+from chat import selectors, services
+from chat.api_schemas import (
+    ERROR_RESPONSES,
+    ErrorOut,
+    MeOut,
+    MessageCreateIn,
+    MessageEditIn,
+    MessageOut,
+    MessagePage,
+    MessagePageQuery,
+    PageQuery,
+    ReadMarkIn,
+    ReadMarkOut,
+    RoomCreateIn,
+    RoomMemberAddIn,
+    RoomMemberOut,
+    RoomOut,
+    RoomPage,
+    TokenIn,
+    TokenOut,
+    invalid_cursor,
+    page_cursor_decode,
+    page_cursor_encode,
+    page_cursor_key,
+)
+from chat.models import Room
+from chat.serialization import message_dict, room_dict, user_dict
+from chatsite.errors import ChatError, InvalidInput
+from projects.selectors import project_get_for_user
+
+router = Router()
+
+
+class InvalidCredentials(ChatError):
+    status = 401
+    code = "invalid_credentials"
+
+
+# --- Auth and the current user -------------------------------------------
+
+
+@router.post("/auth/token", auth=None, response={201: TokenOut, 401: ErrorOut}, tags=["auth"])
+def token_obtain(request: HttpRequest, payload: TokenIn) -> Status:
+    """Exchange a username and password for a bearer token. Creates one ApiToken."""
+    user = authenticate(request, username=payload.username, password=payload.password)
+    if user is None:
+        raise InvalidCredentials("Invalid username or password.")
+    _, raw = services.token_create(user=user)
+    return Status(201, {"token": raw})
+
+
+@router.get("/me", response={200: MeOut, 401: ErrorOut}, tags=["auth"])
+def me(request: HttpRequest) -> dict[str, Any]:
+    user = request.auth
+    return {**user_dict(user), "is_staff": user.is_staff}
+
+
+# --- Rooms ----------------------------------------------------------------
+
+
+@router.get("/projects/{slug}/rooms", response={200: RoomPage, **ERROR_RESPONSES}, tags=["rooms"])
+def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[str, Any]:
+    """The rooms of a project the caller may read, with unread counts, in creation (id) order.
+
+    Page size: `limit` (default 50; values above 100 are treated as 100).
+    """
+    project, _ = project_get_for_user(user=request.auth, slug=slug)
+    limit = selectors.page_limit(page.limit)
+    after_id = page_cursor_key(page.cursor, key="i", kind=int) or 0
+    # rooms_for_user returns the whole (short) list: page it by id here.
+    rooms = sorted(
+        (room for room in selectors.rooms_for_user(user=request.auth, project=project) if room.id > after_id),
+        key=lambda room: room.id,
+    )
+    items = rooms[:limit]
+    for room in items:
+        room.project = project  # room_dict reads the slug; spare a query per room
+    next_cursor = page_cursor_encode({"i": items[-1].id}) if len(rooms) > limit else None
+    return {"items": [room_dict(room) for room in items], "next_cursor": next_cursor}
+
+
+@router.post("/projects/{slug}/rooms", response={201: RoomOut, **ERROR_RESPONSES}, tags=["rooms"])
+def room_create(request: HttpRequest, slug: str, payload: RoomCreateIn) -> Status:
+    """Create a room in a project (any project member). The creator becomes a room member."""
+    project, _ = project_get_for_user(user=request.auth, slug=slug)
+    room = services.room_create(
+        project=project,
+        user=request.auth,
+        name=payload.name,
+        slug=payload.slug,
+        topic=payload.topic,
+        is_private=payload.is_private,
+    )
+    room.unread = 0
+    return Status(201, room_dict(room))
+
+
+@router.get("/rooms/{room_id}", response={200: RoomOut, **ERROR_RESPONSES}, tags=["rooms"])
+def room_detail(request: HttpRequest, room_id: int) -> dict[str, Any]:
+    """A room the caller may read (`unread` is null here; room lists carry it)."""
+    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    return room_dict(room)
+
+
+@router.post("/rooms/{room_id}/members", response={201: RoomMemberOut, **ERROR_RESPONSES}, tags=["rooms"])
+def room_member_add(request: HttpRequest, room_id: int, payload: RoomMemberAddIn) -> Status:
+    """Add a project member to a (private) room. Room members and project admins only."""
+    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    member = services.room_member_add(room=room, username=payload.username, by=request.auth)
+    return Status(201, {"room": room.id, "user": user_dict(member.user)})
+
+
+@router.post("/rooms/{room_id}/read", response={200: ReadMarkOut, **ERROR_RESPONSES}, tags=["rooms"])
+def room_read(request: HttpRequest, room_id: int, payload: ReadMarkIn) -> dict[str, int]:
+    """Move the caller's read marker forward (never back; clamped to the newest message)."""
+    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    marker = services.room_mark_read(room=room, user=request.auth, last_read_message_id=payload.last_id)
+    return {"last_id": marker}
+
+
+# --- Messages -------------------------------------------------------------
+
+
+def _message_page(*, room: Room, cursor: str | None, after: int | None, limit: int) -> dict[str, Any]:
+    """One page of history, oldest to newest, and the cursor that continues it.
+
+    A backward cursor ``{"b": id}`` pages to ids below the oldest id already
+    seen; a forward cursor ``{"a": id}`` to ids above the newest. Ids only ever
+    grow, so new messages arriving between fetches never shift a page: nothing
+    is skipped or repeated. One row beyond the page is read to know whether
+    another page exists.
+    """
+    before = None
+    if cursor is not None:
+        if after is not None:
+            raise InvalidInput("Send either 'cursor' or 'after', not both.", code="invalid_cursor")
+        position = page_cursor_decode(cursor, fields={"b": int, "a": int})
+        if len(position) != 1:
+            raise invalid_cursor()
+        before, after = position.get("b"), position.get("a")
+    if after is not None:
+        messages = selectors.room_history(room=room, after=after, limit=limit + 1)
+        more = len(messages) > limit
+        messages = messages[:limit]
+        next_cursor = page_cursor_encode({"a": messages[-1].id}) if more else None
+    else:
+        messages = selectors.room_history(room=room, before=before, limit=limit + 1)
+        more = len(messages) > limit
+        messages = messages[-limit:]
+        next_cursor = page_cursor_encode({"b": messages[0].id}) if more else None
+    return {"items": [message_dict(m) for m in messages], "next_cursor": next_cursor}
+
+
+@router.get("/rooms/{room_id}/messages", response={200: MessagePage, **ERROR_RESPONSES}, tags=["messages"])
+def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuery]) -> dict[str, Any]:
+    """A page of a room's messages, oldest to newest. Deleted messages appear as tombstones.
+
+    Without `after`: the newest `limit` messages; `next_cursor` fetches the
+    older page before them (null at the start of the room). With `after=<id>`:
+    the oldest `limit` messages newer than that id; `next_cursor` continues
+    forward (null when caught up). `limit` defaults to 50; values above 100
+    are treated as 100.
+    """
+    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    return _message_page(room=room, cursor=page.cursor, after=page.after, limit=selectors.page_limit(page.limit))
+
+
+@router.post(
+    "/rooms/{room_id}/messages", response={200: MessageOut, 201: MessageOut, **ERROR_RESPONSES}, tags=["messages"]
+)
+def message_create(request: HttpRequest, room_id: int, payload: MessageCreateIn) -> Status:
+    """Post a message (broadcast to the room's sockets after commit).
+
+    201 when created. With a `client_id` this author already used in this
+    room, nothing is written and the original comes back with 200; the same
+    `client_id` in another room is 409.
+    """
+    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    message, created = services.message_create(
+        room=room, author=request.auth, body=payload.body, client_id=payload.client_id
+    )
+    return Status(201 if created else 200, message_dict(message))
+
+
+@router.patch("/messages/{message_id}", response={200: MessageOut, **ERROR_RESPONSES}, tags=["messages"])
+def message_edit(request: HttpRequest, message_id: int, payload: MessageEditIn) -> dict[str, Any]:
+    """Edit a message's body (author or project admin); broadcast after commit."""
+    message = selectors.message_get_for_user(user=request.auth, message_id=message_id)
+    message = services.message_edit(message=message, by=request.auth, body=payload.body)
+    return message_dict(message)
+
+
+@router.delete("/messages/{message_id}", response={204: None, **ERROR_RESPONSES}, tags=["messages"])
+def message_delete(request: HttpRequest, message_id: int) -> Status:
+    """Delete a message (author or project admin); it stays in history as a tombstone."""
+    message = selectors.message_get_for_user(user=request.auth, message_id=message_id)
+    services.message_delete(message=message, by=request.auth)
+    return Status(204, None)

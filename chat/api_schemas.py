@@ -1,0 +1,202 @@
+"""Wire schemas of the JSON API and the one page-cursor codec every list shares.
+
+Output shapes mirror chat.serialization (the same dicts the WebSocket sends);
+the schemas exist to validate input and to document the API in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import orjson
+from ninja import Field, Schema
+from pydantic import AfterValidator, StrictBool, StrictInt, StrictStr
+
+from chatsite.errors import InvalidInput
+
+# Largest value of a PostgreSQL bigint: ids in cursors never exceed it.
+MAX_ID = 2**63 - 1
+# Cursors we issue are a few dozen characters; anything much longer is not ours.
+CURSOR_MAX_LENGTH = 512
+
+
+# --- Cursors --------------------------------------------------------------
+
+
+def page_cursor_encode(position: Mapping[str, Any]) -> str:
+    """The opaque ``next_cursor`` for a list position: URL-safe base64 of compact JSON."""
+    return base64.urlsafe_b64encode(orjson.dumps(dict(position))).rstrip(b"=").decode("ascii")
+
+
+def invalid_cursor() -> InvalidInput:
+    return InvalidInput("The cursor is not valid; start again without it.", code="invalid_cursor")
+
+
+def page_cursor_decode(cursor: str, *, fields: Mapping[str, type]) -> dict[str, Any]:
+    """Decode a cursor made by page_cursor_encode.
+
+    Every key must be one of ``fields`` with that type (``int`` means a
+    non-negative integer that fits a bigint, never a bool). Which keys must be
+    present is the caller's rule. Raises InvalidInput (``invalid_cursor``) for
+    anything that is not a cursor we could have issued.
+    """
+    if not cursor or len(cursor) > CURSOR_MAX_LENGTH:
+        raise invalid_cursor()
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = orjson.loads(raw)
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise invalid_cursor() from None
+    if not isinstance(data, dict) or not data:
+        raise invalid_cursor()
+    for key, value in data.items():
+        expected = fields.get(key)
+        if expected is None:
+            raise invalid_cursor()
+        if expected is int:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
+                raise invalid_cursor()
+        elif not isinstance(value, expected) or (isinstance(value, str) and "\x00" in value):
+            raise invalid_cursor()
+    return data
+
+
+def page_cursor_key(cursor: str | None, *, key: str, kind: type) -> Any:
+    """The position in a single-key cursor (``{key: value}``), or None without a cursor."""
+    if cursor is None:
+        return None
+    position = page_cursor_decode(cursor, fields={key: kind})
+    if key not in position:
+        raise invalid_cursor()
+    return position[key]
+
+
+# --- Input ----------------------------------------------------------------
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here, naming the field, rather than fail on insert.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Every string the API accepts: a JSON string (no coercion from numbers) without NUL.
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+
+
+class PageQuery(Schema):
+    cursor: str | None = Field(None, description="The `next_cursor` of the previous page.")
+    limit: int | None = Field(
+        None, ge=1, description="Page size: default 50; values above 100 are treated as 100."
+    )
+
+
+class MessagePageQuery(PageQuery):
+    after: int | None = Field(
+        None,
+        ge=0,
+        description="Forward catch-up: the oldest messages with an id greater than this.",
+    )
+
+
+class TokenIn(Schema):
+    username: Text
+    password: Text
+
+
+class RoomCreateIn(Schema):
+    name: Text
+    slug: Text | None = None
+    topic: Text = ""
+    is_private: StrictBool = False
+
+
+class RoomMemberAddIn(Schema):
+    username: Text
+
+
+class MessageCreateIn(Schema):
+    body: Text = Field(..., description="1 to 10,000 characters, not only whitespace.")
+    client_id: Text | None = Field(
+        None, description="Up to 64 characters, unique per author: a retry with it returns the original."
+    )
+
+
+class MessageEditIn(Schema):
+    body: Text
+
+
+class ReadMarkIn(Schema):
+    last_id: StrictInt = Field(..., ge=0, description="Id of the newest message the user has seen.")
+
+
+# --- Output ---------------------------------------------------------------
+
+
+class ErrorOut(Schema):
+    detail: str
+    code: str
+
+
+# The error statuses an authenticated endpoint documents (422 is ninja's own).
+ERROR_RESPONSES: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+
+
+class TokenOut(Schema):
+    token: str
+
+
+class UserOut(Schema):
+    id: int
+    username: str
+    display_name: str
+
+
+class MeOut(UserOut):
+    is_staff: bool
+
+
+class MessageOut(Schema):
+    id: int
+    room: int
+    seq: int
+    author: UserOut
+    body: str = Field(..., description="Empty for a deleted message.")
+    created_at: str
+    edited_at: str | None
+    deleted: bool
+    client_id: str | None
+
+
+class MessagePage(Schema):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+class RoomOut(Schema):
+    id: int
+    slug: str
+    name: str
+    topic: str
+    is_private: bool
+    project: str
+    last_message_at: str | None
+    unread: int | None = Field(None, description="Unread messages by others; only in room lists.")
+
+
+class RoomPage(Schema):
+    items: list[RoomOut]
+    next_cursor: str | None
+
+
+class RoomMemberOut(Schema):
+    room: int
+    user: UserOut
+
+
+class ReadMarkOut(Schema):
+    last_id: int

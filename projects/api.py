@@ -1,0 +1,138 @@
+"""JSON API endpoints for projects and their members. Mounted by chatsite.api."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema, Status
+
+from chat.api_schemas import ERROR_RESPONSES, ErrorOut, PageQuery, Text, page_cursor_encode, page_cursor_key
+from chat.selectors import page_limit
+from chat.serialization import user_display_name
+from projects import selectors, services
+from projects.models import Membership, Project
+
+router = Router(tags=["projects"])
+
+
+class ProjectCreateIn(Schema):
+    name: Text
+    slug: Text | None = Field(None, description="Derived from the name when omitted.")
+    description: Text = ""
+
+
+class ProjectOut(Schema):
+    slug: str
+    name: str
+    description: str
+    archived: bool
+    role: str = Field(..., description="The caller's role: owner, admin or member.")
+    created_at: datetime
+
+
+class ProjectPage(Schema):
+    items: list[ProjectOut]
+    next_cursor: str | None
+
+
+class MemberAddIn(Schema):
+    username: Text
+    role: Text = Field(Membership.Role.MEMBER, description="'member' or 'admin'.")
+
+
+class MemberOut(Schema):
+    id: int
+    username: str
+    display_name: str
+    role: str
+    joined_at: datetime
+
+
+class MemberPage(Schema):
+    items: list[MemberOut]
+    next_cursor: str | None
+
+
+def _project_dict(project: Project, *, role: str) -> dict[str, Any]:
+    return {
+        "slug": project.slug,
+        "name": project.name,
+        "description": project.description,
+        "archived": project.archived,
+        "role": role,
+        "created_at": project.created_at,
+    }
+
+
+def _member_dict(membership: Membership) -> dict[str, Any]:
+    user = membership.user
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user_display_name(user),
+        "role": membership.role,
+        "joined_at": membership.joined_at,
+    }
+
+
+@router.get("/projects", response={200: ProjectPage, 401: ErrorOut, 400: ErrorOut})
+def project_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
+    """The caller's projects with their role, in creation (id) order.
+
+    Page size: `limit` (default 50; values above 100 are treated as 100).
+    """
+    limit = page_limit(page.limit)
+    # Paged by id, not name: a rename between two fetches cannot skip or repeat a project.
+    projects = selectors.projects_for_user(user=request.auth).order_by("id")
+    after_id = page_cursor_key(page.cursor, key="i", kind=int)
+    if after_id is not None:
+        projects = projects.filter(id__gt=after_id)
+    rows = list(projects[: limit + 1])
+    items = rows[:limit]
+    next_cursor = page_cursor_encode({"i": items[-1].id}) if len(rows) > limit else None
+    return {"items": [_project_dict(p, role=p.my_role) for p in items], "next_cursor": next_cursor}
+
+
+@router.post("/projects", response={201: ProjectOut, **ERROR_RESPONSES})
+def project_create(request: HttpRequest, payload: ProjectCreateIn) -> Status:
+    """Create a project; the caller becomes its owner and a public room "general" is created."""
+    project = services.project_create(
+        user=request.auth, name=payload.name, slug=payload.slug, description=payload.description
+    )
+    return Status(201, _project_dict(project, role=Membership.Role.OWNER))
+
+
+@router.get("/projects/{slug}", response={200: ProjectOut, **ERROR_RESPONSES})
+def project_detail(request: HttpRequest, slug: str) -> dict[str, Any]:
+    project, membership = selectors.project_get_for_user(user=request.auth, slug=slug)
+    return _project_dict(project, role=membership.role)
+
+
+@router.get("/projects/{slug}/members", response={200: MemberPage, **ERROR_RESPONSES})
+def member_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[str, Any]:
+    """The members of a project by username.
+
+    Page size: `limit` (default 50; values above 100 are treated as 100).
+    """
+    project, _ = selectors.project_get_for_user(user=request.auth, slug=slug)
+    limit = page_limit(page.limit)
+    members = selectors.project_members(project=project)
+    after_username = page_cursor_key(page.cursor, key="u", kind=str)
+    if after_username is not None:
+        members = members.filter(user__username__gt=after_username)
+    rows = list(members[: limit + 1])
+    items = rows[:limit]
+    next_cursor = page_cursor_encode({"u": items[-1].user.username}) if len(rows) > limit else None
+    return {"items": [_member_dict(m) for m in items], "next_cursor": next_cursor}
+
+
+@router.post("/projects/{slug}/members", response={201: MemberOut, **ERROR_RESPONSES})
+def member_add(request: HttpRequest, slug: str, payload: MemberAddIn) -> Status:
+    """Add an existing user to the project. Project admins and owners only."""
+    project, _ = selectors.project_get_for_user(user=request.auth, slug=slug)
+    membership = services.membership_add(
+        project=project, username=payload.username, by=request.auth, role=payload.role
+    )
+    return Status(201, _member_dict(membership))
