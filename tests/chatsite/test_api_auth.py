@@ -95,6 +95,14 @@ def test_malformed_json_is_400_malformed_body():
 
 
 @pytest.mark.django_db
+def test_body_over_the_upload_limit_is_413():
+    raw = b'{"username": "' + b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1) + b'", "password": "x"}'
+    response = Client().post(f"{API}/auth/token", data=raw, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_large"
+
+
+@pytest.mark.django_db
 def test_empty_body_is_422():
     response = Client().post(f"{API}/auth/token", data=b"", content_type="application/json")
     assert response.status_code == 422
