@@ -1,0 +1,662 @@
+"""Real-time benchmark: WebSocket fan-out through real server processes.
+
+    python -m bench.ws_bench --rooms 100 --clients-per-room 20 --senders 100 \
+        --target both --ramp --processes 1,2 --json var/bench-ws.json
+
+Prepares users, tokens and rooms in DATABASE_URL, starts the server processes
+itself on 127.0.0.1, opens every socket, subscribes each to its room, offers
+``--rate`` messages/s spread evenly over the senders, and measures what every
+receiver got: deliveries/s, loss, send->receive latency, server CPU and RSS.
+``--ramp`` steps the offered rate up to find the sustainable rate (every
+message arrives and p99 <= --p99-limit). ``--target both`` measures the naive
+tutorial-style consumer (bench/reference_consumer.py) and ours in the same
+invocation and prints the ratio. ``--idle N`` holds N mostly-idle sockets and
+reports RSS per connection and idle CPU. See bench/README.md.
+
+Every loop here ends by count or deadline, and all traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import sys
+import time
+import uuid
+from array import array
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.ws_servers import Sampler, base_env, raise_nofile_limit, run_servers
+
+PATHS = {"ours": "/ws/", "reference": "/ws/reference/"}
+
+
+@dataclass
+class Options:
+    rooms: int = 100
+    clients_per_room: int = 20
+    senders: int = 100
+    rate: float = 400.0
+    size: int = 100
+    duration: float = 5.0
+    processes: list[int] = field(default_factory=lambda: [1])
+    server: str = "daphne"
+    target: str = "ours"
+    ramp: bool = False
+    ramp_start: float = 20.0
+    ramp_factor: float = 1.5
+    ramp_max_steps: int = 10
+    ramp_refine: int = 2
+    idle: int = 0
+    heartbeat: float = 20.0
+    p99_limit_ms: float = 50.0
+    drain: float = 5.0
+    client_procs: int = 2
+    connect_concurrency: int = 100
+    connect_timeout: float = 120.0
+    settings_module: str = "chatsite.settings.production"
+    json: str | None = None
+    quiet: bool = False
+
+
+# -- worker processes ---------------------------------------------------------
+
+
+class Workers:
+    """The load-generator processes and their pipes."""
+
+    def __init__(self, count: int) -> None:
+        from bench.ws_client import worker_main
+
+        ctx = multiprocessing.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        for i in range(count):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(child, i), name=f"ws-bench-client-{i}", daemon=True)
+            proc.start()
+            child.close()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def ask(self, commands: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+        """Send one command to each worker; wait (bounded) for every reply."""
+        for pipe, command in zip(self.pipes, commands):
+            pipe.send(command)
+        deadline = time.monotonic() + timeout
+        replies = []
+        for i, pipe in enumerate(self.pipes):
+            if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"load worker {i} did not answer {commands[i]['cmd']!r} within {timeout:.0f}s")
+            replies.append(pipe.recv())
+        return replies
+
+    def close(self) -> None:
+        try:
+            self.ask([{"cmd": "close"}] * len(self.pipes), timeout=40)
+        except (TimeoutError, OSError, EOFError):
+            pass
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+
+
+# -- statistics ---------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return round(sorted_values[rank - 1], 2)
+
+
+def latency_summary(chunks: list[bytes]) -> dict[str, float | None]:
+    values = array("d")
+    for chunk in chunks:
+        values.frombytes(chunk)
+    ordered = sorted(values)
+    return {
+        "p50": percentile(ordered, 50),
+        "p95": percentile(ordered, 95),
+        "p99": percentile(ordered, 99),
+        "max": round(ordered[-1], 2) if ordered else None,
+        "count": len(ordered),
+    }
+
+
+def expected_deliveries(per_room_sent: dict[int, int], subscribers: dict[int, int]) -> int:
+    """Every message is due once to every subscribed socket of its room, the sender's included."""
+    return sum(n * subscribers.get(room, 0) for room, n in per_room_sent.items())
+
+
+# -- one target (reference or ours) at one process count -------------------------
+
+
+@dataclass
+class Plan:
+    """Who connects where: client j is in room j // C, uses user j, talks to server (j % C) % P."""
+
+    specs: list[list[dict[str, Any]]]  # per worker
+    subscribers: dict[int, int]  # room id -> sockets planned in it
+    senders_per_worker: list[int]
+
+
+def make_plan(opts: Options, room_ids: list[int], tokens: list[str], ports: list[int], path: str) -> Plan:
+    rooms, per_room = len(room_ids), opts.clients_per_room
+    senders = {(i % rooms) * per_room + i // rooms for i in range(opts.senders)}
+    specs: list[list[dict[str, Any]]] = [[] for _ in range(opts.client_procs)]
+    subscribers: dict[int, int] = {}
+    for j in range(rooms * per_room):
+        room = room_ids[j // per_room]
+        port = ports[(j % per_room) % len(ports)]  # each room spans every server process
+        specs[j % opts.client_procs].append(
+            {"idx": j, "room": room, "url": f"ws://127.0.0.1:{port}{path}", "token": tokens[j], "sender": j in senders}
+        )
+        subscribers[room] = subscribers.get(room, 0) + 1
+    return Plan(
+        specs=specs,
+        subscribers=subscribers,
+        senders_per_worker=[sum(1 for s in worker if s["sender"]) for worker in specs],
+    )
+
+
+def ramp_rates(opts: Options) -> list[float]:
+    if not opts.ramp:
+        return [opts.rate]
+    rates, rate = [], opts.ramp_start
+    while len(rates) < opts.ramp_max_steps and rate <= opts.rate:
+        rates.append(round(rate, 1))
+        rate *= opts.ramp_factor
+    return rates
+
+
+def server_env(opts: Options, target: str, database_url: str, redis_url: str) -> dict[str, str]:
+    return base_env(
+        DJANGO_SETTINGS_MODULE=opts.settings_module,
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        BENCH_REFERENCE_CONSUMER="1" if target == "reference" else "0",
+        SECRET_KEY=os.environ.get("SECRET_KEY") or "ws-bench-only-" + uuid.uuid4().hex,
+        SECURE_SSL_REDIRECT="0",
+        DEBUG="0",
+    )
+
+
+def clear_channel_layer(redis_url: str) -> int:
+    """Delete the channel layer's keys, so groups of servers from earlier runs do not linger."""
+    import redis
+    from django.conf import settings
+
+    prefix = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "asgi")
+    client = redis.Redis.from_url(redis_url)
+    deleted = 0
+    try:
+        batch = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += client.delete(*batch)
+                batch = []
+        if batch:
+            deleted += client.delete(*batch)
+    finally:
+        client.close()
+    return deleted
+
+
+class Run:
+    def __init__(self, opts: Options, target: str, processes: int, database_url: str, redis_url: str, fixture: Any) -> None:
+        self.opts, self.target, self.processes = opts, target, processes
+        self.database_url, self.redis_url, self.fixture = database_url, redis_url, fixture
+        self.tag = uuid.uuid4().hex[:12]
+
+    def log(self, text: str) -> None:
+        if not self.opts.quiet:
+            print(text, flush=True)
+
+    def execute(self) -> dict[str, Any]:
+        opts = self.opts
+        clear_channel_layer(self.redis_url)
+        env = server_env(opts, self.target, self.database_url, self.redis_url)
+        result: dict[str, Any] = {"target": self.target, "server": opts.server, "processes": self.processes, "steps": []}
+        self.log(f"\n== {self.target}: {opts.server} x{self.processes}, {opts.rooms} rooms x {opts.clients_per_room} sockets, {opts.senders} senders")
+        with run_servers(server=opts.server, count=self.processes, env=env) as servers:
+            plan = make_plan(opts, self.fixture.room_ids[: opts.rooms], self.fixture.tokens, [s.port for s in servers], PATHS[self.target])
+            workers = Workers(opts.client_procs)
+            try:
+                with Sampler(server_pids=[s.proc.pid for s in servers], client_pids=workers.pids) as sampler:
+                    result["server_rss_idle_mb"] = round(sampler.rss_now() / 2**20, 1)
+                    result["sockets"] = self.connect(workers, plan)
+                    self.log(
+                        f"   sockets: {result['sockets']['connected']}/{result['sockets']['requested']} connected "
+                        f"in {result['sockets']['seconds']:.1f}s; server RSS {sampler.rss_now() / 2**20:.0f} MB"
+                    )
+                    if result["sockets"]["connected"] == 0:
+                        result["error"] = "no socket connected"
+                        return result
+                    self.ramp(workers, plan, sampler, result)
+            finally:
+                workers.close()
+                for s in servers:
+                    if s.proc.poll() is not None:
+                        result.setdefault("server_exits", []).append({"code": s.proc.returncode, "log": s.log_tail()})
+        return result
+
+    def connect(self, workers: Workers, plan: Plan) -> dict[str, Any]:
+        opts = self.opts
+        concurrency = max(1, opts.connect_concurrency // opts.client_procs)
+        replies = workers.ask(
+            [
+                {
+                    "cmd": "setup",
+                    "tag": self.tag,
+                    "clients": specs,
+                    "concurrency": concurrency,
+                    "open_timeout": 30.0,
+                    "phase_timeout": opts.connect_timeout,
+                }
+                for specs in plan.specs
+            ],
+            timeout=opts.connect_timeout + 30,
+        )
+        failures: dict[str, int] = {}
+        for reply in replies:
+            for name, n in reply["failures"].items():
+                failures[name] = failures.get(name, 0) + n
+        return {
+            "requested": sum(len(s) for s in plan.specs),
+            "connected": sum(r["connected"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "failures": failures,
+            "failure_samples": [s for r in replies for s in r["samples"]][:5],
+            "seconds": round(max(r["seconds"] for r in replies), 2),
+        }
+
+    def ramp(self, workers: Workers, plan: Plan, sampler: Sampler, result: dict[str, Any]) -> None:
+        opts = self.opts
+        self.log(step_header())
+        passed: float | None = None
+        failed: float | None = None
+        step_no = 0
+        for rate in ramp_rates(opts):
+            step = self.step(workers, plan, sampler, step_no, rate)
+            step_no += 1
+            result["steps"].append(step)
+            self.log(step_row(step))
+            if step["ok"]:
+                passed = rate
+            else:
+                failed = rate
+                break
+        if opts.ramp and failed is not None:
+            for _ in range(opts.ramp_refine):
+                low = passed or 0.0
+                if failed - low < max(1.0, 0.05 * failed):
+                    break
+                rate = round(math.sqrt(low * failed) if low else failed / 2, 1)
+                self.quiet(workers)
+                step = self.step(workers, plan, sampler, step_no, rate)
+                step_no += 1
+                result["steps"].append(step)
+                self.log(step_row(step))
+                if step["ok"]:
+                    passed = rate
+                else:
+                    failed = rate
+        per_message = sum(plan.subscribers.values()) / max(1, len(plan.subscribers))
+        if opts.ramp:
+            best = max((s for s in result["steps"] if s["ok"]), key=lambda s: s["offered_rate"], default=None)
+            result["sustainable"] = {
+                "rate": best["offered_rate"] if best else 0.0,
+                "deliveries_per_s": best["offered_deliveries_per_s"] if best else 0.0,
+                "first_failing_rate": failed,
+                "subscribers_per_room": per_message,
+            }
+
+    def quiet(self, workers: Workers, seconds: float = 15.0) -> None:
+        """After an overloaded step, wait (bounded) until late deliveries stop arriving."""
+        time.sleep(1.0)
+        workers.ask([{"cmd": "quiet", "quiet_s": 1.0, "timeout": seconds}] * len(workers.pipes), timeout=seconds + 10)
+
+    def step(self, workers: Workers, plan: Plan, sampler: Sampler, step_no: int, rate: float) -> dict[str, Any]:
+        opts = self.opts
+        start_at = time.time() + 0.5
+        commands = [
+            {
+                "cmd": "step",
+                "step": step_no,
+                "rate": rate * n / max(1, opts.senders),
+                "start_at": start_at,
+                "duration": opts.duration,
+                "size": opts.size,
+            }
+            for n in plan.senders_per_worker
+        ]
+        sent = workers.ask(commands, timeout=opts.duration + 30)
+        send_end = time.time()
+        per_room: dict[int, int] = {}
+        for reply in sent:
+            for room, n in reply["per_room"].items():
+                per_room[int(room)] = per_room.get(int(room), 0) + n
+        drained = workers.ask(
+            [{"cmd": "drain", "per_room": per_room, "drain_s": opts.drain}] * len(workers.pipes),
+            timeout=opts.drain + 30,
+        )
+        expected = sum(r["expected"] for r in drained)
+        delivered = sum(r["unique"] for r in drained)
+        latency = latency_summary([r["latencies_ms"] for r in drained])
+        acks = latency_summary([r["ack_latencies_ms"] for r in drained])
+        first_send = min((r["first_send_ns"] for r in sent if r["first_send_ns"]), default=0)
+        last_recv = max((r["last_recv_ns"] for r in drained), default=0)
+        span = (last_recv - first_send) / 1e9 if first_send and last_recv > first_send else 0.0
+        planned = sum(r["planned"] for r in sent)
+        total_sent = sum(r["sent"] for r in sent)
+        errors: dict[str, int] = {}
+        for r in drained:
+            for code, n in r["errors"].items():
+                errors[code] = errors.get(code, 0) + n
+        lost = expected - delivered
+        generator_kept_up = total_sent >= 0.97 * planned
+        ok = (
+            total_sent > 0
+            and lost == 0
+            and not errors
+            and latency["p99"] is not None
+            and latency["p99"] <= opts.p99_limit_ms
+            and generator_kept_up
+        )
+        return {
+            "step": step_no,
+            "offered_rate": rate,
+            "duration_s": opts.duration,
+            "planned": planned,
+            "sent": total_sent,
+            "sent_rate": round(total_sent / max(r["send_seconds"] for r in sent), 1) if total_sent else 0.0,
+            "send_lag_max_ms": round(max(r["lag_max_ms"] for r in sent), 1),
+            "generator_kept_up": generator_kept_up,
+            "expected": expected,
+            "expected_check": expected_deliveries(per_room, plan.subscribers),
+            "delivered": delivered,
+            "lost": lost,
+            "loss_pct": round(100.0 * lost / expected, 3) if expected else 0.0,
+            "duplicates": sum(r["duplicates"] for r in drained),
+            "stale": sum(r["stale"] for r in drained),
+            "errors": errors,
+            "error_samples": [s for r in drained for s in r["error_samples"]][:5],
+            "disconnects": sum(r["disconnects"] for r in drained),
+            "offered_deliveries_per_s": round(expected / opts.duration, 1),
+            "deliveries_per_s": round(delivered / span, 1) if span else 0.0,
+            "latency_ms": latency,
+            "ack_latency_ms": acks,
+            "frames": sum(r["frames"] for r in drained),
+            "batched_frames": sum(r["batched_frames"] for r in drained),
+            "resources": sampler.window(start_at, send_end),
+            "ok": ok,
+        }
+
+
+# -- idle sockets ------------------------------------------------------------------
+
+
+def run_idle(opts: Options, processes: int, database_url: str, redis_url: str, fixture: Any) -> dict[str, Any]:
+    """Hold ``opts.idle`` sockets with heartbeats; report RSS per connection and idle CPU.
+
+    Sockets are opened in two waves (10 %, then the rest) so the per-connection
+    figure is the RSS slope between them, not the server's one-time start-up costs.
+    """
+    clear_channel_layer(redis_url)
+    env = server_env(opts, "ours", database_url, redis_url)
+    total = opts.idle
+    first_wave = max(1, total // 10)
+    result: dict[str, Any] = {"target": "ours", "server": opts.server, "processes": processes, "requested": total}
+    if not opts.quiet:
+        print(f"\n== idle: {total} sockets, {opts.server} x{processes}, heartbeat every {opts.heartbeat:.0f}s", flush=True)
+    with run_servers(server=opts.server, count=processes, env=env) as servers:
+        ports = [s.port for s in servers]
+        rooms = fixture.room_ids[: opts.rooms]
+        waves: list[list[list[dict[str, Any]]]] = [[[] for _ in range(opts.client_procs)] for _ in range(2)]
+        for j in range(total):
+            wave = waves[0 if j < first_wave else 1]
+            wave[j % opts.client_procs].append(
+                {"idx": j, "room": rooms[j % len(rooms)], "url": f"ws://127.0.0.1:{ports[j % len(ports)]}/ws/", "token": fixture.tokens[j], "sender": False}
+            )
+        workers = Workers(opts.client_procs)
+        tag = uuid.uuid4().hex[:12]
+        try:
+            with Sampler(server_pids=[s.proc.pid for s in servers], client_pids=workers.pids) as sampler:
+                time.sleep(1.0)
+                rss = [sampler.rss_now()]
+                connected = [0]
+                connect_seconds = 0.0
+                failures: dict[str, int] = {}
+                for wave in waves:
+                    replies = workers.ask(
+                        [
+                            {"cmd": "setup", "tag": tag, "clients": specs, "concurrency": max(1, opts.connect_concurrency // opts.client_procs), "open_timeout": 30.0, "phase_timeout": opts.connect_timeout}
+                            for specs in wave
+                        ],
+                        timeout=opts.connect_timeout + 30,
+                    )
+                    connect_seconds += max(r["seconds"] for r in replies)
+                    for r in replies:
+                        for name, n in r["failures"].items():
+                            failures[name] = failures.get(name, 0) + n
+                    time.sleep(3.0)  # let allocations settle before reading RSS
+                    connected.append(connected[-1] + sum(r["connected"] for r in replies))
+                    rss.append(sampler.rss_now())
+                    if not opts.quiet:
+                        print(f"   {connected[-1]} sockets open, server RSS {rss[-1] / 2**20:.0f} MB", flush=True)
+                client_rss = sum(_rss_of(pid) for pid in workers.pids)
+                hold_start = time.time()
+                idle = workers.ask([{"cmd": "idle", "duration": opts.duration, "heartbeat": opts.heartbeat}] * len(workers.pipes), timeout=opts.duration + 30)
+                hold_end = time.time()
+                second_wave = connected[2] - connected[1]
+                result.update(
+                    {
+                        "connected": connected[-1],
+                        "failed": total - connected[-1],
+                        "failures": failures,
+                        "connect_seconds": round(connect_seconds, 1),
+                        "server_rss_start_mb": round(rss[0] / 2**20, 1),
+                        "server_rss_open_mb": round(rss[-1] / 2**20, 1),
+                        "rss_per_connection_kb": round((rss[2] - rss[1]) / second_wave / 1024, 1) if second_wave > 0 else None,
+                        "rss_per_connection_kb_incl_startup": round((rss[2] - rss[0]) / connected[2] / 1024, 1) if connected[2] else None,
+                        "client_rss_mb": round(client_rss / 2**20, 1),
+                        "hold_seconds": opts.duration,
+                        "heartbeat_s": opts.heartbeat,
+                        "pings": sum(r["pings"] for r in idle),
+                        "pongs": sum(r["pongs"] for r in idle),
+                        "open_after_hold": sum(r["open"] for r in idle),
+                        "resources": sampler.window(hold_start, hold_end),
+                        "nofile_limit": raise_nofile_limit(),
+                    }
+                )
+        finally:
+            workers.close()
+    return result
+
+
+def _rss_of(pid: int) -> int:
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+# -- output ------------------------------------------------------------------------
+
+
+COLUMNS = [
+    ("step", 4), ("offer/s", 8), ("sent/s", 8), ("expected", 9), ("lost", 7), ("loss%", 7), ("deliv/s", 8),
+    ("p50", 7), ("p95", 7), ("p99", 7), ("max", 8), ("ack p99", 8), ("srvCPU%", 8), ("srvMB", 6),
+    ("cliCPU%", 8), ("redis%", 7), ("sys%", 5), ("ok", 3),
+]  # fmt: skip
+
+
+def step_header() -> str:
+    return "   " + " ".join(name.rjust(width) for name, width in COLUMNS)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def step_row(step: dict[str, Any]) -> str:
+    res = step["resources"]
+    values = [
+        step["step"], step["offered_rate"], step["sent_rate"], step["expected"], step["lost"], step["loss_pct"],
+        step["deliveries_per_s"], step["latency_ms"]["p50"], step["latency_ms"]["p95"], step["latency_ms"]["p99"],
+        step["latency_ms"]["max"], step["ack_latency_ms"]["p99"], res.get("server_cpu_pct"), res.get("server_rss_mb"),
+        res.get("client_cpu_pct"), res.get("redis_cpu_pct"), res.get("system_cpu_pct"), "yes" if step["ok"] else "NO",
+    ]  # fmt: skip
+    row = "   " + " ".join(_fmt(v).rjust(width) for v, (_, width) in zip(values, COLUMNS))
+    notes = []
+    if step["errors"]:
+        notes.append(f"errors {step['errors']}")
+    if not step["generator_kept_up"]:
+        notes.append(f"generator sent {step['sent']}/{step['planned']}")
+    if step["disconnects"]:
+        notes.append(f"{step['disconnects']} sockets dropped")
+    return row + (f"   [{'; '.join(notes)}]" if notes else "")
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = ["", "== summary (sustainable = highest offered rate with zero loss and p99 <= %.0f ms)" % report["options"]["p99_limit_ms"]]
+    for run in report["runs"]:
+        s = run.get("sustainable")
+        if s:
+            lines.append(
+                f"   {run['target']:9} {run['server']} x{run['processes']}: {s['rate']:.0f} msg/s = "
+                f"{s['deliveries_per_s']:.0f} deliveries/s ({s['subscribers_per_room']:.0f} sockets/room); "
+                f"first failing offer: {s['first_failing_rate']}"
+            )
+    for r in report.get("ratios", []):
+        lines.append(f"   ratio ours x{r['processes']} / reference x{r['reference_processes']}: {r['ratio']}")
+    idle = report.get("idle")
+    if idle:
+        lines.append(
+            f"   idle: {idle.get('connected')}/{idle['requested']} sockets, {idle.get('rss_per_connection_kb')} KB RSS per connection, "
+            f"server CPU {idle.get('resources', {}).get('server_cpu_pct')}% while idle, pongs {idle.get('pongs')}/{idle.get('pings')}"
+        )
+    return "\n".join(lines)
+
+
+# -- entry points ------------------------------------------------------------------------
+
+
+def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
+    """Run the benchmark described by ``opts``; Django must be set up. Returns the report."""
+    from bench.ws_data import prepare
+
+    raise_nofile_limit()
+    users = max(opts.rooms * opts.clients_per_room, opts.idle)
+    rooms = opts.rooms
+    if opts.senders > opts.rooms * opts.clients_per_room:
+        raise ValueError("--senders cannot exceed --rooms x --clients-per-room")
+    fixture = prepare(rooms=rooms, users=users)
+    report: dict[str, Any] = {"options": asdict(opts), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(), "runs": []}
+    if opts.idle:
+        report["idle"] = run_idle(opts, opts.processes[0], database_url, redis_url, fixture)
+        return report
+    for target in ["reference", "ours"] if opts.target == "both" else [opts.target]:
+        # The reference is the naive single-process deployment; ours runs at every count asked for.
+        for processes in opts.processes[:1] if target == "reference" else opts.processes:
+            report["runs"].append(Run(opts, target, processes, database_url, redis_url, fixture).execute())
+    reference = next((r for r in report["runs"] if r["target"] == "reference" and r.get("sustainable")), None)
+    if reference:
+        base = reference["sustainable"]["deliveries_per_s"]
+        report["ratios"] = [
+            {
+                "processes": r["processes"],
+                "reference_processes": reference["processes"],
+                "ratio": round(r["sustainable"]["deliveries_per_s"] / base, 2) if base else None,
+            }
+            for r in report["runs"]
+            if r["target"] == "ours" and r.get("sustainable")
+        ]
+    return report
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    d = Options()
+    p = argparse.ArgumentParser(prog="python -m bench.ws_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rooms", type=int, default=d.rooms, help="rooms (each socket subscribes to one)")
+    p.add_argument("--clients-per-room", type=int, default=d.clients_per_room, help="sockets per room")
+    p.add_argument("--senders", type=int, default=d.senders, help="how many of the sockets also send (spread over rooms)")
+    p.add_argument("--rate", type=float, default=d.rate, help="messages/s offered in total (with --ramp: the highest step)")
+    p.add_argument("--size", type=int, default=d.size, help="message body bytes")
+    p.add_argument("--duration", type=float, default=d.duration, help="seconds per load step (or idle hold)")
+    p.add_argument("--processes", default="1", help="server processes: 1, 2, or a list such as 1,2 (one run each)")
+    p.add_argument("--server", choices=["daphne", "uvicorn"], default=d.server)
+    p.add_argument("--target", choices=["ours", "reference", "both"], default=d.target)
+    p.add_argument("--ramp", action="store_true", help="step the rate up from --ramp-start until loss or p99 fails")
+    p.add_argument("--ramp-start", type=float, default=d.ramp_start)
+    p.add_argument("--ramp-factor", type=float, default=d.ramp_factor)
+    p.add_argument("--ramp-max-steps", type=int, default=d.ramp_max_steps)
+    p.add_argument("--ramp-refine", type=int, default=d.ramp_refine, help="bisection steps after the first failure")
+    p.add_argument("--idle", type=int, default=0, help="idle mode: hold this many sockets with heartbeats")
+    p.add_argument("--heartbeat", type=float, default=d.heartbeat, help="idle mode: seconds between pings per socket")
+    p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms")
+    p.add_argument("--drain", type=float, default=d.drain, help="seconds to wait for late deliveries after each step")
+    p.add_argument("--client-procs", type=int, default=d.client_procs, help="load-generator processes")
+    p.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
+    p.add_argument("--connect-timeout", type=float, default=d.connect_timeout)
+    p.add_argument("--settings", default=d.settings_module, dest="settings_module", help="DJANGO_SETTINGS_MODULE of the servers")
+    p.add_argument("--json", help="write the full report here")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    values = vars(args)
+    values["processes"] = [int(x) for x in str(args.processes).split(",") if x.strip()]
+    if any(n < 1 for n in values["processes"]):
+        p.error("--processes must be positive")
+    return Options(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    database_url = os.environ.get("DATABASE_URL", "")
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not database_url.startswith("postgres") or not redis_url.startswith("redis"):
+        print("Set DATABASE_URL (PostgreSQL) and REDIS_URL: the benchmark needs the real services.", file=sys.stderr)
+        return 2
+    # The coordinator only prepares fixtures; base settings read the same env vars.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings.test")
+    import django
+
+    django.setup()
+    report = run(opts, database_url=database_url, redis_url=redis_url)
+    print(summary(report))
+    if opts.json:
+        write_report(report, Path(opts.json))
+        print(f"   report: {opts.json}")
+    return 0
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The WebSocket benchmark harness measures what it claims to (not how fast anything is).
+
+A trivial load against real server processes: the harness's own accounting
+must come out exact (expected deliveries, zero loss, every latency sample
+present) and its report must carry the documented fields.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.conf import settings
+
+from bench import ws_bench
+from chatsite import env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def test_expected_deliveries_count_every_subscriber_of_the_room():
+    assert ws_bench.expected_deliveries({7: 20, 8: 1}, {7: 3, 8: 3, 9: 5}) == 63
+
+
+def test_percentile_is_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert ws_bench.percentile(values, 50) == 50.0
+    assert ws_bench.percentile(values, 99) == 99.0
+    assert ws_bench.percentile([], 99) is None
+
+
+def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field(tmp_path):
+    opts = ws_bench.Options(
+        rooms=2,
+        clients_per_room=3,
+        senders=1,
+        rate=10.0,
+        duration=2.0,
+        drain=5.0,
+        target="both",
+        client_procs=1,
+        connect_concurrency=10,
+        connect_timeout=30.0,
+        settings_module="chatsite.settings.test",
+        quiet=True,
+    )
+    report = ws_bench.run(opts, database_url=_database_url(), redis_url=env.REDIS_URL)
+    out = tmp_path / "report.json"
+    ws_bench.write_report(report, out)
+    loaded = json.loads(out.read_text())
+
+    assert [r["target"] for r in loaded["runs"]] == ["reference", "ours"]
+    for run in loaded["runs"]:
+        assert run["sockets"] == {**run["sockets"], "requested": 6, "connected": 6, "failed": 0}
+        (step,) = run["steps"]
+        # One sender in the first room: 20 messages, each due to the 3 sockets of that room.
+        assert step["planned"] == step["sent"] == 20
+        assert step["expected"] == step["expected_check"] == 60
+        assert step["delivered"] == 60
+        assert step["lost"] == 0 and step["loss_pct"] == 0
+        assert step["duplicates"] == 0 and step["errors"] == {} and step["disconnects"] == 0
+        assert step["latency_ms"]["count"] == 60
+        assert 0 < step["latency_ms"]["p50"] <= step["latency_ms"]["p99"] <= step["latency_ms"]["max"]
+        for name in ("offered_deliveries_per_s", "deliveries_per_s", "sent_rate", "ok", "resources"):
+            assert name in step
+        assert {"server_cpu_pct", "server_rss_mb", "client_cpu_pct"} <= set(step["resources"])
+    ours = loaded["runs"][1]["steps"][0]
+    assert ours["ack_latency_ms"]["count"] == 20  # only our consumer acknowledges a send
