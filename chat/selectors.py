@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from django.conf import settings
@@ -168,3 +169,18 @@ def page_limit(limit: int | None) -> int:
     if limit is None:
         return settings.CHAT_PAGE_SIZE
     return max(1, min(int(limit), settings.CHAT_PAGE_SIZE_MAX))
+
+
+MENTION_RE = re.compile(r"(?<![\w@])@([\w.@+-]{1,150})")
+
+
+def message_with_room(*, message_id: int) -> Message | None:
+    return _messages().select_related("room").filter(pk=message_id).first()
+
+
+def mentioned_readers(*, room: Room, body: str) -> list[Any]:
+    """Users named as ``@username`` in ``body`` who can read ``room`` (at most 50)."""
+    names = {m.rstrip(".") for m in MENTION_RE.findall(body)}
+    if not names:
+        return []
+    return list(room_members(room=room).filter(username__in=list(names)[:50]))

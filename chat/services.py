@@ -92,6 +92,14 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
                 partial(events.publish_room_event, room_id=room.id, kind="message.new", payload=payload, seq=seq),
                 robust=True,
             )
+            if "@" in body:
+                transaction.on_commit(
+                    partial(
+                        events.enqueue_background,
+                        {"type": "message.created", "message_id": message.id, "room_id": room.id},
+                    ),
+                    robust=True,
+                )
     except IntegrityError:
         if client_id is None:
             raise

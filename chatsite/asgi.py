@@ -7,14 +7,24 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings.dev")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from chat import events  # noqa: E402
 from chat.auth import TokenAuthMiddleware  # noqa: E402
+from chat.background import BackgroundConsumer  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+# In development (DEBUG) the ASGI server also serves /static/; production
+# serves collected, fingerprinted files (see docs/ARCHITECTURE.md).
+http_application = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_application,
         "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        "channel": ChannelNameRouter({events.BACKGROUND_CHANNEL: BackgroundConsumer.as_asgi()}),
     }
 )

@@ -79,3 +79,27 @@ def daphne_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, sub
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def background_worker(**extra_env: str) -> Iterator[subprocess.Popen]:
+    """Run ``manage.py runworker chat-background`` against this test run's database and Redis."""
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runworker", "chat-background"],
+        cwd=ROOT,
+        env=server_env(**extra_env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.5)  # let it subscribe; pub/sub delivers only to present listeners
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
