@@ -23,7 +23,7 @@ run: venv
 	DJANGO_SETTINGS_MODULE=chatsite.settings.dev $(PY) manage.py migrate --no-input
 	DJANGO_SETTINGS_MODULE=chatsite.settings.dev $(PY) manage.py seed_demo
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
-	DJANGO_SETTINGS_MODULE=chatsite.settings.dev $(PY) manage.py runserver 127.0.0.1:$(PORT)
+	DJANGO_SETTINGS_MODULE=chatsite.settings.dev PY=$(PY) PORT=$(PORT) scripts/serve.sh
 
 ## make test: the whole suite against the real PostgreSQL and Redis
 test: venv check-services
