@@ -119,6 +119,18 @@ def test_room_list_pages_by_id(chat_world, api_client, make_room):
     assert pages == 3
 
 
+def test_room_list_query_count_does_not_grow(chat_world, api_client, make_room, django_assert_num_queries):
+    for i in range(6):
+        make_room(chat_world["project"], name=f"extra {i}")
+    client = api_client(chat_world["member"])
+    # token -> user, membership + project, the rooms with unread counts.
+    with django_assert_num_queries(3):
+        small = client.get(f"{API}/projects/world/rooms?limit=1")
+    with django_assert_num_queries(3):
+        large = client.get(f"{API}/projects/world/rooms?limit=100")
+    assert len(small.json()["items"]) == 1 and len(large.json()["items"]) == 7
+
+
 def test_room_list_bad_cursor_and_limit(chat_world, api_client):
     client = api_client(chat_world["member"])
     bad = client.get(f"{API}/projects/world/rooms?cursor=garbage")
