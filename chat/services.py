@@ -33,6 +33,8 @@ def _clean_body(body: Any) -> str:
         raise InvalidInput("Message body must be a string.", code="invalid_body")
     if not body.strip():
         raise InvalidInput("Message body must not be empty.", code="empty_body")
+    if "\x00" in body:
+        raise InvalidInput("Message body must not contain NUL characters.", code="invalid_body")
     limit = settings.CHAT_MESSAGE_MAX_LENGTH
     if len(body) > limit:
         raise InvalidInput(f"Message body is longer than {limit} characters.", code="body_too_long")
@@ -42,7 +44,7 @@ def _clean_body(body: Any) -> str:
 def _clean_client_id(client_id: Any) -> str | None:
     if client_id is None or client_id == "":
         return None
-    if not isinstance(client_id, str) or len(client_id) > CLIENT_ID_MAX:
+    if not isinstance(client_id, str) or len(client_id) > CLIENT_ID_MAX or "\x00" in client_id:
         raise InvalidInput(f"client_id must be a string of at most {CLIENT_ID_MAX} characters.", code="invalid_client_id")
     return client_id
 
@@ -190,6 +192,8 @@ def room_create(
     name = (name or "").strip()
     if not name:
         raise InvalidInput("Room name must not be empty.")
+    if "\x00" in name or "\x00" in (topic or ""):
+        raise InvalidInput("Room name and topic must not contain NUL characters.")
     if len(name) > 100:
         raise InvalidInput("Room name is longer than 100 characters.")
     if len(topic or "") > 250:

@@ -24,6 +24,11 @@ class InvalidInput(ChatError):
     code = "invalid"
 
 
+class NotAuthenticated(ChatError):
+    status = 401
+    code = "not_authenticated"
+
+
 class NotFound(ChatError):
     """Also used for "exists but you may not see it": never hint that it exists."""
 

@@ -19,6 +19,8 @@ def _clean_name(name: str, *, what: str, max_length: int = 100) -> str:
         raise InvalidInput(f"{what} name must not be empty.")
     if len(name) > max_length:
         raise InvalidInput(f"{what} name is longer than {max_length} characters.")
+    if "\x00" in name:
+        raise InvalidInput(f"{what} name must not contain NUL characters.")
     return name
 
 
@@ -39,8 +41,8 @@ def project_create(*, user: AbstractBaseUser, name: str, slug: str | None = None
 
     name = _clean_name(name, what="Project")
     slug = _clean_slug(slug, name=name, what="Project")
-    if len(description) > 2000:
-        raise InvalidInput("Project description is longer than 2000 characters.")
+    if len(description) > 2000 or "\x00" in description:
+        raise InvalidInput("Project description must be at most 2000 characters, without NUL characters.")
     try:
         with transaction.atomic():
             project = Project.objects.create(slug=slug, name=name, description=description, created_by=user)

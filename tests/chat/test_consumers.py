@@ -317,7 +317,7 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(world, raw,
 async def test_bad_bodies_get_error_frames(world):
     alice = await hello(world["tokens"]["member"])
     room = world["public"].id
-    for body, code in [("", "empty_body"), ("x" * 10_001, "body_too_long"), (["list"], "invalid_body")]:
+    for body, code in [("", "empty_body"), ("x" * 10_001, "body_too_long"), (["list"], "invalid_body"), ("a\x00b", "invalid_body")]:
         await send(alice, {"type": "message.send", "room": room, "body": body, "client_id": code})
         frame = await recv(alice)
         assert frame["code"] == code and frame["ref"] == code
