@@ -127,9 +127,15 @@ def record_query(seconds: float) -> None:
 def _process_command() -> dict[str, str]:
     """The fallback when nothing was bound: ``manage.py <command>`` or the program name."""
     argv = sys.argv or [""]
-    program = os.path.basename(argv[0] or "")
-    if program in ("manage.py", "django-admin", "django-admin.py", "__main__.py") and len(argv) > 1:
+    path = argv[0] or ""
+    program = os.path.basename(path)
+    is_django = program in ("manage.py", "django-admin") or (
+        program == "__main__.py" and os.path.basename(os.path.dirname(path)) == "django"
+    )
+    if is_django and len(argv) > 1:
         return {"command": argv[1]}
+    if program == "__main__.py":  # python -m <package>
+        program = os.path.basename(os.path.dirname(path))
     return {"process": program or "python"}
 
 
