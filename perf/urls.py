@@ -1,3 +1,7 @@
 from django.urls import path
 
-urlpatterns: list = []
+from perf import views
+
+urlpatterns = [
+    path("db/", views.report, name="perf-report"),
+]
