@@ -468,6 +468,22 @@ async function loadOlder() {
 
 els.older.addEventListener("click", loadOlder);
 
+/** After a reconnect: resume replays new messages only, so fetch the newest
+ *  page once to pick up edits and deletes made while this tab was away. */
+async function refreshShown() {
+  try {
+    const page = await api("GET", roomMessagesPath(`limit=${config.page_size}`));
+    for (const msg of page.items) {
+      const li = rendered.get(msg.id);
+      if (!li) continue;
+      if (msg.deleted) applyDelete(msg.id);
+      else if (msg.edited_at && li.querySelector(".msg-body").textContent !== msg.body) applyEdit(msg);
+    }
+  } catch {
+    // Not worth an error message: the live stream is already running.
+  }
+}
+
 /** Too much was missed to replay: take the newest page over HTTP and drop what is older. */
 async function resync() {
   try {
@@ -537,7 +553,14 @@ function onAck(ack) {
 }
 
 function onError(frame) {
-  const item = frame.ref === undefined || frame.ref === null ? undefined : outbox.get(String(frame.ref));
+  const ref = frame.ref === undefined || frame.ref === null ? "" : String(frame.ref);
+  const item = outbox.get(ref);
+  if (ref.startsWith("sub-")) {
+    // A sidebar room that vanished (or was made unreadable) only loses its badge.
+    if (frame.retryable) setTimeout(subscribeMissing, 1000 + Math.random() * 1000);
+    else if (ref === subscribeRef(config.room)) showError(frame.message);
+    return;
+  }
   if (item) {
     if (frame.retryable) {
       setPendingState(item, "Retrying…");
@@ -560,6 +583,7 @@ function handle(frame) {
       break;
     case "subscribed":
       subscribed.add(frame.room);
+      if (frame.room === config.room && connections > 1) refreshShown();
       break;
     case "message.new":
       onMessageNew(frame.message);
@@ -592,6 +616,7 @@ let attempt = 0;
 let reconnectTimer = null;
 let stopped = false;
 let lastFrameAt = Date.now();
+let connections = 0;
 
 function setStatus(state, text) {
   els.status.dataset.state = state;
@@ -605,12 +630,16 @@ function sendFrame(frame) {
 }
 
 function subscribeFrame(room) {
-  const frame = { type: "subscribe", room };
+  const frame = { type: "subscribe", room, ref: subscribeRef(room) };
   // The current room always resumes: 0 means "everything", which is right for
   // a room that was empty when the page was rendered.
   const last = room === config.room ? streamLastId : otherLastId.get(room);
   if (last !== undefined) frame.last_id = last;
   return frame;
+}
+
+function subscribeRef(room) {
+  return `sub-${room}`;
 }
 
 function subscribeMissing() {
@@ -630,6 +659,7 @@ function connect() {
   sock.addEventListener("open", () => {
     if (sock !== ws) return;
     lastFrameAt = Date.now();
+    connections += 1;
     subscribed.clear();
     subscribeMissing();
     for (const item of outbox.values()) transmit(item);

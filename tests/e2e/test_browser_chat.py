@@ -66,6 +66,15 @@ def message(page, text: str):
     return page.locator("#messages li.msg", has_text=text)
 
 
+def edit(page, old: str, new: str) -> None:
+    item = message(page, old)
+    item.hover()
+    item.locator("button[data-action=edit]").click()
+    item.locator(".msg-editor textarea").fill(new)
+    item.locator(".msg-editor button[type=submit]").click()
+    _expect()(message(page, new)).to_have_count(1)
+
+
 def test_two_people_chat_live(live_server_url, world, browser, screenshots_on_failure):
     expect = _expect()
     base, pages = live_server_url, screenshots_on_failure
@@ -91,11 +100,7 @@ def test_two_people_chat_live(live_server_url, world, browser, screenshots_on_fa
         assert ids == sorted(ids) and len(ids) == 2
 
     # alice edits, bob sees it.
-    mine = message(alice, "hello bob")
-    mine.hover()
-    mine.locator("button[data-action=edit]").click()
-    mine.locator(".msg-editor textarea").fill("hello bob, edited")
-    mine.locator(".msg-editor button[type=submit]").click()
+    edit(alice, "hello bob", "hello bob, edited")
     expect(message(bob, "hello bob, edited")).to_have_count(1)
     expect(message(bob, "hello bob, edited").locator(".msg-edited")).to_have_text("(edited)")
 
@@ -118,9 +123,13 @@ def test_two_people_chat_live(live_server_url, world, browser, screenshots_on_fa
     open_room(alice, base, "general")
 
     # bob goes offline: what alice sends meanwhile arrives when he is back
-    # (resume), and what bob typed while offline is sent then (queue).
+    # (resume), what bob typed while offline is sent then (queue), and an
+    # edit made meanwhile shows up too (the client refetches the shown page).
+    send(alice, "will change")
+    expect(message(bob, "will change")).to_have_count(1)
     bob_context.set_offline(True)
     expect(bob.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    edit(alice, "will change", "changed while away")
     for i in range(3):
         send(alice, f"while you were away {i}")
         expect(message(alice, f"while you were away {i}")).to_have_count(1)
@@ -134,6 +143,7 @@ def test_two_people_chat_live(live_server_url, world, browser, screenshots_on_fa
     expect(message(alice, "typed while offline")).to_have_count(1)
     expect(bob.locator("#pending li")).to_have_count(0)
     expect(message(bob, "typed while offline")).to_have_count(1)
+    expect(message(bob, "changed while away")).to_have_count(1)
 
     # Closing the tab and coming back renders everything from the server.
     bob.close()
@@ -147,6 +157,7 @@ def test_two_people_chat_live(live_server_url, world, browser, screenshots_on_fa
     assert texts == [
         "message deleted",
         "hi alice",
+        "changed while away",
         "while you were away 0",
         "while you were away 1",
         "while you were away 2",
