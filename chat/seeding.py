@@ -505,20 +505,20 @@ def _body_pool(size: int = 4096) -> list[str]:
 class _RoomPlan:
     room: Room
     authors: list[int]  # chatty people first: picks are skewed to the front
-    seq: int
-    count_before: int
+    seq: int  # the room's newest seq so far
     last_at: datetime | None = None
 
 
 def _load_messages(*, target: int, result: LoadResult, progress: bool, log: Log) -> None:
     project_ids = list(_load_project_ids().values())
     room_by_index = _load_rooms(project_ids)
-    rooms = [room_by_index[j] for j in sorted(room_by_index)]
-    if not rooms:
+    if not room_by_index:
         return
-    room_ids = [room.id for room in rooms]
-    # Lock the rooms: a message_create running meanwhile would race for the same seqs.
-    list(Room.objects.select_for_update().filter(id__in=room_ids).values_list("id", flat=True))
+    room_ids = [room_by_index[j].id for j in sorted(room_by_index)]
+    # Lock the rooms (and read their counters under the lock): a message_create
+    # running meanwhile would race for the same seqs.
+    locked = Room.objects.select_for_update().in_bulk(room_ids)
+    rooms = [locked[room_id] for room_id in room_ids]
     stats = {
         row["room_id"]: row
         for row in Message.objects.filter(room_id__in=room_ids)
@@ -550,7 +550,7 @@ def _load_messages(*, target: int, result: LoadResult, progress: bool, log: Log)
         random.Random(f"authors:{room.slug}").shuffle(ordered)
         row = stats.get(room.id, {})
         seq = max(row.get("max_seq") or 0, room.last_message_seq)
-        plans.append(_RoomPlan(room=room, authors=ordered, seq=seq, count_before=row.get("n", 0)))
+        plans.append(_RoomPlan(room=room, authors=ordered, seq=seq))
     if not plans:
         result.notes.append("No load room has members; no messages added.")
         return
