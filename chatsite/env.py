@@ -61,6 +61,12 @@ SLOW_QUERY_THRESHOLD = env_float("SLOW_QUERY_THRESHOLD", 0.1)
 CACHE_TTL = env_int("CACHE_TTL", 300)
 ENABLE_CACHING = env_bool("ENABLE_CACHING", True)
 
+# Response compression (perf.compression): brotli quality when the client
+# accepts br, gzip level otherwise.
+ENABLE_COMPRESSION = env_bool("ENABLE_COMPRESSION", True)
+COMPRESSION_LEVEL = env_int("COMPRESSION_LEVEL", 5)
+BROTLI_QUALITY = env_int("BROTLI_QUALITY", 4)
+
 # Chat behaviour
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "chat-demo-pass")
 RESUME_MAX_MESSAGES = env_int("RESUME_MAX_MESSAGES", 500)

@@ -35,6 +35,8 @@ MIDDLEWARE = [
     # First: X-Request-ID on every response, query totals cover the whole stack.
     "perf.middleware.PerfMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Above everything that reads or changes the response body (perf.compression).
+    "perf.compression.CompressionMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -194,3 +196,10 @@ LOGGING = {
 # --- Performance ----------------------------------------------------------
 # Statements slower than this (seconds) are logged by "perf.slow_query".
 SLOW_QUERY_THRESHOLD = env.SLOW_QUERY_THRESHOLD
+
+# Response compression (perf.compression.CompressionMiddleware): brotli when
+# the client accepts it, else gzip; bodies below the minimum go out as they are.
+COMPRESSION_ENABLED = env.ENABLE_COMPRESSION
+COMPRESSION_GZIP_LEVEL = env.COMPRESSION_LEVEL
+COMPRESSION_BROTLI_QUALITY = env.BROTLI_QUALITY
+COMPRESSION_MIN_LENGTH = 1024
