@@ -63,35 +63,42 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('name', models.CharField(default='api', max_length=100)),
-                ('key_hash', models.CharField(max_length=64, unique=True)),
+                ('key_hash', models.CharField(max_length=64, unique=True)),  # token authentication lookup
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('last_used_at', models.DateTimeField(blank=True, null=True)),
                 ('user', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='api_tokens', to=settings.AUTH_USER_MODEL)),
             ],
             options={
+                # tokens of a user (admin, revocation on user delete)
                 'indexes': [models.Index(fields=['user'], name='apitoken_user_idx')],
             },
         ),
+        # room by (project, slug) and the room list of a project
         migrations.AddConstraint(
             model_name='room',
             constraint=models.UniqueConstraint(fields=('project', 'slug'), name='room_project_slug_uniq'),
         ),
+        # room_history / messages_after / unread counts: a room's messages by id
         migrations.AddIndex(
             model_name='message',
             index=models.Index(fields=['room', 'id'], name='message_room_id_idx'),
         ),
+        # gap fill in the consumer: messages of a room with seq in (a, b)
         migrations.AddConstraint(
             model_name='message',
             constraint=models.UniqueConstraint(fields=('room', 'seq'), name='message_room_seq_uniq'),
         ),
+        # idempotent send: lookup by (author, client_id)
         migrations.AddConstraint(
             model_name='message',
             constraint=models.UniqueConstraint(condition=models.Q(('client_id__isnull', False)), fields=('author', 'client_id'), name='message_author_client_id_uniq'),
         ),
+        # rooms_for_user / unread counts: a user's read state across rooms
         migrations.AddIndex(
             model_name='roommember',
             index=models.Index(fields=['user', 'room'], name='roommember_user_room_idx'),
         ),
+        # private-room membership check (room, user) and the member list of a room
         migrations.AddConstraint(
             model_name='roommember',
             constraint=models.UniqueConstraint(fields=('room', 'user'), name='roommember_room_user_uniq'),

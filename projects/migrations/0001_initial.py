@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
             name='Project',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=64, unique=True)),
+                ('slug', models.SlugField(max_length=64, unique=True)),  # project by slug (every project URL)
                 ('name', models.CharField(max_length=100)),
                 ('description', models.TextField(blank=True, default='')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
@@ -39,7 +39,9 @@ class Migration(migrations.Migration):
                 ('project', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='projects.project')),
             ],
             options={
+                # projects_for_user: a user's projects, newest membership first
                 'indexes': [models.Index(fields=['user', 'project'], name='membership_user_project_idx')],
+                # membership check (project, user) and the member list of a project
                 'constraints': [models.UniqueConstraint(fields=('project', 'user'), name='membership_project_user_uniq')],
             },
         ),
