@@ -1,0 +1,359 @@
+"""Each hot query uses the index named for it, on a data set large enough for the planner to care.
+
+About 200,000 messages in 400 rooms of 20 projects, 2,000 users, written with
+INSERT ... SELECT generate_series once for the module and analyzed. Each test
+runs the real selector or service, captures the SQL and parameters the ORM
+sent (an execute wrapper), runs ``EXPLAIN (FORMAT JSON)`` on exactly that, and
+walks the plan: the expected index is scanned, chat_message is never read
+sequentially.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+
+from chat import selectors, services
+from chat.models import Message, Room, RoomMember
+from projects import selectors as project_selectors
+from projects.models import Project
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db]
+
+User = get_user_model()
+
+USERS = 2_000
+PROJECTS = 20  # with rooms and messages
+OTHER_PROJECTS = 980  # quiet ones, so the project table has a realistic size
+ROOMS_PER_PROJECT = 20
+MESSAGES = 200_000
+ARCHIVE_K = PROJECTS * ROOMS_PER_PROJECT  # the last room: busy long ago, silent now
+INDEX_SCANS = {"Index Scan", "Index Only Scan", "Bitmap Index Scan"}
+# Equality on both columns: either composite index serves it equally well.
+MEMBERSHIP = {"membership_project_user_uniq", "membership_user_project_idx"}
+ROOM_MEMBER = {"roommember_room_user_uniq", "roommember_user_room_idx"}
+
+
+def _like_indexes(table: str, column: str) -> set[str]:
+    """The unique index of ``column`` and the *_like twin Django adds for unique varchar columns."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexdef LIKE %s",
+            [table, f"%({column}%"],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+LOAD_SQL = [
+    f"""INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
+                              is_staff, is_active, date_joined)
+        SELECT '!', false, 'idx' || g, '', '', '', false, true, now() FROM generate_series(1, {USERS}) g""",
+    f"""INSERT INTO projects_project (slug, name, description, created_at, archived)
+        SELECT 'idx-p' || g, 'Idx ' || g, '', now(), false FROM generate_series(1, {PROJECTS + OTHER_PROJECTS}) g
+        ORDER BY g""",
+    # Every user has a home project; every fourth a second one.
+    f"""INSERT INTO projects_membership (project_id, user_id, role, joined_at)
+        SELECT p.id, u.id, 'member', now() FROM generate_series(1, {USERS}) g
+        JOIN auth_user u ON u.username = 'idx' || g
+        JOIN projects_project p ON p.slug = 'idx-p' || (g % {PROJECTS} + 1)""",
+    f"""INSERT INTO projects_membership (project_id, user_id, role, joined_at)
+        SELECT p.id, u.id, 'member', now() FROM generate_series(1, {USERS}) g
+        JOIN auth_user u ON u.username = 'idx' || g
+        JOIN projects_project p ON p.slug = 'idx-p' || ((g * 7) % {PROJECTS} + 1)
+        WHERE g % 4 = 0 AND (g * 7) % {PROJECTS} <> g % {PROJECTS}""",
+    # ...and belongs to two of the other, quiet projects (which have no rooms here).
+    f"""INSERT INTO projects_membership (project_id, user_id, role, joined_at)
+        SELECT p.id, u.id, 'member', now() FROM generate_series(1, {USERS}) g
+        CROSS JOIN generate_series(0, 1) j
+        JOIN auth_user u ON u.username = 'idx' || g
+        JOIN projects_project p ON p.slug = 'idx-p' || ({PROJECTS + 1} + (g * 31 + j * 17) % {OTHER_PROJECTS})""",
+    # Every fifth room is private.
+    f"""INSERT INTO chat_room (project_id, slug, name, topic, is_private, created_at, last_message_seq)
+        SELECT p.id, 'r' || r, 'room ' || r, '', r % 5 = 0, now(), 0
+        FROM generate_series(1, {PROJECTS}) g CROSS JOIN generate_series(1, {ROOMS_PER_PROJECT}) r
+        JOIN projects_project p ON p.slug = 'idx-p' || g
+        ORDER BY g, r""",
+    # Read state (and private membership) in a quarter of the project's rooms.
+    """INSERT INTO chat_roommember (room_id, user_id, last_read_message_id, joined_at)
+        SELECT r.id, m.user_id, 0, now()
+        FROM projects_membership m
+        JOIN chat_room r ON r.project_id = m.project_id
+        JOIN auth_user u ON u.id = m.user_id
+        WHERE u.username LIKE 'idx%'
+          AND (substring(u.username FROM 4)::int + substring(r.slug FROM 2)::int) % 4 = 0""",
+    """CREATE TEMP TABLE idx_rooms ON COMMIT DROP AS
+        SELECT row_number() OVER (ORDER BY r.id) AS k, r.id AS room_id,
+               (SELECT array_agg(m.user_id ORDER BY m.user_id)
+                  FROM projects_membership m WHERE m.project_id = r.project_id) AS members
+        FROM chat_room r JOIN projects_project p ON p.id = r.project_id WHERE p.slug LIKE 'idx-p%'""",
+    # Skewed: the first rooms are hot (room 1 gets about 5% of all messages).
+    # The last room was the busiest of all once and is silent now: 10% of the
+    # messages, all among the oldest fifth. Half the messages carry a
+    # client_id; 1% are deleted.
+    f"""INSERT INTO chat_message (room_id, author_id, seq, body, created_at, client_id, deleted_at)
+        SELECT t.room_id, t.members[1 + g % array_length(t.members, 1)],
+               row_number() OVER (PARTITION BY t.room_id ORDER BY g),
+               'message ' || g, now() - make_interval(secs => {MESSAGES} - g),
+               CASE WHEN g % 2 = 0 THEN 'c' || g END,
+               CASE WHEN g % 100 = 0 THEN now() END
+        FROM generate_series(1, {MESSAGES}) g
+        JOIN idx_rooms t ON t.k = CASE
+            WHEN g <= {MESSAGES // 5} AND g % 2 = 1 THEN {ARCHIVE_K}
+            ELSE 1 + floor({ARCHIVE_K - 1}
+                           * power(((g::bigint * 2654435761) % 1000003)::float8 / 1000003, 2))::int
+            END
+        ORDER BY g""",
+    """UPDATE chat_room r SET last_message_seq = s.n, last_message_at = now()
+        FROM (SELECT room_id, count(*) AS n FROM chat_message GROUP BY room_id) s WHERE s.room_id = r.id""",
+    # Read markers part way through each room.
+    """UPDATE chat_roommember rm SET last_read_message_id = COALESCE(
+            (SELECT id FROM chat_message m WHERE m.room_id = rm.room_id
+              ORDER BY id DESC OFFSET 20 LIMIT 1), 0)""",
+    """INSERT INTO chat_apitoken (user_id, name, key_hash, created_at)
+        SELECT id, 'api', md5(username) || md5('salt' || username), now() FROM auth_user WHERE username LIKE 'idx%'""",
+]
+
+# Only this module's rows are in chat_message while it runs (other tests roll
+# back), so TRUNCATE is safe, and it spares the 2,000 user deletions below a
+# foreign-key check each on a table with 200,000 dead rows (author_id has no
+# index of its own). It refuses, rather than wipe, if anything else is there.
+UNLOAD_MESSAGES = """
+    DO $$ BEGIN
+      IF EXISTS (SELECT 1 FROM chat_message m JOIN chat_room r ON r.id = m.room_id
+                 JOIN projects_project p ON p.id = r.project_id WHERE p.slug NOT LIKE 'idx-p%') THEN
+        RAISE EXCEPTION 'chat_message holds rows of other tests';
+      END IF;
+      TRUNCATE chat_message;
+    END $$"""
+
+UNLOAD_SQL = [
+    "DELETE FROM chat_roommember WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE 'idx%')",
+    "DELETE FROM chat_room WHERE project_id IN (SELECT id FROM projects_project WHERE slug LIKE 'idx-p%')",
+    "DELETE FROM projects_membership WHERE project_id IN (SELECT id FROM projects_project WHERE slug LIKE 'idx-p%')",
+    "DELETE FROM chat_apitoken WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE 'idx%')",
+    "DELETE FROM projects_project WHERE slug LIKE 'idx-p%'",
+    "DELETE FROM auth_user WHERE username LIKE 'idx%'",
+]
+
+
+@pytest.fixture(scope="module")
+def data(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """The data set, committed once for this module and removed after it."""
+    with django_db_blocker.unblock():
+        with transaction.atomic(), connection.cursor() as cursor:
+            for sql in LOAD_SQL:
+                cursor.execute(sql)
+        with connection.cursor() as cursor:
+            # VACUUM too: production tables are vacuumed (autovacuum also runs on
+            # inserts), and index-only scans depend on the visibility map.
+            cursor.execute("VACUUM ANALYZE auth_user, projects_project, projects_membership, chat_room, "
+                           "chat_roommember, chat_message, chat_apitoken")
+    yield
+    with django_db_blocker.unblock():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(UNLOAD_MESSAGES)
+            for sql in UNLOAD_SQL:
+                cursor.execute(sql)
+
+
+@contextmanager
+def captured() -> Iterator[list[tuple[str, Any]]]:
+    """The (sql, params) of every statement the ORM sends inside the block."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: dict) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        yield statements
+
+
+def plan_nodes(sql: str, params: Any) -> list[dict[str, Any]]:
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        import json
+
+        plan = json.loads(plan)
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        nodes.append(node)
+        for child in node.get("Plans", ()):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return nodes
+
+
+def assert_uses(statements: list[tuple[str, Any]], *indexes: str | set[str]) -> None:
+    """Every statement reads chat_message through an index; together they use ``indexes``.
+
+    An entry that is a set means "one of these" (an index and its equivalent).
+    """
+    assert statements
+    used: set[str] = set()
+    summaries = []
+    for sql, params in statements:
+        nodes = plan_nodes(sql, params)
+        used |= {node.get("Index Name") for node in nodes if node["Node Type"] in INDEX_SCANS}
+        summary = [(n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in nodes]
+        summaries.append(summary)
+        seq = [n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "chat_message"]
+        assert not seq, f"Seq Scan on chat_message: {summary}\n{sql}"
+    for index in indexes:
+        wanted = index if isinstance(index, set) else {index}
+        assert wanted & used, f"{sorted(wanted)} not used: {summaries}"
+
+
+def reading(statements: list[tuple[str, Any]], table: str) -> list[tuple[str, Any]]:
+    """The SELECTs among ``statements`` that read ``table``."""
+    found = [s for s in statements if s[0].lstrip().startswith("SELECT") and f'"{table}"' in s[0]]
+    assert found, statements
+    return found
+
+
+def hot_room() -> Room:
+    """Busy all along: about 5% of all messages."""
+    return Room.objects.select_related("project").get(project__slug="idx-p1", slug="r1")
+
+
+def archive_room() -> Room:
+    """Busiest of all once, silent for the newest 80% of the table."""
+    return Room.objects.select_related("project").get(project__slug=f"idx-p{PROJECTS}", slug=f"r{ROOMS_PER_PROJECT}")
+
+
+ROOMS = [pytest.param(hot_room, id="hot"), pytest.param(archive_room, id="archive")]
+
+
+def member_of(room: Room) -> Any:
+    return User.objects.filter(memberships__project=room.project, username__startswith="idx").order_by("id").first()
+
+
+def test_data_set_is_large(data: None) -> None:
+    assert Message.objects.count() >= MESSAGES
+    assert hot_room().last_message_seq > 5_000
+    archive = archive_room()
+    newest = Message.objects.order_by("-id").values_list("id", flat=True).first()
+    newest_in_archive = Message.objects.filter(room=archive).order_by("-id").values_list("id", flat=True).first()
+    assert archive.last_message_seq >= MESSAGES // 10
+    assert Message.objects.filter(id__gt=newest_in_archive).count() > MESSAGES // 2
+    assert newest > newest_in_archive
+
+
+@pytest.mark.parametrize("room_of", ROOMS)
+def test_room_history_newest_page(data: None, room_of: Any) -> None:
+    room = room_of()
+    with captured() as statements:
+        page = selectors.room_history(room=room, limit=50)
+    assert len(page) == 50
+    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+
+
+@pytest.mark.parametrize("room_of", ROOMS)
+def test_room_history_older_page(data: None, room_of: Any) -> None:
+    room = room_of()
+    middle = Message.objects.filter(room=room, seq=room.last_message_seq // 2).values_list("id", flat=True).get()
+    with captured() as statements:
+        page = selectors.room_history(room=room, before=middle, limit=50)
+    assert len(page) == 50 and page[-1].id < middle
+    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+
+
+@pytest.mark.parametrize("room_of", ROOMS)
+def test_room_history_catch_up_after(data: None, room_of: Any) -> None:
+    room = room_of()
+    early = Message.objects.filter(room=room, seq=100).values_list("id", flat=True).get()
+    with captured() as statements:
+        page = selectors.room_history(room=room, after=early, limit=50)
+    assert len(page) == 50 and page[0].id > early
+    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+
+
+@pytest.mark.parametrize("room_of", ROOMS)
+def test_messages_after_resume(data: None, room_of: Any) -> None:
+    room = room_of()
+    recent = Message.objects.filter(room=room, seq=room.last_message_seq - 30).values_list("id", flat=True).get()
+    with captured() as statements:
+        missed = selectors.messages_after(room_id=room.id, after_id=recent, limit=501)
+    assert len(missed) == 30
+    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+
+
+@pytest.mark.parametrize("room_of", ROOMS)
+def test_messages_seq_between_gap_fill(data: None, room_of: Any) -> None:
+    room = room_of()
+    with captured() as statements:
+        gap = selectors.messages_seq_between(room_id=room.id, after_seq=1000, before_seq=1010)
+    assert [m.seq for m in gap] == list(range(1001, 1010))
+    assert_uses(reading(statements, "chat_message"), "message_room_seq_uniq")
+
+
+def test_rooms_for_user_with_unread_counts(data: None) -> None:
+    room = hot_room()
+    user = member_of(room)
+    with captured() as statements:
+        rooms = selectors.rooms_for_user(user=user, project=room.project)
+    assert rooms and any(r.unread for r in rooms)
+    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+    assert_uses(reading(statements, "projects_membership"), MEMBERSHIP)
+
+
+def test_projects_for_user(data: None) -> None:
+    user = User.objects.get(username="idx8")  # two busy projects, two quiet ones
+    with captured() as statements:
+        projects = list(project_selectors.projects_for_user(user=user))
+    assert len(projects) == 4
+    assert_uses(reading(statements, "projects_membership"), "membership_user_project_idx")
+
+
+def test_room_get_for_user_membership_check(data: None) -> None:
+    member = RoomMember.objects.filter(room__is_private=True, room__project__slug__startswith="idx-p").first()
+    room, user = member.room, member.user
+    with captured() as statements:
+        found = selectors.room_get_for_user(user=user, room_id=room.id)
+    assert found.id == room.id
+    assert_uses(statements, "chat_room_pkey", MEMBERSHIP, ROOM_MEMBER)
+
+
+def test_project_get_for_user_membership_check(data: None) -> None:
+    project = Project.objects.get(slug="idx-p4")
+    user = User.objects.filter(memberships__project=project).order_by("id").first()
+    with captured() as statements:
+        found, membership = project_selectors.project_get_for_user(user=user, slug="idx-p4")
+    assert found.id == project.id
+    assert_uses(statements, _like_indexes("projects_project", "slug"), MEMBERSHIP)
+
+
+def test_duplicate_send_looks_up_author_and_client_id(data: None) -> None:
+    room = hot_room()
+    original = Message.objects.filter(room=room, client_id__isnull=False).select_related("author").first()
+    with captured() as statements:
+        message, created = services.message_create(
+            room=room, author=original.author, body="retry", client_id=original.client_id
+        )
+    assert (message.id, created) == (original.id, False)
+    lookup = [s for s in reading(statements, "chat_message") if '"client_id" =' in s[0]]
+    assert_uses(lookup, "message_author_client_id_uniq")
+
+
+def test_user_for_token(data: None) -> None:
+    user = User.objects.get(username="idx10")
+    _, raw = services.token_create(user=user)
+    with captured() as statements:
+        assert selectors.user_for_token(raw_key=raw) == user
+    assert_uses(reading(statements, "chat_apitoken"), _like_indexes("chat_apitoken", "key_hash"))
+
+
+@pytest.mark.parametrize("room_of", ROOMS)
+def test_room_mark_read_newest_id(data: None, room_of: Any) -> None:
+    room = room_of()
+    user = member_of(room)
+    with captured() as statements:
+        services.room_mark_read(room=room, user=user, last_read_message_id=10**12)
+    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
