@@ -154,16 +154,16 @@ def _message_page(*, room: Room, cursor: str | None, after: int | None, limit: i
             raise invalid_cursor()
         before, after = position.get("b"), position.get("a")
     if after is not None:
-        messages = selectors.room_history(room=room, after=after, limit=limit + 1)
+        messages = selectors.room_history_dicts(room=room, after=after, limit=limit + 1)
         more = len(messages) > limit
         messages = messages[:limit]
-        next_cursor = page_cursor_encode({"a": messages[-1].id}) if more else None
+        next_cursor = page_cursor_encode({"a": messages[-1]["id"]}) if more else None
     else:
-        messages = selectors.room_history(room=room, before=before, limit=limit + 1)
+        messages = selectors.room_history_dicts(room=room, before=before, limit=limit + 1)
         more = len(messages) > limit
         messages = messages[-limit:]
-        next_cursor = page_cursor_encode({"b": messages[0].id}) if more else None
-    return {"items": [message_dict(m) for m in messages], "next_cursor": next_cursor}
+        next_cursor = page_cursor_encode({"b": messages[0]["id"]}) if more else None
+    return {"items": messages, "next_cursor": next_cursor}
 
 
 @router.get("/rooms/{room_id}/messages", response={200: MessagePage, **ERROR_RESPONSES}, tags=["messages"])

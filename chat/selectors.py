@@ -11,9 +11,12 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from chatsite.errors import NotFound
-from projects.models import Membership, Project
 from chat.models import ApiToken, Message, Room, RoomMember
+from chat.serialization import message_dict
+from chatsite.errors import NotFound
+from perf import cache as perf_cache
+from perf.cache import cache_key
+from projects.models import Membership, Project
 
 User = get_user_model()
 
@@ -55,13 +58,68 @@ def room_get_for_user(*, user: Any, room_id: int) -> Room:
     Raises NotFound when the room does not exist *or* the user may not read it:
     a guessed id never reveals that a room exists. The result carries
     ``my_role`` (the user's role in the project).
+
+    Cached: the room with its project (family ``rooms``, without the
+    fast-changing ``last_message_*`` columns, which load lazily if read) and
+    the user's access to it (family ``access``: the role, or "" for none).
+    Memoized per request. Invalidated by project_update, membership_add/
+    membership_remove and room_member_add.
     """
     if not user.is_authenticated:
         raise NotFound("Room not found.")
-    room = _readable_rooms(user).select_related("project").filter(pk=room_id).first()
-    if room is None:
-        raise NotFound("Room not found.")
+    memo = perf_cache.request_memo()
+    memo_key = ("room", room_id)
+    if memo is not None and memo_key in memo:
+        room = memo[memo_key]
+    else:
+        room_key, access_key = room_cache_key(room_id), room_access_key(user.id, room_id)
+        found = perf_cache.get_many_counted({room_key: "rooms", access_key: "access"})
+        room = found.get(room_key)
+        if room is None:
+            room = (
+                Room.objects.select_related("project").defer("last_message_seq", "last_message_at").filter(pk=room_id).first()
+            )
+            perf_cache.store(room_key, room)
+        if not isinstance(room, Room):
+            raise NotFound("Room not found.")
+        role = found.get(access_key)
+        if role is None:
+            role = _room_role(user=user, room=room)
+            perf_cache.store(access_key, role)
+        if not role:
+            raise NotFound("Room not found.")
+        room.my_role = role
+        if memo is not None:
+            memo[memo_key] = room
     return room
+
+
+def _room_role(*, user: Any, room: Room) -> str:
+    """The user's project role if they may read ``room``, else ""."""
+    role = Membership.objects.filter(project_id=room.project_id, user=user).values_list("role", flat=True).first()
+    if role is None:
+        return ""
+    if room.is_private and not RoomMember.objects.filter(room=room, user=user).exists():
+        return ""
+    return role
+
+
+def room_cache_key(room_id: int) -> str:
+    return cache_key("room", room_id)
+
+
+def room_access_key(user_id: int, room_id: int) -> str:
+    return cache_key("room_access", user_id, room_id)
+
+
+def room_access_pattern(user_id: int) -> str:
+    """Every room-access entry of one user."""
+    return cache_key("room_access", user_id, "*")
+
+
+def room_access_room_pattern(room_id: int) -> str:
+    """Every user's access entry for one room."""
+    return cache_key("room_access", "*", room_id)
 
 
 def room_get_by_slug_for_user(*, user: Any, project: Project, slug: str) -> Room:
@@ -74,30 +132,88 @@ def room_get_by_slug_for_user(*, user: Any, project: Project, slug: str) -> Room
 
 
 def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
-    """Rooms of ``project`` the user may read, by name, each with ``unread``.
+    """Rooms of ``project`` the user may read, by name, each with ``unread`` and ``last_read``.
 
     ``unread`` counts live messages by others newer than the user's read marker.
-    One query whatever the number of rooms.
+
+    Cached in two parts. The room list (family ``room_lists``) per user and
+    project, invalidated by room_create (the project's lists), room_member_add
+    and membership changes (that user's list). Unread counts (family
+    ``unread``) per room under a key that embeds the room's ``last_message_seq``
+    and the user's marker, so a new message or a read moves to a fresh key by
+    itself; message_delete drops the room's unread keys. One cheap query
+    (room counters and markers) runs every time; one grouped count runs only
+    for the rooms whose count is not cached.
     """
-    last_read = RoomMember.objects.filter(room=OuterRef("pk"), user=user).values("last_read_message_id")[:1]
-    unread = (
-        Message.objects.filter(
-            room=OuterRef("pk"),
-            id__gt=Coalesce(OuterRef("last_read"), Value(0)),
-            deleted_at__isnull=True,
+    list_key = room_list_key(project.id, user.id)
+
+    def readable() -> list[dict[str, Any]]:
+        return list(
+            _readable_rooms(user)
+            .filter(project=project)
+            .order_by("name", "id")
+            .values("id", "slug", "name", "topic", "is_private", "my_role")
         )
-        .exclude(author=user)
-        .order_by()
-        .values("room")
-        .annotate(c=Count("id"))
-        .values("c")
-    )
-    return list(
-        _readable_rooms(user)
-        .filter(project=project)
-        .annotate(last_read=Subquery(last_read), unread=Coalesce(Subquery(unread, output_field=IntegerField()), 0))
-        .order_by("name", "id")
-    )
+
+    rows = perf_cache.cached("room_lists", list_key, readable)
+    if not rows:
+        return []
+    ids = [r["id"] for r in rows]
+    last_read = RoomMember.objects.filter(room=OuterRef("pk"), user=user).values("last_read_message_id")[:1]
+    live = {
+        r["id"]: r
+        for r in Room.objects.filter(id__in=ids)
+        .annotate(last_read=Coalesce(Subquery(last_read), Value(0)))
+        .values("id", "last_message_seq", "last_message_at", "last_read")
+    }
+    keys = {
+        rid: unread_key(rid, user.id, live[rid]["last_message_seq"], live[rid]["last_read"]) for rid in ids if rid in live
+    }
+
+    def count(missing: list[int]) -> dict[int, int]:
+        condition = Q()
+        for rid in missing:
+            condition |= Q(room_id=rid, id__gt=live[rid]["last_read"])
+        counted = dict(
+            Message.objects.filter(condition, deleted_at__isnull=True)
+            .exclude(author=user)
+            .order_by()
+            .values_list("room_id")
+            .annotate(c=Count("id"))
+        )
+        return {rid: counted.get(rid, 0) for rid in missing}
+
+    unread = perf_cache.cached_many("unread", keys, count)
+    rooms = []
+    for row in rows:
+        if row["id"] not in live:
+            continue
+        room = Room(
+            id=row["id"], project=project, slug=row["slug"], name=row["name"], topic=row["topic"],
+            is_private=row["is_private"], last_message_seq=live[row["id"]]["last_message_seq"],
+            last_message_at=live[row["id"]]["last_message_at"],
+        )
+        room.my_role = row["my_role"]
+        room.last_read = live[row["id"]]["last_read"]
+        room.unread = unread.get(row["id"], 0)
+        rooms.append(room)
+    return rooms
+
+
+def room_list_key(project_id: int, user_id: int) -> str:
+    return cache_key("room_list", project_id, user_id)
+
+
+def room_list_pattern(project_id: int) -> str:
+    return cache_key("room_list", project_id, "*")
+
+
+def unread_key(room_id: int, user_id: int, last_seq: int, last_read: int) -> str:
+    return cache_key("unread", room_id, user_id, last_seq, last_read)
+
+
+def unread_pattern(room_id: int) -> str:
+    return cache_key("unread", room_id, "*")
 
 
 def room_history(*, room: Room, before: int | None = None, after: int | None = None, limit: int) -> list[Message]:
@@ -115,6 +231,61 @@ def room_history(*, room: Room, before: int | None = None, after: int | None = N
     page = list(qs.order_by("-id")[:limit])
     page.reverse()
     return page
+
+
+def message_cache_key(message_id: int) -> str:
+    return cache_key("message", message_id)
+
+
+def message_dicts(*, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Serialized messages by id: two cache round trips, the database only for misses.
+
+    Message bodies (family ``messages``) are cached without the author's
+    display data, which comes from the profiles cache (family ``profiles``),
+    so a profile change never leaves stale names in cached messages.
+    message_create writes the new message's entry after commit;
+    message_edit and message_delete drop it after commit.
+    """
+
+    def fill(missing: list[int]) -> dict[int, dict[str, Any]]:
+        return {m.id: message_cache_entry(m) for m in _messages().filter(id__in=missing)}
+
+    entries = perf_cache.cached_many("messages", {i: message_cache_key(i) for i in ids}, fill)
+    profiles = user_profiles(ids=list({e["author"]["id"] for e in entries.values()}))
+    return {i: {**e, "author": profiles.get(e["author"]["id"], e["author"])} for i, e in entries.items()}
+
+
+def message_cache_entry(message: Message) -> dict[str, Any]:
+    """What the message cache stores: the wire dict with the author reduced to its id."""
+    entry = message_dict(message)
+    entry["author"] = {"id": message.author_id}
+    return entry
+
+
+def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Display data of several users at once (family ``profiles``)."""
+    from chat.serialization import user_dict
+
+    def fill(missing: list[int]) -> dict[int, dict[str, Any]]:
+        return {u.id: user_dict(u) for u in User.objects.filter(pk__in=missing).only("id", "username", "first_name", "last_name")}
+
+    return perf_cache.cached_many("profiles", {i: profile_key(i) for i in ids}, fill)
+
+
+def room_history_dicts(
+    *, room: Room, before: int | None = None, after: int | None = None, limit: int
+) -> list[dict[str, Any]]:
+    """room_history as serialized dicts: an index-only id query plus one cache round trip."""
+    ids = Message.objects.filter(room=room)
+    if after is not None:
+        page = list(ids.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:limit])
+    else:
+        if before is not None:
+            ids = ids.filter(id__lt=before)
+        page = list(ids.order_by("-id").values_list("id", flat=True)[:limit])
+        page.reverse()
+    found = message_dicts(ids=page)
+    return [found[i] for i in page if i in found]
 
 
 def messages_after(*, room_id: int, after_id: int, limit: int) -> list[Message]:
@@ -151,6 +322,35 @@ def room_members(*, room: Room) -> QuerySet[Any]:
     if room.is_private:
         qs = qs.filter(room_memberships__room=room)
     return qs.only("id", "username", "first_name", "last_name").order_by("username")
+
+
+def user_profile(*, user_id: int) -> dict[str, Any] | None:
+    """Display data of a user (id, username, display_name), cached (family ``profiles``).
+
+    Invalidated by user_update_profile.
+    """
+    from chat.serialization import user_dict
+
+    def fill() -> dict[str, Any] | None:
+        user = User.objects.filter(pk=user_id).only("id", "username", "first_name", "last_name").first()
+        return user_dict(user) if user else None
+
+    return perf_cache.cached("profiles", profile_key(user_id), fill)
+
+
+def profile_key(user_id: int) -> str:
+    return cache_key("profile", user_id)
+
+
+def room_message_count(*, room: Room) -> int:
+    """Live (not deleted) messages in a room, cached (family ``counts``); invalidated on create/delete."""
+    return perf_cache.cached(
+        "counts", room_count_key(room.id), lambda: Message.objects.filter(room=room, deleted_at__isnull=True).count()
+    )
+
+
+def room_count_key(room_id: int) -> str:
+    return cache_key("room_count", room_id)
 
 
 def user_for_token(*, raw_key: str) -> Any | None:

@@ -2,6 +2,11 @@
 
 Real-time events are published with ``transaction.on_commit`` only: a write
 that rolls back never reaches a socket.
+
+Caches: message writes update or invalidate the message caches here, after
+commit. Rooms, room members, projects and memberships change rarely and also
+through the admin, so their cache entries are invalidated by model hooks
+(chat.signals) on every save and delete, whichever code made it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from django.utils.text import slugify
 from chat import events
 from chat.models import ApiToken, Message, Room, RoomMember
 from chat.serialization import message_dict
+from chat import selectors
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
+from perf import cache as perf_cache
+from perf.cache import invalidate_on_commit
 from projects.models import Membership, Project
 
 User = get_user_model()
@@ -94,6 +102,12 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
                 partial(events.publish_room_event, room_id=room.id, kind="message.new", payload=payload, seq=seq),
                 robust=True,
             )
+            # Write-through: history readers will ask for this message next.
+            transaction.on_commit(
+                partial(perf_cache.store, selectors.message_cache_key(message.id), selectors.message_cache_entry(message)),
+                robust=True,
+            )
+            invalidate_on_commit(selectors.room_count_key(room.id))
             if "@" in body:
                 transaction.on_commit(
                     partial(
@@ -139,6 +153,7 @@ def message_edit(*, message: Message, by: Any, body: str) -> Message:
     message.body = body
     message.edited_at = timezone.now()
     message.save(update_fields=["body", "edited_at"])
+    invalidate_on_commit(selectors.message_cache_key(message.id))
     payload = {"message": message_dict(message)}
     transaction.on_commit(
         partial(events.publish_room_event, room_id=message.room_id, kind="message.edited", payload=payload),
@@ -155,6 +170,11 @@ def message_delete(*, message: Message, by: Any) -> Message:
         return message
     message.deleted_at = timezone.now()
     message.save(update_fields=["deleted_at"])
+    invalidate_on_commit(
+        selectors.message_cache_key(message.id),
+        selectors.room_count_key(message.room_id),
+        patterns=[selectors.unread_pattern(message.room_id)],
+    )
     payload = {"id": message.id, "room": message.room_id, "seq": message.seq}
     transaction.on_commit(
         partial(events.publish_room_event, room_id=message.room_id, kind="message.deleted", payload=payload),
@@ -238,6 +258,23 @@ def user_create(*, username: str, password: str, first_name: str = "", last_name
         is_staff=is_staff,
         is_superuser=is_staff,
     )
+
+
+@transaction.atomic
+def user_update_profile(*, user: Any, first_name: str | None = None, last_name: str | None = None) -> Any:
+    """Change a user's display name. Invalidates the cached profile (and so every cached message's author)."""
+    fields = []
+    for name, value in (("first_name", first_name), ("last_name", last_name)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > 150 or "\x00" in value:
+            raise InvalidInput(f"{name} must be a string of at most 150 characters.")
+        setattr(user, name, value.strip())
+        fields.append(name)
+    if fields:
+        user.save(update_fields=fields)
+        invalidate_on_commit(selectors.profile_key(user.id))
+    return user
 
 
 def token_create(*, user: Any, name: str = "api") -> tuple[ApiToken, str]:

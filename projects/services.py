@@ -12,6 +12,10 @@ from projects.models import Membership, Project
 
 User = get_user_model()
 
+# Cache entries of projects and memberships are invalidated by the model
+# hooks in chat.signals on every save and delete (these services and the
+# admin alike).
+
 
 def _clean_name(name: str, *, what: str, max_length: int = 100) -> str:
     name = (name or "").strip()
@@ -96,9 +100,10 @@ def membership_add(
         raise NotFound(f"No user named '{username}'.", code="user_not_found")
     try:
         with transaction.atomic():
-            return Membership.objects.create(project=project, user=user, role=role)
+            membership = Membership.objects.create(project=project, user=user, role=role)
     except IntegrityError:
         raise Conflict(f"'{user.username}' is already a member.", code="already_member") from None
+    return membership
 
 
 @transaction.atomic

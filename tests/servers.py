@@ -84,17 +84,29 @@ def daphne_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, sub
 @contextmanager
 def background_worker(**extra_env: str) -> Iterator[subprocess.Popen]:
     """Run ``manage.py runworker chat-background`` against this test run's database and Redis."""
+    log_dir = ROOT / "test-artifacts"
+    log_dir.mkdir(exist_ok=True)
+    log = open(log_dir / "background-worker.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runworker", "chat-background"],
         cwd=ROOT,
         env=server_env(**extra_env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
-        time.sleep(1.5)  # let it subscribe; pub/sub delivers only to present listeners
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+        # Pub/sub delivers only to present listeners: wait until it has subscribed.
+        import redis
+
+        client = redis.Redis.from_url(env.REDIS_URL)
+        deadline = time.monotonic() + 30
+        while not dict(client.pubsub_numsub("chat-background")).get(b"chat-background"):
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}; see test-artifacts/background-worker.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not subscribe within 30s")
+            time.sleep(0.1)
+        client.close()
         yield proc
     finally:
         proc.terminate()

@@ -34,6 +34,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: X-Request-ID on every response, query totals cover the whole stack.
     "perf.middleware.PerfMiddleware",
+    # A per-request memo for permission lookups (perf.cache.request_memo).
+    "perf.cache.RequestMemoMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Above everything that reads or changes the response body (perf.compression).
     "perf.compression.CompressionMiddleware",
@@ -122,6 +124,7 @@ elif env.ENABLE_CACHING:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+DJANGO_REDIS_LOGGER = "perf.cache.redis"
 
 # cached_db: reads hit the cache, every write also lands in the database, so a
 # Redis restart never logs anyone out.
@@ -188,9 +191,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "cache_errors": {"class": "perf.cache.CacheErrorCountingHandler"},
+    },
     "root": {"handlers": ["console"], "level": env.LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # django-redis logs every error it ignores here; the handler counts them.
+        "perf.cache.redis": {"handlers": ["cache_errors"], "level": "WARNING"},
+    },
 }
 
 # --- Performance ----------------------------------------------------------

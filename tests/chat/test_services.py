@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection, connections, transaction
 
-from chat import selectors, services
+from chat import events, selectors, services
 from chat.models import Message, Room, RoomMember
 from chatsite.errors import Conflict, Forbidden, InvalidInput
 
@@ -104,7 +104,8 @@ def test_broadcast_only_after_commit(chat_world, django_capture_on_commit_callba
     assert callbacks == []
     with django_capture_on_commit_callbacks() as callbacks:
         services.message_create(room=room, author=member, body="kept")
-    assert len(callbacks) == 1
+    publishes = [c for c in callbacks if getattr(c, "func", None) is events.publish_room_event]
+    assert len(publishes) == 1 and publishes[0].keywords["kind"] == "message.new"
 
 
 def test_room_mark_read_moves_forward_only_and_clamps(chat_world, make_message):

@@ -1,0 +1,58 @@
+"""Cache coherence for writes that bypass the services (the admin, a shell, data migrations).
+
+The services invalidate exactly what they change; these receivers are the
+safety net for model saves and deletes made any other way. They run on
+commit, like the services' own invalidation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chat import selectors
+from perf.cache import invalidate_on_commit
+from projects.selectors import membership_cache_key, project_cache_key, project_stats_key
+
+
+def project_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    room_keys = [selectors.room_cache_key(rid) for rid in instance.rooms.values_list("id", flat=True)] if instance.pk else []
+    invalidate_on_commit(project_cache_key(instance.slug), project_stats_key(instance.pk), *room_keys)
+
+
+def membership_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    invalidate_on_commit(
+        membership_cache_key(instance.project_id, instance.user_id),
+        selectors.room_list_key(instance.project_id, instance.user_id),
+        project_stats_key(instance.project_id),
+        patterns=[selectors.room_access_pattern(instance.user_id)],
+    )
+
+
+def room_member_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    room = instance.room
+    invalidate_on_commit(
+        selectors.room_access_key(instance.user_id, instance.room_id),
+        selectors.room_list_key(room.project_id, instance.user_id),
+    )
+
+
+def room_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    invalidate_on_commit(
+        selectors.room_cache_key(instance.pk),
+        project_stats_key(instance.project_id),
+        patterns=[selectors.room_list_pattern(instance.project_id), selectors.room_access_room_pattern(instance.pk)],
+    )
+
+
+def connect() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    from chat.models import Room, RoomMember
+    from projects.models import Membership, Project
+
+    for signal in (post_save, post_delete):
+        name = signal is post_save and "save" or "delete"
+        signal.connect(project_changed, sender=Project, dispatch_uid=f"chat.cache.project.{name}")
+        signal.connect(membership_changed, sender=Membership, dispatch_uid=f"chat.cache.membership.{name}")
+        signal.connect(room_member_changed, sender=RoomMember, dispatch_uid=f"chat.cache.roommember.{name}")
+        signal.connect(room_changed, sender=Room, dispatch_uid=f"chat.cache.room.{name}")

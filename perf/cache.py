@@ -1,0 +1,240 @@
+"""Cache-aside, in one place: key building, read/fill, invalidation, counters.
+
+Families name what is cached; each has its own hit/miss counters so the hit
+rate of profiles, rooms, messages, … can be read separately (Prometheus
+``chat_cache_requests_total{family,result}`` and :func:`cache_stats`).
+
+Keys are built only by :func:`cache_key`. Writes invalidate exactly the keys
+they make stale, after commit (:func:`invalidate_on_commit`); a family of keys
+goes with :func:`invalidate_pattern`; TTL (``CACHE_TTL``) is the last resort.
+
+Redis errors never reach the caller: django-redis is configured to ignore
+them (reads become misses, writes are skipped) and logs each to
+``perf.cache.redis``, where :class:`CacheErrorCountingHandler` counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from contextvars import ContextVar
+from typing import Any, Callable, Iterable, TypeVar
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from prometheus_client import Counter
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+CACHE_REQUESTS = Counter("chat_cache_requests_total", "Cache lookups by family and result.", ["family", "result"])
+CACHE_ERRORS = Counter("chat_cache_errors_total", "Cache operations that failed (Redis down or slow).")
+
+# In-process mirror of the counters for the staff page and the benchmark.
+_stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+_stats_lock = threading.Lock()
+
+# Sentinel stored for "computed, and the answer is None".
+NONE = _NONE = "__none__"
+LOCK_TIMEOUT = 10
+LOCK_WAIT = 2.0
+
+
+def cache_key(family: str, *parts: Any) -> str:
+    """The one way to name a cache entry: ``<family>:<part>:<part>…``."""
+    return ":".join([family, *(str(p) for p in parts)])
+
+
+def _count(family: str, hits: int, misses: int) -> None:
+    if hits:
+        CACHE_REQUESTS.labels(family, "hit").inc(hits)
+    if misses:
+        CACHE_REQUESTS.labels(family, "miss").inc(misses)
+    with _stats_lock:
+        entry = _stats[family]
+        entry[0] += hits
+        entry[1] += misses
+
+
+def cache_stats() -> dict[str, dict[str, float]]:
+    """Hits, misses and hit ratio per family, since the process started."""
+    with _stats_lock:
+        items = {family: tuple(v) for family, v in _stats.items()}
+    return {
+        family: {"hits": h, "misses": m, "ratio": (h / (h + m)) if (h + m) else 0.0}
+        for family, (h, m) in sorted(items.items())
+    }
+
+
+def cache_stats_reset() -> None:
+    with _stats_lock:
+        _stats.clear()
+
+
+def _ttl(ttl: int | None) -> int:
+    return settings.CACHES["default"].get("TIMEOUT", 300) if ttl is None else ttl
+
+
+def cached(family: str, key: str, fill: Callable[[], T], *, ttl: int | None = None, lock: bool = False) -> T:
+    """Return the cached value for ``key`` or compute it with ``fill`` and store it.
+
+    With ``lock=True`` (expensive entries) only one caller computes a cold key:
+    it takes a short lock with ``cache.add``; the others wait up to
+    ``LOCK_WAIT`` seconds for the value and compute it themselves only if the
+    holder did not deliver (so a dead Redis or a crashed holder cannot hang them).
+    """
+    value = cache.get(key)
+    if value is not None:
+        _count(family, 1, 0)
+        return None if value == _NONE else value
+    _count(family, 0, 1)
+    if lock:
+        lock_key = cache_key("lock", key)
+        if not cache.add(lock_key, 1, LOCK_TIMEOUT):
+            deadline = time.monotonic() + LOCK_WAIT
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+                value = cache.get(key)
+                if value is not None:
+                    return None if value == _NONE else value
+            return fill()
+        try:
+            result = fill()
+            cache.set(key, _NONE if result is None else result, _ttl(ttl))
+            return result
+        finally:
+            cache.delete(lock_key)
+    result = fill()
+    cache.set(key, _NONE if result is None else result, _ttl(ttl))
+    return result
+
+
+def cached_many(
+    family: str, keys: dict[Any, str], fill: Callable[[list[Any]], dict[Any, T]], *, ttl: int | None = None
+) -> dict[Any, T]:
+    """Batch cache-aside: ``keys`` maps ids to cache keys; ``fill`` computes the missing ids.
+
+    One round trip to read, one to write the misses.
+    """
+    if not keys:
+        return {}
+    found = cache.get_many(list(keys.values()))
+    result: dict[Any, T] = {}
+    missing = []
+    for ident, key in keys.items():
+        if key in found:
+            result[ident] = found[key]
+        else:
+            missing.append(ident)
+    _count(family, len(result), len(missing))
+    if missing:
+        filled = fill(missing)
+        if filled:
+            cache.set_many({keys[i]: v for i, v in filled.items()}, _ttl(ttl))
+        result.update(filled)
+    return result
+
+
+def get_many_counted(families: dict[str, str]) -> dict[str, Any]:
+    """One round trip for several keys (``{key: family}``); counts a hit or miss per key.
+
+    Returns the found values as stored (the ``NONE`` sentinel included).
+    """
+    found = cache.get_many(list(families))
+    for key, family in families.items():
+        _count(family, 1 if key in found else 0, 0 if key in found else 1)
+    return found
+
+
+def store(key: str, value: Any, *, ttl: int | None = None) -> None:
+    """Write one entry; None is stored as the ``NONE`` sentinel."""
+    cache.set(key, _NONE if value is None else value, _ttl(ttl))
+
+
+_request_memo: ContextVar[dict | None] = ContextVar("perf_request_memo", default=None)
+
+
+def request_memo() -> dict | None:
+    """A dict that lives for the current HTTP request (None outside one).
+
+    Selectors memoize permission lookups here so one request computes each
+    membership/permission once, however many times views and APIs ask.
+    WebSocket consumers get none: a connection lives too long to trust it.
+    """
+    return _request_memo.get()
+
+
+class RequestMemoMiddleware:
+    """Opens a fresh request memo for each request (sync and async)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self._async:
+            return self.__acall__(request)
+        token = _request_memo.set({})
+        try:
+            return self.get_response(request)
+        finally:
+            _request_memo.reset(token)
+
+    async def __acall__(self, request: Any) -> Any:
+        token = _request_memo.set({})
+        try:
+            return await self.get_response(request)
+        finally:
+            _request_memo.reset(token)
+
+
+def invalidate(*keys: str) -> None:
+    """Delete exact keys now."""
+    if keys:
+        cache.delete_many(list(keys))
+
+
+def invalidate_pattern(pattern: str) -> None:
+    """Delete a family of keys (``family:part:*``). SCAN-based on Redis; use for rare writes."""
+    delete_pattern = getattr(cache, "delete_pattern", None)
+    if delete_pattern is not None:
+        delete_pattern(pattern)
+    else:
+        # Local-memory or dummy cache (the embedded default): no pattern
+        # support, and the cache is per process, so clearing it is cheap.
+        cache.clear()
+
+
+def invalidate_on_commit(*keys: str, patterns: Iterable[str] = ()) -> None:
+    """Invalidate now and again after the current transaction commits.
+
+    The first delete makes the writer's own later reads in this transaction
+    fresh; the second closes the window in which a concurrent reader could
+    have refilled the entry from the not-yet-committed (old) rows.
+    """
+    patterns = tuple(patterns)
+
+    def run() -> None:
+        invalidate(*keys)
+        for pattern in patterns:
+            invalidate_pattern(pattern)
+
+    run()
+    transaction.on_commit(run, robust=True)
+
+
+class CacheErrorCountingHandler(logging.Handler):
+    """Counts the cache errors django-redis logs (and ignores)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        CACHE_ERRORS.inc()

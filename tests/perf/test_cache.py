@@ -1,0 +1,251 @@
+"""Cache-aside on the real Redis: fresh reads after every write path, stampede
+protection, counters, Redis down, caching off, sessions surviving a Redis restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+import pytest
+from django.core.cache import cache
+from django.test import Client, override_settings
+
+from chat import selectors, services
+from chat.models import Room
+from perf import cache as perf_cache
+from projects import selectors as project_selectors
+from projects import services as project_services
+
+API = "/api/v1"
+DEAD_REDIS = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "IGNORE_EXCEPTIONS": True,
+            "SOCKET_CONNECT_TIMEOUT": 0.2,
+            "SOCKET_TIMEOUT": 0.2,
+        },
+    }
+}
+
+
+def get(client, path):
+    response = client.get(API + path)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def send(client, method, path, body):
+    return getattr(client, method)(API + path, data=orjson.dumps(body), content_type="application/json")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_write_path_is_seen_by_the_next_read(chat_world, api_client, make_user):
+    room = chat_world["public"]
+    member = api_client(chat_world["member"])
+    owner = api_client(chat_world["owner"])
+
+    # message create / edit / delete, through the history API (message cache)
+    created = send(member, "post", f"/rooms/{room.id}/messages", {"body": "v1"}).json()
+    assert [m["body"] for m in get(owner, f"/rooms/{room.id}/messages")["items"]] == ["v1"]
+    send(member, "patch", f"/messages/{created['id']}", {"body": "v2"})
+    assert get(owner, f"/rooms/{room.id}/messages")["items"][0]["body"] == "v2"
+    send(member, "delete", f"/messages/{created['id']}", {})
+    item = get(owner, f"/rooms/{room.id}/messages")["items"][0]
+    assert item["deleted"] is True and item["body"] == ""
+
+    # unread counts: a new message and a read marker each change the count
+    rooms = {r["id"]: r for r in get(owner, "/projects/world/rooms")["items"]}
+    assert rooms[room.id]["unread"] == 0
+    second = send(member, "post", f"/rooms/{room.id}/messages", {"body": "count me"}).json()
+    rooms = {r["id"]: r for r in get(owner, "/projects/world/rooms")["items"]}
+    assert rooms[room.id]["unread"] == 1
+    send(owner, "post", f"/rooms/{room.id}/read", {"last_id": second["id"]})
+    rooms = {r["id"]: r for r in get(owner, "/projects/world/rooms")["items"]}
+    assert rooms[room.id]["unread"] == 0
+    third = send(member, "post", f"/rooms/{room.id}/messages", {"body": "then gone"}).json()
+    assert {r["id"]: r for r in get(owner, "/projects/world/rooms")["items"]}[room.id]["unread"] == 1
+    send(member, "delete", f"/messages/{third['id']}", {})
+    assert {r["id"]: r for r in get(owner, "/projects/world/rooms")["items"]}[room.id]["unread"] == 0
+
+    # join a private room: the room list and access change at once
+    private = chat_world["private"]
+    assert private.id not in {r["id"] for r in get(member, "/projects/world/rooms")["items"]}
+    assert member.get(f"{API}/rooms/{private.id}/messages").status_code == 404
+    services.room_member_add(room=private, username="member", by=chat_world["insider"])
+    assert private.id in {r["id"] for r in get(member, "/projects/world/rooms")["items"]}
+    assert member.get(f"{API}/rooms/{private.id}/messages").status_code == 200
+
+    # join and leave a project
+    newcomer = make_user("newcomer")
+    newcomer_client = api_client(newcomer)
+    assert newcomer_client.get(f"{API}/projects/world").status_code == 404
+    assert newcomer_client.get(f"{API}/rooms/{room.id}/messages").status_code == 404
+    project_services.membership_add(project=chat_world["project"], username="newcomer", by=chat_world["owner"])
+    assert newcomer_client.get(f"{API}/projects/world").status_code == 200
+    assert newcomer_client.get(f"{API}/rooms/{room.id}/messages").status_code == 200
+    project_services.membership_remove(project=chat_world["project"], user=newcomer, by=chat_world["owner"])
+    assert newcomer_client.get(f"{API}/projects/world").status_code == 404
+    assert newcomer_client.get(f"{API}/rooms/{room.id}/messages").status_code == 404
+    assert get(newcomer_client, "/projects")["items"] == []
+
+    # rename a project
+    assert get(member, "/projects/world")["name"] == "World"
+    project_services.project_update(project=chat_world["project"], by=chat_world["owner"], name="World 2")
+    assert get(member, "/projects/world")["name"] == "World 2"
+
+    # change a profile: names in cached messages follow
+    send(member, "post", f"/rooms/{room.id}/messages", {"body": "who am i"})
+    assert get(owner, f"/rooms/{room.id}/messages")["items"][-1]["author"]["display_name"] == "member"
+    services.user_update_profile(user=chat_world["member"], first_name="Mem", last_name="Ber")
+    assert get(owner, f"/rooms/{room.id}/messages")["items"][-1]["author"]["display_name"] == "Mem Ber"
+    assert get(member, "/me")["display_name"] == "Mem Ber"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_style_writes_are_invalidated_too(chat_world, api_client):
+    """Writes that bypass the services (the admin saving a model) still invalidate."""
+    member = api_client(chat_world["member"])
+    room = chat_world["public"]
+    assert send(member, "post", f"/rooms/{room.id}/messages", {"body": "before"}).status_code == 201
+    project = chat_world["project"]
+    project.archived = True
+    project.save()
+    response = send(member, "post", f"/rooms/{room.id}/messages", {"body": "after"})
+    assert response.status_code == 403 and response.json()["code"] == "archived"
+    room_obj = Room.objects.get(pk=room.pk)
+    room_obj.is_private = True
+    room_obj.save()
+    assert member.get(f"{API}/rooms/{room.id}/messages").status_code == 404
+
+
+def test_a_cold_key_under_100_concurrent_readers_is_computed_once(db):
+    calls = []
+    lock = threading.Lock()
+    start = threading.Barrier(100)
+
+    def fill():
+        with lock:
+            calls.append(1)
+        time.sleep(0.3)
+        return {"answer": 42}
+
+    results = []
+
+    def read():
+        start.wait()
+        results.append(perf_cache.cached("stats", perf_cache.cache_key("stampede", "k"), fill, lock=True))
+
+    threads = [threading.Thread(target=read) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert results == [{"answer": 42}] * 100
+
+
+def test_project_stats_are_cached_and_counted(chat_world, make_message):
+    project = chat_world["project"]
+    make_message(chat_world["public"], chat_world["member"])
+    perf_cache.cache_stats_reset()
+    first = project_selectors.project_stats(project=project)
+    second = project_selectors.project_stats(project=project)
+    assert first == second and first["messages"] == 1 and first["members"] == 4 and first["rooms"] == 2
+    assert first["top_posters_24h"] == [{"username": "member", "messages": 1}]
+    assert perf_cache.cache_stats()["stats"] == {"hits": 1, "misses": 1, "ratio": 0.5}
+
+
+def test_hit_and_miss_counters_per_family(chat_world, api_client, make_message):
+    for _ in range(3):
+        make_message(chat_world["public"], chat_world["owner"])
+    cache.clear()
+    perf_cache.cache_stats_reset()
+    client = api_client(chat_world["member"])
+    get(client, f"/rooms/{chat_world['public'].id}/messages")
+    get(client, f"/rooms/{chat_world['public'].id}/messages")
+    stats = perf_cache.cache_stats()
+    assert stats["messages"]["misses"] == 3 and stats["messages"]["hits"] == 3
+    assert stats["rooms"] == {"hits": 1, "misses": 1, "ratio": 0.5}
+    assert stats["access"] == {"hits": 1, "misses": 1, "ratio": 0.5}
+
+
+def test_redis_down_degrades_to_the_database(chat_world, api_client, make_message):
+    make_message(chat_world["public"], chat_world["owner"], body="still here")
+    client = api_client(chat_world["member"])
+    errors_before = perf_cache.CACHE_ERRORS._value.get()
+    with override_settings(CACHES=DEAD_REDIS):
+        from django.core.cache import caches
+
+        caches._settings = None  # re-read CACHES
+        try:
+            caches.close_all()
+            items = get(client, f"/rooms/{chat_world['public'].id}/messages")["items"]
+            assert [m["body"] for m in items] == ["still here"]
+            assert get(client, "/projects/world/rooms")["items"]
+            assert client.get("/p/world/").status_code in (200, 302)
+        finally:
+            caches.close_all()
+    assert perf_cache.CACHE_ERRORS._value.get() > errors_before
+
+
+@override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}})
+def test_everything_works_with_caching_off(chat_world, api_client):
+    client = api_client(chat_world["member"])
+    room = chat_world["public"]
+    created = send(client, "post", f"/rooms/{room.id}/messages", {"body": "uncached"}).json()
+    send(client, "patch", f"/messages/{created['id']}", {"body": "edited"})
+    assert get(client, f"/rooms/{room.id}/messages")["items"][0]["body"] == "edited"
+    assert get(client, "/projects/world/rooms")["items"]
+
+
+def test_enable_caching_false_selects_the_dummy_cache():
+    code = "import django; django.setup(); from django.conf import settings; print(settings.CACHES['default']['BACKEND'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "chatsite.settings.test", "ENABLE_CACHING": "false"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "django.core.cache.backends.dummy.DummyCache"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sessions_survive_a_redis_flush(make_user):
+    from tests.conftest import PASSWORD
+
+    make_user("sessionuser")
+    client = Client()
+    assert client.login(username="sessionuser", password=PASSWORD)
+    assert client.get(f"{API}/me").status_code == 200
+    import redis
+
+    from chatsite import env
+
+    redis.Redis.from_url(env.REDIS_URL).flushdb()  # as if Redis restarted empty
+    response = client.get(f"{API}/me")
+    assert response.status_code == 200 and response.json()["username"] == "sessionuser"
+
+
+def test_request_memo_computes_permissions_once_per_request(chat_world, rf):
+    from django.contrib.auth.models import AnonymousUser  # noqa: F401
+
+    room = chat_world["public"]
+    cache.clear()
+    token = perf_cache._request_memo.set({})
+    try:
+        first = selectors.room_get_for_user(user=chat_world["member"], room_id=room.id)
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as ctx:
+            second = selectors.room_get_for_user(user=chat_world["member"], room_id=room.id)
+        assert len(ctx.captured_queries) == 0 and second is first
+    finally:
+        perf_cache._request_memo.reset(token)
