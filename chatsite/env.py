@@ -43,6 +43,8 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# Port `make run` serves on (and seed_demo prints).
+PORT = env_int("PORT", 8000)
 
 # Services. Empty means "embedded default" (SQLite, in-memory layer, local-memory cache).
 DATABASE_URL = env_str("DATABASE_URL", "")

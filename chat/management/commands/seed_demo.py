@@ -63,7 +63,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Demo data already seeded.")
 
-        port = env.env_int("PORT", 8000)
+        port = env.PORT
         password = settings.DEMO_PASSWORD
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"Open http://127.0.0.1:{port}/"))
