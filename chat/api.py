@@ -40,6 +40,7 @@ from chat.api_schemas import (
 )
 from chat.models import Room
 from chat.serialization import message_dict, room_dict, user_dict
+from chatsite import ratelimit
 from chatsite.errors import ChatError, InvalidInput
 from projects.selectors import project_get_for_user
 
@@ -56,10 +57,16 @@ class InvalidCredentials(ChatError):
 
 @router.post("/auth/token", auth=None, response={201: TokenOut, 401: ErrorOut}, tags=["auth"])
 def token_obtain(request: HttpRequest, payload: TokenIn) -> Status:
-    """Exchange a username and password for a bearer token. Creates one ApiToken."""
+    """Exchange a username and password for a bearer token. Creates one ApiToken.
+
+    Rate-limited per username and per client address (429 with Retry-After).
+    """
+    ratelimit.hit("login_ip", ratelimit.client_ip(request.META))
+    ratelimit.hit("login_account", payload.username.lower())
     user = authenticate(request, username=payload.username, password=payload.password)
     if user is None:
         raise InvalidCredentials("Invalid username or password.")
+    ratelimit.hit("token", user.pk)
     _, raw = services.token_create(user=user)
     return Status(201, {"token": raw})
 
@@ -98,6 +105,7 @@ def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[s
 def room_create(request: HttpRequest, slug: str, payload: RoomCreateIn) -> Status:
     """Create a room in a project (any project member). The creator becomes a room member."""
     project, _ = project_get_for_user(user=request.auth, slug=slug)
+    ratelimit.hit("room_create", request.auth.pk)
     room = services.room_create(
         project=project,
         user=request.auth,
@@ -191,6 +199,7 @@ def message_create(request: HttpRequest, room_id: int, payload: MessageCreateIn)
     `client_id` in another room is 409.
     """
     room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    ratelimit.hit("message", request.auth.pk)
     message, created = services.message_create(
         room=room, author=request.auth, body=payload.body, client_id=payload.client_id
     )

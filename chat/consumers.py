@@ -29,6 +29,7 @@ from chat.outbox import (
     Outbox,
 )
 from chat.serialization import message_dict, user_dict
+from chatsite import ratelimit
 from chatsite.errors import ChatError, InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool = True) -> in
 
 def _send_message(user: Any, room_id: int, body: Any, client_id: Any) -> dict[str, Any]:
     room = selectors.room_get_for_user(user=user, room_id=room_id)
+    ratelimit.hit("message", user.pk)
     message, created = services.message_create(room=room, author=user, body=body, client_id=client_id)
     return {
         "type": "message.ack",
@@ -159,8 +161,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def send_frame(self, frame: dict[str, Any], priority: int = PRIORITY_REPLY) -> None:
         self.outbox.put(priority, orjson.dumps(frame).decode())
 
-    def send_error(self, code: str, message: str, *, ref: Any = None, retryable: bool = False) -> None:
+    def send_error(
+        self, code: str, message: str, *, ref: Any = None, retryable: bool = False, retry_after: int | None = None
+    ) -> None:
         frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if retry_after is not None:
+            frame["retry_after"] = retry_after
         if ref is not None:
             frame["ref"] = ref
         if retryable:
@@ -231,6 +237,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.WS_EVENTS_IN.labels(frame["type"]).inc()
         try:
             await handler(self, frame)
+        except ratelimit.RateLimited as exc:
+            self.send_error(
+                exc.code,
+                exc.message,
+                ref=ref if ref is not None else frame.get("client_id"),
+                retryable=True,
+                retry_after=exc.retry_after,
+            )
         except ChatError as exc:
             self.send_error(exc.code, exc.message, ref=ref if ref is not None else frame.get("client_id"))
         except (OperationalError, InterfaceError):

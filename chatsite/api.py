@@ -90,7 +90,12 @@ def error_response(request: HttpRequest, *, status: int, detail: str, code: str,
 
 @api.exception_handler(ChatError)
 def _chat_error(request: HttpRequest, exc: ChatError) -> HttpResponse:
-    return error_response(request, status=exc.status, detail=exc.message, code=exc.code)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is None:
+        return error_response(request, status=exc.status, detail=exc.message, code=exc.code)
+    response = error_response(request, status=exc.status, detail=exc.message, code=exc.code, retry_after=retry_after)
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 def _field_name(loc: tuple | list) -> str:

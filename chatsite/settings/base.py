@@ -184,6 +184,14 @@ CHAT_WS_SEND_BUFFER = env.WS_SEND_BUFFER
 CHAT_WS_TYPING_INTERVAL = env.WS_TYPING_INTERVAL
 CHAT_PRESENCE_TTL = env.PRESENCE_TTL
 
+RATE_LIMITS = {
+    "message": env.RATE_LIMIT_MESSAGES,  # per user, WebSocket and API together
+    "login_account": env.RATE_LIMIT_LOGIN_ACCOUNT,  # per username, pages and token API
+    "login_ip": env.RATE_LIMIT_LOGIN_IP,  # per client address
+    "token": env.RATE_LIMIT_TOKENS,  # tokens issued per user
+    "room_create": env.RATE_LIMIT_ROOMS,  # per user
+}
+
 # Request bodies above this are refused with 400 before parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 

@@ -1,0 +1,71 @@
+"""Per-user (and per-IP) rate limits, shared by every server process through the cache (Redis).
+
+Fixed windows: the first hit in a window creates the counter with the
+window as its TTL, later hits increment it. A limited caller gets
+:class:`RateLimited` (HTTP 429 with ``Retry-After``, or a WebSocket error
+frame with ``retry_after``). Limits come from settings (``RATE_LIMITS``,
+environment ``RATE_LIMIT_<NAME>`` as ``count/seconds``).
+
+If the cache is down the limiter fails open: chat keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+from chatsite.errors import ChatError
+from perf.cache import cache_key
+
+logger = logging.getLogger(__name__)
+
+
+class RateLimited(ChatError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"120/60"`` -> (120, 60)."""
+    count, _, seconds = rate.partition("/")
+    return int(count), int(seconds or 1)
+
+
+def hit(action: str, ident: object) -> None:
+    """Count one ``action`` by ``ident``; raise RateLimited past the configured rate."""
+    rate = settings.RATE_LIMITS.get(action)
+    if not rate:
+        return
+    limit, window = parse_rate(rate)
+    now = time.time()
+    bucket = int(now // window)
+    key = cache_key("ratelimit", action, ident, bucket)
+    try:
+        if cache.add(key, 1, window + 1):
+            count = 1
+        else:
+            count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, window + 1)
+        count = 1
+    except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
+        logger.warning("rate limiter unavailable for %s", action, exc_info=True)
+        return
+    if count is not None and count > limit:
+        retry_after = max(1, int((bucket + 1) * window - now) + 1)
+        raise RateLimited(f"Too many requests ({action}); retry in {retry_after} s.", retry_after=retry_after)
+
+
+def client_ip(meta_or_scope: dict) -> str:
+    """The client address of a request (``request.META``) or an ASGI scope."""
+    if "REMOTE_ADDR" in meta_or_scope:
+        return meta_or_scope.get("REMOTE_ADDR") or "unknown"
+    client = meta_or_scope.get("client")
+    return client[0] if client else "unknown"
