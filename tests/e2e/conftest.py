@@ -64,6 +64,10 @@ def live_server_url(transactional_db, request) -> Iterator[str]:
         DJANGO_SETTINGS_MODULE="chatsite.settings.test",
         DATABASE_URL=_database_url(),
         REDIS_URL=env.REDIS_URL,
+        # Redis pub/sub channels ignore the database number, so the default
+        # pub/sub layer would hear every other server on the same Redis (same
+        # room ids, other databases). The core layer keeps to REDIS_URL's database.
+        CHANNEL_LAYER="core",
         # runserver serves /static/ only in DEBUG.
         DEBUG="1",
         DB_POOL_SIZE="4",
@@ -117,19 +121,43 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture
-def screenshots_on_failure(request) -> Iterator[dict[str, Any]]:
-    """Register pages as ``pages[name] = page``; each is screenshotted when the test fails."""
-    pages: dict[str, Any] = {}
-    yield pages
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+class Artifacts:
+    """Pages to screenshot, and the WebSocket frames they exchanged, kept for a failing test."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, Any] = {}
+        self.frames: list[str] = []
+
+    def watch(self, name: str, page: Any) -> Any:
+        self.pages[name] = page
+
+        def on_socket(ws: Any) -> None:
+            ws.on("framesent", lambda payload: self.frames.append(f"{name} > {payload}"))
+            ws.on("framereceived", lambda payload: self.frames.append(f"{name} < {payload}"))
+            ws.on("close", lambda _ws: self.frames.append(f"{name} closed"))
+
+        page.on("websocket", on_socket)
+        page.on("console", lambda msg: self.frames.append(f"{name} console.{msg.type}: {msg.text}"))
+        return page
+
+    def save(self, prefix: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
-        for name, page in pages.items():
+        for name, page in self.pages.items():
             try:
-                page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-{name}.png"), full_page=True)
+                page.screenshot(path=str(ARTIFACTS / f"{prefix}-{name}.png"), full_page=True)
             except Exception:  # noqa: BLE001 - a closed page must not hide the real failure
                 pass
+        (ARTIFACTS / f"{prefix}-frames.log").write_text("\n".join(str(f) for f in self.frames))
+
+
+@pytest.fixture
+def artifacts(request) -> Iterator[Artifacts]:
+    """Screenshots of every watched page and a log of its frames, written when the test fails."""
+    collected = Artifacts()
+    yield collected
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        collected.save(request.node.name)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

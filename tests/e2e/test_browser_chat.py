@@ -40,10 +40,9 @@ def _expect():
     return expect
 
 
-def log_in(browser, base: str, username: str, pages: dict[str, Any]) -> tuple[Any, Any]:
+def log_in(browser, base: str, username: str, artifacts) -> tuple[Any, Any]:
     context = browser.new_context()
-    page = context.new_page()
-    pages[username] = page
+    page = artifacts.watch(username, context.new_page())
     page.goto(f"{base}/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
@@ -75,11 +74,11 @@ def edit(page, old: str, new: str) -> None:
     _expect()(message(page, new)).to_have_count(1)
 
 
-def test_two_people_chat_live(live_server_url, world, browser, screenshots_on_failure):
+def test_two_people_chat_live(live_server_url, world, browser, artifacts):
     expect = _expect()
-    base, pages = live_server_url, screenshots_on_failure
-    _, alice = log_in(browser, base, "alice", pages)
-    bob_context, bob = log_in(browser, base, "bob", pages)
+    base = live_server_url
+    _, alice = log_in(browser, base, "alice", artifacts)
+    bob_context, bob = log_in(browser, base, "bob", artifacts)
     open_room(alice, base, "general")
     open_room(bob, base, "general")
 
@@ -149,8 +148,7 @@ def test_two_people_chat_live(live_server_url, world, browser, screenshots_on_fa
     bob.close()
     send(alice, "after bob left")
     expect(message(alice, "after bob left")).to_have_count(1)
-    bob = bob_context.new_page()
-    pages["bob"] = bob
+    bob = artifacts.watch("bob-again", bob_context.new_page())
     open_room(bob, base, "general")
     expect(message(bob, "after bob left")).to_have_count(1)
     texts = bob.locator("#messages li.msg .msg-body").all_text_contents()
@@ -175,10 +173,10 @@ def long_history(world) -> list[int]:
     ]
 
 
-def test_load_older_pages_back_through_history(live_server_url, long_history, browser, screenshots_on_failure):
+def test_load_older_pages_back_through_history(live_server_url, long_history, browser, artifacts):
     expect = _expect()
-    base, pages = live_server_url, screenshots_on_failure
-    _, bob = log_in(browser, base, "bob", pages)
+    base = live_server_url
+    _, bob = log_in(browser, base, "bob", artifacts)
     open_room(bob, base, "general")
     items = bob.locator("#messages li.msg")
     expect(items).to_have_count(50)
