@@ -563,8 +563,12 @@ function onError(frame) {
   }
   if (item) {
     if (frame.retryable) {
-      setPendingState(item, "Retrying…");
-      setTimeout(() => outbox.has(item.clientId) && transmit(item), 1000 + Math.random() * 1000);
+      // rate_limited says when (seconds); other retryable errors: soon.
+      const wait = typeof frame.retry_after === "number" ? frame.retry_after * 1000 : 1000;
+      const limited = frame.code === "rate_limited";
+      setPendingState(item, limited ? `Sending too fast; retrying in ${Math.ceil(wait / 1000)} s` : "Retrying…");
+      setTimeout(() => outbox.has(item.clientId) && transmit(item), wait + Math.random() * 1000);
+      return;
     } else {
       setPendingState(item, `Not sent: ${frame.message}`, true);
     }
