@@ -8,11 +8,7 @@ from projects import views as project_views
 
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
-    path(
-        "login/",
-        auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),
-        name="login",
-    ),
+    path("login/", views.RateLimitedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", project_views.project_list, name="project-list"),
     path("p/<slug:slug>/", project_views.project_detail, name="project-detail"),

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth.views import LoginView
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError
@@ -25,6 +26,7 @@ from chat import selectors, services
 from chat.forms import RoomCreateForm, RoomMemberAddForm, SignupForm, add_chat_error
 from chat.models import Room
 from chat.serialization import user_display_name
+from chatsite import ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from projects.models import Membership, Project
 from projects.views import project_for_request, project_page
@@ -32,12 +34,47 @@ from projects.views import project_for_request, project_page
 MODERATOR_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
 
 
+def _too_many(exc: ratelimit.RateLimited) -> str:
+    return f"Too many attempts; try again in {exc.retry_after} seconds."
+
+
+class RateLimitedLoginView(LoginView):
+    """Django's login page, with the per-address and per-account limits of the token API.
+
+    Side effect: every POST counts against ``login_ip`` and ``login_account``
+    (chatsite.ratelimit). Past a limit the password is not even checked: the
+    page answers 429 with the form and a message.
+    """
+
+    template_name = "registration/login.html"
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        username = str(request.POST.get("username", ""))[:150]
+        try:
+            ratelimit.hit("login_ip", ratelimit.client_ip(request.META))
+            ratelimit.hit("login_account", username.lower())
+        except ratelimit.RateLimited as exc:
+            form = self.get_form_class()(request, initial={"username": username})
+            context = self.get_context_data(form=form, rate_limited=_too_many(exc))
+            return self.render_to_response(context, status=429)
+        return super().post(request, *args, **kwargs)
+
+
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """Create an account and log it in. Side effect: a new user and a session."""
+    """Create an account and log it in. Side effect: a new user and a session.
+
+    Sign-up attempts count against the ``login_ip`` limit of the client address.
+    """
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST or None)
+    if request.method == "POST":
+        try:
+            ratelimit.hit("login_ip", ratelimit.client_ip(request.META))
+        except ratelimit.RateLimited as exc:
+            return render(request, "registration/signup.html", {"form": SignupForm(), "rate_limited": _too_many(exc)}, status=429)
     if request.method == "POST" and form.is_valid():
         try:
             user = services.user_create(
@@ -66,11 +103,15 @@ def _room_for_request(*, request: HttpRequest, project: Project, room_slug: str)
 @login_required
 @require_POST
 def room_create(request: HttpRequest, slug: str) -> HttpResponse:
-    """Create a room in the project (any member); its creator joins it."""
+    """Create a room in the project (any member); its creator joins it.
+
+    Counts against the user's ``room_create`` limit, as the API does.
+    """
     project, membership = project_for_request(request=request, slug=slug)
     form = RoomCreateForm(request.POST)
     if form.is_valid():
         try:
+            ratelimit.hit("room_create", request.user.pk)
             room = services.room_create(
                 project=project,
                 user=request.user,
@@ -78,6 +119,8 @@ def room_create(request: HttpRequest, slug: str) -> HttpResponse:
                 topic=form.cleaned_data["topic"],
                 is_private=form.cleaned_data["is_private"],
             )
+        except ratelimit.RateLimited as exc:
+            form.add_error(None, _too_many(exc))
         except (Conflict, InvalidInput, Forbidden) as exc:
             add_chat_error(form, exc, field="name" if isinstance(exc, Conflict) else None)
         else:

@@ -400,3 +400,42 @@ def test_public_rooms_have_no_add_member_form(chat_world):
     assert 'id="room-member-form"' not in client.get(room_url(room)).content.decode()
     url = reverse("room-member-add", kwargs={"slug": project.slug, "room_slug": room.slug})
     assert client.post(url, {"username": "member"}).status_code == 404
+
+
+def test_login_page_is_rate_limited_per_account(make_user, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login_account": "2/300"}
+    make_user("alice")
+    client = Client()
+    for _ in range(2):
+        assert client.post(reverse("login"), {"username": "alice", "password": "wrong"}).status_code == 200
+    # Past the limit even the right password is refused, without being checked.
+    response = client.post(reverse("login"), {"username": "Alice", "password": PASSWORD})
+    assert response.status_code == 429
+    assert "Too many attempts; try again in" in response.content.decode()
+    assert client.get(reverse("project-list")).status_code == 302
+    # Another account from the same address is not affected.
+    make_user("bob")
+    assert client.post(reverse("login"), {"username": "bob", "password": PASSWORD}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_signup_is_rate_limited_per_address(settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login_ip": "1/300"}
+    client = Client()
+    data = {"username": "first", "password1": "a-Long-pass-42", "password2": "a-Long-pass-42"}
+    assert client.post(reverse("signup"), data).status_code == 302
+    client.post(reverse("logout"))
+    response = client.post(reverse("signup"), {**data, "username": "second"})
+    assert response.status_code == 429 and "Too many attempts" in response.content.decode()
+    assert not User.objects.filter(username="second").exists()
+
+
+def test_room_create_form_is_rate_limited(chat_world, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "room_create": "1/3600"}
+    project = chat_world["project"]
+    client = client_for(chat_world["member"])
+    url = reverse("room-create", kwargs={"slug": project.slug})
+    assert client.post(url, {"name": "one"}).status_code == 302
+    response = client.post(url, {"name": "two"})
+    assert response.status_code == 200 and "Too many attempts" in response.content.decode()
+    assert not Room.objects.filter(project=project, slug="two").exists()
