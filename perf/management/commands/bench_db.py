@@ -277,9 +277,15 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
             [rng.randrange(1 << 30), room_ids, 3 * n],
         )
         sample = cursor.fetchall()
+        if len(sample) < 3 * n:  # a small data set: sample rows, not pages
+            cursor.execute(
+                "SELECT id, room_id, seq FROM chat_message WHERE room_id = ANY(%s) AND seq > 50 "
+                "ORDER BY random() LIMIT %s",
+                [room_ids, 3 * n],
+            )
+            sample = cursor.fetchall()
     rng.shuffle(sample)
-    if len(sample) < 3 * n:
-        sample = [rng.choice(sample) for _ in range(3 * n)] if sample else []
+    sample = cycle_to(3 * n, sample)
     cursors, catchups, resumes = sample[:n], sample[n : 2 * n], sample[2 * n : 3 * n]
 
     # Resume: the id of a message 1..200 back from the room's newest.
