@@ -22,6 +22,9 @@ import argparse
 import math
 import multiprocessing
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -54,13 +57,17 @@ class Options:
     ramp_factor: float = 1.5
     ramp_max_steps: int = 10
     ramp_refine: int = 2
+    warmup: float = 2.0
+    confirm: int = 1
     idle: int = 0
     heartbeat: float = 20.0
     p99_limit_ms: float = 50.0
     drain: float = 5.0
     client_procs: int = 2
-    connect_concurrency: int = 100
+    connect_concurrency: int = 50
     connect_timeout: float = 120.0
+    connect_retries: int = 2
+    profile_dir: str | None = None
     settings_module: str = "chatsite.settings.production"
     json: str | None = None
     quiet: bool = False
@@ -219,11 +226,21 @@ def clear_channel_layer(redis_url: str) -> int:
     return deleted
 
 
+def py_spy_binary() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if not found:
+        raise RuntimeError("--profile-dir needs py-spy (pip install -r requirements-dev.txt)")
+    return found
+
+
 class Run:
     def __init__(self, opts: Options, target: str, processes: int, database_url: str, redis_url: str, fixture: Any) -> None:
         self.opts, self.target, self.processes = opts, target, processes
         self.database_url, self.redis_url, self.fixture = database_url, redis_url, fixture
         self.tag = uuid.uuid4().hex[:12]
+        self.idle_cpu_s_per_s = 0.0
+        self.server_pids: list[int] = []
 
     def log(self, text: str) -> None:
         if not self.opts.quiet:
@@ -236,12 +253,17 @@ class Run:
         result: dict[str, Any] = {"target": self.target, "server": opts.server, "processes": self.processes, "steps": []}
         self.log(f"\n== {self.target}: {opts.server} x{self.processes}, {opts.rooms} rooms x {opts.clients_per_room} sockets, {opts.senders} senders")
         with run_servers(server=opts.server, count=self.processes, env=env) as servers:
+            self.server_pids = [s.proc.pid for s in servers]
             plan = make_plan(opts, self.fixture.room_ids[: opts.rooms], self.fixture.tokens, [s.port for s in servers], PATHS[self.target])
             workers = Workers(opts.client_procs)
             try:
                 with Sampler(server_pids=[s.proc.pid for s in servers], client_pids=workers.pids) as sampler:
                     result["server_rss_idle_mb"] = round(sampler.rss_now() / 2**20, 1)
-                    result["sockets"] = self.connect(workers, plan)
+                    profilers = self.start_profilers("connect", None)
+                    try:
+                        result["sockets"] = self.connect(workers, plan)
+                    finally:
+                        self.stop_profilers(profilers, interrupt=True)
                     self.log(
                         f"   sockets: {result['sockets']['connected']}/{result['sockets']['requested']} connected "
                         f"in {result['sockets']['seconds']:.1f}s; server RSS {sampler.rss_now() / 2**20:.0f} MB"
@@ -249,6 +271,8 @@ class Run:
                     if result["sockets"]["connected"] == 0:
                         result["error"] = "no socket connected"
                         return result
+                    self.idle_cpu_s_per_s = self.measure_idle_cpu(sampler)
+                    result["server_idle_cpu_pct"] = round(100 * self.idle_cpu_s_per_s, 1)
                     self.ramp(workers, plan, sampler, result)
             finally:
                 workers.close()
@@ -256,6 +280,14 @@ class Run:
                     if s.proc.poll() is not None:
                         result.setdefault("server_exits", []).append({"code": s.proc.returncode, "log": s.log_tail()})
         return result
+
+    @staticmethod
+    def measure_idle_cpu(sampler: Sampler, seconds: float = 2.0) -> float:
+        """Server CPU seconds per second with every socket open and no traffic (keepalives, timers)."""
+        time.sleep(1.0)  # the last subscribe's work settles
+        c0, t0 = sampler.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        return max(0.0, (sampler.cpu_seconds() - c0) / (time.monotonic() - t0))
 
     def connect(self, workers: Workers, plan: Plan) -> dict[str, Any]:
         opts = self.opts
@@ -269,6 +301,7 @@ class Run:
                     "concurrency": concurrency,
                     "open_timeout": 30.0,
                     "phase_timeout": opts.connect_timeout,
+                    "retries": opts.connect_retries,
                 }
                 for specs in plan.specs
             ],
@@ -282,23 +315,29 @@ class Run:
             "requested": sum(len(s) for s in plan.specs),
             "connected": sum(r["connected"] for r in replies),
             "failed": sum(r["failed"] for r in replies),
+            "retries": sum(r["retries"] for r in replies),
             "failures": failures,
             "failure_samples": [s for r in replies for s in r["samples"]][:5],
             "seconds": round(max(r["seconds"] for r in replies), 2),
         }
 
     def ramp(self, workers: Workers, plan: Plan, sampler: Sampler, result: dict[str, Any]) -> None:
+        """Warm up, then run the load steps; with --ramp, find the sustainable rate."""
         opts = self.opts
+        rates = ramp_rates(opts)
         self.log(step_header())
+        self.step_no = 0
+        if opts.warmup > 0:
+            # The first seconds of traffic pay one-time costs (connections,
+            # caches) that would fail the first step on latency alone.
+            warmup = self.step(workers, plan, sampler, rates[0], duration=opts.warmup)
+            result["warmup"] = warmup
+            self.log(step_row(warmup, label="warm"))
+            self.quiet(workers)
         passed: float | None = None
         failed: float | None = None
-        step_no = 0
-        for rate in ramp_rates(opts):
-            step = self.step(workers, plan, sampler, step_no, rate)
-            step_no += 1
-            result["steps"].append(step)
-            self.log(step_row(step))
-            if step["ok"]:
+        for rate in rates:
+            if self.checked_step(workers, plan, sampler, rate, result):
                 passed = rate
             else:
                 failed = rate
@@ -309,32 +348,79 @@ class Run:
                 if failed - low < max(1.0, 0.05 * failed):
                     break
                 rate = round(math.sqrt(low * failed) if low else failed / 2, 1)
-                self.quiet(workers)
-                step = self.step(workers, plan, sampler, step_no, rate)
-                step_no += 1
-                result["steps"].append(step)
-                self.log(step_row(step))
-                if step["ok"]:
+                if self.checked_step(workers, plan, sampler, rate, result):
                     passed = rate
                 else:
                     failed = rate
-        per_message = sum(plan.subscribers.values()) / max(1, len(plan.subscribers))
         if opts.ramp:
-            best = max((s for s in result["steps"] if s["ok"]), key=lambda s: s["offered_rate"], default=None)
             result["sustainable"] = {
-                "rate": best["offered_rate"] if best else 0.0,
-                "deliveries_per_s": best["offered_deliveries_per_s"] if best else 0.0,
+                "rate": passed or 0.0,
+                "deliveries_per_s": next((s["offered_deliveries_per_s"] for s in result["steps"] if s["offered_rate"] == passed and s["ok"]), 0.0),
                 "first_failing_rate": failed,
-                "subscribers_per_room": per_message,
+                "subscribers_per_room": sum(plan.subscribers.values()) / max(1, len(plan.subscribers)),
             }
+
+    def checked_step(self, workers: Workers, plan: Plan, sampler: Sampler, rate: float, result: dict[str, Any]) -> bool:
+        """One load step at ``rate``. A step that lost nothing but failed on latency
+        alone is run once more (the machine is shared; one noisy moment should not
+        decide); loss is never retried."""
+        for attempt in range(1 + self.opts.confirm):
+            if result["steps"] and not result["steps"][-1]["ok"]:
+                self.quiet(workers)
+            step = self.step(workers, plan, sampler, rate)
+            step["attempt"] = attempt + 1
+            result["steps"].append(step)
+            self.log(step_row(step))
+            if step["ok"] or step["lost"] or step["errors"] or not step["generator_kept_up"]:
+                return bool(step["ok"])
+        return False
 
     def quiet(self, workers: Workers, seconds: float = 15.0) -> None:
         """After an overloaded step, wait (bounded) until late deliveries stop arriving."""
         time.sleep(1.0)
         workers.ask([{"cmd": "quiet", "quiet_s": 1.0, "timeout": seconds}] * len(workers.pipes), timeout=seconds + 10)
 
-    def step(self, workers: Workers, plan: Plan, sampler: Sampler, step_no: int, rate: float) -> dict[str, Any]:
+    def start_profilers(self, label: str, duration: float | None) -> list[subprocess.Popen]:
+        """py-spy on every server process (raw collapsed stacks, see bench.ws_profile).
+
+        With a duration it stops by itself; without one, stop_profilers ends it."""
+        if not self.opts.profile_dir:
+            return []
+        out = Path(self.opts.profile_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        procs = []
+        for i, pid in enumerate(self.server_pids):
+            path = out / f"{self.target}-p{self.processes}-{label}-server{i}.txt"
+            limit = ["--duration", str(max(1, int(duration)))] if duration else []
+            procs.append(
+                subprocess.Popen(
+                    [py_spy_binary(), "record", "--pid", str(pid), *limit,
+                     "--rate", "100", "--format", "raw", "--threads", "--idle", "--nonblocking", "--output", str(path)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        return procs
+
+    @staticmethod
+    def stop_profilers(procs: list[subprocess.Popen], *, interrupt: bool) -> None:
+        for proc in procs:
+            if interrupt and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def step(
+        self, workers: Workers, plan: Plan, sampler: Sampler, rate: float, duration: float | None = None
+    ) -> dict[str, Any]:
         opts = self.opts
+        measured = duration is None
+        duration = duration or opts.duration
+        step_no = self.step_no
+        self.step_no += 1
         start_at = time.time() + 0.5
         commands = [
             {
@@ -342,12 +428,17 @@ class Run:
                 "step": step_no,
                 "rate": rate * n / max(1, opts.senders),
                 "start_at": start_at,
-                "duration": opts.duration,
+                "duration": duration,
                 "size": opts.size,
             }
             for n in plan.senders_per_worker
         ]
-        sent = workers.ask(commands, timeout=opts.duration + 30)
+        cpu0, wall0 = sampler.cpu_seconds(), time.monotonic()
+        profilers = self.start_profilers(f"step{step_no}", duration) if measured else []
+        try:
+            sent = workers.ask(commands, timeout=duration + 30)
+        finally:
+            self.stop_profilers(profilers, interrupt=False)
         send_end = time.time()
         per_room: dict[int, int] = {}
         for reply in sent:
@@ -357,6 +448,8 @@ class Run:
             [{"cmd": "drain", "per_room": per_room, "drain_s": opts.drain}] * len(workers.pipes),
             timeout=opts.drain + 30,
         )
+        cpu_used = sampler.cpu_seconds() - cpu0
+        cpu_net = max(0.0, cpu_used - self.idle_cpu_s_per_s * (time.monotonic() - wall0))
         expected = sum(r["expected"] for r in drained)
         delivered = sum(r["unique"] for r in drained)
         latency = latency_summary([r["latencies_ms"] for r in drained])
@@ -383,7 +476,7 @@ class Run:
         return {
             "step": step_no,
             "offered_rate": rate,
-            "duration_s": opts.duration,
+            "duration_s": duration,
             "planned": planned,
             "sent": total_sent,
             "sent_rate": round(total_sent / max(r["send_seconds"] for r in sent), 1) if total_sent else 0.0,
@@ -399,13 +492,17 @@ class Run:
             "errors": errors,
             "error_samples": [s for r in drained for s in r["error_samples"]][:5],
             "disconnects": sum(r["disconnects"] for r in drained),
-            "offered_deliveries_per_s": round(expected / opts.duration, 1),
+            "offered_deliveries_per_s": round(expected / duration, 1),
             "deliveries_per_s": round(delivered / span, 1) if span else 0.0,
             "latency_ms": latency,
             "ack_latency_ms": acks,
             "frames": sum(r["frames"] for r in drained),
             "batched_frames": sum(r["batched_frames"] for r in drained),
             "resources": sampler.window(start_at, send_end),
+            # Server CPU time per unit of work, net of the idle cost of the open sockets:
+            # far less sensitive to other load on the machine than latency is.
+            "server_cpu_ms_per_message": round(1000 * cpu_net / total_sent, 3) if total_sent else None,
+            "server_cpu_us_per_delivery": round(1e6 * cpu_net / delivered, 1) if delivered else None,
             "ok": ok,
         }
 
@@ -447,7 +544,7 @@ def run_idle(opts: Options, processes: int, database_url: str, redis_url: str, f
                 for wave in waves:
                     replies = workers.ask(
                         [
-                            {"cmd": "setup", "tag": tag, "clients": specs, "concurrency": max(1, opts.connect_concurrency // opts.client_procs), "open_timeout": 30.0, "phase_timeout": opts.connect_timeout}
+                            {"cmd": "setup", "tag": tag, "clients": specs, "concurrency": max(1, opts.connect_concurrency // opts.client_procs), "open_timeout": 30.0, "phase_timeout": opts.connect_timeout, "retries": opts.connect_retries}
                             for specs in wave
                         ],
                         timeout=opts.connect_timeout + 30,
@@ -506,7 +603,7 @@ def _rss_of(pid: int) -> int:
 COLUMNS = [
     ("step", 4), ("offer/s", 8), ("sent/s", 8), ("expected", 9), ("lost", 7), ("loss%", 7), ("deliv/s", 8),
     ("p50", 7), ("p95", 7), ("p99", 7), ("max", 8), ("ack p99", 8), ("srvCPU%", 8), ("srvMB", 6),
-    ("cliCPU%", 8), ("redis%", 7), ("sys%", 5), ("ok", 3),
+    ("cliCPU%", 8), ("redis%", 7), ("sys%", 5), ("ms/msg", 7), ("us/dlv", 7), ("ok", 3),
 ]  # fmt: skip
 
 
@@ -518,17 +615,18 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.1f}" if value < 1000 else f"{value:.0f}"
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
 
 
-def step_row(step: dict[str, Any]) -> str:
+def step_row(step: dict[str, Any], label: str | None = None) -> str:
     res = step["resources"]
     values = [
-        step["step"], step["offered_rate"], step["sent_rate"], step["expected"], step["lost"], step["loss_pct"],
+        label or step["step"], step["offered_rate"], step["sent_rate"], step["expected"], step["lost"], step["loss_pct"],
         step["deliveries_per_s"], step["latency_ms"]["p50"], step["latency_ms"]["p95"], step["latency_ms"]["p99"],
         step["latency_ms"]["max"], step["ack_latency_ms"]["p99"], res.get("server_cpu_pct"), res.get("server_rss_mb"),
-        res.get("client_cpu_pct"), res.get("redis_cpu_pct"), res.get("system_cpu_pct"), "yes" if step["ok"] else "NO",
+        res.get("client_cpu_pct"), res.get("redis_cpu_pct"), res.get("system_cpu_pct"),
+        step["server_cpu_ms_per_message"], step["server_cpu_us_per_delivery"], "yes" if step["ok"] else "NO",
     ]  # fmt: skip
     row = "   " + " ".join(_fmt(v).rjust(width) for v, (_, width) in zip(values, COLUMNS))
     notes = []
@@ -565,6 +663,17 @@ def summary(report: dict[str, Any]) -> str:
 # -- entry points ------------------------------------------------------------------------
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the working tree differed from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"commit": commit, "modified_files": len(status.splitlines())}
+
+
 def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
     """Run the benchmark described by ``opts``; Django must be set up. Returns the report."""
     from bench.ws_data import prepare
@@ -575,7 +684,13 @@ def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
     if opts.senders > opts.rooms * opts.clients_per_room:
         raise ValueError("--senders cannot exceed --rooms x --clients-per-room")
     fixture = prepare(rooms=rooms, users=users)
-    report: dict[str, Any] = {"options": asdict(opts), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(), "runs": []}
+    report: dict[str, Any] = {
+        "options": asdict(opts),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": os.cpu_count(),
+        "code": code_version(),
+        "runs": [],
+    }
     if opts.idle:
         report["idle"] = run_idle(opts, opts.processes[0], database_url, redis_url, fixture)
         return report
@@ -615,6 +730,8 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--ramp-factor", type=float, default=d.ramp_factor)
     p.add_argument("--ramp-max-steps", type=int, default=d.ramp_max_steps)
     p.add_argument("--ramp-refine", type=int, default=d.ramp_refine, help="bisection steps after the first failure")
+    p.add_argument("--warmup", type=float, default=d.warmup, help="seconds of unmeasured load before the first step")
+    p.add_argument("--confirm", type=int, default=d.confirm, help="re-runs of a step that failed on latency alone")
     p.add_argument("--idle", type=int, default=0, help="idle mode: hold this many sockets with heartbeats")
     p.add_argument("--heartbeat", type=float, default=d.heartbeat, help="idle mode: seconds between pings per socket")
     p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms")
@@ -622,6 +739,8 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--client-procs", type=int, default=d.client_procs, help="load-generator processes")
     p.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
     p.add_argument("--connect-timeout", type=float, default=d.connect_timeout)
+    p.add_argument("--connect-retries", type=int, default=d.connect_retries, help="reconnect attempts per socket")
+    p.add_argument("--profile-dir", help="py-spy every server process during every measured step; raw stacks go here")
     p.add_argument("--settings", default=d.settings_module, dest="settings_module", help="DJANGO_SETTINGS_MODULE of the servers")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--quiet", action="store_true")

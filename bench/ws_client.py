@@ -19,6 +19,7 @@ the servers the coordinator started on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from array import array
@@ -159,61 +160,80 @@ class Worker:
     # -- connect -----------------------------------------------------------
 
     async def setup(self, command: dict[str, Any]) -> dict[str, Any]:
-        self.recorder = Recorder(tag=command["tag"])
-        self.clients = [Client(spec) for spec in command["clients"]]
+        if self.recorder.tag != command["tag"]:
+            self.recorder = Recorder(tag=command["tag"])
+        new_clients = [Client(spec) for spec in command["clients"]]
+        self.clients.extend(new_clients)  # setup may come in waves (idle mode)
         open_timeout = command["open_timeout"]
+        attempts = 1 + command.get("retries", 0)
         semaphore = asyncio.Semaphore(command["concurrency"])
         failures: Counter[str] = Counter()
         samples: list[str] = []
 
+        retries = 0
+
         async def open_one(client: Client) -> None:
-            async with semaphore:
-                try:
-                    client.ws = await connect(
-                        client.url,
-                        additional_headers={"Authorization": f"Bearer {client.token}"},
-                        open_timeout=open_timeout,
-                        close_timeout=2,
-                        ping_interval=None,  # the server pings; the client answers automatically
-                        compression=None,
-                        max_size=2**22,
-                    )
-                    client.reader = asyncio.create_task(self.read_loop(client))
-                    await client.ws.send(orjson.dumps({"type": "subscribe", "room": client.room}).decode())
-                    await asyncio.wait_for(client.subscribed.wait(), open_timeout)
-                except Exception as exc:  # noqa: BLE001 - counted and reported, never fatal
-                    failures[type(exc).__name__] += 1
-                    if len(samples) < ERROR_SAMPLES:
-                        samples.append(f"{type(exc).__name__}: {exc}"[:200])
+            nonlocal retries
+            for attempt in range(attempts):
+                if attempt:
+                    retries += 1
+                    await asyncio.sleep(random.uniform(0.5, 1.5) * attempt)  # backoff with jitter, like a real client
+                async with semaphore:
+                    try:
+                        await self.open_socket(client, open_timeout)
+                        return
+                    except Exception as exc:  # noqa: BLE001 - counted and reported, never fatal
+                        failures[type(exc).__name__] += 1
+                        if len(samples) < ERROR_SAMPLES:
+                            samples.append(f"{type(exc).__name__}: {exc}"[:200])
+                        ws, client.ws = client.ws, None
+                        if ws is not None:
+                            with contextlib.suppress(Exception):
+                                await asyncio.wait_for(ws.close(), 2)
 
         started = time.monotonic()
-        tasks = [asyncio.create_task(open_one(c)) for c in self.clients]
+        tasks = [asyncio.create_task(open_one(c)) for c in new_clients]
         done, pending = await asyncio.wait(tasks, timeout=command["phase_timeout"]) if tasks else (set(), set())
         for task in pending:
             task.cancel()
         if pending:
             failures["phase_timeout"] += len(pending)
             await asyncio.wait(pending, timeout=5)
-        connected = sum(1 for c in self.clients if c.subscribed.is_set())
+        connected = sum(1 for c in new_clients if c.subscribed.is_set())
         return {
             "connected": connected,
-            "failed": len(self.clients) - connected,
+            "failed": len(new_clients) - connected,
+            "retries": retries,
             "failures": dict(failures),
             "samples": samples,
             "seconds": time.monotonic() - started,
         }
 
-    async def read_loop(self, client: Client) -> None:
-        assert client.ws is not None
+    async def open_socket(self, client: Client, open_timeout: float) -> None:
+        client.ws = await connect(
+            client.url,
+            additional_headers={"Authorization": f"Bearer {client.token}"},
+            open_timeout=open_timeout,
+            close_timeout=2,
+            ping_interval=None,  # the server pings; the client answers automatically
+            compression=None,
+            max_size=2**22,
+        )
+        client.reader = asyncio.create_task(self.read_loop(client, client.ws))
+        await client.ws.send(orjson.dumps({"type": "subscribe", "room": client.room}).decode())
+        await asyncio.wait_for(client.subscribed.wait(), open_timeout)
+
+    async def read_loop(self, client: Client, ws: ClientConnection) -> None:
         try:
-            async for text in client.ws:
+            async for text in ws:
                 self.recorder.on_text(client, text)
         except ConnectionClosed:
             pass
         finally:
-            if not client.closed:
+            # A socket the server dropped after it was subscribed (not a failed attempt, not our close).
+            if client.ws is ws and not client.closed and client.subscribed.is_set():
                 self.recorder.disconnects += 1
-            client.closed = True
+                client.closed = True
 
     # -- load steps --------------------------------------------------------
 
@@ -314,7 +334,7 @@ class Worker:
     async def idle(self, command: dict[str, Any]) -> dict[str, Any]:
         """Hold the sockets for ``duration`` seconds; each sends a ping every ``heartbeat`` seconds."""
         duration, heartbeat = command["duration"], command["heartbeat"]
-        live = [c for c in self.clients if c.subscribed.is_set()]
+        live = [c for c in self.clients if c.subscribed.is_set() and c.ws is not None]
         rng = random.Random(self.worker_id)
         schedule = sorted((rng.uniform(0, heartbeat), i) for i in range(len(live)))
         self.recorder.pongs = 0

@@ -179,6 +179,17 @@ class Sampler:
             system_cpu=psutil.cpu_percent(),
         )
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time consumed so far by the server processes (exact, not sampled)."""
+        total = 0.0
+        for p in self._servers:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        return total
+
     def rss_now(self) -> int:
         return sum(_rss(p) for p in self._servers)
 

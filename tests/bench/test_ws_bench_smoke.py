@@ -42,6 +42,7 @@ def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field
         rate=10.0,
         duration=2.0,
         drain=5.0,
+        warmup=1.0,
         target="both",
         client_procs=1,
         connect_concurrency=10,
