@@ -1,7 +1,8 @@
 """The background worker: distribution work that is not the message itself.
 
-Run with ``python manage.py runworker chat-background`` (``make run`` and
-docker-compose start it). Services enqueue work after commit with
+Run with ``python manage.py chat_worker`` (``runworker`` on the configured
+channel, settings.CHAT_BACKGROUND_CHANNEL; ``make run`` and docker-compose
+start it). Services enqueue work after commit with
 ``chat.events.enqueue_background``; nothing here is on the sender's path.
 
 Today it delivers @mention notifications to the mentioned users' personal

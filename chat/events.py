@@ -21,8 +21,6 @@ logger = logging.getLogger(__name__)
 # The channel-layer message type every room event travels as (handler: room_event).
 ROOM_EVENT = "room.event"
 USER_EVENT = "user.event"
-# The background worker's channel (manage.py runworker chat-background).
-BACKGROUND_CHANNEL = "chat-background"
 
 
 def room_group(room_id: int) -> str:
@@ -72,13 +70,20 @@ def publish_room_event(*, room_id: int, kind: str, payload: dict[str, Any], seq:
         logger.exception("publish failed room=%s kind=%s seq=%s", room_id, kind, seq)
 
 
+def background_channel() -> str:
+    """The worker's channel name (settings.CHAT_BACKGROUND_CHANNEL; ``manage.py chat_worker`` runs it)."""
+    from django.conf import settings
+
+    return settings.CHAT_BACKGROUND_CHANNEL
+
+
 def enqueue_background(message: dict[str, Any]) -> None:
     """Hand work that is not the message itself (mentions, …) to the background worker."""
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.send)(BACKGROUND_CHANNEL, message)
+        async_to_sync(layer.send)(background_channel(), message)
     except Exception:  # noqa: BLE001 - best effort; the message itself is already delivered
         metrics.PUBLISH_FAILURES.inc()
         logger.warning("background enqueue failed: %s", message.get("type"), exc_info=True)

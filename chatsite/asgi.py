@@ -25,6 +25,6 @@ application = ProtocolTypeRouter(
     {
         "http": http_application,
         "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
-        "channel": ChannelNameRouter({events.BACKGROUND_CHANNEL: BackgroundConsumer.as_asgi()}),
+        "channel": ChannelNameRouter({events.background_channel(): BackgroundConsumer.as_asgi()}),
     }
 )

@@ -75,6 +75,10 @@ RESUME_MAX_MESSAGES = env_int("RESUME_MAX_MESSAGES", 500)
 # "pubsub" (RedisPubSubChannelLayer: one PUBLISH per event, fan-out in each
 # process) or "core" (RedisChannelLayer: a queue per socket). See docs/PERFORMANCE.md.
 CHANNEL_LAYER = env_str("CHANNEL_LAYER", "pubsub")
+# Redis pub/sub channels are global to the server, not per database number:
+# the prefix keeps deployments (and test runs) sharing one Redis apart.
+# Default: "chat:layer:<db number of REDIS_URL>".
+CHANNEL_LAYER_PREFIX = env_str("CHANNEL_LAYER_PREFIX", "")
 CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 1000)
 CHANNEL_LAYER_EXPIRY = env_int("CHANNEL_LAYER_EXPIRY", 60)
 CHANNEL_LAYER_GROUP_EXPIRY = env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400)

@@ -13,7 +13,7 @@ cleanup() { [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
 if [ -n "${REDIS_URL:-}" ]; then
-  "$PY" manage.py runworker chat-background &
+  "$PY" manage.py chat_worker &
   worker_pid=$!
 else
   echo "REDIS_URL is not set: embedded mode (in-memory channel layer, no background worker; @mention notifications need Redis)."

@@ -83,12 +83,12 @@ def daphne_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, sub
 
 @contextmanager
 def background_worker(**extra_env: str) -> Iterator[subprocess.Popen]:
-    """Run ``manage.py runworker chat-background`` against this test run's database and Redis."""
+    """Run ``manage.py chat_worker`` against this test run's database and Redis."""
     log_dir = ROOT / "test-artifacts"
     log_dir.mkdir(exist_ok=True)
     log = open(log_dir / "background-worker.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runworker", "chat-background"],
+        [sys.executable, "manage.py", "chat_worker"],
         cwd=ROOT,
         env=server_env(**extra_env),
         stdout=log,
@@ -100,7 +100,8 @@ def background_worker(**extra_env: str) -> Iterator[subprocess.Popen]:
 
         client = redis.Redis.from_url(env.REDIS_URL)
         deadline = time.monotonic() + 30
-        while not dict(client.pubsub_numsub("chat-background")).get(b"chat-background"):
+        channel = settings.CHAT_BACKGROUND_CHANNEL
+        while not dict(client.pubsub_numsub(channel)).get(channel.encode()):
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {proc.returncode}; see test-artifacts/background-worker.log")
             if time.monotonic() > deadline:

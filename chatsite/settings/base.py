@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dj_database_url
 
@@ -130,13 +132,18 @@ DJANGO_REDIS_LOGGER = "perf.cache.redis"
 # Redis restart never logs anyone out.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
+_layer_prefix = env.CHANNEL_LAYER_PREFIX or "chat:layer:" + (urlparse(env.REDIS_URL).path.strip("/") or "0")
+
+# The background worker's channel, namespaced like the layer for the same reason.
+CHAT_BACKGROUND_CHANNEL = "chat-background." + re.sub(r"[^A-Za-z0-9_.-]", "-", _layer_prefix)
+
 if env.REDIS_URL and env.CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [env.REDIS_URL],
-                "prefix": "chat:layer",
+                "prefix": _layer_prefix,
                 "capacity": env.CHANNEL_LAYER_CAPACITY,
                 "expiry": env.CHANNEL_LAYER_EXPIRY,
                 "group_expiry": env.CHANNEL_LAYER_GROUP_EXPIRY,
@@ -147,7 +154,7 @@ elif env.REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [env.REDIS_URL], "prefix": "chat:layer"},
+            "CONFIG": {"hosts": [env.REDIS_URL], "prefix": _layer_prefix},
         }
     }
 else:
