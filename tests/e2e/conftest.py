@@ -64,10 +64,6 @@ def live_server_url(transactional_db, request) -> Iterator[str]:
         DJANGO_SETTINGS_MODULE="chatsite.settings.test",
         DATABASE_URL=_database_url(),
         REDIS_URL=env.REDIS_URL,
-        # Redis pub/sub channels ignore the database number, so the default
-        # pub/sub layer would hear every other server on the same Redis (same
-        # room ids, other databases). The core layer keeps to REDIS_URL's database.
-        CHANNEL_LAYER="core",
         # runserver serves /static/ only in DEBUG.
         DEBUG="1",
         DB_POOL_SIZE="4",
