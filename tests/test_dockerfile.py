@@ -102,8 +102,9 @@ def test_dockerfile_keeps_secrets_out_of_the_image():
 
 def test_compose_services():
     services = compose()["services"]
-    assert {"web", "postgres", "redis", "migrate"} <= set(services)
-    assert "worker" not in services  # not built yet
+    assert {"web", "postgres", "redis", "migrate", "worker"} <= set(services)
+    assert services["worker"]["command"] == ["python", "manage.py", "chat_worker"]
+    assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
     web = services["web"]
     assert web["build"] == "."
