@@ -33,6 +33,8 @@ from chat.api_schemas import (
     RoomPage,
     TokenIn,
     TokenOut,
+    fields_parse,
+    fields_select,
     invalid_cursor,
     page_cursor_decode,
     page_cursor_encode,
@@ -80,12 +82,16 @@ def me(request: HttpRequest) -> dict[str, Any]:
 # --- Rooms ----------------------------------------------------------------
 
 
-@router.get("/projects/{slug}/rooms", response={200: RoomPage, **ERROR_RESPONSES}, tags=["rooms"])
+@router.get(
+    "/projects/{slug}/rooms", response={200: RoomPage, **ERROR_RESPONSES}, tags=["rooms"], exclude_unset=True
+)
 def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[str, Any]:
     """The rooms of a project the caller may read, with unread counts, in creation (id) order.
 
     Page size: `limit` (default 50; values above 100 are treated as 100).
+    `fields` picks the room fields returned.
     """
+    fields = fields_parse(page.fields, schema=RoomOut)
     project, _ = project_get_for_user(user=request.auth, slug=slug)
     limit = selectors.page_limit(page.limit)
     after_id = page_cursor_key(page.cursor, key="i", kind=int) or 0
@@ -98,7 +104,7 @@ def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[s
     for room in items:
         room.project = project  # room_dict reads the slug; spare a query per room
     next_cursor = page_cursor_encode({"i": items[-1].id}) if len(rooms) > limit else None
-    return {"items": [room_dict(room) for room in items], "next_cursor": next_cursor}
+    return {"items": fields_select(map(room_dict, items), fields), "next_cursor": next_cursor}
 
 
 @router.post("/projects/{slug}/rooms", response={201: RoomOut, **ERROR_RESPONSES}, tags=["rooms"])
@@ -174,7 +180,9 @@ def _message_page(*, room: Room, cursor: str | None, after: int | None, limit: i
     return {"items": messages, "next_cursor": next_cursor}
 
 
-@router.get("/rooms/{room_id}/messages", response={200: MessagePage, **ERROR_RESPONSES}, tags=["messages"])
+@router.get(
+    "/rooms/{room_id}/messages", response={200: MessagePage, **ERROR_RESPONSES}, tags=["messages"], exclude_unset=True
+)
 def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuery]) -> dict[str, Any]:
     """A page of a room's messages, oldest to newest. Deleted messages appear as tombstones.
 
@@ -182,10 +190,13 @@ def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuer
     older page before them (null at the start of the room). With `after=<id>`:
     the oldest `limit` messages newer than that id; `next_cursor` continues
     forward (null when caught up). `limit` defaults to 50; values above 100
-    are treated as 100.
+    are treated as 100. `fields` picks the message fields returned.
     """
+    fields = fields_parse(page.fields, schema=MessageOut)
     room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
-    return _message_page(room=room, cursor=page.cursor, after=page.after, limit=selectors.page_limit(page.limit))
+    result = _message_page(room=room, cursor=page.cursor, after=page.after, limit=selectors.page_limit(page.limit))
+    result["items"] = fields_select(result["items"], fields)
+    return result
 
 
 @router.post(

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 import orjson
 from ninja import Field, Schema
-from pydantic import AfterValidator, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, StrictBool, StrictInt, StrictStr, create_model
 
 from chatsite.errors import InvalidInput
 
@@ -74,6 +74,57 @@ def page_cursor_key(cursor: str | None, *, key: str, kind: type) -> Any:
     return position[key]
 
 
+# --- Field selection ------------------------------------------------------
+
+# Longest ``fields`` value worth parsing: every field of the widest item, twice over.
+FIELDS_MAX_LENGTH = 512
+
+
+def invalid_fields(message: str) -> InvalidInput:
+    return InvalidInput(message, code="invalid_fields")
+
+
+def fields_parse(raw: str | None, *, schema: type[Schema]) -> tuple[str, ...] | None:
+    """The item fields named by ``?fields=a,b`` (in the item's own order), or None for all.
+
+    Names are top-level fields of ``schema``; an unknown name is a 400
+    ``invalid_fields`` that names it and lists the valid ones.
+    """
+    if raw is None:
+        return None
+    allowed = tuple(schema.model_fields)
+    if len(raw) > FIELDS_MAX_LENGTH:
+        raise invalid_fields("'fields' is too long.")
+    names = {name.strip() for name in raw.split(",")} - {""}
+    if not names:
+        raise invalid_fields(f"'fields' names no field; choose from: {', '.join(allowed)}.")
+    unknown = sorted(names.difference(allowed))
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown)
+        raise invalid_fields(f"Unknown field{'s' if len(unknown) > 1 else ''} {listed}; choose from: {', '.join(allowed)}.")
+    return tuple(name for name in allowed if name in names)
+
+
+def fields_select(items: Iterable[Mapping[str, Any]], fields: tuple[str, ...] | None) -> list[Any]:
+    """``items`` with only ``fields`` (all of them for None)."""
+    if fields is None:
+        return list(items)
+    return [{name: item[name] for name in fields} for item in items]
+
+
+def selectable(schema: type[Schema], *, name: str) -> type[Schema]:
+    """``schema`` for list items that ``?fields=`` may trim.
+
+    Every field keeps its type but may be absent. List endpoints render with
+    ``exclude_unset=True``, so a field left out is missing from the JSON, not null.
+    """
+    definitions: dict[str, Any] = {
+        field: (info.annotation, Field(None, description=info.description))
+        for field, info in schema.model_fields.items()
+    }
+    return create_model(name, __base__=Schema, __doc__=schema.__doc__, **definitions)
+
+
 # --- Input ----------------------------------------------------------------
 
 
@@ -92,6 +143,9 @@ class PageQuery(Schema):
     cursor: str | None = Field(None, description="The `next_cursor` of the previous page.")
     limit: int | None = Field(
         None, ge=1, description="Page size: default 50; values above 100 are treated as 100."
+    )
+    fields: str | None = Field(
+        None, description="Comma-separated item fields to return, e.g. `id,body,author`; all when omitted."
     )
 
 
@@ -172,8 +226,11 @@ class MessageOut(Schema):
     client_id: str | None
 
 
+MessageItem = selectable(MessageOut, name="MessageItem")
+
+
 class MessagePage(Schema):
-    items: list[MessageOut]
+    items: list[MessageItem]  # type: ignore[valid-type]
     next_cursor: str | None
 
 
@@ -188,8 +245,11 @@ class RoomOut(Schema):
     unread: int | None = Field(None, description="Unread messages by others; only in room lists.")
 
 
+RoomItem = selectable(RoomOut, name="RoomItem")
+
+
 class RoomPage(Schema):
-    items: list[RoomOut]
+    items: list[RoomItem]  # type: ignore[valid-type]
     next_cursor: str | None
 
 

@@ -8,7 +8,17 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
-from chat.api_schemas import ERROR_RESPONSES, ErrorOut, PageQuery, Text, page_cursor_encode, page_cursor_key
+from chat.api_schemas import (
+    ERROR_RESPONSES,
+    ErrorOut,
+    PageQuery,
+    Text,
+    fields_parse,
+    fields_select,
+    page_cursor_encode,
+    page_cursor_key,
+    selectable,
+)
 from chat.selectors import page_limit
 from chat.serialization import user_display_name
 from projects import selectors, services
@@ -32,8 +42,11 @@ class ProjectOut(Schema):
     created_at: datetime
 
 
+ProjectItem = selectable(ProjectOut, name="ProjectItem")
+
+
 class ProjectPage(Schema):
-    items: list[ProjectOut]
+    items: list[ProjectItem]  # type: ignore[valid-type]
     next_cursor: str | None
 
 
@@ -50,8 +63,11 @@ class MemberOut(Schema):
     joined_at: datetime
 
 
+MemberItem = selectable(MemberOut, name="MemberItem")
+
+
 class MemberPage(Schema):
-    items: list[MemberOut]
+    items: list[MemberItem]  # type: ignore[valid-type]
     next_cursor: str | None
 
 
@@ -77,12 +93,14 @@ def _member_dict(membership: Membership) -> dict[str, Any]:
     }
 
 
-@router.get("/projects", response={200: ProjectPage, 401: ErrorOut, 400: ErrorOut})
+@router.get("/projects", response={200: ProjectPage, 401: ErrorOut, 400: ErrorOut}, exclude_unset=True)
 def project_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
     """The caller's projects with their role, in creation (id) order.
 
     Page size: `limit` (default 50; values above 100 are treated as 100).
+    `fields` picks the project fields returned.
     """
+    fields = fields_parse(page.fields, schema=ProjectOut)
     limit = page_limit(page.limit)
     # Paged by id, not name: a rename between two fetches cannot skip or repeat a project.
     projects = selectors.projects_for_user(user=request.auth).order_by("id")
@@ -92,7 +110,10 @@ def project_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]
     rows = list(projects[: limit + 1])
     items = rows[:limit]
     next_cursor = page_cursor_encode({"i": items[-1].id}) if len(rows) > limit else None
-    return {"items": [_project_dict(p, role=p.my_role) for p in items], "next_cursor": next_cursor}
+    return {
+        "items": fields_select((_project_dict(p, role=p.my_role) for p in items), fields),
+        "next_cursor": next_cursor,
+    }
 
 
 @router.post("/projects", response={201: ProjectOut, **ERROR_RESPONSES})
@@ -110,12 +131,14 @@ def project_detail(request: HttpRequest, slug: str) -> dict[str, Any]:
     return _project_dict(project, role=membership.role)
 
 
-@router.get("/projects/{slug}/members", response={200: MemberPage, **ERROR_RESPONSES})
+@router.get("/projects/{slug}/members", response={200: MemberPage, **ERROR_RESPONSES}, exclude_unset=True)
 def member_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[str, Any]:
     """The members of a project by username.
 
     Page size: `limit` (default 50; values above 100 are treated as 100).
+    `fields` picks the member fields returned.
     """
+    fields = fields_parse(page.fields, schema=MemberOut)
     project, _ = selectors.project_get_for_user(user=request.auth, slug=slug)
     limit = page_limit(page.limit)
     members = selectors.project_members(project=project)
@@ -125,7 +148,7 @@ def member_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict
     rows = list(members[: limit + 1])
     items = rows[:limit]
     next_cursor = page_cursor_encode({"u": items[-1].user.username}) if len(rows) > limit else None
-    return {"items": [_member_dict(m) for m in items], "next_cursor": next_cursor}
+    return {"items": fields_select(map(_member_dict, items), fields), "next_cursor": next_cursor}
 
 
 @router.post("/projects/{slug}/members", response={201: MemberOut, **ERROR_RESPONSES})
