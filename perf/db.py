@@ -136,7 +136,9 @@ def pool_stats(alias: str = "default") -> dict[str, Any]:
     """This process's connection pool for ``alias``: size, in use, waiting, errors.
 
     ``enabled`` is False when the database has no pool (SQLite, or pooling
-    off). Counters are cumulative since the pool was created.
+    off). ``in_use`` is ``size - available``: connections checked out, plus
+    any the pool is still opening (psycopg_pool counts those in its size).
+    Counters are cumulative since the pool was created.
     """
     wrapper = connections[alias]
     pool = getattr(wrapper, "pool", None)

@@ -189,7 +189,7 @@ class Command(BaseCommand):
         out(f"Load average (1 min) at start {load['start']}, at end {load['end']}: other work on the machine skews p95/p99.")
         out("")
         header = (
-            f"{'query':<34} {'q/call':>6} {'db p50':>7} {'db p95':>7} {'db p99':>7} "
+            f"{'query':<32} {'calls':>5} {'q/call':>6} {'db p50':>7} {'db p95':>7} {'db p99':>7} "
             f"{'call p50':>8} {'call p95':>8} {'call p99':>8}  indexes"
         )
         out(header)
@@ -200,7 +200,7 @@ class Command(BaseCommand):
             if row["seq_scans"]:
                 indexes += "; SEQ SCAN " + ", ".join(row["seq_scans"])
             out(
-                f"{row['query']:<34} {row['queries_per_call']:>6} {row['db_p50_ms']:>7.3f} {row['db_p95_ms']:>7.3f} "
+                f"{row['query']:<32} {row['calls']:>5} {row['queries_per_call']:>6} {row['db_p50_ms']:>7.3f} {row['db_p95_ms']:>7.3f} "
                 f"{row['db_p99_ms']:>7.3f} {row['call_p50_ms']:>8.3f} {row['call_p95_ms']:>8.3f} "
                 f"{row['call_p99_ms']:>8.3f}  {indexes}{flag}"
             )
