@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import pytest
 from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.testing import WebsocketCommunicator
 from django.db import connection, connections
 from django.db.backends.signals import connection_created
 from django.test import Client, override_settings
@@ -161,3 +163,38 @@ def test_clean_sql_folds_placeholder_lists_and_whitespace() -> None:
     sql = 'SELECT "a"\n  FROM "t"\n WHERE "id" IN (%s, %s, %s, %s, %s, %s)'
     assert clean_sql(sql) == 'SELECT "a" FROM "t" WHERE "id" IN (%s, ...)'
     assert len(clean_sql("SELECT " + "x" * 5000)) < 2100
+
+
+class BoundConsumer(AsyncWebsocketConsumer):
+    """A consumer shaped like the chat consumer: binds in connect, queries in a handler."""
+
+    async def connect(self) -> None:
+        context.bind(consumer=type(self).__name__, request_id=context.scope_request_id(self.scope))
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        def query() -> None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 'from a consumer'")
+
+        await database_sync_to_async(query)()
+        await self.send(text_data="done")
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SLOW_QUERY_THRESHOLD=0)
+async def test_binding_in_connect_names_queries_of_later_frames(caplog: pytest.LogCaptureFixture) -> None:
+    communicator = WebsocketCommunicator(
+        BoundConsumer.as_asgi(), "/ws/", headers=[(b"x-request-id", b"socket-77")]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    try:
+        with caplog.at_level(logging.WARNING, logger="perf.slow_query"):
+            await communicator.send_to(text_data="go")
+            assert await communicator.receive_from(timeout=10) == "done"
+    finally:
+        await communicator.disconnect()
+    [record] = [r for r in slow_records(caplog) if "from a consumer" in r["sql"]]
+    assert record["consumer"] == "BoundConsumer"
+    assert record["request_id"] == "socket-77"
