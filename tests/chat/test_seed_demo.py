@@ -78,8 +78,10 @@ def test_demo_seed_is_idempotent(db):
     assert "already seeded" in out
 
 
-def test_demo_seed_prints_the_port_from_the_environment(db, monkeypatch):
-    monkeypatch.setenv("PORT", "9123")
+def test_demo_seed_prints_the_configured_port(db, monkeypatch):
+    from chatsite import env
+
+    monkeypatch.setattr(env, "PORT", 9123)  # what PORT=9123 in the environment gives
     assert "http://127.0.0.1:9123/" in seed()
 
 
