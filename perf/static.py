@@ -22,10 +22,14 @@ In DEBUG the ASGI application serves /static/ itself from the source folders
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings as django_settings
+from django.contrib.staticfiles.storage import staticfiles_storage
 from django.http import HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 from whitenoise.responders import StaticFile
@@ -74,3 +78,23 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         for key, value in response.headers:
             http_response[key] = value
         return http_response
+
+
+@lru_cache(maxsize=1)
+def release_fingerprint() -> str:
+    """A digest of what pages are built from besides their data, computed once per process.
+
+    The project's templates and, with a manifest storage, the hashed names of
+    the static files. Page ETags include it, so after a deploy that changes
+    either a browser never keeps an old page (or one pointing at assets that
+    are gone) on a 304.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    templates = Path(django_settings.BASE_DIR, "templates")
+    for path in sorted(templates.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(templates)).encode())
+            digest.update(path.read_bytes())
+    hashed_files = getattr(staticfiles_storage, "hashed_files", None) or {}
+    digest.update(repr(sorted(hashed_files.items())).encode())
+    return digest.hexdigest()
