@@ -171,3 +171,5 @@ async def test_killed_connections_are_replaced_through_the_asgi_stack() -> None:
     assert await sync_to_async(_terminate_test_database_backends)() >= 1
     response = await healthz()
     assert response["status"] == 200, response["body"]
+    # PerfMiddleware ran in async mode on this path too.
+    assert any(name == b"x-request-id" for name, _ in response["headers"])
