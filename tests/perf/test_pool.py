@@ -172,4 +172,4 @@ async def test_killed_connections_are_replaced_through_the_asgi_stack() -> None:
     response = await healthz()
     assert response["status"] == 200, response["body"]
     # PerfMiddleware ran in async mode on this path too.
-    assert any(name == b"x-request-id" for name, _ in response["headers"])
+    assert any(name.lower() == b"x-request-id" for name, _ in response["headers"])
