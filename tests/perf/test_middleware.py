@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.db import connection
@@ -92,3 +93,28 @@ def test_other_errors_are_not_turned_into_503(django_db_setup, django_db_blocker
     client = Client(raise_request_exception=False)
     with django_db_blocker.unblock():
         assert client.get("/probe/missing-alias").status_code == 500
+
+
+@override_settings(
+    ROOT_URLCONF="tests.perf.probe_urls",
+    MIDDLEWARE=[*settings.MIDDLEWARE, "tests.perf.probe_urls.QueryAliasMiddleware"],
+)
+def test_database_error_in_a_middleware_is_a_503_through_handler500(django_db_setup, django_db_blocker) -> None:
+    client = Client(raise_request_exception=False)
+    with django_db_blocker.unblock(), extra_database("dead", PORT="1", OPTIONS={}):
+        api = client.get("/api/v1/probe/default", headers={"X-Probe-Alias": "dead"})
+        page = client.get("/probe/default", headers={"X-Probe-Alias": "dead"})
+    assert api.status_code == 503
+    assert api.json() == {"detail": UNAVAILABLE_DETAIL, "code": "unavailable"}
+    assert page.status_code == 503 and UNAVAILABLE_DETAIL in page.content.decode()
+
+
+@override_settings(
+    ROOT_URLCONF="tests.perf.probe_urls",
+    MIDDLEWARE=[*settings.MIDDLEWARE, "tests.perf.probe_urls.QueryAliasMiddleware"],
+)
+def test_handler500_keeps_other_errors_500(django_db_setup, django_db_blocker) -> None:
+    client = Client(raise_request_exception=False)
+    with django_db_blocker.unblock():
+        response = client.get("/probe/default", headers={"X-Probe-Alias": "no-such-alias"})
+    assert response.status_code == 500
