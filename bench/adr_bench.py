@@ -1,0 +1,1131 @@
+"""The ADR-008 performance table, measured on this machine: ``make bench``.
+
+    python -m bench.adr_bench            # the whole run (about 25 minutes on 2 cores)
+    python -m bench.adr_bench --quick    # shorter steps (about 15 minutes)
+
+Needs DATABASE_URL (PostgreSQL) and REDIS_URL; everything else it starts
+itself, on 127.0.0.1 only, and stops on exit (also on errors and Ctrl-C):
+
+1. **Data**: ``migrate``, then ``seed_demo --users 10000 --projects 20
+   --rooms 500 --messages 1000000`` (does nothing when the data set is there;
+   shows a progress bar when it loads).
+2. **Database**: ``manage.py bench_db --json``: p95 of every hot query, cache off.
+3. **Real time** (bench/ws_bench.py, its own servers): WebSocket p99 at the
+   ADR load (500 sockets, 100 messages/s), then a ramp of the message rate to
+   find the highest rate at which every message is persisted and delivered
+   with p99 <= 200 ms.
+4. **The stack**: one daphne process per core on its own port (no load
+   balancer: the load generator spreads users over the ports), and the
+   background worker (``manage.py chat_worker``). Production settings, with
+   the message rate limit raised (``RATE_LIMIT_MESSAGES=100000/60``: a load
+   generator's few thousand users would otherwise be throttled as abusers).
+5. **HTTP** (bench/bench_http.py, if present): the history API at a fixed rate.
+6. **Locust** (loadtest/locustfile.py), the Mattermost way: users step up
+   (250, 500, 1000, 2000, 3000, 5000 by default); each step runs for a fixed
+   time after all users are spawned, and holds while the error rate is at most
+   0.1 %, HTTP p99 and WebSocket delivery p99 are at most 200 ms and the
+   server processes' CPU is not pegged (mean below 95 % of all cores). The
+   first step that fails ends the ramp; the capacity is the highest step that
+   held. The cache hit rate is read from the server processes during each step.
+
+Prints the ADR table filled in, writes every raw number to
+``bench/results/adr.json`` and a chart of latency percentiles against load to
+``bench/results/adr-latency.png``. A part that is skipped, missing or failed
+shows as such in the table, never as a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SEED_SIZES = {"users": 10_000, "projects": 20, "rooms": 500, "messages": 1_000_000}
+STATS_PATH = "/__bench__/cache-stats"
+PARTS = ("db", "ws", "throughput", "http", "locust")
+
+# The ADR's rows: (key, metric, ADR target, our target).
+ROWS = (
+    ("api_p95", "API p95 response time", "< 200 ms", "≤ 20 ms"),
+    ("db_p95", "Database query p95", "< 100 ms", "≤ 2 ms"),
+    ("ws_p99", "WebSocket latency (p99)", "< 50 ms", "≤ 20 ms at the ADR load"),
+    ("cache_hit", "Cache hit rate", "> 70%", "≥ 95%"),
+    ("users", "Concurrent users", "> 500", "≥ 5,000 (each with a WebSocket, Locust mix)"),
+    ("messages", "Messages/s", "> 100", "≥ 1,000 persisted and delivered"),
+)
+# (ADR bound, our bound, "lower is better")
+BOUNDS = {
+    "api_p95": (200.0, 20.0, True),
+    "db_p95": (100.0, 2.0, True),
+    "ws_p99": (50.0, 20.0, True),
+    "cache_hit": (70.0, 95.0, False),
+    "users": (500.0, 5000.0, False),
+    "messages": (100.0, 1000.0, False),
+}
+STRICT = {"api_p95", "db_p95", "ws_p99", "cache_hit", "users", "messages"}  # ADR uses < / >
+
+
+@dataclass
+class Options:
+    steps: list[int] = field(default_factory=lambda: [250, 500, 1000, 2000, 3000, 5000])
+    step_time: float = 60.0
+    spawn_rate: float = 100.0
+    think_time: float = 20.0
+    adr_users: int = 500
+    adr_rate: float = 100.0
+    locust_processes: int = 1
+    confirm: int = 1
+    error_limit_pct: float = 0.1
+    p99_limit_ms: float = 200.0
+    cpu_limit_pct: float = 95.0
+    server_processes: int = 0  # 0: one per core
+    db_iterations: int = 1000
+    ws_duration: float = 20.0
+    throughput_duration: float = 10.0
+    throughput_max: float = 2000.0
+    http_rate: float = 100.0
+    http_requests: int = 2000
+    http_duration: float = 20.0
+    skip: list[str] = field(default_factory=list)
+    no_seed: bool = False
+    work_dir: str = str(RESULTS)  # logs, sub-benchmark reports, the token file
+    json: str = str(RESULTS / "adr.json")
+    chart: str = str(RESULTS / "adr-latency.png")
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+
+def log(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of raw values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def histogram_percentile(hist: dict[float, int], p: float) -> float | None:
+    """Percentile of Locust's response-time histogram (ms bucket -> count)."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = math.ceil(p / 100 * total)
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return value
+    return max(hist)
+
+
+def server_env(opts: Options) -> dict[str, str]:
+    """Production settings for every server process, with this run's services."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="chatsite.settings.production",
+        SECRET_KEY=os.environ.get("SECRET_KEY") or "adr-bench-only-" + uuid.uuid4().hex,
+        SECURE_SSL_REDIRECT="0",  # plain HTTP on 127.0.0.1
+        DEBUG="0",
+        RATE_LIMIT_MESSAGES=os.environ.get("BENCH_RATE_LIMIT_MESSAGES", "100000/60"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    )
+    # Two servers, the worker and the benchmarks share one PostgreSQL: keep the pools modest.
+    env.setdefault("DB_POOL_SIZE", "5")
+    env.setdefault("DB_MAX_OVERFLOW", "10")
+    return env
+
+
+def _raise_child_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def logs_dir(opts: Options) -> Path:
+    path = Path(opts.work_dir) / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_logged(
+    name: str, cmd: list[str], *, env: dict[str, str], timeout: float, logs: Path, attach: bool = False
+) -> tuple[int, Path]:
+    """Run a sub-benchmark to completion (bounded by ``timeout``); its output goes to a log file."""
+    path = logs / f"{name}.log"
+    with open(path, "wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=None if attach else out,
+            stderr=None if attach else subprocess.STDOUT,
+            preexec_fn=_raise_child_nofile,
+        )
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            return -1, path
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return code, path
+
+
+def tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def part_result(status: str, reason: str = "", **data: Any) -> dict[str, Any]:
+    return {"status": status, "reason": reason, **data}
+
+
+# -- 1. data -----------------------------------------------------------------------------
+
+
+def seed(opts: Options, env: dict[str, str]) -> dict[str, Any]:
+    py = sys.executable
+    code, path = run_logged("migrate", [py, "manage.py", "migrate", "--no-input"], env=env, timeout=600, logs=logs_dir(opts))
+    if code != 0:
+        raise RuntimeError(f"migrate failed:\n{tail(path)}")
+    if opts.no_seed:
+        return part_result("skipped", "--no-seed")
+    log("Data set: seed_demo " + " ".join(f"--{k} {v}" for k, v in SEED_SIZES.items()) + " (nothing to do when present)")
+    sizes = [f"--{k}={v}" for k, v in SEED_SIZES.items()]
+    started = time.monotonic()
+    code, _ = run_logged("seed", [py, "manage.py", "seed_demo", *sizes], env=env, timeout=3600, logs=logs_dir(opts), attach=True)
+    if code != 0:
+        raise RuntimeError("seed_demo failed (see above)")
+    return part_result("ok", seconds=round(time.monotonic() - started, 1))
+
+
+# -- 2. database -------------------------------------------------------------------------
+
+
+def bench_db(opts: Options, env: dict[str, str]) -> dict[str, Any]:
+    if not (ROOT / "perf" / "management" / "commands" / "bench_db.py").exists():
+        return part_result("missing", "manage.py bench_db is not there")
+    logs = logs_dir(opts)
+    out_path = logs / "bench_db.json"
+    cmd = [sys.executable, "manage.py", "bench_db", "--json", "--iterations", str(opts.db_iterations),
+           "--max-seconds", "30"]  # fmt: skip
+    with open(out_path, "wb") as out, open(logs / "bench_db.log", "wb") as err:
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, timeout=1200)
+        except subprocess.TimeoutExpired:
+            return part_result("failed", "bench_db did not finish in 20 minutes")
+    if proc.returncode != 0:
+        return part_result("failed", f"bench_db exited with {proc.returncode}: {tail(logs / 'bench_db.log', 3)}")
+    try:
+        report = orjson.loads(out_path.read_bytes())
+        rows = report["results"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        return part_result("failed", f"bench_db printed no JSON report ({exc})")
+    if not rows:
+        return part_result("failed", "bench_db measured no query")
+    worst = max(rows, key=lambda r: r["db_p95_ms"])
+    return part_result(
+        "ok",
+        worst_db_p95_ms=worst["db_p95_ms"],
+        worst_query=worst["query"],
+        median_db_p95_ms=percentile([r["db_p95_ms"] for r in rows], 50),
+        queries=len(rows),
+        report=report,
+    )
+
+
+# -- 3. real time (bench/ws_bench.py) ----------------------------------------------------
+
+
+def ws_run(name: str, args: list[str], env: dict[str, str], timeout: float, logs: Path) -> tuple[dict[str, Any] | None, str]:
+    if not (ROOT / "bench" / "ws_bench.py").exists():
+        return None, "bench/ws_bench.py is not there"
+    out = logs / f"{name}.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "bench.ws_bench", *args, "--json", str(out)]
+    code, path = run_logged(name, cmd, env=env, timeout=timeout, logs=logs)
+    if code != 0 or not out.exists():
+        return None, f"ws_bench exited with {code}: {tail(path, 3)}"
+    return orjson.loads(out.read_bytes()), ""
+
+
+def bench_ws_adr(opts: Options, env: dict[str, str], processes: int) -> dict[str, Any]:
+    """WebSocket p99 at the ADR load: ``adr_users`` sockets, ``adr_rate`` messages/s."""
+    rooms = max(1, opts.adr_users // 10)
+    senders = min(opts.adr_users, max(1, int(opts.adr_rate)))
+    args = ["--rooms", str(rooms), "--clients-per-room", "10", "--senders", str(senders), "--rate", str(opts.adr_rate),
+            "--duration", str(opts.ws_duration), "--processes", str(processes), "--confirm", str(opts.confirm)]  # fmt: skip
+    report, error = ws_run("ws_adr", args, env, timeout=600 + 3 * opts.ws_duration, logs=logs_dir(opts))
+    if report is None:
+        return part_result("failed" if "exited" in error else "missing", error)
+    run = report["runs"][0]
+    steps = run.get("steps") or []
+    if not steps:
+        return part_result("failed", run.get("error", "no step measured"), report=report)
+    step = steps[-1]
+    return part_result(
+        "ok",
+        sockets=run["sockets"]["connected"],
+        rate=step["offered_rate"],
+        sent_rate=step["sent_rate"],
+        p50_ms=step["latency_ms"]["p50"],
+        p95_ms=step["latency_ms"]["p95"],
+        p99_ms=step["latency_ms"]["p99"],
+        lost=step["lost"],
+        ok=step["ok"],
+        report=report,
+    )
+
+
+def bench_throughput(opts: Options, env: dict[str, str], processes: int) -> dict[str, Any]:
+    """Highest message rate persisted and delivered (zero loss, p99 <= the limit)."""
+    start = 250.0
+    args = ["--rooms", "100", "--clients-per-room", "4", "--senders", "400", "--rate", str(opts.throughput_max),
+            "--ramp", "--ramp-start", str(start), "--ramp-factor", "2", "--ramp-refine", "2",
+            "--duration", str(opts.throughput_duration), "--processes", str(processes),
+            "--p99-limit", str(opts.p99_limit_ms), "--confirm", str(opts.confirm)]  # fmt: skip
+    report, error = ws_run("ws_throughput", args, env, timeout=900 + 12 * opts.throughput_duration, logs=logs_dir(opts))
+    if report is None:
+        return part_result("failed" if "exited" in error else "missing", error)
+    run = report["runs"][0]
+    sustainable = run.get("sustainable") or {}
+    steps = [
+        {
+            "offered_rate": s["offered_rate"],
+            "sent_rate": s["sent_rate"],
+            "deliveries_per_s": s["deliveries_per_s"],
+            "lost": s["lost"],
+            "p50_ms": s["latency_ms"]["p50"],
+            "p95_ms": s["latency_ms"]["p95"],
+            "p99_ms": s["latency_ms"]["p99"],
+            "server_cpu_pct": s["resources"].get("server_cpu_pct"),
+            "ok": s["ok"],
+        }
+        for s in run.get("steps", [])
+    ]
+    best = max((s for s in steps if s["ok"] and s["offered_rate"] == sustainable.get("rate")), key=lambda s: s["sent_rate"], default=None)
+    return part_result(
+        "ok",
+        rate=sustainable.get("rate", 0.0),
+        sent_rate=best["sent_rate"] if best else 0.0,
+        deliveries_per_s=best["deliveries_per_s"] if best else 0.0,
+        first_failing_rate=sustainable.get("first_failing_rate"),
+        subscribers_per_room=sustainable.get("subscribers_per_room"),
+        steps=steps,
+        report=report,
+    )
+
+
+# -- 4. the stack ------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    ports: list[int]
+    servers: list[subprocess.Popen]
+    worker: subprocess.Popen | None
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}" for p in self.ports]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.servers] + ([self.worker.pid] if self.worker else [])
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.servers) and (self.worker is None or self.worker.poll() is None)
+
+
+def daphne_command(port: int) -> list[str]:
+    # As scripts/serve.sh and the Dockerfile run it, with a listen backlog for connect storms.
+    return [
+        sys.executable, "-m", "daphne",
+        "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
+        "--ping-interval", "20", "--ping-timeout", "30",
+        "--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576",
+        "loadtest.stats_asgi:application",
+    ]  # fmt: skip
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server {url} exited with {proc.returncode}:\n{tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server {url} did not answer /healthz within {timeout:.0f}s:\n{tail(log_path)}")
+
+
+def _wait_worker(proc: subprocess.Popen, env: dict[str, str], timeout: float, log_path: Path) -> None:
+    """Pub/sub delivers only to present listeners: wait until the worker has subscribed."""
+    import redis
+    from django.conf import settings
+
+    channel = settings.CHAT_BACKGROUND_CHANNEL
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        deadline = time.monotonic() + timeout
+        while not dict(client.pubsub_numsub(channel)).get(channel.encode()):
+            if proc.poll() is not None:
+                raise RuntimeError(f"chat_worker exited with {proc.returncode}:\n{tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"chat_worker did not subscribe within {timeout:.0f}s")
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+@contextmanager
+def stack(processes: int, env: dict[str, str], logs: Path) -> Iterator[Stack]:
+    """``processes`` daphne servers on free ports and the background worker; all stopped on exit."""
+    started: list[subprocess.Popen] = []
+    try:
+        ports, servers = [], []
+        for i in range(processes):
+            port = free_port()
+            with open(logs / f"server-{i}.log", "wb") as out:
+                proc = subprocess.Popen(daphne_command(port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=out, preexec_fn=_raise_child_nofile)  # fmt: skip
+            started.append(proc)
+            ports.append(port)
+            servers.append(proc)
+        with open(logs / "worker.log", "wb") as out:
+            worker = subprocess.Popen([sys.executable, "manage.py", "chat_worker"], cwd=ROOT, env=env,
+                                      stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        started.append(worker)
+        for i, (port, proc) in enumerate(zip(ports, servers)):
+            _wait_http(f"http://127.0.0.1:{port}", proc, 60, logs / f"server-{i}.log")
+        _wait_worker(worker, env, 60, logs / "worker.log")
+        yield Stack(ports=ports, servers=servers, worker=worker)
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def cache_stats(stack_: Stack, *, reset: bool = False) -> dict[str, Any] | None:
+    """Every server process's cache counters, added up (None if a server did not answer)."""
+    families: dict[str, list[int]] = {}
+    for url in stack_.urls:
+        request = urllib.request.Request(url + STATS_PATH, method="POST" if reset else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                answer = orjson.loads(resp.read())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        for family, row in answer["families"].items():
+            entry = families.setdefault(family, [0, 0])
+            entry[0] += int(row["hits"])
+            entry[1] += int(row["misses"])
+    hits = sum(h for h, _ in families.values())
+    misses = sum(m for _, m in families.values())
+    return {
+        "hits": hits,
+        "misses": misses,
+        "hit_rate_pct": round(100 * hits / (hits + misses), 2) if hits + misses else None,
+        "families": {
+            f: {"hits": h, "misses": m, "hit_rate_pct": round(100 * h / (h + m), 1) if h + m else None}
+            for f, (h, m) in sorted(families.items())
+        },
+    }
+
+
+# -- 5. HTTP (bench/bench_http.py) --------------------------------------------------------
+
+
+def bench_http(opts: Options, env: dict[str, str], stack_: Stack) -> dict[str, Any]:
+    script = ROOT / "bench" / "bench_http.py"
+    if not script.exists():
+        return part_result("missing", "bench/bench_http.py is not there")
+    out = logs_dir(opts) / "bench_http.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(script), "--database-url", env["DATABASE_URL"], "--redis-url", env["REDIS_URL"],
+           "--server-url", stack_.urls[0], "--rate", str(opts.http_rate), "--requests", str(opts.http_requests),
+           "--duration", str(opts.http_duration), "--scenarios", "api_newest_br", "api_older_br", "--json", str(out)]  # fmt: skip
+    code, path = run_logged("bench_http", cmd, env=env, timeout=300 + 6 * opts.http_duration, logs=logs_dir(opts))
+    if code != 0 or not out.exists():
+        return part_result("failed", f"bench_http exited with {code}: {tail(path, 3)}")
+    try:
+        report = orjson.loads(out.read_bytes())
+        rows = [r for r in report["results"] if "open" in str(r.get("mode", ""))]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        return part_result("failed", f"unexpected bench_http report ({exc})")
+    if not rows:
+        return part_result("failed", "bench_http reported no open-loop (fixed-rate) result")
+    return part_result(
+        "ok",
+        rate=opts.http_rate,
+        p95_ms=max(r["p95_ms"] for r in rows),
+        p99_ms=max(r["p99_ms"] for r in rows),
+        errors=sum(sum(r["errors"].values()) for r in rows),
+        rows=rows,
+    )
+
+
+# -- 6. Locust ------------------------------------------------------------------------------
+
+
+class ProcessSampler:
+    """CPU of the server processes, the load generator (with its children) and the machine, every second."""
+
+    def __init__(self, server_pids: list[int], generator_pid: int) -> None:
+        self.servers = [psutil.Process(p) for p in server_pids]
+        self.generator = psutil.Process(generator_pid)
+        self.samples: list[tuple[float, float, float, float]] = []  # t, server %, generator %, system %
+        self._known: dict[int, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="adr-bench-sampler")
+
+    def __enter__(self) -> ProcessSampler:
+        for p in self.servers:
+            _cpu(p)
+        psutil.cpu_percent()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _generator_procs(self) -> list[psutil.Process]:
+        try:
+            procs = [self.generator, *self.generator.children(recursive=True)]
+        except psutil.Error:
+            return []
+        # Keep one Process object per pid so cpu_percent measures since the last sample.
+        return [self._known.setdefault(p.pid, p) for p in procs]
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append(
+                (
+                    time.monotonic(),
+                    sum(_cpu(p) for p in self.servers),
+                    sum(_cpu(p) for p in self._generator_procs()),
+                    psutil.cpu_percent(),
+                )
+            )
+
+    def window(self, start: float, end: float) -> dict[str, float | None]:
+        picked = [s for s in self.samples if start <= s[0] <= end]
+        if not picked:
+            return {"server_cpu_pct": None, "generator_cpu_pct": None, "system_cpu_pct": None}
+        n = len(picked)
+        return {
+            "server_cpu_pct": round(sum(s[1] for s in picked) / n, 1),
+            "generator_cpu_pct": round(sum(s[2] for s in picked) / n, 1),
+            "system_cpu_pct": round(sum(s[3] for s in picked) / n, 1),
+        }
+
+
+def _cpu(p: psutil.Process) -> float:
+    try:
+        return p.cpu_percent(None)
+    except psutil.Error:
+        return 0.0
+
+
+def make_tokens(count: int, path: Path) -> int:
+    from bench.make_tokens import load_user_tokens
+
+    content = load_user_tokens(count=count)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(content))
+    os.chmod(path, 0o600)
+    return len(content["users"])
+
+
+def locust_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals and percentiles from Locust's stats entries (histograms merged across entries)."""
+
+    def merged(select: Any) -> dict[float, int]:
+        hist: dict[float, int] = {}
+        for e in entries:
+            if select(e):
+                for value, count in e["response_times"].items():
+                    hist[float(value)] = hist.get(float(value), 0) + int(count)
+        return hist
+
+    def pcts(hist: dict[float, int]) -> dict[str, float | None]:
+        return {f"p{p}": histogram_percentile(hist, p) for p in (50, 95, 99)}
+
+    requests = sum(e["num_requests"] for e in entries)
+    failures = sum(e["num_failures"] for e in entries)
+    starts = [e["start_time"] for e in entries if e["num_requests"]]
+    ends = [e["last_request_timestamp"] for e in entries if e["num_requests"] and e["last_request_timestamp"]]
+    span = (max(ends) - min(starts)) if starts and ends else 0.0
+    is_http = lambda e: e["method"] != "WS"  # noqa: E731
+    is_delivery = lambda e: e["method"] == "WS" and e["name"] in ("deliver own", "recv message.new")  # noqa: E731
+    return {
+        "requests": requests,
+        "failures": failures,
+        "error_rate_pct": round(100 * failures / requests, 3) if requests else None,
+        "rps": round(requests / span, 1) if span else None,
+        "http": {"requests": sum(e["num_requests"] for e in entries if is_http(e)), **pcts(merged(is_http))},
+        "ws_delivery": {"requests": sum(e["num_requests"] for e in entries if is_delivery(e)), **pcts(merged(is_delivery))},
+        "entries": [
+            {
+                "type": e["method"],
+                "name": e["name"],
+                "requests": e["num_requests"],
+                "failures": e["num_failures"],
+                **pcts({float(k): int(v) for k, v in e["response_times"].items()}),
+            }
+            for e in entries
+        ],
+    }
+
+
+def locust_failures(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The most frequent failure messages of a step."""
+    rows = sorted(errors, key=lambda e: -int(e.get("occurrences") or 0))
+    return [{"type": e.get("method"), "name": e.get("name"), "error": e.get("error"), "count": e.get("occurrences")} for e in rows[:5]]
+
+
+def locust_step(opts: Options, stack_: Stack, users: int, tokens: Path, attempt: int) -> dict[str, Any]:
+    logs = logs_dir(opts)
+    name = f"locust-{users}-{attempt}"
+    json_path = logs / f"{name}.json"
+    json_path.unlink(missing_ok=True)
+    spawn_s = math.ceil(users / opts.spawn_rate)
+    run_time = spawn_s + int(math.ceil(opts.step_time)) + 2
+    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
+           "-H", stack_.urls[0], "--hosts", ",".join(stack_.urls), "--tokens-file", str(tokens),
+           "--think-time", str(opts.think_time), "-u", str(users), "-r", str(opts.spawn_rate), "-t", f"{run_time}s",
+           "--reset-stats", "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "0",
+           "--stats-file", str(json_path), "--loglevel", "WARNING"]  # fmt: skip
+    if opts.locust_processes > 1:
+        cmd += ["--processes", str(opts.locust_processes)]
+    cache_stats(stack_, reset=True)
+    with open(logs / f"{name}.log", "wb") as out:
+        began = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_raise_child_nofile)
+        try:
+            with ProcessSampler(stack_.pids, proc.pid) as sampler:
+                try:
+                    proc.wait(timeout=run_time + 120)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                measured = sampler.window(began + spawn_s + 2, began + run_time)
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+    cache = cache_stats(stack_)
+    step: dict[str, Any] = {"users": users, "attempt": attempt, "duration_s": opts.step_time, **measured, "cache": cache}
+    if not json_path.exists():
+        step.update(held=False, reasons=[f"Locust wrote no stats (exit {proc.returncode}): {tail(logs / f'{name}.log', 3)}"])
+        return step
+    stats = orjson.loads(json_path.read_bytes())
+    step.update(locust_summary(stats["stats"]))
+    step["top_failures"] = locust_failures(stats["errors"])
+    step["server_alive"] = stack_.alive()
+    reasons = []
+    if not step["requests"]:
+        reasons.append("no requests")
+    if (step["error_rate_pct"] or 0) > opts.error_limit_pct:
+        reasons.append(f"error rate {step['error_rate_pct']}% > {opts.error_limit_pct}%")
+    for key, label in (("http", "HTTP"), ("ws_delivery", "WebSocket delivery")):
+        p99 = step[key]["p99"]
+        if p99 is not None and p99 > opts.p99_limit_ms:
+            reasons.append(f"{label} p99 {p99:.0f} ms > {opts.p99_limit_ms:.0f} ms")
+    cores = os.cpu_count() or 1
+    if step["server_cpu_pct"] is not None and step["server_cpu_pct"] >= opts.cpu_limit_pct * cores:
+        reasons.append(f"server CPU pegged ({step['server_cpu_pct']:.0f}% of {cores * 100}%)")
+    if not step["server_alive"]:
+        reasons.append("a server process died")
+    step["reasons"] = reasons
+    step["held"] = not reasons
+    return step
+
+
+def step_line(s: dict[str, Any]) -> str:
+    def f(v: Any, fmt: str = "{:.0f}") -> str:
+        return "-" if v is None else fmt.format(v)
+
+    http, ws = s.get("http", {}), s.get("ws_delivery", {})
+    cache = (s.get("cache") or {}).get("hit_rate_pct")
+    verdict = "held" if s["held"] else "FAILED: " + "; ".join(s["reasons"])
+    return (
+        f"{s['users']:>6} {f(s.get('rps'), '{:.1f}'):>7} {f(s.get('error_rate_pct'), '{:.2f}'):>6} "
+        f"{f(http.get('p50')):>5} {f(http.get('p95')):>5} {f(http.get('p99')):>5} {f(ws.get('p99')):>6} "
+        f"{f(s.get('server_cpu_pct')):>6} {f(s.get('generator_cpu_pct')):>6} {f(s.get('system_cpu_pct')):>5} "
+        f"{f(cache, '{:.1f}'):>6}  {verdict}"
+    )
+
+
+STEP_HEADER = (
+    f"{'users':>6} {'req/s':>7} {'err%':>6} {'p50':>5} {'p95':>5} {'p99':>5} {'WSp99':>6} "
+    f"{'srv%':>6} {'gen%':>6} {'sys%':>5} {'cache%':>6}  verdict\n"
+    "                      (HTTP ms)   (delivery) (CPU, % of one core)"
+)
+
+
+def locust_capacity(opts: Options, stack_: Stack) -> dict[str, Any]:
+    tokens = Path(opts.work_dir) / "loadtest-tokens.json"
+    wanted = max(opts.steps)
+    made = make_tokens(wanted, tokens)
+    if made < wanted:
+        log(f"   only {made} load users can read a room: steps above {made} users reuse identities")
+    log(f"   {made} tokens issued; think time {opts.think_time:g} s, {opts.step_time:g} s per step after spawning")
+    log(STEP_HEADER)
+    steps: list[dict[str, Any]] = []
+    held: dict[str, Any] | None = None
+    failed: dict[str, Any] | None = None
+    for users in sorted(opts.steps):
+        for attempt in range(1, opts.confirm + 2):
+            step = locust_step(opts, stack_, users, tokens, attempt)
+            steps.append(step)
+            log(step_line(step))
+            latency_only = all("p99" in r for r in step["reasons"])
+            if step["held"] or not latency_only:
+                break
+            time.sleep(5)  # a noisy moment on a shared machine: measure the step once more
+        time.sleep(3)  # let the sockets of the last step close
+        if step["held"]:
+            held = step
+        else:
+            failed = step
+            break
+        if not stack_.alive():
+            break
+    return part_result(
+        "ok",
+        tokens=made,
+        capacity=held["users"] if held else 0,
+        first_failing=failed["users"] if failed else None,
+        limit=failed["reasons"] if failed else ["every step held: raise --steps to find the limit"],
+        steps=steps,
+    )
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+def verdict(key: str, value: float | None) -> str:
+    if value is None:
+        return ""
+    adr, ours, lower = BOUNDS[key]
+    meets_adr = value < adr if lower else value > adr
+    meets_ours = value <= ours if lower else value >= ours
+    return f" (ADR {'✓' if meets_adr else '✗'}, ours {'✓' if meets_ours else '✗'})"
+
+
+def step_at(locust: dict[str, Any], users: int) -> dict[str, Any] | None:
+    """The last attempt of the step with ``users`` users."""
+    found = [s for s in locust.get("steps", []) if s["users"] == users]
+    return found[-1] if found else None
+
+
+def not_measured(part: dict[str, Any] | None) -> str:
+    if part is None:
+        return "not measured"
+    return f"not measured ({part['status']}: {part['reason']})" if part.get("reason") else f"not measured ({part['status']})"
+
+
+def table_values(report: dict[str, Any], opts: Options) -> dict[str, tuple[float | None, str]]:
+    parts = report["parts"]
+    values: dict[str, tuple[float | None, str]] = {}
+
+    locust = parts.get("locust")
+    adr_step = step_at(locust, opts.adr_users) if locust and locust["status"] == "ok" else None
+    http = parts.get("http")
+    if adr_step and adr_step.get("http", {}).get("p95") is not None:
+        v = adr_step["http"]["p95"]
+        text = f"{v:.0f} ms (every API call of the Locust mix, {opts.adr_users} users)"
+        if http and http["status"] == "ok":
+            text += f"; history API alone {http['p95_ms']:.1f} ms at {http['rate']:g} req/s"
+        values["api_p95"] = (v, text)
+    elif http and http["status"] == "ok":
+        values["api_p95"] = (http["p95_ms"], f"{http['p95_ms']:.1f} ms (history API at {http['rate']:g} req/s)")
+    else:
+        values["api_p95"] = (None, not_measured(locust if locust and locust["status"] != "ok" else http))
+
+    db = parts.get("db")
+    if db and db["status"] == "ok":
+        v = db["worst_db_p95_ms"]
+        values["db_p95"] = (v, f"{v:.2f} ms (slowest of {db['queries']} hot queries: {db['worst_query']}; median {db['median_db_p95_ms']:.2f} ms)")
+    else:
+        values["db_p95"] = (None, not_measured(db))
+
+    ws = parts.get("ws")
+    if ws and ws["status"] == "ok" and ws["p99_ms"] is not None:
+        v = ws["p99_ms"]
+        lost = f", {ws['lost']} lost" if ws["lost"] else ", none lost"
+        values["ws_p99"] = (v, f"{v:.1f} ms ({ws['sockets']} sockets, {ws['sent_rate']:g} messages/s{lost})")
+    else:
+        values["ws_p99"] = (None, not_measured(ws))
+
+    cache = (adr_step or {}).get("cache") or {}
+    if cache.get("hit_rate_pct") is not None:
+        v = cache["hit_rate_pct"]
+        values["cache_hit"] = (v, f"{v:.1f}% (Locust mix, {opts.adr_users} users; {cache['hits'] + cache['misses']:,} lookups)")
+    elif locust and locust["status"] == "ok":
+        values["cache_hit"] = (None, f"not measured (no cache counters from the {opts.adr_users}-user step)")
+    else:
+        values["cache_hit"] = (None, not_measured(locust))
+
+    if locust and locust["status"] == "ok":
+        v = float(locust["capacity"])
+        limit = "; ".join(locust["limit"])
+        if not locust["capacity"]:
+            values["users"] = (v, f"below {locust['first_failing']:,}: the first step failed ({limit})")
+        elif locust["first_failing"]:
+            values["users"] = (v, f"{locust['capacity']:,} (highest step held; {locust['first_failing']:,} failed: {limit})")
+        else:
+            values["users"] = (v, f"{locust['capacity']:,} ({limit})")
+    else:
+        values["users"] = (None, not_measured(locust))
+
+    tp = parts.get("throughput")
+    if tp and tp["status"] == "ok":
+        v = tp["sent_rate"] or 0.0
+        fail = f"; {tp['first_failing_rate']:g}/s failed" if tp.get("first_failing_rate") else ""
+        values["messages"] = (v, f"{v:,.0f} (zero loss, p99 ≤ {opts.p99_limit_ms:.0f} ms, {tp['deliveries_per_s']:,.0f} deliveries/s{fail})")
+    else:
+        values["messages"] = (None, not_measured(tp))
+    return values
+
+
+def render_table(report: dict[str, Any], opts: Options) -> str:
+    values = table_values(report, opts)
+    lines = ["| Metric | ADR target | Our target | Measured |", "|---|---|---|---|"]
+    for key, metric, adr, ours in ROWS:
+        value, text = values[key]
+        lines.append(f"| {metric} | {adr} | {ours} | {text}{verdict(key, value)} |")
+    report["table"] = {key: {"value": v, "text": t} for key, (v, t) in values.items()}
+    return "\n".join(lines)
+
+
+# -- the chart -----------------------------------------------------------------------------
+
+
+def chart(report: dict[str, Any], path: Path, opts: Options) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart"
+    locust = report["parts"].get("locust") or {}
+    tp = report["parts"].get("throughput") or {}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    # Last attempt per step.
+    steps = list({s["users"]: s for s in locust.get("steps", []) if s.get("http")}.values())
+    if steps:
+        users = [s["users"] for s in steps]
+        for key, label, style in (("p50", "HTTP p50", "-"), ("p95", "HTTP p95", "-"), ("p99", "HTTP p99", "-")):
+            ax1.plot(users, [s["http"][key] for s in steps], style, marker="o", label=label)
+        ax1.plot(users, [s["ws_delivery"]["p99"] for s in steps], "--", marker="s", label="WS delivery p99")
+        ax1.axhline(opts.p99_limit_ms, color="grey", linestyle=":", label=f"{opts.p99_limit_ms:.0f} ms limit")
+        for s in steps:
+            if not s["held"]:
+                ax1.annotate("failed", (s["users"], s["http"]["p99"] or 0), textcoords="offset points", xytext=(0, 8), ha="center", color="red")
+        ax1.set_xscale("log")
+        ax1.set_xticks(users, [str(u) for u in users])
+        ax1.minorticks_off()
+        ax1b = ax1.twinx()
+        cores = os.cpu_count() or 1
+        ax1b.plot(users, [s.get("server_cpu_pct") for s in steps], color="tab:grey", alpha=0.6, marker=".", label="server CPU")
+        machine_cpu = [None if s.get("system_cpu_pct") is None else s["system_cpu_pct"] * cores for s in steps]
+        ax1b.plot(users, machine_cpu, color="black", alpha=0.3, linestyle="--", label="machine CPU (every process)")
+        ax1b.set_ylabel("server CPU (% of one core)")
+        ax1b.set_ylim(0, (os.cpu_count() or 1) * 100)
+        handles = ax1.get_legend_handles_labels()
+        handles_b = ax1b.get_legend_handles_labels()
+        ax1.legend(handles[0] + handles_b[0], handles[1] + handles_b[1], fontsize=8, loc="upper left")
+    else:
+        ax1.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax1.transAxes)
+    ax1.set_title(f"Locust chat mix: latency against concurrent users (think time {opts.think_time:g} s)")
+    ax1.set_xlabel("concurrent users (each with a WebSocket)")
+    ax1.set_ylabel("ms")
+    ax1.set_ylim(bottom=0)
+    tsteps = sorted(tp.get("steps", []), key=lambda s: s["offered_rate"])
+    if tsteps:
+        rates = [s["offered_rate"] for s in tsteps]
+        for key, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
+            ax2.plot(rates, [s[key] for s in tsteps], marker="o", label=f"delivery {label}")
+        ax2.axhline(opts.p99_limit_ms, color="grey", linestyle=":", label=f"{opts.p99_limit_ms:.0f} ms limit")
+        for s in tsteps:
+            if not s["ok"]:
+                ax2.annotate("failed", (s["offered_rate"], s["p99_ms"] or 0), textcoords="offset points", xytext=(0, 8), ha="center", color="red")
+        ax2.set_xscale("log")
+        ax2.set_xticks(rates, [f"{r:g}" for r in rates])
+        ax2.minorticks_off()
+        ax2.legend(fontsize=8, loc="upper left")
+    else:
+        ax2.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax2.transAxes)
+    ax2.set_title("Messages persisted and delivered: latency against rate")
+    ax2.set_xlabel("messages/s offered")
+    ax2.set_ylabel("send → receive ms")
+    ax2.set_ylim(bottom=0)
+    m = report["machine"]
+    fig.suptitle(f"{m['cpus']} cores ({m['cpu_model']}), {m['ram_gb']} GB RAM; {report['started_at']}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart: {path}"
+
+
+# -- machine -------------------------------------------------------------------------------
+
+
+def machine(env: dict[str, str]) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from django.db import connection
+
+    cpu_model, ram_gb = platform.processor() or "?", 0.0
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    with suppress(OSError, StopIteration):
+        kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
+        ram_gb = round(kb / 2**20, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version()")
+        postgres = cursor.fetchone()[0].split(" on ")[0]
+    redis_version = "?"
+    with suppress(Exception):
+        import redis
+
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        redis_version = client.info("server")["redis_version"]
+        client.close()
+    packages = {}
+    for name in ("Django", "channels", "channels-redis", "daphne", "psycopg", "locust"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "ram_gb": ram_gb,
+        "postgresql": postgres,
+        "redis": f"Redis {redis_version}",
+        "python": platform.python_version(),
+        "packages": packages,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def code_version() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"commit": commit, "modified_files": len(status.splitlines())}
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def run(opts: Options) -> dict[str, Any]:
+    raise_nofile()
+    env = server_env(opts)
+    processes = opts.server_processes or (os.cpu_count() or 1)
+    # The coordinator reads the same database and Redis as the servers.
+    for key in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "SECURE_SSL_REDIRECT", "DEBUG"):
+        os.environ[key] = env[key]
+    import django
+
+    django.setup()
+    report: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": "python -m bench.adr_bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "machine": machine(env),
+        "code": code_version(),
+        "options": {k: v for k, v in vars(opts).items()},
+        "server": {
+            "asgi": "daphne",
+            "processes": processes,
+            "settings": env["DJANGO_SETTINGS_MODULE"],
+            "rate_limit_messages": env["RATE_LIMIT_MESSAGES"],
+            "db_pool": f"{env['DB_POOL_SIZE']} + {env['DB_MAX_OVERFLOW']} overflow per process",
+        },
+        "parts": {},
+    }
+    parts = report["parts"]
+    m = report["machine"]
+    log(f"Machine: {m['cpus']} cores ({m['cpu_model']}), {m['ram_gb']} GB RAM; {m['postgresql']}; {m['redis']}")
+    log(f"Load average at start: {m['load_average_at_start']}")
+
+    def phase(name: str, title: str, fn: Any, *args: Any) -> None:
+        if name in opts.skip:
+            parts[name] = part_result("skipped", f"--skip {name}")
+            return
+        log(f"\n== {title}")
+        started = time.monotonic()
+        try:
+            parts[name] = fn(*args)
+        except Exception as exc:  # a broken part is reported, the others still run
+            parts[name] = part_result("failed", f"{type(exc).__name__}: {exc}")
+        parts[name]["seconds"] = round(time.monotonic() - started, 1)
+        status = parts[name]["status"]
+        log(f"   {status}" + (f": {parts[name]['reason']}" if parts[name].get("reason") else "") + f" ({parts[name]['seconds']:.0f} s)")
+
+    parts["seed"] = seed(opts, env)
+    phase("db", "Database: manage.py bench_db (hot queries, cache off)", bench_db, opts, env)
+    phase("ws", f"WebSocket latency at the ADR load: {opts.adr_users} sockets, {opts.adr_rate:g} messages/s (bench/ws_bench.py)", bench_ws_adr, opts, env, processes)
+    phase("throughput", "Messages/s persisted and delivered: rate ramp (bench/ws_bench.py)", bench_throughput, opts, env, processes)
+    if {"http", "locust"} - set(opts.skip):
+        log(f"\n== Stack: daphne x{processes} (one per core), chat_worker; production settings")
+        try:
+            with stack(processes, env, logs_dir(opts)) as stack_:
+                log("   " + ", ".join(stack_.urls))
+                phase("http", f"HTTP: history API at {opts.http_rate:g} req/s (bench/bench_http.py)", bench_http, opts, env, stack_)
+                phase("locust", "Locust chat mix: users stepped up until a step fails", locust_capacity, opts, stack_)
+        except Exception as exc:
+            for name in ("http", "locust"):
+                parts.setdefault(name, part_result("failed", f"stack did not start: {exc}"))
+    for name in ("http", "locust"):
+        parts.setdefault(name, part_result("skipped", f"--skip {name}"))
+    report["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    return report
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    d = Options()
+    p = argparse.ArgumentParser(prog="python -m bench.adr_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", default=",".join(map(str, d.steps)), help="Locust user counts, comma-separated")
+    p.add_argument("--step-time", type=float, default=d.step_time, help="seconds measured per step, after spawning")
+    p.add_argument("--spawn-rate", type=float, default=d.spawn_rate, help="users started per second")
+    p.add_argument("--think-time", type=float, default=d.think_time, help="mean seconds between a user's actions")
+    p.add_argument("--adr-users", type=int, default=d.adr_users, help="the ADR load: users (and sockets)")
+    p.add_argument("--adr-rate", type=float, default=d.adr_rate, help="the ADR load: messages/s")
+    p.add_argument("--locust-processes", type=int, default=d.locust_processes, help="Locust processes (--processes)")
+    p.add_argument("--confirm", type=int, default=d.confirm, help="re-runs of a step that failed on latency alone")
+    p.add_argument("--error-limit", type=float, default=d.error_limit_pct, dest="error_limit_pct", help="percent")
+    p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms", help="ms")
+    p.add_argument("--cpu-limit", type=float, default=d.cpu_limit_pct, dest="cpu_limit_pct", help="percent of all cores")
+    p.add_argument("--server-processes", type=int, default=d.server_processes, help="daphne processes (0: one per core)")
+    p.add_argument("--db-iterations", type=int, default=d.db_iterations, help="bench_db calls per query")
+    p.add_argument("--ws-duration", type=float, default=d.ws_duration, help="seconds of the ADR-load WebSocket step")
+    p.add_argument("--throughput-duration", type=float, default=d.throughput_duration, help="seconds per rate step")
+    p.add_argument("--throughput-max", type=float, default=d.throughput_max, help="highest message rate tried")
+    p.add_argument("--http-rate", type=float, default=d.http_rate, help="bench_http fixed rate, req/s")
+    p.add_argument("--http-requests", type=int, default=d.http_requests)
+    p.add_argument("--http-duration", type=float, default=d.http_duration)
+    p.add_argument("--skip", default="", help=f"parts to leave out, comma-separated: {', '.join(PARTS)}")
+    p.add_argument("--no-seed", action="store_true", help="do not run seed_demo")
+    p.add_argument("--quick", action="store_true", help="shorter steps: about 15 minutes in all")
+    p.add_argument("--json", default=d.json)
+    p.add_argument("--chart", default=d.chart)
+    args = p.parse_args(argv)
+    values = vars(args)
+    quick = values.pop("quick")
+    values["steps"] = sorted({int(x) for x in str(args.steps).split(",") if x.strip()})
+    values["skip"] = [x.strip() for x in str(args.skip).split(",") if x.strip()]
+    unknown = set(values["skip"]) - set(PARTS)
+    if unknown:
+        p.error(f"unknown part(s) for --skip: {', '.join(sorted(unknown))}")
+    if not values["steps"] or min(values["steps"]) < 1:
+        p.error("--steps must list positive user counts")
+    if quick:
+        defaults = {"step_time": 30.0, "db_iterations": 300, "ws_duration": 10.0, "throughput_duration": 6.0,
+                    "http_requests": 1000, "http_duration": 10.0, "confirm": 0}  # fmt: skip
+        for key, value in defaults.items():
+            if values[key] == getattr(d, key):
+                values[key] = value
+    return Options(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    database_url = os.environ.get("DATABASE_URL", "")
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not database_url.startswith("postgres") or not redis_url.startswith("redis"):
+        print("Set DATABASE_URL (PostgreSQL) and REDIS_URL: the benchmark needs the real services.", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    started = time.monotonic()
+    report = run(opts)
+    table = render_table(report, opts)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    path = Path(opts.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chart_note = chart(report, Path(opts.chart), opts)
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    m = report["machine"]
+    log("")
+    log(f"== ADR-008 performance targets ({m['cpus']} cores, {m['cpu_model']}, {m['ram_gb']} GB RAM; "
+        f"{report['seconds'] / 60:.0f} min)")  # fmt: skip
+    log(table)
+    log("")
+    log(f"raw numbers: {path}")
+    log(chart_note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The Locust chat mix runs against real servers and every kind of action succeeds (not how fast).
+
+Three users, a tiny seeded data set, two daphne processes (users split over
+them with --hosts), a few seconds headless with a short think time and an
+even mix, so each action shows up. Locust runs in a subprocess: importing it
+monkey-patches the standard library with gevent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.make_tokens import load_user_tokens
+from chat import seeding
+from tests.servers import ROOT, daphne_servers, server_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EVEN_MIX = "unread=1,switch=1,scroll=1,post=1,read=1,edit=1,reconnect=1"
+HTTP_NAMES = {
+    ("GET", "/api/v1/projects/[slug]/rooms"),
+    ("GET", "/api/v1/rooms/[id]/messages (newest)"),
+    ("GET", "/api/v1/rooms/[id]/messages (older page)"),
+    ("POST", "/api/v1/rooms/[id]/messages"),
+    ("POST", "/api/v1/rooms/[id]/read"),
+    ("PATCH", "/api/v1/messages/[id]"),
+}
+WS_NAMES = {("WS", "connect"), ("WS", "subscribe"), ("WS", "send typing"), ("WS", "deliver own"), ("WS", "recv message.new")}
+
+
+def test_the_chat_mix_runs_every_action_without_failures(tmp_path):
+    # One project, two public rooms, three users: they meet in rooms, so they see each other's posts.
+    seeding.load_seed(users=3, projects=1, rooms=2, messages=300, progress=False, log=lambda _: None)
+    tokens = load_user_tokens(count=3)
+    assert len(tokens["users"]) == 3
+    tokens_file = tmp_path / "tokens.json"
+    tokens_file.write_text(json.dumps(tokens))
+
+    with daphne_servers(2) as servers:
+        hosts = ",".join(f"http://127.0.0.1:{port}" for port, _ in servers)
+        result = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
+             "-H", hosts.split(",")[0], "--hosts", hosts, "--tokens-file", str(tokens_file),
+             "-u", "3", "-r", "3", "-t", "8s", "--think-time", "0.2", "--mix", EVEN_MIX,
+             "--only-summary", "--stop-timeout", "3", "--exit-code-on-error", "0",
+             "--stats-file", str(tmp_path / "stats.json")],  # fmt: skip
+            cwd=ROOT,
+            env=server_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    by_name = {(e["method"], e["name"]): e for e in stats["stats"]}
+
+    assert HTTP_NAMES | WS_NAMES <= set(by_name), sorted(by_name)
+    assert stats["errors"] == []
+    assert {key: e["num_failures"] for key, e in by_name.items() if e["num_failures"]} == {}
+    for key in HTTP_NAMES | WS_NAMES:
+        assert by_name[key]["num_requests"] > 0, key
+    # Every post reached its author's socket; reconnects opened more sockets than users.
+    posts = by_name[("POST", "/api/v1/rooms/[id]/messages")]["num_requests"]
+    assert posts - 1 <= by_name[("WS", "deliver own")]["num_requests"] <= posts  # the last may be cut off by the stop
+    assert by_name[("WS", "connect")]["num_requests"] > 3
+    assert "Aggregated" in result.stdout + result.stderr  # Locust prints its table (to stderr)
