@@ -276,6 +276,19 @@ def test_room_history_catch_up_after(data: None, room_of: Any) -> None:
 
 
 @pytest.mark.parametrize("room_of", ROOMS)
+@pytest.mark.parametrize("cursor", ["newest", "before", "after"])
+def test_room_history_dicts_selects_ids_first(data: None, room_of: Any, cursor: str) -> None:
+    """The API's history: ids from the index, then messages from the cache or by primary key."""
+    room = room_of()
+    middle = Message.objects.filter(room=room, seq=room.last_message_seq // 2).values_list("id", flat=True).get()
+    kwargs = {"newest": {}, "before": {"before": middle}, "after": {"after": middle}}[cursor]
+    with captured() as statements:
+        page = selectors.room_history_dicts(room=room, limit=50, **kwargs)
+    assert len(page) == 50
+    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+
+
+@pytest.mark.parametrize("room_of", ROOMS)
 def test_messages_after_resume(data: None, room_of: Any) -> None:
     room = room_of()
     recent = Message.objects.filter(room=room, seq=room.last_message_seq - 30).values_list("id", flat=True).get()
