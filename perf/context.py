@@ -52,9 +52,7 @@ class Scope:
         if self.view:
             return self.view
         match = getattr(self.request, "resolver_match", None)
-        if match is None:
-            return None
-        return match.view_name or match._func_path
+        return match.view_name if match is not None else None
 
 
 _scope: ContextVar[Scope | None] = ContextVar("perf_scope", default=None)
