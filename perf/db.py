@@ -24,6 +24,7 @@ from perf import context
 logger = logging.getLogger("perf.slow_query")
 
 SQL_MAX_CHARS = 2000
+DEFAULT_THRESHOLD = 0.1  # seconds, when a settings module does not set SLOW_QUERY_THRESHOLD
 _SPACES = re.compile(r"\s+")
 # "%s, %s, %s, ..." from IN lists and bulk inserts: keep the shape, drop the length.
 _PLACEHOLDER_RUN = re.compile(r"%s(?:\s*,\s*%s){3,}")
@@ -56,7 +57,7 @@ def slow_query_wrapper(
     finally:
         elapsed = time.perf_counter() - start
         context.record_query(elapsed)
-        if elapsed >= settings.SLOW_QUERY_THRESHOLD:
+        if elapsed >= getattr(settings, "SLOW_QUERY_THRESHOLD", DEFAULT_THRESHOLD):
             _log_slow(elapsed, sql, many, context_, failed)
 
 
