@@ -45,7 +45,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -56,12 +55,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+LOADTEST = ROOT / "loadtest"
 SEED_SIZES = {"users": 10_000, "projects": 20, "rooms": 500, "messages": 1_000_000}
-STATS_PATH = "/__bench__/cache-stats"
 PARTS = ("db", "ws", "throughput", "http", "locust")
 
 # The ADR's rows: (key, metric, ADR target, our target).
@@ -89,7 +87,8 @@ STRICT = {"api_p95", "db_p95", "ws_p99", "cache_hit", "users", "messages"}  # AD
 class Options:
     steps: list[int] = field(default_factory=lambda: [250, 500, 1000, 2000, 3000, 5000])
     step_time: float = 60.0
-    spawn_rate: float = 100.0
+    step_settle: float = 10.0
+    spawn_rate: float = 50.0
     think_time: float = 20.0
     adr_users: int = 500
     adr_rate: float = 100.0
@@ -140,20 +139,6 @@ def percentile(values: list[float], p: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
-
-
-def histogram_percentile(hist: dict[float, int], p: float) -> float | None:
-    """Percentile of Locust's response-time histogram (ms bucket -> count)."""
-    total = sum(hist.values())
-    if not total:
-        return None
-    rank = math.ceil(p / 100 * total)
-    seen = 0
-    for value in sorted(hist):
-        seen += hist[value]
-        if seen >= rank:
-            return value
-    return max(hist)
 
 
 def server_env(opts: Options) -> dict[str, str]:
@@ -461,33 +446,6 @@ def stack(processes: int, env: dict[str, str], logs: Path) -> Iterator[Stack]:
                 proc.wait(timeout=10)
 
 
-def cache_stats(stack_: Stack, *, reset: bool = False) -> dict[str, Any] | None:
-    """Every server process's cache counters, added up (None if a server did not answer)."""
-    families: dict[str, list[int]] = {}
-    for url in stack_.urls:
-        request = urllib.request.Request(url + STATS_PATH, method="POST" if reset else "GET")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                answer = orjson.loads(resp.read())
-        except (OSError, orjson.JSONDecodeError):
-            return None
-        for family, row in answer["families"].items():
-            entry = families.setdefault(family, [0, 0])
-            entry[0] += int(row["hits"])
-            entry[1] += int(row["misses"])
-    hits = sum(h for h, _ in families.values())
-    misses = sum(m for _, m in families.values())
-    return {
-        "hits": hits,
-        "misses": misses,
-        "hit_rate_pct": round(100 * hits / (hits + misses), 2) if hits + misses else None,
-        "families": {
-            f: {"hits": h, "misses": m, "hit_rate_pct": round(100 * h / (h + m), 1) if h + m else None}
-            for f, (h, m) in sorted(families.items())
-        },
-    }
-
-
 # -- 5. HTTP (bench/bench_http.py) --------------------------------------------------------
 
 
@@ -523,66 +481,6 @@ def bench_http(opts: Options, env: dict[str, str], stack_: Stack) -> dict[str, A
 # -- 6. Locust ------------------------------------------------------------------------------
 
 
-class ProcessSampler:
-    """CPU of the server processes, the load generator (with its children) and the machine, every second."""
-
-    def __init__(self, server_pids: list[int], generator_pid: int) -> None:
-        self.servers = [psutil.Process(p) for p in server_pids]
-        self.generator = psutil.Process(generator_pid)
-        self.samples: list[tuple[float, float, float, float]] = []  # t, server %, generator %, system %
-        self._known: dict[int, psutil.Process] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="adr-bench-sampler")
-
-    def __enter__(self) -> ProcessSampler:
-        for p in self.servers:
-            _cpu(p)
-        psutil.cpu_percent()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _generator_procs(self) -> list[psutil.Process]:
-        try:
-            procs = [self.generator, *self.generator.children(recursive=True)]
-        except psutil.Error:
-            return []
-        # Keep one Process object per pid so cpu_percent measures since the last sample.
-        return [self._known.setdefault(p.pid, p) for p in procs]
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            self.samples.append(
-                (
-                    time.monotonic(),
-                    sum(_cpu(p) for p in self.servers),
-                    sum(_cpu(p) for p in self._generator_procs()),
-                    psutil.cpu_percent(),
-                )
-            )
-
-    def window(self, start: float, end: float) -> dict[str, float | None]:
-        picked = [s for s in self.samples if start <= s[0] <= end]
-        if not picked:
-            return {"server_cpu_pct": None, "generator_cpu_pct": None, "system_cpu_pct": None}
-        n = len(picked)
-        return {
-            "server_cpu_pct": round(sum(s[1] for s in picked) / n, 1),
-            "generator_cpu_pct": round(sum(s[2] for s in picked) / n, 1),
-            "system_cpu_pct": round(sum(s[3] for s in picked) / n, 1),
-        }
-
-
-def _cpu(p: psutil.Process) -> float:
-    try:
-        return p.cpu_percent(None)
-    except psutil.Error:
-        return 0.0
-
-
 def make_tokens(count: int, path: Path) -> int:
     from bench.make_tokens import load_user_tokens
 
@@ -593,114 +491,32 @@ def make_tokens(count: int, path: Path) -> int:
     return len(content["users"])
 
 
-def locust_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals and percentiles from Locust's stats entries (histograms merged across entries)."""
-
-    def merged(select: Any) -> dict[float, int]:
-        hist: dict[float, int] = {}
-        for e in entries:
-            if select(e):
-                for value, count in e["response_times"].items():
-                    hist[float(value)] = hist.get(float(value), 0) + int(count)
-        return hist
-
-    def pcts(hist: dict[float, int]) -> dict[str, float | None]:
-        return {f"p{p}": histogram_percentile(hist, p) for p in (50, 95, 99)}
-
-    requests = sum(e["num_requests"] for e in entries)
-    failures = sum(e["num_failures"] for e in entries)
-    starts = [e["start_time"] for e in entries if e["num_requests"]]
-    ends = [e["last_request_timestamp"] for e in entries if e["num_requests"] and e["last_request_timestamp"]]
-    span = (max(ends) - min(starts)) if starts and ends else 0.0
-    is_http = lambda e: e["method"] != "WS"  # noqa: E731
-    is_delivery = lambda e: e["method"] == "WS" and e["name"] in ("deliver own", "recv message.new")  # noqa: E731
-    return {
-        "requests": requests,
-        "failures": failures,
-        "error_rate_pct": round(100 * failures / requests, 3) if requests else None,
-        "rps": round(requests / span, 1) if span else None,
-        "http": {"requests": sum(e["num_requests"] for e in entries if is_http(e)), **pcts(merged(is_http))},
-        "ws_delivery": {"requests": sum(e["num_requests"] for e in entries if is_delivery(e)), **pcts(merged(is_delivery))},
-        "entries": [
-            {
-                "type": e["method"],
-                "name": e["name"],
-                "requests": e["num_requests"],
-                "failures": e["num_failures"],
-                **pcts({float(k): int(v) for k, v in e["response_times"].items()}),
-            }
-            for e in entries
-        ],
-    }
-
-
-def locust_failures(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The most frequent failure messages of a step."""
-    rows = sorted(errors, key=lambda e: -int(e.get("occurrences") or 0))
-    return [{"type": e.get("method"), "name": e.get("name"), "error": e.get("error"), "count": e.get("occurrences")} for e in rows[:5]]
-
-
-def locust_step(opts: Options, stack_: Stack, users: int, tokens: Path, attempt: int) -> dict[str, Any]:
-    logs = logs_dir(opts)
-    name = f"locust-{users}-{attempt}"
-    json_path = logs / f"{name}.json"
-    json_path.unlink(missing_ok=True)
-    spawn_s = math.ceil(users / opts.spawn_rate)
-    run_time = spawn_s + int(math.ceil(opts.step_time)) + 2
-    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
-           "-H", stack_.urls[0], "--hosts", ",".join(stack_.urls), "--tokens-file", str(tokens),
-           "--think-time", str(opts.think_time), "-u", str(users), "-r", str(opts.spawn_rate), "-t", f"{run_time}s",
-           "--reset-stats", "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "0",
-           "--stats-file", str(json_path), "--loglevel", "WARNING"]  # fmt: skip
+def locust_command(opts: Options, stack_: Stack, tokens: Path, report: Path, stats: Path) -> list[str]:
+    """One Locust run with the stepping shape (loadtest/steps.py) against every server port."""
+    cmd = [
+        sys.executable, "-m", "locust", "-f", f"{LOADTEST / 'locustfile.py'},{LOADTEST / 'steps.py'}", "--headless",
+        "-H", stack_.urls[0], "--hosts", ",".join(stack_.urls), "--tokens-file", str(tokens),
+        "--think-time", str(opts.think_time),
+        "--steps", ",".join(map(str, opts.steps)), "--step-time", str(opts.step_time),
+        "--step-settle", str(opts.step_settle), "--step-spawn-rate", str(opts.spawn_rate),
+        "--step-confirm", str(opts.confirm), "--step-error-limit", str(opts.error_limit_pct),
+        "--step-p99-limit", str(opts.p99_limit_ms), "--step-cpu-limit", str(opts.cpu_limit_pct),
+        "--step-server-pids", ",".join(map(str, stack_.pids)), "--step-cache-stats", "--step-report", str(report),
+        "--stats-file", str(stats), "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "0",
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
     if opts.locust_processes > 1:
         cmd += ["--processes", str(opts.locust_processes)]
-    cache_stats(stack_, reset=True)
-    with open(logs / f"{name}.log", "wb") as out:
-        began = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_raise_child_nofile)
-        try:
-            with ProcessSampler(stack_.pids, proc.pid) as sampler:
-                try:
-                    proc.wait(timeout=run_time + 120)
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGINT)
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-                measured = sampler.window(began + spawn_s + 2, began + run_time)
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            raise
-    cache = cache_stats(stack_)
-    step: dict[str, Any] = {"users": users, "attempt": attempt, "duration_s": opts.step_time, **measured, "cache": cache}
-    if not json_path.exists():
-        step.update(held=False, reasons=[f"Locust wrote no stats (exit {proc.returncode}): {tail(logs / f'{name}.log', 3)}"])
-        return step
-    stats = orjson.loads(json_path.read_bytes())
-    step.update(locust_summary(stats["stats"]))
-    step["top_failures"] = locust_failures(stats["errors"])
-    step["server_alive"] = stack_.alive()
-    reasons = []
-    if not step["requests"]:
-        reasons.append("no requests")
-    if (step["error_rate_pct"] or 0) > opts.error_limit_pct:
-        reasons.append(f"error rate {step['error_rate_pct']}% > {opts.error_limit_pct}%")
-    for key, label in (("http", "HTTP"), ("ws_delivery", "WebSocket delivery")):
-        p99 = step[key]["p99"]
-        if p99 is not None and p99 > opts.p99_limit_ms:
-            reasons.append(f"{label} p99 {p99:.0f} ms > {opts.p99_limit_ms:.0f} ms")
-    cores = os.cpu_count() or 1
-    if step["server_cpu_pct"] is not None and step["server_cpu_pct"] >= opts.cpu_limit_pct * cores:
-        reasons.append(f"server CPU pegged ({step['server_cpu_pct']:.0f}% of {cores * 100}%)")
-    if not step["server_alive"]:
-        reasons.append("a server process died")
-    step["reasons"] = reasons
-    step["held"] = not reasons
-    return step
+    return cmd
+
+
+def locust_time_bound(opts: Options) -> float:
+    """The longest the stepped run may take: every ramp, settle and (re-)measurement, plus slack."""
+    total, previous = 120.0, 0
+    for users in opts.steps:
+        total += (users - previous) / opts.spawn_rate + 60 + opts.step_settle + opts.step_time * (1 + opts.confirm) + 5
+        previous = users
+    return total
 
 
 def step_line(s: dict[str, Any]) -> str:
@@ -726,39 +542,72 @@ STEP_HEADER = (
 
 
 def locust_capacity(opts: Options, stack_: Stack) -> dict[str, Any]:
+    """Raise users step by step in one Locust run (users stay connected) until a step fails."""
+    logs = logs_dir(opts)
     tokens = Path(opts.work_dir) / "loadtest-tokens.json"
     wanted = max(opts.steps)
     made = make_tokens(wanted, tokens)
     if made < wanted:
-        log(f"   only {made} load users can read a room: steps above {made} users reuse identities")
-    log(f"   {made} tokens issued; think time {opts.think_time:g} s, {opts.step_time:g} s per step after spawning")
+        log(f"   only {made} load users can read a room: above {made} users, identities are reused")
+    log(f"   {made} tokens issued; think time {opts.think_time:g} s; per step: spawn at {opts.spawn_rate:g}/s, "
+        f"settle {opts.step_settle:g} s, measure {opts.step_time:g} s")  # fmt: skip
     log(STEP_HEADER)
-    steps: list[dict[str, Any]] = []
-    held: dict[str, Any] | None = None
-    failed: dict[str, Any] | None = None
-    for users in sorted(opts.steps):
-        for attempt in range(1, opts.confirm + 2):
-            step = locust_step(opts, stack_, users, tokens, attempt)
-            steps.append(step)
+    report_path, stats_path = logs / "locust-steps.json", logs / "locust-stats.json"
+    report_path.unlink(missing_ok=True)
+    printed = 0
+
+    def progress() -> None:
+        nonlocal printed
+        try:
+            steps = orjson.loads(report_path.read_bytes())["steps"]
+        except (OSError, orjson.JSONDecodeError, KeyError):
+            return
+        for step in steps[printed:]:
             log(step_line(step))
-            latency_only = all("p99" in r for r in step["reasons"])
-            if step["held"] or not latency_only:
-                break
-            time.sleep(5)  # a noisy moment on a shared machine: measure the step once more
-        time.sleep(3)  # let the sockets of the last step close
-        if step["held"]:
-            held = step
-        else:
-            failed = step
-            break
-        if not stack_.alive():
-            break
+        printed = len(steps)
+
+    bound = locust_time_bound(opts)
+    with open(logs / "locust.log", "wb") as out:
+        proc = subprocess.Popen(
+            locust_command(opts, stack_, tokens, report_path, stats_path),
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_raise_child_nofile,
+        )  # fmt: skip
+        deadline = time.monotonic() + bound
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(2)
+                progress()
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    progress()
+    try:
+        report = orjson.loads(report_path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return part_result("failed", f"Locust wrote no step report (exit {proc.returncode}): {tail(logs / 'locust.log', 3)}")
+    steps = report["steps"]
+    for step in steps:
+        step.pop("stats", None)  # raw entries stay in the log directory's report
+    if not report.get("finished"):
+        held = [s["users"] for s in steps if s["held"]]
+        return part_result(
+            "failed",
+            f"the stepped run did not finish within {bound:.0f} s (exit {proc.returncode})",
+            tokens=made, steps=steps, capacity_so_far=max(held, default=0),
+        )  # fmt: skip
     return part_result(
         "ok",
         tokens=made,
-        capacity=held["users"] if held else 0,
-        first_failing=failed["users"] if failed else None,
-        limit=failed["reasons"] if failed else ["every step held: raise --steps to find the limit"],
+        capacity=report["capacity"],
+        first_failing=report["first_failing"],
+        limit=report["limit"],
+        plan=report.get("plan"),
+        server_alive=stack_.alive(),
         steps=steps,
     )
 
@@ -1059,6 +908,7 @@ def parse_args(argv: list[str] | None) -> Options:
     p = argparse.ArgumentParser(prog="python -m bench.adr_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", default=",".join(map(str, d.steps)), help="Locust user counts, comma-separated")
     p.add_argument("--step-time", type=float, default=d.step_time, help="seconds measured per step, after spawning")
+    p.add_argument("--step-settle", type=float, default=d.step_settle, help="seconds between a ramp and its measurement")
     p.add_argument("--spawn-rate", type=float, default=d.spawn_rate, help="users started per second")
     p.add_argument("--think-time", type=float, default=d.think_time, help="mean seconds between a user's actions")
     p.add_argument("--adr-users", type=int, default=d.adr_users, help="the ADR load: users (and sockets)")
@@ -1079,6 +929,7 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--skip", default="", help=f"parts to leave out, comma-separated: {', '.join(PARTS)}")
     p.add_argument("--no-seed", action="store_true", help="do not run seed_demo")
     p.add_argument("--quick", action="store_true", help="shorter steps: about 15 minutes in all")
+    p.add_argument("--work-dir", default=d.work_dir, help="logs, sub-benchmark reports and the token file go here")
     p.add_argument("--json", default=d.json)
     p.add_argument("--chart", default=d.chart)
     args = p.parse_args(argv)

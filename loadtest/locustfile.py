@@ -48,13 +48,16 @@ the users over them, user k on host k mod n.
 response-time histogram and the error messages) as JSON on exit, for
 programs; Locust's own table is still printed.
 
-Every wait here is bounded; the run ends when Locust stops the users
-(``-t`` headless, or the stop button).
+Only servers on this machine are loaded: a host other than 127.0.0.1,
+localhost or ::1 stops the run before any user starts. Every wait here is
+bounded; the run ends when Locust stops the users (``-t`` headless, or the
+stop button).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import time
@@ -90,6 +93,7 @@ ACTIONS = {
     "edit": "edit_message",
     "reconnect": "reconnect",
 }
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PAGE_SIZE = 50
 WS_PATH = "/ws/"
 PING_EVERY_S = 25.0  # docs/PROTOCOL.md: a ping every ~25 s refreshes presence
@@ -136,6 +140,23 @@ def _add_arguments(parser: Any) -> None:
 @events.init.add_listener
 def _keep_environment(environment: Any, **_: Any) -> None:
     _state["environment"] = environment
+
+
+def _target_hosts(environment: Any) -> list[str]:
+    hosts = [h.strip().rstrip("/") for h in (environment.parsed_options.hosts or "").split(",") if h.strip()]
+    return hosts or ([environment.host.rstrip("/")] if environment.host else [])
+
+
+@events.test_start.add_listener
+def _loopback_only(environment: Any, **_: Any) -> None:
+    """This load test only ever targets a server on this machine."""
+    remote = [h for h in _target_hosts(environment) if urlsplit(h).hostname not in LOOPBACK]
+    _state["refused"] = bool(remote)
+    if remote:
+        logging.error("Refusing to load %s: this load test targets 127.0.0.1 / localhost only.", ", ".join(remote))
+        environment.process_exit_code = 2
+        if environment.runner is not None:
+            gevent.spawn(environment.runner.quit)
 
 
 @events.quit.add_listener
@@ -212,11 +233,9 @@ class ChatUser(FastHttpUser):
         worker = max(0, getattr(environment.runner, "worker_index", 0) or 0)
         self.index = worker + workers * next(_identity)
         self.me = entries[self.index % len(entries)]
-        hosts = [h.strip().rstrip("/") for h in (options.hosts or "").split(",") if h.strip()]
+        hosts = _target_hosts(environment)
         if hosts:
             self.host = hosts[self.index % len(hosts)]
-        elif environment.host:
-            self.host = environment.host.rstrip("/")
         self.default_headers = {"Authorization": f"Bearer {self.me['token']}", "Content-Type": "application/json"}
         super().__init__(environment)
         self.think = max(0.0, float(options.think_time))
@@ -247,6 +266,8 @@ class ChatUser(FastHttpUser):
 
     def on_start(self) -> None:
         """Open the app: connect the socket, follow a room, load the room list and the room's newest page."""
+        if _state.get("refused"):
+            return
         if self.connect():
             self.subscribe(self.room)
         self.load_rooms()
@@ -260,6 +281,8 @@ class ChatUser(FastHttpUser):
     @task
     def act(self) -> None:
         """One action, drawn by the mix's weights."""
+        if _state.get("refused"):
+            return
         self.rng.choices(self.actions, weights=self.action_weights)[0]()
 
     def unread_check(self) -> None:

@@ -18,9 +18,8 @@ from typing import Any
 import orjson
 
 from chatsite.asgi import application as chat_application
+from loadtest.capacity import STATS_PATH
 from perf.cache import cache_stats, cache_stats_reset
-
-STATS_PATH = "/__bench__/cache-stats"
 LOOPBACK = {"127.0.0.1", "::1"}
 
 
