@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 
 from chat import selectors
+from chat.asyncdb import db_async
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]] | dict[bytes, bytes]) -> str | None:
@@ -37,7 +37,7 @@ class TokenAuthMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         token = bearer_token(scope.get("headers", []))
         if token is not None:
-            user = await database_sync_to_async(selectors.user_for_token)(raw_key=token)
+            user = await db_async(selectors.user_for_token)(raw_key=token)
             if user is not None:
                 scope = dict(scope, user=user, auth_method="token")
                 return await self.inner(scope, receive, send)

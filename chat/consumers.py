@@ -2,7 +2,7 @@
 
 Shape: authenticate in ``connect``; ``receive`` decodes one JSON frame and
 dispatches on ``type`` to one handler; handlers call selectors/services through
-``database_sync_to_async``. Room events arrive from the channel layer already
+``chat.asyncdb.db_async``. Room events arrive from the channel layer already
 serialized and are forwarded unchanged through the socket's Outbox (batching,
 priorities, backpressure).
 """
@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 import orjson
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from chat import events, metrics, presence, selectors, services
+from chat.asyncdb import db_async
 from chat.outbox import (
     PRIORITY_CHANGE,
     PRIORITY_EPHEMERAL,
@@ -31,6 +31,7 @@ from chat.outbox import (
 from chat.serialization import message_dict, user_dict
 from chatsite import ratelimit
 from chatsite.errors import ChatError, InvalidInput
+from perf import metrics as perf_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             on_batch=self._count_batch,
         )
         metrics.WS_CONNECTIONS.inc()
+        perf_metrics.user_seen(self.user.id)
         try:
             await self.channel_layer.group_add(events.user_group(self.user.id), self.channel_name)
         except Exception:  # noqa: BLE001 - personal events are best effort; chat still works
@@ -179,7 +181,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Room and user events are pure forwarding: skip Channels' per-message
         # close-old-connections hop to a thread. The only database work here
-        # is the rare gap fill, which goes through database_sync_to_async.
+        # is the rare gap fill, which goes through db_async.
         kind = message["type"]
         if kind == events.ROOM_EVENT:
             await self.room_event(message)
@@ -203,7 +205,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 # A publish from another process overtook this one, or one was
                 # lost: fill the gap from the database so order holds.
                 metrics.WS_GAP_FILLS.inc()
-                for text in await database_sync_to_async(_gap)(room_id, cursor, seq):
+                for text in await db_async(_gap)(room_id, cursor, seq):
                     self.outbox.put(PRIORITY_MESSAGE, text)
             self.cursors[room_id] = seq
             if event.get("ts"):
@@ -235,6 +237,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.send_error("unknown_type", f"Unknown frame type '{frame['type'][:50]}'.", ref=ref)
             return
         metrics.WS_EVENTS_IN.labels(frame["type"]).inc()
+        perf_metrics.user_seen(self.user.id)
         try:
             await handler(self, frame)
         except ratelimit.RateLimited as exc:
@@ -270,7 +273,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.send_error("unavailable", "Real-time delivery is unavailable; retry.", ref=room_id, retryable=True)
                 return
         try:
-            cursor, missed, overflowed = await database_sync_to_async(_resume)(self.user, room_id, last_id, cap)
+            cursor, missed, overflowed = await db_async(_resume)(self.user, room_id, last_id, cap)
         except BaseException:
             if not joined:
                 await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
@@ -321,7 +324,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = frame.get("client_id")
         if not isinstance(client_id, str) or not client_id or len(client_id) > services.CLIENT_ID_MAX:
             raise InvalidInput("'client_id' must be a non-empty string of at most 64 characters.", code="invalid_client_id")
-        ack = await database_sync_to_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
+        ack = await db_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
         self.send_frame(ack)
 
     async def on_read(self, frame: dict[str, Any]) -> None:
@@ -332,7 +335,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             room = selectors.room_get_for_user(user=self.user, room_id=room_id)
             return services.room_mark_read(room=room, user=self.user, last_read_message_id=last_id)
 
-        marker = await database_sync_to_async(mark)()
+        marker = await db_async(mark)()
         self.send_frame({"type": "read.ack", "room": room_id, "last_id": marker})
 
     async def on_typing(self, frame: dict[str, Any]) -> None:

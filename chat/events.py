@@ -6,12 +6,14 @@ forwarded unchanged to every subscribed socket by chat.consumers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from typing import Any
 
 import orjson
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 from chat import metrics
@@ -21,6 +23,62 @@ logger = logging.getLogger(__name__)
 # The channel-layer message type every room event travels as (handler: room_event).
 ROOM_EVENT = "room.event"
 USER_EVENT = "user.event"
+
+
+class _Publisher:
+    """One per event loop: hands layer calls to the loop in order, without making the caller wait.
+
+    Services publish from ``transaction.on_commit`` in a worker thread. Waiting
+    there for Redis (``async_to_sync``) would hold that thread — and the
+    sender's ack — for several round trips. Instead the call is queued on the
+    server's event loop and a single task performs queued calls one at a time,
+    in the order they were committed.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            method, args, what = await self.queue.get()
+            layer = get_channel_layer()
+            try:
+                await getattr(layer, method)(*args)
+            except Exception:  # noqa: BLE001 - the write is committed; subscribers recover by resume/gap fill
+                metrics.PUBLISH_FAILURES.inc()
+                logger.exception("publish failed: %s", what)
+
+
+_publishers: dict[asyncio.AbstractEventLoop, _Publisher] = {}
+
+
+def _enqueue(loop: asyncio.AbstractEventLoop, item: tuple) -> None:
+    for old in [other for other in _publishers if other.is_closed()]:
+        del _publishers[old]
+    publisher = _publishers.get(loop)
+    if publisher is None or publisher.task.done():
+        publisher = _publishers[loop] = _Publisher(loop)
+    publisher.queue.put_nowait(item)
+
+
+def _layer_call(method: str, *args: Any, what: str) -> None:
+    """Run ``layer.<method>(*args)``: queued on the server's loop when called from its worker thread, else inline."""
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if (
+        loop is not None
+        and getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid()
+        and loop.is_running()
+        and not loop.is_closed()
+    ):
+        loop.call_soon_threadsafe(_enqueue, loop, (method, args, what))
+        return
+    layer = get_channel_layer()
+    try:
+        async_to_sync(getattr(layer, method))(*args)
+    except Exception:  # noqa: BLE001 - any layer failure must not undo a committed write
+        metrics.PUBLISH_FAILURES.inc()
+        logger.exception("publish failed: %s", what)
 
 
 def room_group(room_id: int) -> str:
@@ -41,16 +99,11 @@ def user_group(user_id: int) -> str:
 
 def publish_user_event(*, user_id: int, kind: str, payload: dict[str, Any]) -> None:
     """Send one event to every socket of a user. Failures are logged and counted."""
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
     text = orjson.dumps({"type": kind, **payload}).decode()
     message = {"type": USER_EVENT, "kind": kind, "text": text}
-    try:
-        async_to_sync(layer.group_send)(user_group(user_id), message)
-    except Exception:  # noqa: BLE001
-        metrics.PUBLISH_FAILURES.inc()
-        logger.exception("publish failed user=%s kind=%s", user_id, kind)
+    _layer_call("group_send", user_group(user_id), message, what=f"user={user_id} kind={kind}")
 
 
 def publish_room_event(*, room_id: int, kind: str, payload: dict[str, Any], seq: int | None = None) -> None:
@@ -59,15 +112,10 @@ def publish_room_event(*, room_id: int, kind: str, payload: dict[str, Any], seq:
     A channel-layer failure (Redis down) is logged and swallowed: the write is
     already committed, and subscribers recover it through resume/gap fill.
     """
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
     message = room_event_message(room_id=room_id, kind=kind, payload=payload, seq=seq)
-    try:
-        async_to_sync(layer.group_send)(room_group(room_id), message)
-    except Exception:  # noqa: BLE001 - any layer failure must not undo a committed write
-        metrics.PUBLISH_FAILURES.inc()
-        logger.exception("publish failed room=%s kind=%s seq=%s", room_id, kind, seq)
+    _layer_call("group_send", room_group(room_id), message, what=f"room={room_id} kind={kind} seq={seq}")
 
 
 def background_channel() -> str:
@@ -79,11 +127,6 @@ def background_channel() -> str:
 
 def enqueue_background(message: dict[str, Any]) -> None:
     """Hand work that is not the message itself (mentions, …) to the background worker."""
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
-    try:
-        async_to_sync(layer.send)(background_channel(), message)
-    except Exception:  # noqa: BLE001 - best effort; the message itself is already delivered
-        metrics.PUBLISH_FAILURES.inc()
-        logger.warning("background enqueue failed: %s", message.get("type"), exc_info=True)
+    _layer_call("send", background_channel(), message, what=f"background {message.get('type')}")

@@ -37,7 +37,12 @@ def _client():
     loop_id = id(asyncio.get_running_loop())
     client = _clients.get(loop_id)
     if client is None:
-        client = aioredis.Redis.from_url(env.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        # A bounded pool that waits for a free connection: a mass disconnect
+        # (thousands of presence_leave at once) queues instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            env.REDIS_URL, max_connections=32, timeout=5, socket_connect_timeout=1, socket_timeout=1
+        )
+        client = aioredis.Redis(connection_pool=pool)
         _clients[loop_id] = client
     return client
 

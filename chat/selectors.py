@@ -354,14 +354,29 @@ def room_count_key(room_id: int) -> str:
 
 
 def user_for_token(*, raw_key: str) -> Any | None:
-    """The active user owning the bearer token ``raw_key``, or None."""
+    """The active user owning the bearer token ``raw_key``, or None.
+
+    Cached by token hash (family ``tokens``: the user, or a miss marker);
+    dropped when the token is deleted or its user is saved (chat.signals).
+    """
     if not raw_key:
         return None
     key_hash = hashlib.sha256(raw_key.encode()).hexdigest()
-    token = ApiToken.objects.select_related("user").filter(key_hash=key_hash).first()
-    if token is None or not token.user.is_active:
-        return None
-    return token.user
+
+    def fill() -> Any | None:
+        token = (
+            ApiToken.objects.select_related("user")
+            .only("id", "user__id", "user__username", "user__first_name", "user__last_name", "user__is_active", "user__is_staff", "user__is_superuser")
+            .filter(key_hash=key_hash)
+            .first()
+        )
+        return token.user if token is not None and token.user.is_active else None
+
+    return perf_cache.cached("tokens", token_cache_key(key_hash), fill)
+
+
+def token_cache_key(key_hash: str) -> str:
+    return cache_key("token", key_hash)
 
 
 def page_limit(limit: int | None) -> int:

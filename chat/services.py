@@ -22,7 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from chat import events
+from chat import events, metrics
 from chat.models import ApiToken, Message, Room, RoomMember
 from chat.serialization import message_dict
 from chat import selectors
@@ -77,7 +77,8 @@ def _next_seq(room_id: int, now: Any) -> int:
 
 
 def message_create(*, room: Room, author: Any, body: str, client_id: str | None = None) -> tuple[Message, bool]:
-    """Persist a message and publish ``message.new`` to the room after commit.
+    """Persist a message and publish ``message.new`` to the room after commit
+    (where ``chat_messages_created_total`` counts it too).
 
     The caller has checked that ``author`` may read ``room``. Returns
     ``(message, created)``. With a ``client_id`` already used by this author,
@@ -108,6 +109,7 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
                 robust=True,
             )
             invalidate_on_commit(selectors.room_count_key(room.id))
+            transaction.on_commit(metrics.MESSAGES_CREATED.inc, robust=True)
             if "@" in body:
                 transaction.on_commit(
                     partial(
@@ -272,8 +274,7 @@ def user_update_profile(*, user: Any, first_name: str | None = None, last_name: 
         setattr(user, name, value.strip())
         fields.append(name)
     if fields:
-        user.save(update_fields=fields)
-        invalidate_on_commit(selectors.profile_key(user.id))
+        user.save(update_fields=fields)  # chat.signals drops the cached profile and token lookups
     return user
 
 

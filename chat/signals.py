@@ -44,11 +44,28 @@ def room_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     )
 
 
+def token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    invalidate_on_commit(selectors.token_cache_key(instance.key_hash))
+
+
+def user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A user was saved (deactivated, renamed, made staff): drop their cached token lookups and profile."""
+    from chat.models import ApiToken
+
+    hashes = ApiToken.objects.filter(user_id=instance.pk).values_list("key_hash", flat=True) if instance.pk else []
+    invalidate_on_commit(selectors.profile_key(instance.pk), *(selectors.token_cache_key(h) for h in hashes))
+
+
 def connect() -> None:
     from django.db.models.signals import post_delete, post_save
 
-    from chat.models import Room, RoomMember
+    from django.contrib.auth import get_user_model
+
+    from chat.models import ApiToken, Room, RoomMember
     from projects.models import Membership, Project
+
+    post_delete.connect(token_deleted, sender=ApiToken, dispatch_uid="chat.cache.token.delete")
+    post_save.connect(user_changed, sender=get_user_model(), dispatch_uid="chat.cache.user.save")
 
     for signal in (post_save, post_delete):
         name = signal is post_save and "save" or "delete"

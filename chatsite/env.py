@@ -85,6 +85,8 @@ CHANNEL_LAYER_GROUP_EXPIRY = env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400)
 
 # Real-time delivery (chat.consumers)
 WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)
+# Threads that run consumers' database work in parallel (chat.asyncdb).
+WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
 WS_SEND_BUFFER = env_int("WS_SEND_BUFFER", 2000)
 WS_TYPING_INTERVAL = env_float("WS_TYPING_INTERVAL", 3.0)
 WS_PING_INTERVAL = env_int("WS_PING_INTERVAL", 20)
@@ -98,3 +100,23 @@ RATE_LIMIT_LOGIN_ACCOUNT = env_str("RATE_LIMIT_LOGIN_ACCOUNT", "10/300")
 RATE_LIMIT_LOGIN_IP = env_str("RATE_LIMIT_LOGIN_IP", "50/300")
 RATE_LIMIT_TOKENS = env_str("RATE_LIMIT_TOKENS", "10/300")
 RATE_LIMIT_ROOMS = env_str("RATE_LIMIT_ROOMS", "30/3600")
+
+# Metrics and profiling (perf.metrics, perf.exporter; docs/MONITORING.md)
+# Prometheus metrics: django-prometheus and the project's own. Served by the
+# exporter (`manage.py serve_metrics`, started by scripts/serve.sh) on
+# METRICS_BIND:METRICS_PORT, never on the public site.
+ENABLE_METRICS = env_bool("ENABLE_METRICS", True)
+METRICS_PORT = env_int("METRICS_PORT", 9090)
+METRICS_BIND = env_str("METRICS_BIND", "127.0.0.1")
+# prometheus_client's multiprocess directory, shared by every server process
+# and the exporter. prometheus_client reads the variable itself when it is
+# imported, so it must be in the process environment from the start
+# (scripts/serve.sh sets and wipes it); empty means one registry per process.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+# One line per request on the "perf.request" logger (JSON).
+ENABLE_REQUEST_LOG = env_bool("ENABLE_REQUEST_LOG", True)
+# django-silk: percent of requests recorded and profiled. 0 leaves silk's
+# middleware out entirely (the UI at /silk/ stays, for staff); `make run` sets 100.
+SILKY_INTERCEPT_PERCENT = env_float("SILKY_INTERCEPT_PERCENT", 0.0)
+# Requests silk keeps; `manage.py silk_gc` deletes older ones.
+SILKY_MAX_RECORDED_REQUESTS = env_int("SILKY_MAX_RECORDED_REQUESTS", 10_000)

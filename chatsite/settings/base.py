@@ -31,11 +31,15 @@ INSTALLED_APPS = [
     "projects",
     "chat",
     "perf",
+    # The profiler's UI at /silk/ (staff only); its middleware only when sampling (see below).
+    "silk",
 ]
 
 MIDDLEWARE = [
     # First: X-Request-ID on every response, query totals cover the whole stack.
     "perf.middleware.PerfMiddleware",
+    # One JSON line per request (perf.request): inside PerfMiddleware's request id and totals.
+    "perf.metrics.RequestLogMiddleware",
     # A per-request memo for permission lookups (perf.cache.request_memo).
     "perf.cache.RequestMemoMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -73,7 +77,9 @@ TEMPLATES = [
 # set; SQLite otherwise (the embedded default of `make run`).
 if env.DATABASE_URL:
     _db = dj_database_url.parse(env.DATABASE_URL)
-    _db["ENGINE"] = "django.db.backends.postgresql"
+    # django-prometheus's engine subclasses Django's postgresql backend (pool
+    # included) and counts and times every statement.
+    _db["ENGINE"] = "django_prometheus.db.backends.postgresql" if env.ENABLE_METRICS else "django.db.backends.postgresql"
     # The pool and persistent connections exclude each other.
     _db["CONN_MAX_AGE"] = 0
     _db["CONN_HEALTH_CHECKS"] = True
@@ -101,7 +107,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 if env.REDIS_URL and env.ENABLE_CACHING:
     CACHES = {
         "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
+            # django-prometheus's subclass of django-redis counts gets, hits and misses.
+            "BACKEND": (
+                "django_prometheus.cache.backends.redis.RedisCache" if env.ENABLE_METRICS else "django_redis.cache.RedisCache"
+            ),
             "LOCATION": env.REDIS_URL,
             "TIMEOUT": env.CACHE_TTL,
             "KEY_PREFIX": "chat",
@@ -188,6 +197,7 @@ CHAT_RESUME_MAX_MESSAGES = env.RESUME_MAX_MESSAGES
 DEMO_PASSWORD = env.DEMO_PASSWORD
 CHAT_WS_BATCH_WINDOW = env.WS_BATCH_WINDOW_MS / 1000
 CHAT_WS_SEND_BUFFER = env.WS_SEND_BUFFER
+CHAT_DB_THREADS = env.WS_DB_THREADS
 CHAT_WS_TYPING_INTERVAL = env.WS_TYPING_INTERVAL
 CHAT_PRESENCE_TTL = env.PRESENCE_TTL
 
@@ -209,12 +219,19 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         "cache_errors": {"class": "perf.cache.CacheErrorCountingHandler"},
+        "slow_queries": {"class": "perf.metrics.SlowQueryCountingHandler"},
     },
     "root": {"handlers": ["console"], "level": env.LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         # django-redis logs every error it ignores here; the handler counts them.
         "perf.cache.redis": {"handlers": ["cache_errors"], "level": "WARNING"},
+        # perf.db logs one line per slow statement; the handler counts them.
+        "perf.slow_query": {"handlers": ["slow_queries"], "level": "WARNING"},
+        "perf.request": {"level": "INFO" if env.ENABLE_REQUEST_LOG else "WARNING"},
+        # silk's profiler module decorates a sample function of its own at import
+        # and warns that the middleware is missing whenever sampling is off.
+        "silk.profiling.profiler": {"level": "ERROR"},
     },
 }
 
@@ -228,3 +245,48 @@ COMPRESSION_ENABLED = env.ENABLE_COMPRESSION
 COMPRESSION_GZIP_LEVEL = env.COMPRESSION_LEVEL
 COMPRESSION_BROTLI_QUALITY = env.BROTLI_QUALITY
 COMPRESSION_MIN_LENGTH = 1024
+
+# --- Metrics and profiling ---------------------------------------------------
+# docs/MONITORING.md. Metrics: django-prometheus (HTTP, database, cache) and
+# the project's own (chat.metrics, perf.cache, perf.metrics), served by
+# `manage.py serve_metrics` on METRICS_BIND:METRICS_PORT, not on this site.
+METRICS_ENABLED = env.ENABLE_METRICS
+METRICS_PORT = env.METRICS_PORT
+METRICS_BIND = env.METRICS_BIND
+# Fine enough to read p50/p95/p99 between 1 ms and 2 s (HTTP and database).
+PROMETHEUS_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, float("inf"),
+)
+PROMETHEUS_EXPORT_MIGRATIONS = False
+if METRICS_ENABLED:
+    INSTALLED_APPS.append("django_prometheus")
+    # Outermost and innermost, as django-prometheus asks: "before" times the
+    # whole stack, "after" the view by name and method.
+    MIDDLEWARE.insert(0, "perf.metrics.PrometheusBeforeMiddleware")
+    MIDDLEWARE.append("perf.metrics.PrometheusAfterMiddleware")
+
+# django-silk. The UI (/silk/) is always there for staff; requests are recorded
+# and profiled only when SILKY_INTERCEPT_PERCENT > 0, and at 0 its middleware is
+# not installed at all, so the request path does not pay for it.
+SILKY_INTERCEPT_PERCENT = env.SILKY_INTERCEPT_PERCENT
+if SILKY_INTERCEPT_PERCENT > 0:
+    # Below compression (silk sees the plain response), above sessions and auth
+    # (their queries are part of what it records).
+    MIDDLEWARE.insert(MIDDLEWARE.index("perf.compression.CompressionMiddleware") + 1, "silk.middleware.SilkyMiddleware")
+SILKY_AUTHENTICATION = True
+SILKY_AUTHORISATION = True
+
+
+def SILKY_PERMISSIONS(user):  # noqa: N802 - the setting's name
+    return user.is_staff
+
+
+SILKY_PYTHON_PROFILER = True
+# Bodies hold messages and credentials: keep timings, queries and profiles only.
+SILKY_MAX_REQUEST_BODY_SIZE = 0
+SILKY_MAX_RESPONSE_BODY_SIZE = 0
+SILKY_MAX_RECORDED_REQUESTS = env.SILKY_MAX_RECORDED_REQUESTS
+# Never trim in the request path: `manage.py silk_gc` does it.
+SILKY_MAX_RECORDED_REQUESTS_CHECK_PERCENT = 0
+SILKY_IGNORE_PATHS = ["/healthz"]
