@@ -625,9 +625,15 @@ def verdict(key: str, value: float | None) -> str:
 
 
 def step_at(locust: dict[str, Any], users: int) -> dict[str, Any] | None:
-    """The last attempt of the step with ``users`` users."""
-    found = [s for s in locust.get("steps", []) if s["users"] == users]
-    return found[-1] if found else None
+    """The last window measured with ``users`` users; if the run stopped below that, the step
+    closest to it (the caller labels the number with the step's own user count)."""
+    steps = [s for s in locust.get("steps", []) if s.get("http")]
+    if not steps:
+        return None
+    exact = [s for s in steps if s["users"] == users]
+    if exact:
+        return exact[-1]
+    return min(reversed(steps), key=lambda s: abs(s["users"] - users))
 
 
 def not_measured(part: dict[str, Any] | None) -> str:
@@ -645,7 +651,7 @@ def table_values(report: dict[str, Any], opts: Options) -> dict[str, tuple[float
     http = parts.get("http")
     if adr_step and adr_step.get("http", {}).get("p95") is not None:
         v = adr_step["http"]["p95"]
-        text = f"{v:.0f} ms (every API call of the Locust mix, {opts.adr_users} users)"
+        text = f"{v:.0f} ms (every API call of the Locust mix, {adr_step['users']} users)"
         if http and http["status"] == "ok":
             text += f"; history API alone {http['p95_ms']:.1f} ms at {http['rate']:g} req/s"
         values["api_p95"] = (v, text)
@@ -672,9 +678,9 @@ def table_values(report: dict[str, Any], opts: Options) -> dict[str, tuple[float
     cache = (adr_step or {}).get("cache") or {}
     if cache.get("hit_rate_pct") is not None:
         v = cache["hit_rate_pct"]
-        values["cache_hit"] = (v, f"{v:.1f}% (Locust mix, {opts.adr_users} users; {cache['hits'] + cache['misses']:,} lookups)")
+        values["cache_hit"] = (v, f"{v:.1f}% (Locust mix, {adr_step['users']} users; {cache['hits'] + cache['misses']:,} lookups)")
     elif locust and locust["status"] == "ok":
-        values["cache_hit"] = (None, f"not measured (no cache counters from the {opts.adr_users}-user step)")
+        values["cache_hit"] = (None, "not measured (the servers returned no cache counters)")
     else:
         values["cache_hit"] = (None, not_measured(locust))
 
@@ -691,10 +697,16 @@ def table_values(report: dict[str, Any], opts: Options) -> dict[str, tuple[float
         values["users"] = (None, not_measured(locust))
 
     tp = parts.get("throughput")
-    if tp and tp["status"] == "ok":
+    if tp and tp["status"] == "ok" and tp["rate"]:
         v = tp["sent_rate"] or 0.0
         fail = f"; {tp['first_failing_rate']:g}/s failed" if tp.get("first_failing_rate") else ""
         values["messages"] = (v, f"{v:,.0f} (zero loss, p99 ≤ {opts.p99_limit_ms:.0f} ms, {tp['deliveries_per_s']:,.0f} deliveries/s{fail})")
+    elif tp and tp["status"] == "ok":
+        lowest = min((s for s in tp["steps"]), key=lambda s: s["offered_rate"], default=None)
+        detail = (
+            f": at {lowest['offered_rate']:g}/s, {lowest['lost']} lost, p99 {lowest['p99_ms'] or 0:.0f} ms" if lowest else ""
+        )
+        values["messages"] = (0.0, f"below {tp['first_failing_rate']:g}: every rate tried failed{detail}")
     else:
         values["messages"] = (None, not_measured(tp))
     return values
@@ -900,6 +912,8 @@ def run(opts: Options) -> dict[str, Any]:
     for name in ("http", "locust"):
         parts.setdefault(name, part_result("skipped", f"--skip {name}"))
     report["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    # Other work on the machine takes CPU from the servers: the numbers only mean something beside this.
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
 
 
@@ -970,7 +984,8 @@ def main(argv: list[str] | None = None) -> int:
     m = report["machine"]
     log("")
     log(f"== ADR-008 performance targets ({m['cpus']} cores, {m['cpu_model']}, {m['ram_gb']} GB RAM; "
-        f"{report['seconds'] / 60:.0f} min)")  # fmt: skip
+        f"{report['seconds'] / 60:.0f} min; load average {m['load_average_at_start'][0]:g} at start, "
+        f"{m['load_average_at_end'][0]:g} at end)")  # fmt: skip
     log(table)
     log("")
     log(f"raw numbers: {path}")

@@ -227,8 +227,8 @@ class ChatUser(FastHttpUser):
         entries = _token_entries(options.tokens_file)
         # Distinct users across forked worker processes (--processes): worker w
         # takes identities w, w + P, w + 2P, …
-        workers = max(1, getattr(options, "processes", 1) or 1)
-        if workers == -1:
+        workers = getattr(options, "processes", None) or 1
+        if workers == -1:  # Locust's "one per core"
             workers = os.cpu_count() or 1
         worker = max(0, getattr(environment.runner, "worker_index", 0) or 0)
         self.index = worker + workers * next(_identity)
@@ -444,7 +444,7 @@ class ChatUser(FastHttpUser):
         self.reader = gevent.spawn(self._read, ws)
         try:
             self.hello.get(timeout=REPLY_TIMEOUT_S)
-        except Exception as exc:
+        except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is not an Exception
             self.fire("connect", started, exception=exc)
             self.disconnect()
             return False
@@ -500,7 +500,7 @@ class ChatUser(FastHttpUser):
             return
         try:
             answer.get(timeout=REPLY_TIMEOUT_S)
-        except Exception as exc:
+        except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is not an Exception
             self.fire("subscribe", started, exception=exc)
             return
         self.fire("subscribe", started)

@@ -188,10 +188,13 @@ class CapacitySteps(LoadTestShape):
         cpu = _CpuClock.between(self.window_clock, clock)
         cores = os.cpu_count() or 1
         reasons = judge(summary, server_cpu_pct=cpu["server_cpu_pct"] if self.judge_cpu else None, cores=cores, limits=self.limits)
+        running = self.get_current_user_count()
+        if running < target:  # users that could not spawn, or whose greenlet died, are not load
+            reasons.append(f"only {running} of {target} users running")
         errors.sort(key=lambda e: -int(e.get("occurrences") or 0))
         step = {
             "users": target,
-            "users_running": self.get_current_user_count(),
+            "users_running": running,
             "attempt": self.attempt,
             "window": [round(self.window_started_at, 3), round(time.time(), 3)],
             "duration_s": round(clock["t"] - self.window_clock["t"], 1),

@@ -91,7 +91,7 @@ def test_measured_parts_fill_the_table_with_verdicts_against_both_targets():
         "parts": {
             "db": adr_bench.part_result("ok", worst_db_p95_ms=1.5, worst_query="room_history", median_db_p95_ms=0.4, queries=9),
             "ws": adr_bench.part_result("ok", p99_ms=35.0, sockets=500, sent_rate=100.0, lost=0),
-            "throughput": adr_bench.part_result("ok", sent_rate=800.0, deliveries_per_s=3200.0, first_failing_rate=1000.0),
+            "throughput": adr_bench.part_result("ok", rate=800.0, sent_rate=800.0, deliveries_per_s=3200.0, first_failing_rate=1000.0),
             "http": adr_bench.part_result("skipped", "--skip http"),
             "locust": adr_bench.part_result(
                 "ok", capacity=2000, first_failing=3000, limit=["HTTP p99 250 ms > 200 ms"], steps=[step]
