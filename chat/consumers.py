@@ -31,6 +31,7 @@ from chat.outbox import (
 from chat.serialization import message_dict, user_dict
 from chatsite import ratelimit
 from chatsite.errors import ChatError, InvalidInput
+from perf import context as perf_context
 from perf import metrics as perf_metrics
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     outbox: Outbox | None = None
 
     async def connect(self) -> None:
+        # Names this connection's database work in the slow-query log.
+        perf_context.bind(consumer=type(self).__name__, request_id=perf_context.scope_request_id(self.scope))
         self.user = self.scope.get("user")
         # room id -> seq of the last message.new delivered on this socket
         self.cursors: dict[int, int] = {}

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 
 from projects.models import Project
@@ -17,7 +16,7 @@ class Room(models.Model):
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rooms", db_index=False)
-    slug = models.SlugField(max_length=64)
+    slug = models.SlugField(max_length=64, db_index=False)  # covered by room_project_slug_uniq
     name = models.CharField(max_length=100)
     topic = models.CharField(max_length=250, blank=True, default="")
     is_private = models.BooleanField(default=False)
@@ -72,16 +71,14 @@ class Message(models.Model):
         constraints = [
             # gap fill in the consumer: messages of a room with seq in (a, b)
             models.UniqueConstraint(fields=["room", "seq"], name="message_room_seq_uniq"),
-            # idempotent send: lookup by (author, client_id)
-            models.UniqueConstraint(
-                fields=["author", "client_id"],
-                condition=Q(client_id__isnull=False),
-                name="message_author_client_id_uniq",
-            ),
+            # idempotent send: lookup by (author, client_id); also the author
+            # index that deleting a user needs (NULL client_ids stay distinct)
+            models.UniqueConstraint(fields=["author", "client_id"], name="message_author_client_id_uniq"),
         ]
         indexes = [
-            # room_history / messages_after / unread counts: a room's messages by id
-            models.Index(fields=["room", "id"], name="message_room_id_idx"),
+            # room_history / messages_after / unread counts: a room's messages by id;
+            # author and deleted_at included so unread counts are index-only
+            models.Index(fields=["room", "id"], name="message_room_id_idx", include=["author", "deleted_at"]),
         ]
 
     def __str__(self) -> str:
@@ -97,11 +94,15 @@ class ApiToken(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens", db_index=False)
     name = models.CharField(max_length=100, default="api")
-    key_hash = models.CharField(max_length=64, unique=True)  # token authentication lookup
+    key_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        constraints = [
+            # token authentication lookup (a plain unique index: no LIKE twin)
+            models.UniqueConstraint(fields=["key_hash"], name="apitoken_key_hash_uniq"),
+        ]
         indexes = [
             # tokens of a user (admin, revocation on user delete)
             models.Index(fields=["user"], name="apitoken_user_idx"),

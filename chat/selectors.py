@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
@@ -131,10 +132,15 @@ def room_get_by_slug_for_user(*, user: Any, project: Project, slug: str) -> Room
     return room
 
 
+# Unread counts stop here; clients show "99+".
+UNREAD_CAP = 100
+
+
 def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     """Rooms of ``project`` the user may read, by name, each with ``unread`` and ``last_read``.
 
-    ``unread`` counts live messages by others newer than the user's read marker.
+    ``unread`` counts live messages by others newer than the user's read
+    marker, up to ``UNREAD_CAP``.
 
     Cached in two parts. The room list (family ``room_lists``) per user and
     project, invalidated by room_create (the project's lists), room_member_add
@@ -171,17 +177,19 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     }
 
     def count(missing: list[int]) -> dict[int, int]:
-        condition = Q()
+        # One statement, one capped count per room: a room the user never
+        # opened costs at most UNREAD_CAP index entries, not its whole history.
+        table = connection.ops.quote_name(Message._meta.db_table)
+        parts, params = [], []
         for rid in missing:
-            condition |= Q(room_id=rid, id__gt=live[rid]["last_read"])
-        counted = dict(
-            Message.objects.filter(condition, deleted_at__isnull=True)
-            .exclude(author=user)
-            .order_by()
-            .values_list("room_id")
-            .annotate(c=Count("id"))
-        )
-        return {rid: counted.get(rid, 0) for rid in missing}
+            parts.append(
+                f"SELECT %s, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE room_id = %s AND id > %s "
+                "AND deleted_at IS NULL AND author_id <> %s LIMIT %s) capped)"
+            )
+            params += [rid, rid, live[rid]["last_read"], user.id, UNREAD_CAP]
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), params)
+            return {int(rid): int(n) for rid, n in cursor.fetchall()}
 
     unread = perf_cache.cached_many("unread", keys, count)
     rooms = []
@@ -222,15 +230,20 @@ def room_history(*, room: Room, before: int | None = None, after: int | None = N
     With ``after``: the ``limit`` oldest messages newer than ``after`` (catch-up).
     Otherwise the ``limit`` newest messages older than ``before`` (or the newest).
     Deleted messages are included as tombstones so cursors never skip.
+
+    The page's ids are chosen first, in a subquery that can only be answered
+    from ``message_room_id_idx``: written as one ORDER BY id … LIMIT over the
+    joined rows, PostgreSQL may walk the primary key backwards instead, which
+    is fast for a busy room and very slow for one that went quiet long ago.
     """
-    qs = _messages().filter(room=room)
+    ids = Message.objects.filter(room=room)
     if after is not None:
-        return list(qs.filter(id__gt=after).order_by("id")[:limit])
-    if before is not None:
-        qs = qs.filter(id__lt=before)
-    page = list(qs.order_by("-id")[:limit])
-    page.reverse()
-    return page
+        ids = ids.filter(id__gt=after).order_by("id")
+    else:
+        if before is not None:
+            ids = ids.filter(id__lt=before)
+        ids = ids.order_by("-id")
+    return list(_messages().filter(id__in=ids.values("id")[:limit]).order_by("id"))
 
 
 def message_cache_key(message_id: int) -> str:
@@ -289,8 +302,9 @@ def room_history_dicts(
 
 
 def messages_after(*, room_id: int, after_id: int, limit: int) -> list[Message]:
-    """Messages of a room with id > ``after_id``, oldest first (resume)."""
-    return list(_messages().filter(room_id=room_id, id__gt=after_id).order_by("id")[:limit])
+    """Messages of a room with id > ``after_id``, oldest first (resume). Ids first, as in room_history."""
+    ids = Message.objects.filter(room_id=room_id, id__gt=after_id).order_by("id").values("id")[:limit]
+    return list(_messages().filter(id__in=ids).order_by("id"))
 
 
 def messages_seq_between(*, room_id: int, after_seq: int, before_seq: int) -> list[Message]:

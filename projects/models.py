@@ -7,7 +7,7 @@ from django.db import models
 class Project(models.Model):
     """A workspace. People belong to it through Membership."""
 
-    slug = models.SlugField(max_length=64, unique=True)  # project by slug (every project URL)
+    slug = models.SlugField(max_length=64, db_index=False)
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(
@@ -18,6 +18,10 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # project by slug (every project URL); a plain unique index, no LIKE twin
+            models.UniqueConstraint(fields=["slug"], name="project_slug_uniq"),
+        ]
 
     def __str__(self) -> str:
         return self.name
