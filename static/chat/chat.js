@@ -227,7 +227,7 @@ function bumpBadge(roomId) {
   if (!badge) return;
   const n = Number(badge.dataset.unread || 0) + 1;
   badge.dataset.unread = String(n);
-  badge.textContent = String(n);
+  badge.textContent = n >= 100 ? "99+" : String(n); // the server caps counts at 100
   badge.hidden = false;
   link.classList.add("has-unread");
 }
