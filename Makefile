@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# `make run` records and profiles every request with django-silk (/silk/, staff only).
+SILKY_INTERCEPT_PERCENT ?= 100
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: run test venv migrate seed lint check-services clean
@@ -23,7 +25,7 @@ run: venv
 	DJANGO_SETTINGS_MODULE=chatsite.settings.dev $(PY) manage.py migrate --no-input
 	DJANGO_SETTINGS_MODULE=chatsite.settings.dev $(PY) manage.py seed_demo
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
-	DJANGO_SETTINGS_MODULE=chatsite.settings.dev PY=$(PY) PORT=$(PORT) scripts/serve.sh
+	DJANGO_SETTINGS_MODULE=chatsite.settings.dev SILKY_INTERCEPT_PERCENT=$(SILKY_INTERCEPT_PERCENT) PY=$(PY) PORT=$(PORT) scripts/serve.sh
 
 ## make test: the whole suite against the real PostgreSQL and Redis
 test: venv check-services

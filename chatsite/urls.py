@@ -8,6 +8,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("perf/", include("perf.urls")),
+    # django-silk's profiler UI: staff only (SILKY_AUTHENTICATION/AUTHORISATION).
+    path("silk/", include("silk.urls", namespace="silk")),
     path("api/v1/", api.urls),
     path("", include("chat.urls")),
 ]

@@ -27,6 +27,8 @@ from django.core.cache import cache
 from django.db import transaction
 from prometheus_client import Counter
 
+from perf.metrics import record_cache
+
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ def cache_key(family: str, *parts: Any) -> str:
 
 
 def _count(family: str, hits: int, misses: int) -> None:
+    record_cache(hits, misses)
     if hits:
         CACHE_REQUESTS.labels(family, "hit").inc(hits)
     if misses:

@@ -1,23 +1,55 @@
 #!/usr/bin/env bash
-# Serve the app with daphne (heartbeats on) and, when Redis is configured,
-# the background worker beside it. Stops both on Ctrl-C.
+# Serve the app with daphne (heartbeats on) and beside it, when Redis is
+# configured, the background worker, and, unless ENABLE_METRICS=false, the
+# metrics exporter (manage.py serve_metrics on METRICS_BIND:METRICS_PORT).
+# Stops them all when daphne stops, on Ctrl-C or on SIGTERM.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 PORT=${PORT:-8000}
 HOST=${HOST:-127.0.0.1}
 PING_INTERVAL=${WS_PING_INTERVAL:-20}
 PING_TIMEOUT=${WS_PING_TIMEOUT:-30}
+# SERVE_WORKER=false when the background worker runs elsewhere (docker-compose.yml's worker service).
+SERVE_WORKER=${SERVE_WORKER:-true}
 
-worker_pid=""
-cleanup() { [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-if [ -n "${REDIS_URL:-}" ]; then
-  "$PY" manage.py chat_worker &
-  worker_pid=$!
+enabled() {  # the same reading as chatsite.env.env_bool: empty means the default
+  case "$(printf '%s' "${1:-$2}" | tr '[:upper:]' '[:lower:]')" in
+    1|true|yes|on) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+if enabled "${ENABLE_METRICS:-}" true; then
+  # Every process of this stack writes its metrics to one directory
+  # (prometheus_client multiprocess mode); it is emptied here, once, before
+  # any of them starts, and must be in their environment from the start.
+  export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-${TMPDIR:-/tmp}/chat-metrics-$PORT}
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+  find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -type f -delete
+  "$PY" manage.py serve_metrics &
+  pids+=($!)
 else
+  unset PROMETHEUS_MULTIPROC_DIR
+fi
+
+if [ -n "${REDIS_URL:-}" ] && enabled "$SERVE_WORKER" true; then
+  "$PY" manage.py chat_worker &
+  pids+=($!)
+elif [ -z "${REDIS_URL:-}" ]; then
   echo "REDIS_URL is not set: embedded mode (in-memory channel layer, no background worker; @mention notifications need Redis)."
 fi
 
 "$PY" -m daphne -b "$HOST" -p "$PORT" --ping-interval "$PING_INTERVAL" --ping-timeout "$PING_TIMEOUT" \
-  --websocket-max-message-size 1048576 --websocket-max-frame-size 1048576 chatsite.asgi:application
+  --websocket-max-message-size 1048576 --websocket-max-frame-size 1048576 chatsite.asgi:application &
+daphne_pid=$!
+pids+=("$daphne_pid")
+wait "$daphne_pid"
