@@ -1,0 +1,484 @@
+"""HTTP benchmark: the room history API and the room page, with and without compression.
+
+Starts one daphne process on 127.0.0.1 (or uses --server-url, which must be a
+127.0.0.1 address) against a seeded database, signs in a sample of users who
+can read a sample of rooms (a bearer token each for the API, a session each
+for the page), and then, scenario by scenario:
+
+- closed loop: ``--concurrency`` clients, each sending its next request as
+  soon as the last one answers, for ``--requests`` requests or ``--duration``
+  seconds, whichever comes first. This measures throughput; latency here is
+  mostly queueing (Little's law: latency ~ clients / throughput);
+- open loop (with ``--rate``, ``--page-rate`` for the page): requests at a fixed rate, Poisson arrivals, at
+  most ``--concurrency`` in flight, latency counted from the scheduled start.
+  This measures latency at a load the server can carry.
+
+Scenarios: the newest history page and an older page (a ``before`` cursor at
+a random position of the room) with ``Accept-Encoding: br`` and with
+``identity``; the room page (session and CSRF cookies) both ways, and its
+repeat visit with ``If-None-Match`` (a 304 when nothing changed). Response bytes are
+the bytes on the wire (the client does not decompress). Prints a table and
+writes JSON; the tokens and sessions it made are deleted at the end.
+
+    python bench/bench_http.py --database-url postgres://postgres@127.0.0.1:5432/chat_bench \\
+        --redis-url redis://127.0.0.1:6379/13 --requests 3000 --rate 100 --json var/bench/http.json
+
+Load the data set first: ``manage.py seed_demo --users 10000 --projects 20
+--rooms 500 --messages 1000000`` with the same DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN_NAME = "bench-http"
+PAGE_PATH = "/p/{project}/r/{room}/"
+HISTORY_PATH = "/api/v1/rooms/{room_id}/messages"
+
+
+# --- Data: who reads what -------------------------------------------------
+
+
+@dataclass
+class Reader:
+    user_id: int
+    room_id: int
+    project_slug: str
+    room_slug: str
+    older_cursors: list[str]
+    token: str = ""
+    session_key: str = ""
+    csrf_cookie: str = ""
+    etags: dict[str, str] = field(default_factory=dict)
+
+
+def setup_django(database_url: str, redis_url: str, settings_module: str) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["REDIS_URL"] = redis_url
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def pick_readers(*, rooms: int, cursors_per_room: int, seed: int) -> list[Reader]:
+    """A random sample of rooms with messages, each with a user who may read it.
+
+    Public rooms: a member of the project; private rooms: a member of the room.
+    """
+    from django.db import connection
+
+    from chat.api_schemas import page_cursor_encode
+
+    rng = random.Random(seed)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.id, r.slug, p.slug, r.is_private FROM chat_room r JOIN projects_project p ON p.id = r.project_id "
+            "WHERE r.last_message_seq > 0 ORDER BY r.id"
+        )
+        candidates = cursor.fetchall()
+        sample = rng.sample(candidates, min(rooms, len(candidates)))
+        readers = []
+        for room_id, room_slug, project_slug, is_private in sample:
+            if is_private:
+                cursor.execute("SELECT user_id FROM chat_roommember WHERE room_id = %s", [room_id])
+            else:
+                cursor.execute(
+                    "SELECT m.user_id FROM projects_membership m JOIN chat_room r ON r.project_id = m.project_id "
+                    "WHERE r.id = %s",
+                    [room_id],
+                )
+            users = [row[0] for row in cursor.fetchall()]
+            if not users:
+                continue
+            cursor.execute("SELECT min(id), max(id) FROM chat_message WHERE room_id = %s", [room_id])
+            low, high = cursor.fetchone()
+            cursors = [page_cursor_encode({"b": rng.randint(low + 1, high)}) for _ in range(cursors_per_room)]
+            readers.append(Reader(rng.choice(users), room_id, project_slug, room_slug, cursors))
+    return readers
+
+
+def sign_in(readers: list[Reader]) -> None:
+    """A bearer token and a logged-in session per reader (through the services, as a client would get them)."""
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.cached_db import SessionStore
+
+    from chat import services
+
+    users = get_user_model().objects.in_bulk([r.user_id for r in readers])
+    for reader in readers:
+        user = users[reader.user_id]
+        reader.token = services.token_create(user=user, name=TOKEN_NAME)[1]
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        reader.session_key = session.session_key
+
+
+def sign_out(readers: list[Reader]) -> None:
+    from django.contrib.sessions.backends.cached_db import SessionStore
+
+    from chat.models import ApiToken
+
+    ApiToken.objects.filter(name=TOKEN_NAME).delete()
+    for reader in readers:
+        if reader.session_key:
+            SessionStore(session_key=reader.session_key).delete()
+
+
+# --- The server -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(*, port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "daphne",
+        "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+        "-v", "0",
+        "chatsite.asgi:application",
+    ]  # fmt: skip
+    log = log_path.open("wb")
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_healthy(base_url: str, proc: subprocess.Popen | None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("server did not become healthy")
+
+
+# --- Load -----------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    scenario: str
+    mode: str
+    latencies_ms: list[float] = field(default_factory=list)
+    bytes: list[int] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    not_modified: int = 0
+    elapsed_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+        n = len(lat)
+
+        def pct(q: float) -> float:
+            return round(lat[min(n - 1, int(q * n))], 2) if n else 0.0
+
+        return {
+            "scenario": self.scenario,
+            "mode": self.mode,
+            "requests": n,
+            "errors": self.errors,
+            "not_modified": self.not_modified,
+            "rps": round(n / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1], 2) if n else 0.0,
+            "mean_bytes": round(sum(self.bytes) / len(self.bytes)) if self.bytes else 0,
+        }
+
+
+def request_for(scenario: str, reader: Reader, rng: random.Random) -> tuple[str, dict[str, str]]:
+    kind, _, coding = scenario.rpartition("_")
+    headers = {"Accept-Encoding": coding}
+    if kind.startswith("page"):
+        headers["Cookie"] = f"sessionid={reader.session_key}; csrftoken={reader.csrf_cookie}"
+        if kind == "page_revalidate":
+            headers["If-None-Match"] = reader.etags[coding]
+        return PAGE_PATH.format(project=reader.project_slug, room=reader.room_slug), headers
+    headers["Authorization"] = f"Bearer {reader.token}"
+    path = HISTORY_PATH.format(room_id=reader.room_id)
+    if kind == "api_older":
+        path += "?cursor=" + urllib.parse.quote(rng.choice(reader.older_cursors))
+    return path, headers
+
+
+async def one(session: Any, base_url: str, scenario: str, reader: Reader, rng: random.Random, result: Result, start: float) -> None:
+    path, headers = request_for(scenario, reader, rng)
+    try:
+        async with session.get(base_url + path, headers=headers, allow_redirects=False) as response:
+            body = await response.read()
+            status = response.status
+    except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
+        key = type(exc).__name__
+        result.errors[key] = result.errors.get(key, 0) + 1
+        return
+    if status not in (200, 304):
+        result.errors[str(status)] = result.errors.get(str(status), 0) + 1
+        return
+    result.latencies_ms.append((time.perf_counter() - start) * 1000)
+    result.not_modified += status == 304
+    result.bytes.append(len(body))
+
+
+async def closed_loop(session: Any, base_url: str, scenario: str, readers: list[Reader], *, concurrency: int, requests: int, duration: float, seed: int) -> Result:
+    result = Result(scenario, f"closed x{concurrency}")
+    rng = random.Random(seed)
+    remaining = requests
+    deadline = time.perf_counter() + duration
+
+    async def client() -> None:
+        nonlocal remaining
+        while remaining > 0 and time.perf_counter() < deadline:
+            remaining -= 1
+            await one(session, base_url, scenario, rng.choice(readers), rng, result, time.perf_counter())
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    result.elapsed_s = time.perf_counter() - began
+    return result
+
+
+async def open_loop(session: Any, base_url: str, scenario: str, readers: list[Reader], *, rate: float, concurrency: int, requests: int, duration: float, seed: int) -> Result:
+    result = Result(scenario, f"open {rate:g}/s")
+    rng = random.Random(seed)
+    in_flight = asyncio.Semaphore(concurrency)
+    tasks = []
+
+    async def scheduled(start: float) -> None:
+        async with in_flight:
+            await one(session, base_url, scenario, rng.choice(readers), rng, result, start)
+
+    began = time.perf_counter()
+    at = began
+    for _ in range(requests):
+        at += rng.expovariate(rate)
+        if at - began > duration:
+            break
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(scheduled(at)))
+    await asyncio.gather(*tasks)
+    result.elapsed_s = time.perf_counter() - began
+    return result
+
+
+async def prime_pages(session: Any, base_url: str, readers: list[Reader]) -> None:
+    """Give each reader a CSRF cookie, as a browser keeps one, and note the page's ETag per coding."""
+
+    async def prime(reader: Reader) -> None:
+        url = base_url + PAGE_PATH.format(project=reader.project_slug, room=reader.room_slug)
+        cookie = f"sessionid={reader.session_key}"
+        async with session.get(url, headers={"Cookie": cookie}, allow_redirects=False) as response:
+            await response.read()
+            if response.status != 200 or "csrftoken" not in response.cookies:
+                raise SystemExit(f"room page answered {response.status} for a signed-in reader: {url}")
+            reader.csrf_cookie = response.cookies["csrftoken"].value
+        for coding in ("br", "identity"):
+            headers = {"Cookie": f"{cookie}; csrftoken={reader.csrf_cookie}", "Accept-Encoding": coding}
+            async with session.get(url, headers=headers, allow_redirects=False) as response:
+                await response.read()
+                reader.etags[coding] = response.headers["ETag"]
+
+    for start in range(0, len(readers), 20):
+        await asyncio.gather(*(prime(r) for r in readers[start : start + 20]))
+
+
+async def run_all(args: argparse.Namespace, base_url: str, readers: list[Reader]) -> list[dict[str, Any]]:
+    import aiohttp
+
+    # auto_decompress off: count bytes as sent, and spend no client CPU decoding.
+    connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    summaries = []
+    # No cookie jar: each request carries its own reader's cookies, nothing else.
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        if any(s.startswith("page") for s in args.scenarios):
+            await prime_pages(session, base_url, readers)
+        for scenario in args.scenarios:
+            if scenario.startswith("page_revalidate"):
+                # Fresh ETags: messages posted meanwhile change unread badges, so older ones may not match.
+                await prime_pages(session, base_url, readers)
+            # Warm-up: connections, caches, the server's code paths; not recorded.
+            await closed_loop(session, base_url, scenario, readers, concurrency=args.concurrency,
+                              requests=args.warmup, duration=args.duration, seed=args.seed + 1)  # fmt: skip
+            result = await closed_loop(session, base_url, scenario, readers, concurrency=args.concurrency,
+                                       requests=args.requests, duration=args.duration, seed=args.seed)  # fmt: skip
+            summaries.append(result.summary())
+            print_row(summaries[-1])
+            rate = args.page_rate if scenario.startswith("page") else args.rate
+            if rate:
+                result = await open_loop(session, base_url, scenario, readers, rate=rate,
+                                         concurrency=args.concurrency, requests=args.requests,
+                                         duration=args.duration, seed=args.seed)  # fmt: skip
+                summaries.append(result.summary())
+                print_row(summaries[-1])
+    return summaries
+
+
+# --- Report ---------------------------------------------------------------
+
+HEADER = f"{'scenario':<19} {'mode':<12} {'reqs':>6} {'err':>5} {'304':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'bytes':>8}"
+
+
+def print_row(s: dict[str, Any]) -> None:
+    errors = sum(s["errors"].values())
+    print(
+        f"{s['scenario']:<19} {s['mode']:<12} {s['requests']:>6} {errors:>5} {s['not_modified']:>5} {s['rps']:>8} {s['p50_ms']:>8} "
+        f"{s['p95_ms']:>8} {s['p99_ms']:>8} {s['max_ms']:>8} {s['mean_bytes']:>8}",
+        flush=True,
+    )
+
+
+def compression_ratios(summaries: list[dict[str, Any]]) -> dict[str, float]:
+    sizes: dict[str, dict[str, int]] = {}
+    for s in summaries:
+        kind, _, coding = s["scenario"].rpartition("_")
+        if s["mean_bytes"]:
+            sizes.setdefault(kind, {})[coding] = s["mean_bytes"]
+    return {
+        kind: round(by["identity"] / by["br"], 2) for kind, by in sizes.items() if "identity" in by and "br" in by
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(
+            int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+        )
+    except (OSError, StopIteration):
+        mem_kb = 0
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "loadavg_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+    }
+
+
+def data_set() -> dict[str, int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM auth_user), (SELECT count(*) FROM chat_room), "
+            "(SELECT reltuples::bigint FROM pg_class WHERE relname = 'chat_message')"
+        )
+        users, rooms, messages = cursor.fetchone()
+    return {"users": users, "rooms": rooms, "messages_estimate": messages}
+
+
+SCENARIOS = [
+    "api_newest_br",
+    "api_newest_identity",
+    "api_older_br",
+    "api_older_identity",
+    "page_br",
+    "page_identity",
+    "page_revalidate_br",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/chat_bench")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--settings", default="chatsite.settings.test")
+    parser.add_argument("--server-url", default="", help="use this running server (127.0.0.1 only) instead of starting one")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=3000, help="per scenario and mode")
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds, per scenario and mode")
+    parser.add_argument("--rate", type=float, default=0.0, help="also run each API scenario open-loop at this many req/s")
+    parser.add_argument("--page-rate", type=float, default=0.0, help="the same for the room page scenarios")
+    parser.add_argument("--rooms", type=int, default=200, help="rooms sampled (one reader each)")
+    parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS)
+    parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--json", default="var/bench/http.json")
+    args = parser.parse_args()
+    if args.server_url and urllib.parse.urlsplit(args.server_url).hostname != "127.0.0.1":
+        raise SystemExit("--server-url must be on 127.0.0.1")
+    args.requests = max(1, args.requests)
+
+    setup_django(args.database_url, args.redis_url, args.settings)
+    readers = pick_readers(rooms=args.rooms, cursors_per_room=5, seed=args.seed)
+    if not readers:
+        raise SystemExit("no room with messages: load a data set first (manage.py seed_demo ...)")
+    sign_in(readers)
+    proc = None
+    out_path = ROOT / args.json
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        base_url = args.server_url.rstrip("/")
+        if not base_url:
+            port = free_port()
+            env = {**os.environ, "DJANGO_SETTINGS_MODULE": args.settings, "DEBUG": "false"}
+            proc = start_server(port=port, env=env, log_path=out_path.with_suffix(".server.log"))
+            base_url = f"http://127.0.0.1:{port}"
+        wait_healthy(base_url, proc)
+        info = {"machine": machine(), "data_set": data_set(), "readers": len(readers)}
+        print(f"machine: {info['machine']}")
+        print(f"data set: {info['data_set']}; {len(readers)} rooms sampled, one reader each")
+        print(HEADER)
+        summaries = asyncio.run(run_all(args, base_url, readers))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        sign_out(readers)
+    ratios = compression_ratios(summaries)
+    print("compression ratio (identity bytes / br bytes): " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
+    report = {
+        **info,
+        "command": " ".join(sys.argv),
+        "settings": args.settings,
+        "concurrency": args.concurrency,
+        "loadavg_at_end": list(os.getloadavg()),
+        "results": summaries,
+        "compression_ratio": ratios,
+    }
+    out_path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path}")
+
+
+if __name__ == "__main__":
+    main()
