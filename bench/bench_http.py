@@ -21,7 +21,9 @@ the bytes on the wire (the client does not decompress). Prints a table and
 writes JSON; the tokens and sessions it made are deleted at the end.
 
     python bench/bench_http.py --database-url postgres://postgres@127.0.0.1:5432/chat_bench \\
-        --redis-url redis://127.0.0.1:6379/13 --requests 3000 --rate 100 --json var/bench/http.json
+        --redis-url redis://127.0.0.1:6379/13 --requests 1500 --duration 40 --rate 25 --page-rate 10
+
+The server's Redis database (``--redis-url``) is used as it is, never flushed.
 
 Load the data set first: ``manage.py seed_demo --users 10000 --projects 20
 --rooms 500 --messages 1000000`` with the same DATABASE_URL.
