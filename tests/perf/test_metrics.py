@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -231,6 +232,41 @@ def test_metrics_are_not_on_the_public_site(tmp_path) -> None:
     with metrics_stack(tmp_path) as ([(port, _)], metrics_port):
         assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
         assert httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_serve_script_runs_the_exporter_and_stops_everything(tmp_path) -> None:
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    stale = directory / "counter_999999.db"
+    stale.write_bytes(b"left over from the last run")
+    port, metrics_port = free_port(), free_port()
+    assert port != metrics_port
+    env = server_env(
+        PY=sys.executable, PORT=str(port), METRICS_PORT=str(metrics_port),
+        PROMETHEUS_MULTIPROC_DIR=str(directory), SERVE_WORKER="false",
+    )
+    proc = subprocess.Popen(
+        ["bash", "scripts/serve.sh"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_port(port, proc)
+        _wait_for_port(metrics_port, proc)
+        assert not stale.exists()  # emptied once, before the servers started
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        samples = scrape(metrics_port)
+        assert value(samples, "django_http_requests_latency_seconds_by_view_method_count", view="healthz") == 1
+
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        for closed in (port, metrics_port):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", closed), timeout=1).close()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_exporter_needs_the_multiprocess_directory(monkeypatch) -> None:
