@@ -51,4 +51,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as u; r = u.urlopen(u.Request('http://127.0.0.1:8000/healthz', headers={'X-Forwarded-Proto': 'https'}), timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "20", "--ping-timeout", "30", "--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576", "chatsite.asgi:application"]
+CMD ["python", "-m", "chatsite.server", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "20", "--ping-timeout", "30", "--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576", "chatsite.asgi:application"]

@@ -45,7 +45,7 @@ def server_command(server: str, port: int) -> list[str]:
         # An endpoint string instead of -b/-p, to get a listen backlog that
         # survives thousands of sockets connecting at once.
         return [
-            sys.executable, "-m", "daphne",
+            sys.executable, "-m", "chatsite.server",
             "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
             "-v", "1",
             "chatsite.asgi:application",

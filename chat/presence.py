@@ -84,13 +84,17 @@ async def presence_leave(*, room_id: int, user_id: int, channel_name: str) -> bo
 
 
 async def presence_online(*, room_id: int) -> set[int]:
-    """User ids with a fresh entry in the room. Prunes stale entries."""
+    """User ids with a fresh entry in the room (empty when Redis is down). Prunes stale entries."""
     cutoff = time.time() - settings.CHAT_PRESENCE_TTL
     if env.REDIS_URL:
-        client = _client()
-        key = presence_key(room_id)
-        await client.zremrangebyscore(key, "-inf", cutoff)
-        members = await client.zrange(key, 0, -1)
+        try:
+            client = _client()
+            key = presence_key(room_id)
+            await client.zremrangebyscore(key, "-inf", cutoff)
+            members = await client.zrange(key, 0, -1)
+        except Exception:  # noqa: BLE001 - presence is best effort
+            logger.warning("presence_online failed room=%s", room_id, exc_info=True)
+            return set()
         return {int(m.split(b":", 1)[0]) for m in members}
     entries = _local.get(room_id, {})
     for name in [n for n, seen in entries.items() if seen < cutoff]:

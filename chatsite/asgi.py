@@ -10,7 +10,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat import events  # noqa: E402
-from chat.auth import TokenAuthMiddleware  # noqa: E402
+from chat.auth import SocketSetupGuard, TokenAuthMiddleware  # noqa: E402
 from chat.background import BackgroundConsumer  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
@@ -24,7 +24,7 @@ http_application = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG els
 application = ProtocolTypeRouter(
     {
         "http": http_application,
-        "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        "websocket": SocketSetupGuard(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))),
         "channel": ChannelNameRouter({events.background_channel(): BackgroundConsumer.as_asgi()}),
     }
 )

@@ -51,6 +51,14 @@ def server_env(**extra: str) -> dict[str, str]:
     }
 
 
+_log_paths: dict[int, Path] = {}
+
+
+def server_log_path(proc: subprocess.Popen) -> Path:
+    """Where ``daphne_servers`` writes the output of ``proc``."""
+    return _log_paths[proc.pid]
+
+
 @contextmanager
 def daphne_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, subprocess.Popen]]]:
     """Start ``count`` daphne processes on free ports; stop them on exit."""
@@ -58,13 +66,19 @@ def daphne_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, sub
     try:
         for _ in range(count):
             port = free_port()
+            log_dir = ROOT / "test-artifacts"
+            log_dir.mkdir(exist_ok=True)
+            # A file, not a pipe: a server that logs a lot (an outage) must never block on it.
+            log = open(log_dir / f"server-{port}.log", "wb")  # see server_log_path
             proc = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+                [sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
                 cwd=ROOT,
                 env=server_env(**extra_env),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
+            log.close()  # the child keeps its own descriptor
+            _log_paths[proc.pid] = log_dir / f"server-{port}.log"
             procs.append((port, proc))
         for port, proc in procs:
             _wait_for_port(port, proc)

@@ -43,6 +43,7 @@ MIDDLEWARE = [
     # A per-request memo for permission lookups (perf.cache.request_memo).
     "perf.cache.RequestMemoMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Above everything that reads or changes the response body (perf.compression).
     "perf.compression.CompressionMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -290,3 +291,24 @@ SILKY_MAX_RECORDED_REQUESTS = env.SILKY_MAX_RECORDED_REQUESTS
 # Never trim in the request path: `manage.py silk_gc` does it.
 SILKY_MAX_RECORDED_REQUESTS_CHECK_PERCENT = 0
 SILKY_IGNORE_PATHS = ["/healthz"]
+
+
+# --- Content Security Policy (django-csp) ------------------------------------
+# Templates carry no inline script, handler or style (json_script blocks are
+# data, not executed); everything loads from this origin; WebSockets connect
+# back to it ('self' covers ws:/wss: of the same host in current browsers).
+from csp.constants import NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ import pytest
 import redis
 
 from chatsite import env
-from tests.servers import ROOT, free_port, server_env
+from tests.servers import ROOT, free_port, server_env, server_log_path
 
 START_TIMEOUT = 30
 
@@ -51,19 +50,17 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str = 
 
 
 class ServerLog:
-    """Reads a server process's stderr in a thread, so the process never blocks on it."""
+    """A server process's log: tests.servers writes each server's output to a file."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._drain, args=(proc.stderr,), daemon=True)
-        self._thread.start()
+        self.path = server_log_path(proc)
 
-    def _drain(self, stream: Any) -> None:
-        for raw in iter(stream.readline, b""):
-            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+    @property
+    def lines(self) -> list[str]:
+        return self.path.read_text("utf-8", "replace").splitlines()
 
     def count(self, text: str) -> int:
-        return sum(text in line for line in list(self.lines))
+        return sum(text in line for line in self.lines)
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.lines[-n:])
