@@ -13,3 +13,6 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", include("chat.urls")),
 ]
+
+# Database errors raised outside a view (in a middleware) get the same 503 as inside one.
+handler500 = "perf.views.server_error"
