@@ -18,6 +18,9 @@ would be drained the same way by Django, with a warning each time).
 
 In DEBUG the ASGI application serves /static/ itself from the source folders
 (chatsite.asgi), so this middleware is only in the production settings.
+
+``release_fingerprint()`` names the templates and static files a process
+serves; page ETags include it (chat.views).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from django.http import HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 from whitenoise.responders import StaticFile
 
-# One year: the longest lifetime caches are asked to honour (RFC 9111 practice).
+# One year, the customary lifetime of content-hashed assets (whitenoise's own default is ten).
 IMMUTABLE_MAX_AGE = 365 * 24 * 60 * 60
 
 
