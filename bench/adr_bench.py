@@ -712,6 +712,50 @@ def table_values(report: dict[str, Any], opts: Options) -> dict[str, tuple[float
     return values
 
 
+def ceilings(report: dict[str, Any]) -> dict[str, Any]:
+    """What the cores could carry if the servers had them to themselves, from CPU time per unit of work.
+
+    CPU time per request or message is read from the kernel and hardly depends
+    on other work on the machine, unlike latency; dividing the cores by it
+    gives an upper bound (PostgreSQL, Redis and the load generator need CPU
+    too, so the real figure on the same cores is lower).
+    """
+    cores = report["machine"]["cpus"] or 1
+    out: dict[str, Any] = {"cores": cores}
+    locust = report["parts"].get("locust") or {}
+    per_user = [
+        s["server_cpu_pct"] / s["users"]
+        for s in locust.get("steps", [])
+        if s.get("server_cpu_pct") and s.get("users_running") == s["users"]
+    ]
+    if per_user:
+        cost = percentile(per_user, 50)
+        out["users"] = {"server_cpu_pct_per_user": round(cost, 4), "ceiling": int(cores * 100 / cost)}
+    tp = report["parts"].get("throughput") or {}
+    per_message = [
+        s["server_cpu_ms_per_message"]
+        for run in (tp.get("report") or {}).get("runs", [])
+        for s in run.get("steps", [])
+        if s.get("server_cpu_ms_per_message")
+    ]
+    if per_message:
+        cost = percentile(per_message, 50)
+        out["messages"] = {"server_cpu_ms_per_message": cost, "ceiling": int(cores * 1000 / cost)}
+    return out
+
+
+def render_ceilings(c: dict[str, Any]) -> str:
+    parts = []
+    if "users" in c:
+        parts.append(f"~{c['users']['ceiling']:,} users ({c['users']['server_cpu_pct_per_user']:.3f}% of a core each)")
+    if "messages" in c:
+        parts.append(f"~{c['messages']['ceiling']:,} messages/s ({c['messages']['server_cpu_ms_per_message']:.1f} ms of CPU each)")
+    if not parts:
+        return ""
+    return (f"CPU-bound ceilings of the server processes alone on {c['cores']} cores (upper bounds: the database, "
+            f"Redis and the load generator need CPU too): " + "; ".join(parts))  # fmt: skip
+
+
 def render_table(report: dict[str, Any], opts: Options) -> str:
     values = table_values(report, opts)
     lines = ["| Metric | ADR target | Our target | Measured |", "|---|---|---|---|"]
@@ -723,6 +767,10 @@ def render_table(report: dict[str, Any], opts: Options) -> str:
 
 
 # -- the chart -----------------------------------------------------------------------------
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def chart(report: dict[str, Any], path: Path, opts: Options) -> str:
@@ -741,19 +789,19 @@ def chart(report: dict[str, Any], path: Path, opts: Options) -> str:
     if steps:
         users = [s["users"] for s in steps]
         for key, label, style in (("p50", "HTTP p50", "-"), ("p95", "HTTP p95", "-"), ("p99", "HTTP p99", "-")):
-            ax1.plot(users, [s["http"][key] for s in steps], style, marker="o", label=label)
-        ax1.plot(users, [s["ws_delivery"]["p99"] for s in steps], "--", marker="s", label="WS delivery p99")
+            ax1.plot(users, [_nan(s["http"][key]) for s in steps], style, marker="o", label=label)
+        ax1.plot(users, [_nan(s["ws_delivery"]["p99"]) for s in steps], "--", marker="s", label="WS delivery p99")
         ax1.axhline(opts.p99_limit_ms, color="grey", linestyle=":", label=f"{opts.p99_limit_ms:.0f} ms limit")
         for s in steps:
             if not s["held"]:
-                ax1.annotate("failed", (s["users"], s["http"]["p99"] or 0), textcoords="offset points", xytext=(0, 8), ha="center", color="red")
+                ax1.annotate("failed", (s["users"], s["http"]["p99"] or 1), textcoords="offset points", xytext=(0, 8), ha="center", color="red")
         ax1.set_xscale("log")
         ax1.set_xticks(users, [str(u) for u in users])
         ax1.minorticks_off()
         ax1b = ax1.twinx()
         cores = os.cpu_count() or 1
-        ax1b.plot(users, [s.get("server_cpu_pct") for s in steps], color="tab:grey", alpha=0.6, marker=".", label="server CPU")
-        machine_cpu = [None if s.get("system_cpu_pct") is None else s["system_cpu_pct"] * cores for s in steps]
+        ax1b.plot(users, [_nan(s.get("server_cpu_pct")) for s in steps], color="tab:grey", alpha=0.6, marker=".", label="server CPU")
+        machine_cpu = [_nan(s.get("system_cpu_pct")) * cores for s in steps]
         ax1b.plot(users, machine_cpu, color="black", alpha=0.3, linestyle="--", label="machine CPU (every process)")
         ax1b.set_ylabel("server CPU (% of one core)")
         ax1b.set_ylim(0, (os.cpu_count() or 1) * 100)
@@ -764,17 +812,18 @@ def chart(report: dict[str, Any], path: Path, opts: Options) -> str:
         ax1.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax1.transAxes)
     ax1.set_title(f"Locust chat mix: latency against concurrent users (think time {opts.think_time:g} s)")
     ax1.set_xlabel("concurrent users (each with a WebSocket)")
-    ax1.set_ylabel("ms")
-    ax1.set_ylim(bottom=0)
+    ax1.set_ylabel("ms (log scale)")
+    # Log scale: a few ms and several seconds on one chart, and the bend stands out.
+    ax1.set_yscale("log")
     tsteps = sorted(tp.get("steps", []), key=lambda s: s["offered_rate"])
     if tsteps:
         rates = [s["offered_rate"] for s in tsteps]
         for key, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
-            ax2.plot(rates, [s[key] for s in tsteps], marker="o", label=f"delivery {label}")
+            ax2.plot(rates, [_nan(s[key]) for s in tsteps], marker="o", label=f"delivery {label}")
         ax2.axhline(opts.p99_limit_ms, color="grey", linestyle=":", label=f"{opts.p99_limit_ms:.0f} ms limit")
         for s in tsteps:
             if not s["ok"]:
-                ax2.annotate("failed", (s["offered_rate"], s["p99_ms"] or 0), textcoords="offset points", xytext=(0, 8), ha="center", color="red")
+                ax2.annotate("failed", (s["offered_rate"], s["p99_ms"] or 1), textcoords="offset points", xytext=(0, 8), ha="center", color="red")
         ax2.set_xscale("log")
         ax2.set_xticks(rates, [f"{r:g}" for r in rates])
         ax2.minorticks_off()
@@ -783,10 +832,15 @@ def chart(report: dict[str, Any], path: Path, opts: Options) -> str:
         ax2.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax2.transAxes)
     ax2.set_title("Messages persisted and delivered: latency against rate")
     ax2.set_xlabel("messages/s offered")
-    ax2.set_ylabel("send → receive ms")
-    ax2.set_ylim(bottom=0)
+    ax2.set_ylabel("send → receive ms (log scale)")
+    ax2.set_yscale("log")
     m = report["machine"]
-    fig.suptitle(f"{m['cpus']} cores ({m['cpu_model']}), {m['ram_gb']} GB RAM; {report['started_at']}", fontsize=9)
+    load = m.get("load_average_at_start", ["?"])[0], m.get("load_average_at_end", ["?"])[0]
+    fig.suptitle(
+        f"{m['cpus']} cores ({m['cpu_model']}), {m['ram_gb']} GB RAM; {report['started_at']}; "
+        f"load average {load[0]} at start, {load[1]} at end",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -980,6 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(opts.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     chart_note = chart(report, Path(opts.chart), opts)
+    report["ceilings"] = ceilings(report)
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     m = report["machine"]
     log("")
@@ -987,6 +1042,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['seconds'] / 60:.0f} min; load average {m['load_average_at_start'][0]:g} at start, "
         f"{m['load_average_at_end'][0]:g} at end)")  # fmt: skip
     log(table)
+    note = render_ceilings(report["ceilings"])
+    if note:
+        log("")
+        log(note)
     log("")
     log(f"raw numbers: {path}")
     log(chart_note)
