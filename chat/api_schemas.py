@@ -196,8 +196,26 @@ class ErrorOut(Schema):
     code: str
 
 
-# The error statuses an authenticated endpoint documents (422 is ninja's own).
-ERROR_RESPONSES: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+class ValidationErrorOut(ErrorOut):
+    errors: list[dict[str, Any]]
+
+
+class RateLimitedOut(ErrorOut):
+    retry_after: int
+
+
+# The error statuses an authenticated endpoint documents.
+ERROR_RESPONSES: dict[int, Any] = {
+    400: ErrorOut,
+    401: ErrorOut,
+    403: ErrorOut,
+    404: ErrorOut,
+    409: ErrorOut,
+    413: ErrorOut,
+    422: ValidationErrorOut,
+    429: RateLimitedOut,
+    503: ErrorOut,
+}
 
 
 class TokenOut(Schema):

@@ -260,7 +260,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except DatabaseError:
             logger.exception("database error while handling %s", frame["type"])
-            self.send_error("server_error", "The request could not be completed; retry.", ref=ref, retryable=True)
+            self.send_error(
+                "server_error", "The request could not be completed; retry.", ref=ref or frame.get("client_id"), retryable=True
+            )
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
