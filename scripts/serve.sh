@@ -48,7 +48,7 @@ elif [ -z "${REDIS_URL:-}" ]; then
   echo "REDIS_URL is not set: embedded mode (in-memory channel layer, no background worker; @mention notifications need Redis)."
 fi
 
-"$PY" -m daphne -b "$HOST" -p "$PORT" --ping-interval "$PING_INTERVAL" --ping-timeout "$PING_TIMEOUT" \
+"$PY" -m chatsite.server -b "$HOST" -p "$PORT" --ping-interval "$PING_INTERVAL" --ping-timeout "$PING_TIMEOUT" \
   --websocket-max-message-size 1048576 --websocket-max-frame-size 1048576 chatsite.asgi:application &
 daphne_pid=$!
 pids+=("$daphne_pid")
