@@ -3,13 +3,14 @@ from django.urls import include, path
 
 from chatsite import health
 from chatsite.api import api
+from perf import profiling
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("perf/", include("perf.urls")),
     # django-silk's profiler UI: staff only (SILKY_AUTHENTICATION/AUTHORISATION).
-    path("silk/", include("silk.urls", namespace="silk")),
+    path("silk/", include(profiling.silk_urls(), namespace="silk")),
     path("api/v1/", api.urls),
     path("", include("chat.urls")),
 ]

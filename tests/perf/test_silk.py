@@ -68,6 +68,19 @@ def test_silk_ui_is_for_staff_only(make_user) -> None:
 
 
 @pytest.mark.django_db
+def test_only_silk_pages_allow_inline_scripts(make_user) -> None:
+    """Silk's templates need inline scripts and styles; the rest of the site keeps the strict policy."""
+    staff = Client()
+    staff.force_login(make_user(is_staff=True))
+    silk_policy = staff.get("/silk/requests/")["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in silk_policy.split(";") if part.strip())
+    assert "'unsafe-inline'" in directives["script-src"] and "'unsafe-inline'" in directives["style-src"]
+    assert directives["object-src"] == "'none'"
+    assert "unsafe-inline" not in staff.get("/perf/")["Content-Security-Policy"]
+    assert "unsafe-inline" not in Client().get("/login/")["Content-Security-Policy"]
+
+
+@pytest.mark.django_db
 def test_sampled_requests_are_recorded_with_queries_and_a_profile_but_no_bodies(
     silk_sampling, chat_world, api_client
 ) -> None:
