@@ -51,4 +51,10 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as u; r = u.urlopen(u.Request('http://127.0.0.1:8000/healthz', headers={'X-Forwarded-Proto': 'https'}), timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 
-CMD ["python", "-m", "chatsite.server", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "20", "--ping-timeout", "30", "--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576", "chatsite.asgi:application"]
+# scripts/serve.sh: daphne (through chatsite.server: heartbeats, 1 MiB frames,
+# close frames on protocol errors) plus the metrics exporter, and the
+# background worker unless SERVE_WORKER=false (compose runs it separately).
+ENV PY=python \
+    HOST=0.0.0.0 \
+    PORT=8000
+CMD ["scripts/serve.sh"]

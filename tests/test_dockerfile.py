@@ -83,7 +83,11 @@ def test_dockerfile_shape():
     assert ("EXPOSE", "8000") in runtime
     assert any(kind == "HEALTHCHECK" and "/healthz" in args for kind, args in runtime)
     cmd = [args for kind, args in runtime if kind in ("CMD", "ENTRYPOINT")][-1]
-    assert "daphne" in cmd and "chatsite.asgi:application" in cmd and "0.0.0.0" in cmd
+    assert "scripts/serve.sh" in cmd
+    env_lines = " ".join(args for kind, args in runtime if kind == "ENV")
+    assert "HOST=0.0.0.0" in env_lines and "PORT=8000" in env_lines
+    serve = (ROOT / "scripts" / "serve.sh").read_text()
+    assert "-m chatsite.server" in serve and "chatsite.asgi:application" in serve
     env = " ".join(args for kind, args in runtime if kind == "ENV")
     assert "DJANGO_SETTINGS_MODULE=chatsite.settings.production" in env
     pip = [args for kind, args in instructions if kind == "RUN" and "pip install" in args]
