@@ -62,6 +62,10 @@ LOADTEST = ROOT / "loadtest"
 SEED_SIZES = {"users": 10_000, "projects": 20, "rooms": 500, "messages": 1_000_000}
 PARTS = ("db", "ws", "throughput", "http", "locust")
 
+# --quick: shorter windows (about 15 minutes in all on 2 cores).
+QUICK = {"step_time": 30.0, "db_iterations": 300, "ws_duration": 10.0, "throughput_duration": 6.0,
+         "http_requests": 1000, "http_duration": 10.0}  # fmt: skip
+
 # The ADR's rows: (key, metric, ADR target, our target).
 ROWS = (
     ("api_p95", "API p95 response time", "< 200 ms", "≤ 20 ms"),
@@ -975,7 +979,7 @@ def parse_args(argv: list[str] | None) -> Options:
     d = Options()
     p = argparse.ArgumentParser(prog="python -m bench.adr_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", default=",".join(map(str, d.steps)), help="Locust user counts, comma-separated")
-    p.add_argument("--step-time", type=float, default=d.step_time, help="seconds measured per step, after spawning")
+    p.add_argument("--step-time", type=float, default=None, help="seconds measured per step, after spawning")
     p.add_argument("--step-settle", type=float, default=d.step_settle, help="seconds between a ramp and its measurement")
     p.add_argument("--spawn-rate", type=float, default=d.spawn_rate, help="users started per second")
     p.add_argument("--think-time", type=float, default=d.think_time, help="mean seconds between a user's actions")
@@ -987,13 +991,13 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms", help="ms")
     p.add_argument("--cpu-limit", type=float, default=d.cpu_limit_pct, dest="cpu_limit_pct", help="percent of all cores")
     p.add_argument("--server-processes", type=int, default=d.server_processes, help="daphne processes (0: one per core)")
-    p.add_argument("--db-iterations", type=int, default=d.db_iterations, help="bench_db calls per query")
-    p.add_argument("--ws-duration", type=float, default=d.ws_duration, help="seconds of the ADR-load WebSocket step")
-    p.add_argument("--throughput-duration", type=float, default=d.throughput_duration, help="seconds per rate step")
+    p.add_argument("--db-iterations", type=int, default=None, help="bench_db calls per query")
+    p.add_argument("--ws-duration", type=float, default=None, help="seconds of the ADR-load WebSocket step")
+    p.add_argument("--throughput-duration", type=float, default=None, help="seconds per rate step")
     p.add_argument("--throughput-max", type=float, default=d.throughput_max, help="highest message rate tried")
     p.add_argument("--http-rate", type=float, default=d.http_rate, help="bench_http fixed rate, req/s")
-    p.add_argument("--http-requests", type=int, default=d.http_requests)
-    p.add_argument("--http-duration", type=float, default=d.http_duration)
+    p.add_argument("--http-requests", type=int, default=None)
+    p.add_argument("--http-duration", type=float, default=None)
     p.add_argument("--skip", default="", help=f"parts to leave out, comma-separated: {', '.join(PARTS)}")
     p.add_argument("--no-seed", action="store_true", help="do not run seed_demo")
     p.add_argument("--quick", action="store_true", help="shorter steps: about 15 minutes in all")
@@ -1010,12 +1014,10 @@ def parse_args(argv: list[str] | None) -> Options:
         p.error(f"unknown part(s) for --skip: {', '.join(sorted(unknown))}")
     if not values["steps"] or min(values["steps"]) < 1:
         p.error("--steps must list positive user counts")
-    if quick:
-        defaults = {"step_time": 30.0, "db_iterations": 300, "ws_duration": 10.0, "throughput_duration": 6.0,
-                    "http_requests": 1000, "http_duration": 10.0, "confirm": 0}  # fmt: skip
-        for key, value in defaults.items():
-            if values[key] == getattr(d, key):
-                values[key] = value
+    # Options given on the command line win; --quick only changes the others.
+    for key, value in QUICK.items():
+        if values[key] is None:
+            values[key] = value if quick else getattr(d, key)
     return Options(**values)
 
 
