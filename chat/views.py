@@ -189,6 +189,8 @@ def _room_page_etag(request: HttpRequest, context: dict[str, Any]) -> str | None
     unread counts, the members of a private room, the viewer, the CSRF secret
     the page's tokens are made from, and the templates and static file names
     (release_fingerprint). None, so no 304, while flash messages are waiting.
+    Anything per-request the page ever embeds (a CSP nonce, say) must join
+    the digest or turn the ETag off: a 304 keeps the old body.
     """
     if len(messages.get_messages(request)):
         return None
