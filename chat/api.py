@@ -154,7 +154,9 @@ def room_read(request: HttpRequest, room_id: int, payload: ReadMarkIn) -> dict[s
 # --- Messages -------------------------------------------------------------
 
 
-def _message_page(*, room: Room, cursor: str | None, after: int | None, limit: int) -> dict[str, Any]:
+def _message_page(
+    *, room: Room, cursor: str | None, after: int | None, limit: int, fields: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """One page of history, oldest to newest, and the cursor that continues it.
 
     A backward cursor ``{"b": id}`` pages to ids below the oldest id already
@@ -172,12 +174,12 @@ def _message_page(*, room: Room, cursor: str | None, after: int | None, limit: i
             raise invalid_cursor()
         before, after = position.get("b"), position.get("a")
     if after is not None:
-        messages = selectors.room_history_dicts(room=room, after=after, limit=limit + 1)
+        messages = selectors.room_history_dicts(room=room, after=after, limit=limit + 1, fields=fields)
         more = len(messages) > limit
         messages = messages[:limit]
         next_cursor = page_cursor_encode({"a": messages[-1]["id"]}) if more else None
     else:
-        messages = selectors.room_history_dicts(room=room, before=before, limit=limit + 1)
+        messages = selectors.room_history_dicts(room=room, before=before, limit=limit + 1, fields=fields)
         more = len(messages) > limit
         messages = messages[-limit:]
         next_cursor = page_cursor_encode({"b": messages[0]["id"]}) if more else None
@@ -196,7 +198,9 @@ def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuer
     """
     fields = fields_parse(page.fields, schema=MessageOut)
     room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
-    result = _message_page(room=room, cursor=page.cursor, after=page.after, limit=selectors.page_limit(page.limit))
+    result = _message_page(
+        room=room, cursor=page.cursor, after=page.after, limit=selectors.page_limit(page.limit), fields=fields
+    )
     result["items"] = fields_select(result["items"], fields)
     # Rendered as it is: the items are chat.serialization's dicts (the
     # WebSocket's shape), so validating each against MessagePage on the way

@@ -250,7 +250,7 @@ def message_cache_key(message_id: int) -> str:
     return cache_key("message", message_id)
 
 
-def message_dicts(*, ids: list[int]) -> dict[int, dict[str, Any]]:
+def message_dicts(*, ids: list[int], with_authors: bool = True) -> dict[int, dict[str, Any]]:
     """Serialized messages by id: two cache round trips, the database only for misses.
 
     Message bodies (family ``messages``) are cached without the author's
@@ -264,6 +264,8 @@ def message_dicts(*, ids: list[int]) -> dict[int, dict[str, Any]]:
         return {m.id: message_cache_entry(m) for m in _messages().filter(id__in=missing)}
 
     entries = perf_cache.cached_many("messages", {i: message_cache_key(i) for i in ids}, fill)
+    if not with_authors:
+        return entries
     profiles = user_profiles(ids=list({e["author"]["id"] for e in entries.values()}))
     return {i: {**e, "author": profiles.get(e["author"]["id"], e["author"])} for i, e in entries.items()}
 
@@ -286,9 +288,19 @@ def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:
 
 
 def room_history_dicts(
-    *, room: Room, before: int | None = None, after: int | None = None, limit: int
+    *,
+    room: Room,
+    before: int | None = None,
+    after: int | None = None,
+    limit: int,
+    fields: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """room_history as serialized dicts: an index-only id query plus one cache round trip."""
+    """room_history as serialized dicts: an index-only id query plus the message cache.
+
+    ``fields`` (API field selection) narrows the work: ids alone need no
+    cache at all, and without ``author`` the profiles are not looked up.
+    Cache misses still store whole entries, so the cache stays complete.
+    """
     ids = Message.objects.filter(room=room)
     if after is not None:
         page = list(ids.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:limit])
@@ -297,7 +309,9 @@ def room_history_dicts(
             ids = ids.filter(id__lt=before)
         page = list(ids.order_by("-id").values_list("id", flat=True)[:limit])
         page.reverse()
-    found = message_dicts(ids=page)
+    if fields is not None and set(fields) <= {"id"}:
+        return [{"id": i} for i in page]
+    found = message_dicts(ids=page, with_authors=fields is None or "author" in fields)
     return [found[i] for i in page if i in found]
 
 

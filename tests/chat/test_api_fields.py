@@ -174,3 +174,30 @@ def test_message_list_output_holds_to_its_schema(world, chat_world):
         assert MessageOut.model_validate(item).model_dump() == item
     assert {item["deleted"] for item in full} == {True, False}
     assert any(item["edited_at"] for item in full)
+
+
+def test_id_only_pages_touch_neither_cache_nor_message_rows(chat_world, api_client, make_message, django_assert_num_queries):
+    from perf import cache as perf_cache
+
+    room = chat_world["public"]
+    for _ in range(3):
+        make_message(room, chat_world["owner"])
+    client = api_client(chat_world["member"])
+    client.get(f"/api/v1/rooms/{room.id}/messages?fields=id")  # warm token/room/access
+    perf_cache.cache_stats_reset()
+    with django_assert_num_queries(1):  # the page's ids only
+        response = client.get(f"/api/v1/rooms/{room.id}/messages?fields=id")
+    assert [set(item) for item in response.json()["items"]] == [{"id"}] * 3
+    assert "messages" not in perf_cache.cache_stats() and "profiles" not in perf_cache.cache_stats()
+
+
+def test_pages_without_author_skip_the_profile_lookup(chat_world, api_client, make_message):
+    from perf import cache as perf_cache
+
+    room = chat_world["public"]
+    make_message(room, chat_world["owner"], body="hello")
+    client = api_client(chat_world["member"])
+    perf_cache.cache_stats_reset()
+    response = client.get(f"/api/v1/rooms/{room.id}/messages?fields=id,body")
+    assert response.json()["items"] == [{"id": response.json()["items"][0]["id"], "body": "hello"}]
+    assert "profiles" not in perf_cache.cache_stats()
