@@ -7,7 +7,7 @@ PORT ?= 8000
 SILKY_INTERCEPT_PERCENT ?= 100
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test venv migrate seed lint check-services clean
+.PHONY: run test venv migrate seed lint check-services clean bench bench-database bench-db bench-http bench-ws loadtest perf-report
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
@@ -36,6 +36,50 @@ check-services: venv
 
 lint: venv
 	$(VENV)/bin/hadolint Dockerfile
+
+## --- Benchmarks and load tests (bench/README.md, docs/PERFORMANCE.md) ---------
+## They fill and measure the database in DATABASE_URL (default: chat_bench on
+## the local PostgreSQL) and Redis in REDIS_URL; traffic stays on 127.0.0.1.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/6
+BENCH_ENV = DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)}
+LOADTEST_HOST ?= http://127.0.0.1:$(PORT)
+LOADTEST_USERS ?= 500
+LOADTEST_TIME ?= 2m
+
+bench-database: venv
+	@psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'chat_bench'" | grep -q 1 \
+		|| psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE chat_bench"
+	$(BENCH_ENV) $(PY) manage.py migrate --no-input
+
+## make bench: every ADR-008 target on the production-shaped stack (seeds 1M messages if absent)
+bench: bench-database
+	$(BENCH_ENV) $(PY) -m bench.adr_bench
+
+## make bench-db: p50/p95/p99 and plans of the hot queries
+bench-db: bench-database
+	$(BENCH_ENV) $(PY) manage.py bench_db --reset-stats
+
+## make perf-report: pg_stat_statements, index usage, cache hit ratio, pool
+perf-report: venv
+	$(PY) manage.py perf_report
+
+## make bench-http: history API and room page at 50 clients, with and without compression
+bench-http: bench-database
+	$(BENCH_ENV) $(PY) bench/bench_http.py --requests 1500 --duration 40 --rate 25 --page-rate 10
+
+## make bench-ws: WebSocket fan-out, the tutorial-style reference consumer vs ours, 1 and 2 processes
+bench-ws: bench-database
+	@mkdir -p var
+	$(BENCH_ENV) $(PY) -m bench.ws_bench --target both --ramp --rooms 100 --clients-per-room 20 --senders 100 \
+		--processes 1,2 --duration 4 --json var/bench-ws.json
+
+## make loadtest: the Locust chat mix, headless, against a server already running at LOADTEST_HOST
+loadtest: venv
+	@mkdir -p var/loadtest
+	$(PY) -m bench.make_tokens --users $(LOADTEST_USERS) --out var/loadtest/tokens.json
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -H $(LOADTEST_HOST) \
+		--tokens-file var/loadtest/tokens.json -u $(LOADTEST_USERS) -r 50 -t $(LOADTEST_TIME) --only-summary
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
