@@ -54,7 +54,7 @@ bench-database: venv
 
 ## make bench: every ADR-008 target on the production-shaped stack (seeds 1M messages if absent)
 bench: bench-database
-	$(BENCH_ENV) $(PY) -m bench.adr_bench
+	$(BENCH_ENV) $(PY) -m bench.adr_bench $(BENCH_ARGS)
 
 ## make bench-db: p50/p95/p99 and plans of the hot queries
 bench-db: bench-database
