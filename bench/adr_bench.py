@@ -1,7 +1,7 @@
 """The ADR-008 performance table, measured on this machine: ``make bench``.
 
-    python -m bench.adr_bench            # the whole run (about 25 minutes on 2 cores)
-    python -m bench.adr_bench --quick    # shorter steps (about 15 minutes)
+    python -m bench.adr_bench            # 60 s windows: 8 to 25 minutes on 2 cores, by how far the ramp gets
+    python -m bench.adr_bench --quick    # 30 s windows, shorter sub-benchmarks
 
 Needs DATABASE_URL (PostgreSQL) and REDIS_URL; everything else it starts
 itself, on 127.0.0.1 only, and stops on exit (also on errors and Ctrl-C):
@@ -20,13 +20,14 @@ itself, on 127.0.0.1 only, and stops on exit (also on errors and Ctrl-C):
    the message rate limit raised (``RATE_LIMIT_MESSAGES=100000/60``: a load
    generator's few thousand users would otherwise be throttled as abusers).
 5. **HTTP** (bench/bench_http.py, if present): the history API at a fixed rate.
-6. **Locust** (loadtest/locustfile.py), the Mattermost way: users step up
-   (250, 500, 1000, 2000, 3000, 5000 by default); each step runs for a fixed
-   time after all users are spawned, and holds while the error rate is at most
+6. **Locust** (loadtest/locustfile.py with the stepping shape
+   loadtest/steps.py, one run), the Mattermost way: users step up (250, 500,
+   1000, 2000, 3000, 5000 by default; earlier users stay connected); after each
+   ramp settles, a window of fixed length holds while the error rate is at most
    0.1 %, HTTP p99 and WebSocket delivery p99 are at most 200 ms and the
-   server processes' CPU is not pegged (mean below 95 % of all cores). The
-   first step that fails ends the ramp; the capacity is the highest step that
-   held. The cache hit rate is read from the server processes during each step.
+   server processes' CPU is not pegged (below 95 % of all cores). The first
+   step that fails ends the ramp; the capacity is the highest step that held.
+   The cache hit rate is read from the server processes in each window.
 
 Prints the ADR table filled in, writes every raw number to
 ``bench/results/adr.json`` and a chart of latency percentiles against load to
@@ -62,7 +63,7 @@ LOADTEST = ROOT / "loadtest"
 SEED_SIZES = {"users": 10_000, "projects": 20, "rooms": 500, "messages": 1_000_000}
 PARTS = ("db", "ws", "throughput", "http", "locust")
 
-# --quick: shorter windows (about 15 minutes in all on 2 cores).
+# --quick: shorter windows and sub-benchmarks.
 QUICK = {"step_time": 30.0, "db_iterations": 300, "ws_duration": 10.0, "throughput_duration": 6.0,
          "http_requests": 1000, "http_duration": 10.0}  # fmt: skip
 
@@ -1001,7 +1002,7 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--http-duration", type=float, default=None)
     p.add_argument("--skip", default="", help=f"parts to leave out, comma-separated: {', '.join(PARTS)}")
     p.add_argument("--no-seed", action="store_true", help="do not run seed_demo")
-    p.add_argument("--quick", action="store_true", help="shorter steps: about 15 minutes in all")
+    p.add_argument("--quick", action="store_true", help="30 s windows, shorter sub-benchmarks")
     p.add_argument("--work-dir", default=d.work_dir, help="logs, sub-benchmark reports and the token file go here")
     p.add_argument("--json", default=d.json)
     p.add_argument("--chart", default=d.chart)
