@@ -98,6 +98,7 @@ class Options:
     adr_users: int = 500
     adr_rate: float = 100.0
     locust_processes: int = 1
+    locust_args: str = ""  # more locustfile options, e.g. "--think-time 10 --mix post=20"
     confirm: int = 1
     error_limit_pct: float = 0.1
     p99_limit_ms: float = 200.0
@@ -512,7 +513,7 @@ def locust_command(opts: Options, stack_: Stack, tokens: Path, report: Path, sta
     ]  # fmt: skip
     if opts.locust_processes > 1:
         cmd += ["--processes", str(opts.locust_processes)]
-    return cmd
+    return cmd + shlex.split(opts.locust_args)
 
 
 def locust_time_bound(opts: Options) -> float:
@@ -988,6 +989,7 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--adr-users", type=int, default=d.adr_users, help="the ADR load: users (and sockets)")
     p.add_argument("--adr-rate", type=float, default=d.adr_rate, help="the ADR load: messages/s")
     p.add_argument("--locust-processes", type=int, default=d.locust_processes, help="Locust processes (--processes)")
+    p.add_argument("--locust-args", default=d.locust_args, help="more locustfile options, quoted as one argument")
     p.add_argument("--confirm", type=int, default=d.confirm, help="re-runs of a step that failed on latency alone")
     p.add_argument("--error-limit", type=float, default=d.error_limit_pct, dest="error_limit_pct", help="percent")
     p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms", help="ms")

@@ -98,7 +98,6 @@ PAGE_SIZE = 50
 WS_PATH = "/ws/"
 PING_EVERY_S = 25.0  # docs/PROTOCOL.md: a ping every ~25 s refreshes presence
 RECV_POLL_S = 5.0  # the reader wakes up this often to send pings when due
-REPLY_TIMEOUT_S = 10.0
 OWN_MESSAGES_KEPT = 20
 FRAGMENTS = (
     "sounds good", "I pushed a fix for that", "can you take a look?", "the build is green again",
@@ -130,6 +129,10 @@ def _add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--stats-file", default="", include_in_web_ui=False,
         help="on exit, also write the final stats (per-entry response-time histograms, errors) here as JSON",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reply-timeout", type=float, default=10.0,
+        help="seconds to wait for the server's hello after connecting, and for subscribed after subscribe",
     )  # fmt: skip
     parser.add_argument(
         "--deliver-timeout", type=float, default=10.0,
@@ -243,6 +246,7 @@ class ChatUser(FastHttpUser):
         self.actions = [getattr(self, ACTIONS[name]) for name in mix]
         self.action_weights = list(mix.values())
         self.deliver_timeout = float(options.deliver_timeout)
+        self.reply_timeout = float(options.reply_timeout)
         self.rng = random.Random(f"{self.me['username']}:{time.time_ns()}")
         self.project = self.me["projects"][0]
         self.room: int = self.rng.choice(self.project["rooms"])
@@ -430,7 +434,7 @@ class ChatUser(FastHttpUser):
         try:
             ws = websocket.create_connection(
                 _ws_url(self.host or ""),
-                timeout=REPLY_TIMEOUT_S,
+                timeout=self.reply_timeout,
                 header=[f"Authorization: Bearer {self.me['token']}"],
                 suppress_origin=True,
                 enable_multithread=True,  # the reader greenlet answers pings while this one sends
@@ -443,7 +447,7 @@ class ChatUser(FastHttpUser):
         self.last_ping = time.monotonic()
         self.reader = gevent.spawn(self._read, ws)
         try:
-            self.hello.get(timeout=REPLY_TIMEOUT_S)
+            self.hello.get(timeout=self.reply_timeout)
         except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is not an Exception
             self.fire("connect", started, exception=exc)
             self.disconnect()
@@ -499,7 +503,7 @@ class ChatUser(FastHttpUser):
             self.fire("subscribe", started, exception=ConnectionError("socket closed"))
             return
         try:
-            answer.get(timeout=REPLY_TIMEOUT_S)
+            answer.get(timeout=self.reply_timeout)
         except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is not an Exception
             self.fire("subscribe", started, exception=exc)
             return
