@@ -41,6 +41,45 @@ def _close_pools_at_exit(django_db_setup, django_db_blocker):
                 conn.close_pool()
 
 
+def _close_thread_connections() -> None:
+    from django.db import connections
+
+    for conn in connections.all():
+        if conn.connection is None or conn.in_atomic_block:
+            continue
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a connection a test killed is simply dropped
+            conn.connection = None
+
+
+@pytest.fixture(autouse=True)
+def _release_channels_thread_connection():
+    """After each test, give back the connection held by Channels' shared database thread.
+
+    ``database_sync_to_async`` runs on one long-lived thread per process, and a
+    connection opened there under one test's context can outlive it (Django
+    keeps connections per asgiref context; ``close_old_connections`` in the
+    next test's context does not see it). A later test that kills backends
+    would leave the one after it a dead connection. asyncio.run from this
+    (sync) fixture reaches that thread, not the main one.
+    """
+    yield
+    import asyncio
+
+    from channels.db import database_sync_to_async
+
+    try:
+        asyncio.get_running_loop()
+        return  # inside a running loop (should not happen in a sync fixture): leave it
+    except RuntimeError:
+        pass
+    try:
+        asyncio.run(database_sync_to_async(_close_thread_connections)())
+    except Exception:  # noqa: BLE001 - hygiene only
+        pass
+
+
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
     """Each test starts with an empty Redis database (cache, sessions, channel layer)."""
