@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
+from channels.auth import get_user as channels_get_user
+from channels.middleware import BaseMiddleware
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator
 
 from chat import selectors
@@ -29,12 +31,21 @@ def bearer_token(headers: list[tuple[bytes, bytes]] | dict[bytes, bytes]) -> str
     return None
 
 
+class SessionUserMiddleware(BaseMiddleware):
+    """Channels' session authentication, run on the consumer database pool (chat.asyncdb)."""
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        scope = dict(scope)
+        scope["user"] = await db_async(channels_get_user.func)(scope)
+        return await super().__call__(scope, receive, send)
+
+
 class TokenAuthMiddleware:
     """Sets ``scope["user"]`` from a bearer token when one is sent; else defers to the session."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.session_stack = AuthMiddlewareStack(inner)
+        self.session_stack = CookieMiddleware(SessionMiddleware(SessionUserMiddleware(inner)))
         self.origin_checked = AllowedHostsOriginValidator(self.session_stack)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
