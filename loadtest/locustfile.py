@@ -448,7 +448,11 @@ class ChatUser(FastHttpUser):
         self.reader = gevent.spawn(self._read, ws)
         try:
             self.hello.get(timeout=self.reply_timeout)
-        except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is not an Exception
+        except gevent.Timeout:  # not an Exception; and one message for all, so the error report groups them
+            self.fire("connect", started, exception=TimeoutError(f"no hello within {self.reply_timeout:g} s"))
+            self.disconnect()
+            return False
+        except Exception as exc:
             self.fire("connect", started, exception=exc)
             self.disconnect()
             return False
@@ -504,7 +508,10 @@ class ChatUser(FastHttpUser):
             return
         try:
             answer.get(timeout=self.reply_timeout)
-        except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is not an Exception
+        except gevent.Timeout:  # not an Exception; and one message for all, so the error report groups them
+            self.fire("subscribe", started, exception=TimeoutError(f"no subscribed within {self.reply_timeout:g} s"))
+            return
+        except Exception as exc:
             self.fire("subscribe", started, exception=exc)
             return
         self.fire("subscribe", started)
