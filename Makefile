@@ -75,11 +75,13 @@ bench-ws: bench-database
 		--processes 1,2 --duration 4 --json var/bench-ws.json
 
 ## make loadtest: the Locust chat mix, headless, against a server already running at LOADTEST_HOST
+## (same DATABASE_URL as that server; serve it with SILKY_INTERCEPT_PERCENT=0 to measure the app, not the profiler)
 loadtest: venv
 	@mkdir -p var/loadtest
+	$(PY) manage.py seed_demo --users $(LOADTEST_USERS) --projects 2 --rooms 10 --messages 20000 --no-progress
 	$(PY) -m bench.make_tokens --users $(LOADTEST_USERS) --out var/loadtest/tokens.json
 	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -H $(LOADTEST_HOST) \
-		--tokens-file var/loadtest/tokens.json -u $(LOADTEST_USERS) -r 50 -t $(LOADTEST_TIME) --only-summary
+		--tokens-file var/loadtest/tokens.json -u $(LOADTEST_USERS) -r 50 -t $(LOADTEST_TIME) --only-summary $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
