@@ -51,6 +51,17 @@ def server_env(**extra: str) -> dict[str, str]:
     }
 
 
+def stop_process(proc: subprocess.Popen, *, timeout: float = 10) -> None:
+    """Terminate ``proc``, and kill it if it has not exited within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 _log_paths: dict[int, Path] = {}
 
 
@@ -88,11 +99,7 @@ def daphne_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, sub
             if proc.poll() is None:
                 proc.terminate()
         for _, proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 @contextmanager
@@ -124,9 +131,4 @@ def background_worker(**extra_env: str) -> Iterator[subprocess.Popen]:
         client.close()
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -24,6 +24,7 @@ import pytest
 from django.conf import settings
 
 from chatsite import env
+from tests.servers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -96,12 +97,7 @@ def live_server_url(transactional_db, request) -> Iterator[str]:
         yield base
     finally:
         # Stop it before the database is flushed: it holds connections.
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture

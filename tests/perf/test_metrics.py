@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat import metrics as chat_metrics
 from perf import metrics
-from tests.servers import ROOT, _wait_for_port, daphne_servers, free_port, server_env
+from tests.servers import ROOT, _wait_for_port, daphne_servers, free_port, server_env, stop_process
 from tests.wsclient import ChatSocket
 
 Scrape = dict[tuple[str, frozenset], float]
@@ -74,12 +74,7 @@ def metrics_stack(tmp_path: Path, servers: int = 1, **extra_env: str) -> Iterato
             _wait_for_port(port, exporter)
             yield procs, port
         finally:
-            exporter.terminate()
-            try:
-                exporter.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                exporter.kill()
-                exporter.wait()
+            stop_process(exporter)
 
 
 def _api(port: int, token: str) -> httpx.Client:

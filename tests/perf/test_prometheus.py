@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.perf.test_metrics import metrics_stack
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, free_port, stop_process
 
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -206,9 +206,4 @@ def test_a_real_prometheus_scrapes_the_exporter(tmp_path, chat_world, make_token
                 _query(base, expr)
             assert _query(base, 'sum(chat_cache_requests_total{result="hit"})')["result"]
         finally:
-            prometheus.terminate()
-            try:
-                prometheus.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                prometheus.kill()
-                prometheus.wait()
+            stop_process(prometheus, timeout=15)
