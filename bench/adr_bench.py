@@ -57,6 +57,8 @@ from typing import Any
 
 import orjson
 
+from bench import service_urls
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 LOADTEST = ROOT / "loadtest"
@@ -1027,11 +1029,10 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    database_url = os.environ.get("DATABASE_URL", "")
-    redis_url = os.environ.get("REDIS_URL", "")
-    if not database_url.startswith("postgres") or not redis_url.startswith("redis"):
-        print("Set DATABASE_URL (PostgreSQL) and REDIS_URL: the benchmark needs the real services.", file=sys.stderr)
+    urls = service_urls()
+    if urls is None:
         return 2
+    database_url, redis_url = urls
     sys.path.insert(0, str(ROOT))
     started = time.monotonic()
     report = run(opts)

@@ -37,6 +37,8 @@ from typing import Any
 
 import orjson
 
+from bench import service_urls
+
 from bench.ws_servers import Sampler, base_env, raise_nofile_limit, run_servers
 
 PATHS = {"ours": "/ws/", "reference": "/ws/reference/"}
@@ -785,11 +787,10 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    database_url = os.environ.get("DATABASE_URL", "")
-    redis_url = os.environ.get("REDIS_URL", "")
-    if not database_url.startswith("postgres") or not redis_url.startswith("redis"):
-        print("Set DATABASE_URL (PostgreSQL) and REDIS_URL: the benchmark needs the real services.", file=sys.stderr)
+    urls = service_urls()
+    if urls is None:
         return 2
+    database_url, redis_url = urls
     # The coordinator only prepares fixtures; base settings read the same env vars.
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings.test")
     import django
