@@ -13,6 +13,7 @@ from django.test import Client
 from chat import services as chat_services
 from chat.models import Message, Room
 from chatsite import env
+from perf import metrics as perf_metrics
 from projects import services as project_services
 from projects.models import Membership, Project
 
@@ -83,6 +84,10 @@ def _release_channels_thread_connection():
 @pytest.fixture(autouse=True)
 def _clean_redis() -> None:
     """Each test starts with an empty Redis database (cache, sessions, channel layer)."""
+    # This process's own metrics sampler flushes the users it saw to Redis
+    # every few seconds: forget earlier tests' users so none land in this one.
+    with perf_metrics._seen_lock:
+        perf_metrics._seen.clear()
     client = redis.Redis.from_url(env.REDIS_URL)
     client.flushdb()
     client.close()

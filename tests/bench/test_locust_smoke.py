@@ -9,6 +9,7 @@ monkey-patches the standard library with gevent.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -32,6 +33,22 @@ HTTP_NAMES = {
 WS_NAMES = {("WS", "connect"), ("WS", "subscribe"), ("WS", "send typing"), ("WS", "deliver own"), ("WS", "recv message.new")}
 
 
+def _run_or_dump_stacks(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run Locust; if it hangs, make it print every thread's stack (faulthandler, SIGABRT) and fail with them."""
+    proc = subprocess.Popen(command, cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            stdout, stderr = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        pytest.fail(f"Locust did not finish within {timeout:.0f} s; its stacks:\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def test_the_chat_mix_runs_every_action_without_failures(tmp_path):
     # One project, two public rooms, three users: they meet in rooms, so they see each other's posts.
     seeding.load_seed(users=3, projects=1, rooms=2, messages=300, progress=False, log=lambda _: None)
@@ -42,20 +59,16 @@ def test_the_chat_mix_runs_every_action_without_failures(tmp_path):
 
     with daphne_servers(2) as servers:
         hosts = ",".join(f"http://127.0.0.1:{port}" for port, _ in servers)
-        result = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
-             "-H", hosts.split(",")[0], "--hosts", hosts, "--tokens-file", str(tokens_file),
-             "-u", "3", "-r", "3", "-t", "8s", "--think-time", "0.2", "--mix", EVEN_MIX,
-             # A slow moment on a busy machine is not a failure of the tool.
-             "--reply-timeout", "60", "--deliver-timeout", "60",
-             "--only-summary", "--stop-timeout", "3", "--exit-code-on-error", "0",
-             "--stats-file", str(tmp_path / "stats.json")],  # fmt: skip
-            cwd=ROOT,
-            env=server_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        command = [
+            sys.executable, "-X", "faulthandler", "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
+            "-H", hosts.split(",")[0], "--hosts", hosts, "--tokens-file", str(tokens_file),
+            "-u", "3", "-r", "3", "-t", "8s", "--think-time", "0.2", "--mix", EVEN_MIX,
+            # A slow moment on a busy machine is not a failure of the tool.
+            "--reply-timeout", "60", "--deliver-timeout", "60",
+            "--only-summary", "--stop-timeout", "3", "--exit-code-on-error", "0",
+            "--stats-file", str(tmp_path / "stats.json"),
+        ]  # fmt: skip
+        result = _run_or_dump_stacks(command, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     stats = json.loads((tmp_path / "stats.json").read_text())
     by_name = {(e["method"], e["name"]): e for e in stats["stats"]}
