@@ -9,6 +9,7 @@ priorities, backpressure).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -18,8 +19,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from chat import events, metrics, presence, selectors, services
-from chat.asyncdb import db_async
+from chat import events, fanout, metrics, presence, selectors, services
+from chat.asyncdb import db_async, direct_writes_enabled
 from chat.outbox import (
     PRIORITY_CHANGE,
     PRIORITY_EPHEMERAL,
@@ -64,6 +65,10 @@ def _send_message(user: Any, room_id: int, body: Any, client_id: Any) -> dict[st
     room = selectors.room_get_for_user(user=user, room_id=room_id)
     ratelimit.hit("message", user.pk)
     message, created = services.message_create(room=room, author=user, body=body, client_id=client_id)
+    return _ack(room_id, client_id, message, created)
+
+
+def _ack(room_id: int, client_id: str, message: Any, created: bool) -> dict[str, Any]:
     return {
         "type": "message.ack",
         "room": room_id,
@@ -116,6 +121,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # room id -> seq of the last message.new delivered on this socket
         self.cursors: dict[int, int] = {}
         self.typing_sent: dict[int, float] = {}
+        # room id -> events held back while a gap fill for that room runs
+        self.filling: dict[int, list[dict[str, Any]]] = {}
+        self.fill_tasks: set[asyncio.Future] = set()
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -141,6 +149,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         metrics.WS_CONNECTIONS.dec()
         await self.outbox.close()
+        for task in list(self.fill_tasks):
+            task.cancel()
         for room_id in list(self.cursors):
             await self._leave(room_id)
         try:
@@ -182,41 +192,68 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # -- channel layer -----------------------------------------------------
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Room and user events are pure forwarding: skip Channels' per-message
-        # close-old-connections hop to a thread. The only database work here
-        # is the rare gap fill, which goes through db_async.
-        kind = message["type"]
-        if kind == events.ROOM_EVENT:
-            await self.room_event(message)
-        elif kind == events.USER_EVENT:
+        # User events are pure forwarding: skip Channels' per-message
+        # close-old-connections hop to a thread. Room events do not come this
+        # way: the process's RoomHub (chat.fanout) calls deliver_room_event.
+        if message["type"] == events.USER_EVENT:
             if self.outbox is not None:
                 self.outbox.put(EVENT_PRIORITY.get(message["kind"], PRIORITY_CHANGE), message["text"])
         else:
             await super().dispatch(message)
 
-    async def room_event(self, event: dict[str, Any]) -> None:
+    def deliver_room_event(self, event: dict[str, Any]) -> bool:
+        """Queue one room event (from the RoomHub) on this socket; True if it was queued.
+
+        ``message.new`` events are kept in per-room ``seq`` order: a duplicate
+        (already replayed) is dropped, and a gap (a publish lost or overtaken
+        by another process's) is filled from the database first; events that
+        arrive meanwhile wait behind the fill.
+        """
         room_id = event["room"]
-        cursor = self.cursors.get(room_id)
-        if cursor is None or self.outbox is None:
-            return
+        if self.outbox is None:
+            return False
+        waiting = self.filling.get(room_id)
+        if waiting is not None:
+            waiting.append(event)
+            return True
+        if room_id not in self.cursors:
+            return False
         kind = event["kind"]
         if kind == "message.new":
-            seq = event["seq"]
+            seq, cursor = event["seq"], self.cursors[room_id]
             if seq <= cursor:
-                return  # already delivered (backlog or duplicate)
+                return False  # already delivered (backlog or duplicate)
             if seq > cursor + 1:
-                # A publish from another process overtook this one, or one was
-                # lost: fill the gap from the database so order holds.
                 metrics.WS_GAP_FILLS.inc()
-                for text in await db_async(_gap)(room_id, cursor, seq):
-                    self.outbox.put(PRIORITY_MESSAGE, text)
+                self.filling[room_id] = [event]
+                self.fill_tasks.add(asyncio.ensure_future(self._fill_gap(room_id, cursor, seq)))
+                return True
             self.cursors[room_id] = seq
-            if event.get("ts"):
-                metrics.WS_DELIVERY_LATENCY.observe(max(0.0, time.time() - event["ts"]))
         elif kind in ("typing", "presence") and event.get("user") == self.user.id:
-            return  # nobody needs their own typing indicator
-        metrics.WS_EVENTS_OUT.labels(kind).inc()
+            return False  # nobody needs their own typing indicator
         self.outbox.put(EVENT_PRIORITY.get(kind, PRIORITY_CHANGE), event["text"])
+        return True
+
+    async def _fill_gap(self, room_id: int, cursor: int, seq: int) -> None:
+        try:
+            texts = await db_async(_gap)(room_id, cursor, seq)
+        except Exception:  # noqa: BLE001 - the client can still resume; say so
+            logger.exception("gap fill failed room=%s", room_id)
+            texts = None
+        finally:
+            self.fill_tasks.discard(asyncio.current_task())
+        waiting = self.filling.pop(room_id, [])
+        if self.outbox is None or room_id not in self.cursors:
+            return
+        if texts is None:
+            self.send_frame({"type": "resync", "room": room_id, "reason": "gap_fill_failed"})
+            metrics.WS_RESYNCS.inc()
+        else:
+            for text in texts:
+                self.outbox.put(PRIORITY_MESSAGE, text)
+        self.cursors[room_id] = max(self.cursors[room_id], seq - 1)
+        for event in waiting:
+            self.deliver_room_event(event)
 
     # -- incoming ------------------------------------------------------------
 
@@ -271,17 +308,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         joined = room_id in self.cursors
         # Join before reading the backlog so no event falls between the two.
         if not joined:
+            # Live events that arrive before the cursor is known wait here.
+            self.filling[room_id] = []
             try:
-                await self.channel_layer.group_add(events.room_group(room_id), self.channel_name)
+                await fanout.hub().join(room_id, self)
             except Exception:  # noqa: BLE001 - layer down: say so, the client retries
-                logger.exception("group_add failed")
+                self.filling.pop(room_id, None)
+                logger.exception("joining the room's group failed")
                 self.send_error("unavailable", "Real-time delivery is unavailable; retry.", ref=room_id, retryable=True)
                 return
         try:
             cursor, missed, overflowed = await db_async(_resume)(self.user, room_id, last_id, cap)
         except BaseException:
             if not joined:
-                await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
+                self.filling.pop(room_id, None)
+                await fanout.hub().leave(room_id, self)
             raise
         for text in missed:
             self.outbox.put(PRIORITY_MESSAGE, text)
@@ -295,6 +336,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.send_frame(
             {"type": "subscribed", "room": room_id, "resumed": len(missed), "seq": cursor, "online": sorted(online | {self.user.id})}
         )
+        # Then the live events that arrived meanwhile (those the backlog already holds are dropped by seq).
+        for event in self.filling.pop(room_id, []) if not joined else []:
+            self.deliver_room_event(event)
         if not joined and await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.channel_name):
             await self._publish_presence(room_id, "online")
 
@@ -307,10 +351,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.cursors.pop(room_id, None) is None:
             return
         metrics.WS_SUBSCRIPTIONS.dec()
+        self.filling.pop(room_id, None)
         try:
-            await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
+            await fanout.hub().leave(room_id, self)
         except Exception:  # noqa: BLE001 - group expiry cleans up what a dead layer could not
-            logger.warning("group_discard failed room=%s", room_id)
+            logger.warning("leaving the room's group failed room=%s", room_id)
         if await presence.presence_leave(room_id=room_id, user_id=self.user.id, channel_name=self.channel_name):
             await self._publish_presence(room_id, "offline")
 
@@ -329,7 +374,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = frame.get("client_id")
         if not isinstance(client_id, str) or not client_id or len(client_id) > services.CLIENT_ID_MAX:
             raise InvalidInput("'client_id' must be a non-empty string of at most 64 characters.", code="invalid_client_id")
-        ack = await db_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
+        if direct_writes_enabled():
+            room = await selectors.aroom_get_for_user(user=self.user, room_id=room_id)
+            await ratelimit.ahit("message", self.user.pk)
+            message, created = await services.amessage_create(
+                room=room, author=self.user, body=frame.get("body"), client_id=client_id
+            )
+            ack = _ack(room_id, client_id, message, created)
+        else:
+            ack = await db_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
         self.send_frame(ack)
 
     async def on_read(self, frame: dict[str, Any]) -> None:

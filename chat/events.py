@@ -28,7 +28,8 @@ USER_EVENT = "user.event"
 class _Publisher:
     """One per event loop: hands layer calls to the loop in order, without making the caller wait.
 
-    Services publish from ``transaction.on_commit`` in a worker thread. Waiting
+    Services publish from ``transaction.on_commit`` in a worker thread (or,
+    on the direct send path, from the loop itself). Waiting
     there for Redis (``async_to_sync``) would hold that thread — and the
     sender's ack — for several round trips. Instead the call is queued on the
     server's event loop and a single task performs queued calls one at a time,
@@ -63,7 +64,15 @@ def _enqueue(loop: asyncio.AbstractEventLoop, item: tuple) -> None:
 
 
 def _layer_call(method: str, *args: Any, what: str) -> None:
-    """Run ``layer.<method>(*args)``: queued on the server's loop when called from its worker thread, else inline."""
+    """Run ``layer.<method>(*args)``: queued on the server's loop when called on it or from its
+    worker thread, else inline."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:  # async code on the loop (the direct send path)
+        _enqueue(running, (method, args, what))
+        return
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if (
         loop is not None

@@ -71,27 +71,51 @@ def room_get_for_user(*, user: Any, room_id: int) -> Room:
     memo = perf_cache.request_memo()
     memo_key = ("room", room_id)
     if memo is not None and memo_key in memo:
-        room = memo[memo_key]
-    else:
-        room_key, access_key = room_cache_key(room_id), room_access_key(user.id, room_id)
-        found = perf_cache.get_many_counted({room_key: "rooms", access_key: "access"})
-        room = found.get(room_key)
-        if room is None:
-            room = (
-                Room.objects.select_related("project").defer("last_message_seq", "last_message_at").filter(pk=room_id).first()
-            )
-            perf_cache.store(room_key, room)
-        if not isinstance(room, Room):
-            raise NotFound("Room not found.")
-        role = found.get(access_key)
-        if role is None:
-            role = _room_role(user=user, room=room)
-            perf_cache.store(access_key, role)
-        if not role:
-            raise NotFound("Room not found.")
-        room.my_role = role
-        if memo is not None:
-            memo[memo_key] = room
+        return memo[memo_key]
+    found = perf_cache.get_many_counted(_room_access_keys(user.id, room_id))
+    room = _room_access_resolve(user=user, room_id=room_id, found=found)
+    if memo is not None:
+        memo[memo_key] = room
+    return room
+
+
+async def aroom_get_for_user(*, user: Any, room_id: int) -> Room:
+    """:func:`room_get_for_user` for async code (the WebSocket send path).
+
+    Both cache entries come in one round trip on the event loop; only a miss
+    goes to the database, on a consumer database thread. Same caching and
+    invalidation as the synchronous version.
+    """
+    if not user.is_authenticated:
+        raise NotFound("Room not found.")
+    found = await perf_cache.aget_many_counted(_room_access_keys(user.id, room_id))
+    if len(found) == 2:
+        return _room_access_resolve(user=user, room_id=room_id, found=found)
+    from chat.asyncdb import db_async
+
+    return await db_async(_room_access_resolve)(user=user, room_id=room_id, found=found)
+
+
+def _room_access_keys(user_id: int, room_id: int) -> dict[str, str]:
+    return {room_cache_key(room_id): "rooms", room_access_key(user_id, room_id): "access"}
+
+
+def _room_access_resolve(*, user: Any, room_id: int, found: dict[str, Any]) -> Room:
+    """The room with ``my_role`` from the cache entries in ``found``; fills (database, cache) what is missing."""
+    room_key, access_key = room_cache_key(room_id), room_access_key(user.id, room_id)
+    room = found.get(room_key)
+    if room is None:
+        room = Room.objects.select_related("project").defer("last_message_seq", "last_message_at").filter(pk=room_id).first()
+        perf_cache.store(room_key, room)
+    if not isinstance(room, Room):
+        raise NotFound("Room not found.")
+    role = found.get(access_key)
+    if role is None:
+        role = _room_role(user=user, room=room)
+        perf_cache.store(access_key, role)
+    if not role:
+        raise NotFound("Room not found.")
+    room.my_role = role
     return room
 
 

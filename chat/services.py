@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -121,12 +121,88 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
     except IntegrityError:
         if client_id is None:
             raise
-        original = Message.objects.select_related("author").filter(author=author, client_id=client_id).first()
+        original = _original_for_retry(author=author, client_id=client_id, room_id=room.id)
         if original is None:
             raise
-        if original.room_id != room.id:
-            raise Conflict("client_id was already used for a message in another room.", code="client_id_reused") from None
         return original, False
+    return message, True
+
+
+def _original_for_retry(*, author: Any, client_id: str, room_id: int) -> Message | None:
+    """The message ``author`` already sent with ``client_id`` (an idempotent retry), or None.
+
+    Reusing a client_id in another room is a Conflict.
+    """
+    original = Message.objects.select_related("author").filter(author=author, client_id=client_id).first()
+    if original is not None and original.room_id != room_id:
+        raise Conflict("client_id was already used for a message in another room.", code="client_id_reused")
+    return original
+
+
+def _insert_message_sql() -> str:
+    room, message = Room._meta, Message._meta
+    column = message.get_field
+    return (
+        f"WITH r AS (UPDATE {room.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %(now)s "
+        f"WHERE id = %(room)s RETURNING id, last_message_seq) "
+        f"INSERT INTO {message.db_table} ({column('room').column}, {column('author').column}, {column('seq').column}, "
+        f"{column('body').column}, {column('created_at').column}, {column('client_id').column}) "
+        f"SELECT r.id, %(author)s, r.last_message_seq, %(body)s, %(now)s, %(client_id)s FROM r RETURNING id, {column('seq').column}"
+    )
+
+
+INSERT_MESSAGE_SQL = _insert_message_sql()
+
+
+async def amessage_create(*, room: Room, author: Any, body: str, client_id: str | None = None) -> tuple[Message, bool]:
+    """:func:`message_create` for the WebSocket send path, on the event loop (PostgreSQL only).
+
+    The counter bump and the insert are one statement in autocommit
+    (chat.asyncdb.aexecute): the ``UPDATE … RETURNING`` takes the room's row
+    lock before the id is drawn and holds it until the statement commits, so
+    ids within a room commit in order, as in message_create. One database
+    round trip instead of five (pool check, BEGIN, UPDATE, INSERT, COMMIT),
+    then one cache round trip (write-through, room count) and the publish,
+    queued on this loop. A duplicate ``client_id`` rolls the whole statement
+    back (no seq is used up) and returns the original with ``created=False``.
+    """
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    from chat.asyncdb import aexecute, db_async
+
+    body = _clean_body(body)
+    client_id = _clean_client_id(client_id)
+    if room.project.archived:
+        raise Forbidden("This project is archived; it is read-only.", code="archived")
+    now = timezone.now()
+    params = {"now": now, "room": room.id, "author": author.id, "body": body, "client_id": client_id}
+    try:
+        rows = await aexecute(INSERT_MESSAGE_SQL, params)
+    except psycopg.errors.UniqueViolation:
+        if client_id is None:
+            raise IntegrityError("duplicate message") from None
+        original = await db_async(_original_for_retry)(author=author, client_id=client_id, room_id=room.id)
+        if original is None:  # deleted with its author in between: nothing to return
+            raise NotFound("Message not found.") from None
+        return original, False
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise OperationalError(str(exc)) from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(str(exc)) from exc
+    if not rows:
+        raise NotFound("Room not found.")
+    message_id, seq = rows[0]
+    message = Message(id=message_id, room_id=room.id, author=author, body=body, client_id=client_id, seq=seq, created_at=now)
+    # What message_create does on commit, in the same order: publish, cache, count.
+    events.publish_room_event(room_id=room.id, kind="message.new", payload={"message": message_dict(message)}, seq=seq)
+    await perf_cache.awrite(
+        {selectors.message_cache_key(message_id): selectors.message_cache_entry(message)},
+        delete=[selectors.room_count_key(room.id)],
+    )
+    metrics.MESSAGES_CREATED.inc()
+    if "@" in body:
+        events.enqueue_background({"type": "message.created", "message_id": message_id, "room_id": room.id})
     return message, True
 
 

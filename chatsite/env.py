@@ -87,6 +87,10 @@ CHANNEL_LAYER_GROUP_EXPIRY = env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400)
 WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)
 # Threads that run consumers' database work in parallel (chat.asyncdb).
 WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
+# The send path writes with one statement on the event loop over its own small
+# async pool (chat.asyncdb.apool, PostgreSQL only); false: through WS_DB_THREADS.
+WS_DIRECT_WRITES = env_bool("WS_DIRECT_WRITES", True)
+WS_DIRECT_POOL = env_int("WS_DIRECT_POOL", 4)
 WS_SEND_BUFFER = env_int("WS_SEND_BUFFER", 2000)
 WS_TYPING_INTERVAL = env_float("WS_TYPING_INTERVAL", 3.0)
 WS_PING_INTERVAL = env_int("WS_PING_INTERVAL", 20)

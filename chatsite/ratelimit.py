@@ -63,6 +63,38 @@ def hit(action: str, ident: object) -> None:
         raise RateLimited(f"Too many requests ({action}); retry in {retry_after} s.", retry_after=retry_after)
 
 
+async def ahit(action: str, ident: object) -> None:
+    """:func:`hit` for async code: one pipelined round trip (INCR, EXPIRE NX) on the event loop.
+
+    Shares the counters of :func:`hit` (same key, same integer encoding), so a
+    user's WebSocket and HTTP sends count against one limit.
+    """
+    from perf import aredis
+
+    rate = settings.RATE_LIMITS.get(action)
+    if not rate:
+        return
+    client = aredis.client()
+    if client is None:
+        hit(action, ident)  # local-memory or dummy cache: no I/O
+        return
+    limit, window = parse_rate(rate)
+    now = time.time()
+    bucket = int(now // window)
+    key = aredis.make_key(cache_key("ratelimit", action, ident, bucket))
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, window + 1, nx=True)
+        count, _ = await pipe.execute()
+    except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
+        aredis.failed(f"rate limit {action}")
+        return
+    if count > limit:
+        retry_after = max(1, int((bucket + 1) * window - now) + 1)
+        raise RateLimited(f"Too many requests ({action}); retry in {retry_after} s.", retry_after=retry_after)
+
+
 def client_ip(meta_or_scope: dict) -> str:
     """The client address of a request (``request.META``) or an ASGI scope."""
     if "REMOTE_ADDR" in meta_or_scope:

@@ -157,6 +157,56 @@ def store(key: str, value: Any, *, ttl: int | None = None) -> None:
     cache.set(key, _NONE if value is None else value, _ttl(ttl))
 
 
+async def aget_many_counted(families: dict[str, str]) -> dict[str, Any]:
+    """:func:`get_many_counted` for async code: one round trip on the event loop (perf.aredis).
+
+    A Redis error counts as misses, like django-redis's ignored exceptions.
+    """
+    from perf import aredis
+
+    client = aredis.client()
+    if client is None:
+        return get_many_counted(families)  # local-memory or dummy cache: no I/O
+    keys = list(families)
+    found: dict[str, Any] = {}
+    try:
+        raw = await client.mget([aredis.make_key(k) for k in keys])
+    except Exception:  # noqa: BLE001 - degrade to the database
+        aredis.failed("mget")
+        raw = [None] * len(keys)
+    for key, value in zip(keys, raw):
+        if value is not None:
+            found[key] = aredis.decode(value)
+    for key, family in families.items():
+        _count(family, 1 if key in found else 0, 0 if key in found else 1)
+    return found
+
+
+async def awrite(entries: dict[str, Any] | None = None, delete: Iterable[str] = (), *, ttl: int | None = None) -> None:
+    """Set ``entries`` and delete ``delete`` in one round trip on the event loop (perf.aredis).
+
+    For async writers after their commit; errors are logged and counted, never raised.
+    """
+    from perf import aredis
+
+    entries, delete = entries or {}, list(delete)
+    client = aredis.client()
+    if client is None:
+        for key, value in entries.items():
+            store(key, value, ttl=ttl)
+        invalidate(*delete)
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key, value in entries.items():
+            pipe.set(aredis.make_key(key), aredis.encode(_NONE if value is None else value), ex=_ttl(ttl))
+        if delete:
+            pipe.delete(*(aredis.make_key(k) for k in delete))
+        await pipe.execute()
+    except Exception:  # noqa: BLE001 - the write is committed; TTL and later writes repair the cache
+        aredis.failed("write")
+
+
 _request_memo: ContextVar[dict | None] = ContextVar("perf_request_memo", default=None)
 
 

@@ -55,17 +55,25 @@ def slow_query_wrapper(
         failed = True
         raise
     finally:
-        elapsed = time.perf_counter() - start
-        context.record_query(elapsed)
-        if elapsed >= getattr(settings, "SLOW_QUERY_THRESHOLD", DEFAULT_THRESHOLD):
-            _log_slow(elapsed, sql, many, context_, failed)
+        record_statement(time.perf_counter() - start, sql, alias=context_["connection"].alias, many=many, failed=failed)
 
 
-def _log_slow(elapsed: float, sql: str, many: bool, context_: dict[str, Any], failed: bool) -> None:
+def record_statement(elapsed: float, sql: str, *, alias: str, many: bool = False, failed: bool = False) -> None:
+    """Count one statement for the request and log it when slow.
+
+    The ORM's statements come here through :func:`slow_query_wrapper`; the few
+    that bypass Django's connections (chat.asyncdb.aexecute) call it directly.
+    """
+    context.record_query(elapsed)
+    if elapsed >= getattr(settings, "SLOW_QUERY_THRESHOLD", DEFAULT_THRESHOLD):
+        _log_slow(elapsed, sql, alias, many, failed)
+
+
+def _log_slow(elapsed: float, sql: str, alias: str, many: bool, failed: bool) -> None:
     record: dict[str, Any] = {
         "event": "slow_query",
         "duration_ms": round(elapsed * 1000.0, 1),
-        "db": context_["connection"].alias,
+        "db": alias,
         **context.current(),
     }
     if many:

@@ -1,0 +1,134 @@
+"""Room fan-out inside one server process: one group membership per room per process.
+
+With plain Channels groups every socket's channel is a group member: the layer
+puts each event into every member channel's queue, and every consumer wakes,
+decodes the event (msgpack) and dispatches it on its own. With thousands of
+sockets that per-socket machinery, not the network, is the cost of a
+broadcast.
+
+Here each server process has one :class:`RoomHub` per event loop with one
+layer channel of its own. The hub joins a room's group when the first local
+socket subscribes and leaves it when the last one goes; it receives each
+event once, decodes it once, counts it once, and hands the frame text (already
+serialized by the publisher) to every local subscriber's
+``deliver_room_event`` in one loop. Cross-process delivery is unchanged:
+every process with subscribers in a room is in that room's group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+
+from chat import events, metrics
+
+logger = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    def deliver_room_event(self, event: dict[str, Any]) -> None: ...
+
+
+class RoomHub:
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.rooms: dict[int, set[Subscriber]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._task: asyncio.Task | None = None
+        self._start_lock = asyncio.Lock()
+
+    async def join(self, room_id: int, subscriber: Subscriber) -> None:
+        """Add a local subscriber; the first one of a room joins the room's group.
+
+        When this returns, every event published to the room from now on
+        reaches ``subscriber``. Raises if the channel layer is unavailable.
+        """
+        members = self.rooms.get(room_id)
+        if members is not None:
+            members.add(subscriber)
+            return
+        await self._start()
+        async with self._lock(room_id):
+            members = self.rooms.get(room_id)
+            if members is None:
+                await self.layer.group_add(events.room_group(room_id), self.channel)
+                members = self.rooms[room_id] = set()
+            members.add(subscriber)
+
+    async def leave(self, room_id: int, subscriber: Subscriber) -> None:
+        """Remove a local subscriber; the last one of a room leaves the room's group."""
+        members = self.rooms.get(room_id)
+        if members is None or subscriber not in members:
+            return
+        members.discard(subscriber)
+        if members:
+            return
+        async with self._lock(room_id):
+            if self.rooms.get(room_id) is members and not members:
+                del self.rooms[room_id]
+                await self.layer.group_discard(events.room_group(room_id), self.channel)
+
+    def _lock(self, room_id: int) -> asyncio.Lock:
+        # Kept for the hub's lifetime (one per room ever joined): a lock dropped
+        # while a joiner waits on it would let a second joiner run beside it.
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = self._locks[room_id] = asyncio.Lock()
+        return lock
+
+    async def _start(self) -> None:
+        if self.channel is None:
+            async with self._start_lock:  # one channel, even when the first joins come at once
+                if self.channel is None:
+                    self.channel = await self.layer.new_channel("room-hub.")
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - layer down: retry; subscribers recover by gap fill/resume
+                logger.warning("room hub receive failed", exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                self.deliver(event)
+            except Exception:  # noqa: BLE001 - one bad event must not stop delivery
+                logger.exception("room hub delivery failed")
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        if event.get("type") != events.ROOM_EVENT:
+            return
+        members = self.rooms.get(event["room"])
+        if not members:
+            return
+        if event.get("ts"):
+            metrics.WS_DELIVERY_LATENCY.observe(max(0.0, time.time() - event["ts"]))
+        delivered = 0
+        for subscriber in list(members):
+            if subscriber.deliver_room_event(event):
+                delivered += 1
+        if delivered:
+            metrics.WS_EVENTS_OUT.labels(event["kind"]).inc(delivered)
+
+
+_hubs: dict[asyncio.AbstractEventLoop, RoomHub] = {}
+
+
+def hub() -> RoomHub:
+    """This event loop's hub (one per server process in production)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        for old in [other for other in _hubs if other.is_closed()]:
+            del _hubs[old]
+        found = _hubs[loop] = RoomHub(get_channel_layer())
+    return found
