@@ -106,6 +106,13 @@ async def apool() -> Any:
     return pool
 
 
+async def aclose_pool() -> None:
+    """Close this event loop's direct pool, if it has one (shutdown; tests between event loops)."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.close(timeout=1.0)
+
+
 async def aexecute(sql: str, params: Any) -> list[tuple]:
     """Run one statement on :func:`apool` and return its rows; timed into the slow-query log."""
     from perf.db import record_statement

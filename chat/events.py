@@ -42,7 +42,10 @@ class _Publisher:
 
     async def _run(self) -> None:
         while True:
-            method, args, what = await self.queue.get()
+            item = await self.queue.get()
+            if item is None:
+                return  # stop(): everything queued before it is sent
+            method, args, what = item
             layer = get_channel_layer()
             try:
                 await getattr(layer, method)(*args)
@@ -52,6 +55,18 @@ class _Publisher:
 
 
 _publishers: dict[asyncio.AbstractEventLoop, _Publisher] = {}
+
+
+async def astop_publisher(timeout: float = 5.0) -> None:
+    """Send what this loop's publisher has queued, then stop it (shutdown; tests between event loops)."""
+    publisher = _publishers.pop(asyncio.get_running_loop(), None)
+    if publisher is None or publisher.task.done():
+        return
+    publisher.queue.put_nowait(None)
+    try:
+        await asyncio.wait_for(asyncio.shield(publisher.task), timeout)
+    except asyncio.TimeoutError:
+        publisher.task.cancel()
 
 
 def _enqueue(loop: asyncio.AbstractEventLoop, item: tuple) -> None:

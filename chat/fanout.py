@@ -110,7 +110,8 @@ class RoomHub:
         members = self.rooms.get(event["room"])
         if not members:
             return
-        if event.get("ts"):
+        if event["kind"] == "message.new" and event.get("ts"):
+            # Commit to hand-off, once per message and server process.
             metrics.WS_DELIVERY_LATENCY.observe(max(0.0, time.time() - event["ts"]))
         delivered = 0
         for subscriber in list(members):
@@ -121,6 +122,17 @@ class RoomHub:
 
 
 _hubs: dict[asyncio.AbstractEventLoop, RoomHub] = {}
+
+
+async def astop_hub() -> None:
+    """Stop this event loop's hub, if it has one (shutdown; tests between event loops)."""
+    found = _hubs.pop(asyncio.get_running_loop(), None)
+    if found is not None and found._task is not None:
+        found._task.cancel()
+        try:
+            await found._task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
 
 
 def hub() -> RoomHub:

@@ -24,7 +24,7 @@ WS_RESYNCS = Counter("chat_ws_resyncs_total", "resync events sent (resume beyond
 WS_ERRORS = Counter("chat_ws_error_frames_total", "Error frames sent, by code.", ["code"])
 WS_DELIVERY_LATENCY = Histogram(
     "chat_ws_delivery_seconds",
-    "From the commit of a message to its frame being handed to the socket.",
+    "From the commit of a message to its hand-off to the sockets of a server process (once per message and process).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 MESSAGES_CREATED = Counter("chat_messages_created_total", "Messages persisted.")

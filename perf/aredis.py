@@ -53,6 +53,13 @@ def client() -> Any | None:
     return found
 
 
+async def aclose() -> None:
+    """Close this event loop's client, if it has one (shutdown; tests between event loops)."""
+    found = _clients.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.aclose()
+
+
 def make_key(key: str) -> str:
     """The Redis key django-redis uses for cache key ``key`` (prefix and version included)."""
     return str(_django_redis_client().make_key(key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from typing import Any, Callable
 
@@ -183,6 +184,30 @@ def chat_world(make_user, make_project, make_room) -> dict[str, Any]:
         "public": public,
         "private": private,
     }
+
+
+@pytest.fixture
+async def _loop_resources():
+    """After an async test, stop what the app started on the test's event loop.
+
+    The publisher, the room hub, the direct database pool and the async cache
+    client live as long as their event loop; a server's loop lives as long as
+    the server, a test's only as long as the test.
+    """
+    yield
+    from chat import asyncdb, events, fanout
+    from perf import aredis
+
+    await events.astop_publisher()
+    await fanout.astop_hub()
+    await asyncdb.aclose_pool()
+    await aredis.aclose()
+
+
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.append("_loop_resources")
 
 
 def pytest_report_header(config: Any) -> str:
