@@ -1,4 +1,4 @@
-# The chat server image: daphne serving chatsite.asgi (HTTP and WebSocket).
+# The chat server image: uvicorn serving chatsite.asgi (HTTP and WebSocket).
 #
 #   docker build -t teamchat .
 #   docker compose up --build        (web, migrate, postgres, redis; see docker-compose.yml)
@@ -51,8 +51,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as u; r = u.urlopen(u.Request('http://127.0.0.1:8000/healthz', headers={'X-Forwarded-Proto': 'https'}), timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 
-# scripts/serve.sh: daphne (through chatsite.server: heartbeats, 1 MiB frames,
-# close frames on protocol errors) plus the metrics exporter, and the
+# scripts/serve.sh: uvicorn (through chatsite.server: heartbeats, 1 MiB messages,
+# 1009 close frames; ASGI_SERVER=daphne for daphne) plus the metrics exporter, and the
 # background worker unless SERVE_WORKER=false (compose runs it separately).
 ENV PY=python \
     HOST=0.0.0.0 \

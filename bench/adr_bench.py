@@ -14,7 +14,7 @@ itself, on 127.0.0.1 only, and stops on exit (also on errors and Ctrl-C):
    ADR load (500 sockets, 100 messages/s), then a ramp of the message rate to
    find the highest rate at which every message is persisted and delivered
    with p99 <= 200 ms.
-4. **The stack**: one daphne process per core on its own port (no load
+4. **The stack**: one server process (uvicorn, chatsite.server) per core on its own port (no load
    balancer: the load generator spreads users over the ports), and the
    background worker (``manage.py chat_worker``). Production settings, with
    the message rate limit raised (``RATE_LIMIT_MESSAGES=100000/60``: a load
@@ -376,13 +376,11 @@ class Stack:
         return all(p.poll() is None for p in self.servers) and (self.worker is None or self.worker.poll() is None)
 
 
-def daphne_command(port: int) -> list[str]:
-    # As scripts/serve.sh and the Dockerfile run it, with a listen backlog for connect storms.
+def server_command(port: int) -> list[str]:
+    # As scripts/serve.sh and the Dockerfile run it (chatsite.server: uvicorn, backlog 4096).
     return [
-        sys.executable, "-m", "daphne",
-        "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
-        "--ping-interval", "20", "--ping-timeout", "30",
-        "--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576",
+        sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port), "-v", "0",
+        "--ping-interval", "20", "--ping-timeout", "30", "--max-message-size", "1048576",
         "loadtest.stats_asgi:application",
     ]  # fmt: skip
 
@@ -422,14 +420,14 @@ def _wait_worker(proc: subprocess.Popen, env: dict[str, str], timeout: float, lo
 
 @contextmanager
 def stack(processes: int, env: dict[str, str], logs: Path) -> Iterator[Stack]:
-    """``processes`` daphne servers on free ports and the background worker; all stopped on exit."""
+    """``processes`` servers on free ports and the background worker; all stopped on exit."""
     started: list[subprocess.Popen] = []
     try:
         ports, servers = [], []
         for i in range(processes):
             port = free_port()
             with open(logs / f"server-{i}.log", "wb") as out:
-                proc = subprocess.Popen(daphne_command(port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                proc = subprocess.Popen(server_command(port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                         stderr=out, preexec_fn=_raise_child_nofile)  # fmt: skip
             started.append(proc)
             ports.append(port)
@@ -885,7 +883,7 @@ def machine(env: dict[str, str]) -> dict[str, Any]:
         redis_version = client.info("server")["redis_version"]
         client.close()
     packages = {}
-    for name in ("Django", "channels", "channels-redis", "daphne", "psycopg", "locust"):
+    for name in ("Django", "channels", "channels-redis", "uvicorn", "psycopg", "locust"):
         try:
             packages[name] = version(name)
         except PackageNotFoundError:
@@ -931,7 +929,7 @@ def run(opts: Options) -> dict[str, Any]:
         "code": code_version(),
         "options": {k: v for k, v in vars(opts).items()},
         "server": {
-            "asgi": "daphne",
+            "asgi": "uvicorn (chatsite.server)",
             "processes": processes,
             "settings": env["DJANGO_SETTINGS_MODULE"],
             "rate_limit_messages": env["RATE_LIMIT_MESSAGES"],
@@ -963,7 +961,7 @@ def run(opts: Options) -> dict[str, Any]:
     phase("ws", f"WebSocket latency at the ADR load: {opts.adr_users} sockets, {opts.adr_rate:g} messages/s (bench/ws_bench.py)", bench_ws_adr, opts, env, processes)
     phase("throughput", "Messages/s persisted and delivered: rate ramp (bench/ws_bench.py)", bench_throughput, opts, env, processes)
     if {"http", "locust"} - set(opts.skip):
-        log(f"\n== Stack: daphne x{processes} (one per core), chat_worker; production settings")
+        log(f"\n== Stack: uvicorn x{processes} (one per core), chat_worker; production settings")
         try:
             with stack(processes, env, logs_dir(opts)) as stack_:
                 log("   " + ", ".join(stack_.urls))
@@ -996,7 +994,7 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--error-limit", type=float, default=d.error_limit_pct, dest="error_limit_pct", help="percent")
     p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms", help="ms")
     p.add_argument("--cpu-limit", type=float, default=d.cpu_limit_pct, dest="cpu_limit_pct", help="percent of all cores")
-    p.add_argument("--server-processes", type=int, default=d.server_processes, help="daphne processes (0: one per core)")
+    p.add_argument("--server-processes", type=int, default=d.server_processes, help="server processes (0: one per core)")
     p.add_argument("--db-iterations", type=int, default=None, help="bench_db calls per query")
     p.add_argument("--ws-duration", type=float, default=None, help="seconds of the ADR-load WebSocket step")
     p.add_argument("--throughput-duration", type=float, default=None, help="seconds per rate step")

@@ -1,6 +1,6 @@
 """HTTP benchmark: the room history API and the room page, with and without compression.
 
-Starts one daphne process on 127.0.0.1 (or uses --server-url, which must be a
+Starts one server process (chatsite.server: uvicorn) on 127.0.0.1 (or uses --server-url, which must be a
 127.0.0.1 address) against a seeded database, signs in a sample of users who
 can read a sample of rooms (a bearer token each for the API, a session each
 for the page), and then, scenario by scenario:
@@ -158,9 +158,7 @@ def free_port() -> int:
 
 def start_server(*, port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "daphne",
-        "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
-        "-v", "0",
+        sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port), "-v", "0",
         "chatsite.asgi:application",
     ]  # fmt: skip
     log = log_path.open("wb")

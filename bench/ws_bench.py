@@ -53,7 +53,7 @@ class Options:
     size: int = 100
     duration: float = 5.0
     processes: list[int] = field(default_factory=lambda: [1])
-    server: str = "daphne"
+    server: str = "uvicorn"
     target: str = "ours"
     ramp: bool = False
     ramp_start: float = 20.0

@@ -41,23 +41,11 @@ def free_port() -> int:
 
 
 def server_command(server: str, port: int) -> list[str]:
-    if server == "daphne":
-        # An endpoint string instead of -b/-p, to get a listen backlog that
-        # survives thousands of sockets connecting at once.
-        return [
-            sys.executable, "-m", "chatsite.server",
-            "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
-            "-v", "1",
-            "chatsite.asgi:application",
-        ]  # fmt: skip
-    if server == "uvicorn":
-        return [
-            sys.executable, "-m", "uvicorn", "chatsite.asgi:application",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--ws", "websockets", "--lifespan", "off",
-            "--no-access-log", "--log-level", "warning", "--backlog", "4096",
-        ]  # fmt: skip
-    raise ValueError(f"unknown server {server!r}")
+    """The production entry point (chatsite.server) with ``server`` = uvicorn or daphne."""
+    if server not in ("daphne", "uvicorn"):
+        raise ValueError(f"unknown server {server!r}")
+    return [sys.executable, "-m", "chatsite.server", "--server", server, "-b", "127.0.0.1", "-p", str(port), "-v", "0",
+            "chatsite.asgi:application"]  # fmt: skip
 
 
 @dataclass

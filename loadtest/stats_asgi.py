@@ -1,6 +1,6 @@
 """The chat's ASGI application as served in production, plus the cache counters for the benchmark.
 
-    daphne loadtest.stats_asgi:application
+    python -m chatsite.server loadtest.stats_asgi:application
 
 Everything goes to ``chatsite.asgi.application`` unchanged, except
 ``/__bench__/cache-stats`` from a loopback address: ``GET`` answers this

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Serve the app with daphne (heartbeats on) and beside it, when Redis is
+# Serve the app with uvicorn (chatsite.server; ASGI_SERVER=daphne for daphne; heartbeats on) and beside it, when Redis is
 # configured, the background worker, and, unless ENABLE_METRICS=false, the
 # metrics exporter (manage.py serve_metrics on METRICS_BIND:METRICS_PORT).
-# Stops them all when daphne stops, on Ctrl-C or on SIGTERM.
+# Stops them all when the server stops, on Ctrl-C or on SIGTERM.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 PORT=${PORT:-8000}
@@ -49,7 +49,7 @@ elif [ -z "${REDIS_URL:-}" ]; then
 fi
 
 "$PY" -m chatsite.server -b "$HOST" -p "$PORT" --ping-interval "$PING_INTERVAL" --ping-timeout "$PING_TIMEOUT" \
-  --websocket-max-message-size 1048576 --websocket-max-frame-size 1048576 chatsite.asgi:application &
-daphne_pid=$!
-pids+=("$daphne_pid")
-wait "$daphne_pid"
+  --max-message-size 1048576 chatsite.asgi:application &
+server_pid=$!
+pids+=("$server_pid")
+wait "$server_pid"

@@ -225,8 +225,11 @@ def private_postgres() -> Iterator[tuple[PrivatePostgres, dict[str, Any]]]:
 
 def http(
     port: int, method: str, path: str, *, token: str | None = None, cookie: str | None = None, body: Any = None, timeout: float = 20
-) -> tuple[int, dict[str, str], bytes]:
-    """One request to a server on 127.0.0.1: (status, headers, body), errors included."""
+) -> tuple[int, Any, bytes]:
+    """One request to a server on 127.0.0.1: (status, headers, body), errors included.
+
+    ``headers`` is the response's ``HTTPMessage``: names are case-insensitive, as in HTTP.
+    """
     import urllib.error
     import urllib.request
 
@@ -239,9 +242,9 @@ def http(
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()  # case-insensitive names
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, error.headers, error.read()
 
 
 # --- A chat client that reconnects and resumes ---------------------------------------
