@@ -274,7 +274,11 @@ def message_cache_key(message_id: int) -> str:
     return cache_key("message", message_id)
 
 
-def message_dicts(*, ids: list[int], with_authors: bool = True) -> dict[int, dict[str, Any]]:
+# Older history pages a cache miss fills beyond the page asked for (room_history_dicts).
+HISTORY_READ_AHEAD_PAGES = 2
+
+
+def message_dicts(*, ids: list[int], with_authors: bool = True, read_ahead: list[int] = ()) -> dict[int, dict[str, Any]]:
     """Serialized messages by id: two cache round trips, the database only for misses.
 
     Message bodies (family ``messages``) are cached without the author's
@@ -282,10 +286,21 @@ def message_dicts(*, ids: list[int], with_authors: bool = True) -> dict[int, dic
     so a profile change never leaves stale names in cached messages.
     message_create writes the new message's entry after commit;
     message_edit and message_delete drop it after commit.
+
+    ``read_ahead``: ids likely asked for next (the older pages of a scroll).
+    When ``ids`` miss, the same query loads these too and caches them, so a
+    reader scrolling back pays one larger query per few pages instead of one
+    per page. They are not counted as lookups and not returned.
     """
 
     def fill(missing: list[int]) -> dict[int, dict[str, Any]]:
-        return {m.id: message_cache_entry(m) for m in _messages().filter(id__in=missing)}
+        wanted = set(missing)
+        filled, extra = {}, {}
+        for m in _messages().filter(id__in=[*missing, *read_ahead]):
+            (filled if m.id in wanted else extra)[m.id] = message_cache_entry(m)
+        if extra:
+            perf_cache.store_many({message_cache_key(i): e for i, e in extra.items()})
+        return filled
 
     entries = perf_cache.cached_many("messages", {i: message_cache_key(i) for i in ids}, fill)
     if not with_authors:
@@ -326,16 +341,21 @@ def room_history_dicts(
     Cache misses still store whole entries, so the cache stays complete.
     """
     ids = Message.objects.filter(room=room)
+    ahead: list[int] = []
     if after is not None:
         page = list(ids.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:limit])
     else:
         if before is not None:
             ids = ids.filter(id__lt=before)
-        page = list(ids.order_by("-id").values_list("id", flat=True)[:limit])
+        # Scrolling back: the ids of the next older pages come with this page's
+        # (the same index range, a little longer), so a cache miss can fill them too.
+        span = limit * (1 + HISTORY_READ_AHEAD_PAGES) if before is not None else limit
+        newest_first = list(ids.order_by("-id").values_list("id", flat=True)[:span])
+        page, ahead = newest_first[:limit], newest_first[limit:]
         page.reverse()
     if fields is not None and set(fields) <= {"id"}:
         return [{"id": i} for i in page]
-    found = message_dicts(ids=page, with_authors=fields is None or "author" in fields)
+    found = message_dicts(ids=page, with_authors=fields is None or "author" in fields, read_ahead=ahead)
     return [found[i] for i in page if i in found]
 
 

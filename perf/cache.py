@@ -157,6 +157,12 @@ def store(key: str, value: Any, *, ttl: int | None = None) -> None:
     cache.set(key, _NONE if value is None else value, _ttl(ttl))
 
 
+def store_many(entries: dict[str, Any], *, ttl: int | None = None) -> None:
+    """Write several entries in one round trip; None values are stored as the ``NONE`` sentinel."""
+    if entries:
+        cache.set_many({k: _NONE if v is None else v for k, v in entries.items()}, _ttl(ttl))
+
+
 async def aget_many_counted(families: dict[str, str]) -> dict[str, Any]:
     """:func:`get_many_counted` for async code: one round trip on the event loop (perf.aredis).
 
