@@ -60,6 +60,8 @@ import itertools
 import logging
 import os
 import random
+import signal
+import sys
 import time
 import uuid
 from collections import deque
@@ -68,10 +70,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
+import gevent.util
 import orjson
 import websocket
 from gevent.event import AsyncResult, Event
 from locust import FastHttpUser, events, task
+
+# `kill -USR2 <pid>` prints every greenlet's stack to stderr: a run that hangs
+# shows where (tests/bench/test_locust_smoke.py sends it before giving up).
+if hasattr(signal, "SIGUSR2"):
+    gevent.signal_handler(signal.SIGUSR2, lambda: gevent.util.print_run_info(file=sys.stderr))
 
 # Action weights per 100 actions (see the table above).
 WEIGHTS = {

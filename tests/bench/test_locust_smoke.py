@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -34,18 +35,20 @@ WS_NAMES = {("WS", "connect"), ("WS", "subscribe"), ("WS", "send typing"), ("WS"
 
 
 def _run_or_dump_stacks(command: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run Locust; if it hangs, make it print every thread's stack (faulthandler, SIGABRT) and fail with them."""
+    """Run Locust; if it hangs, make it print every greenlet's (SIGUSR2) and thread's (SIGABRT) stack and fail with them."""
     proc = subprocess.Popen(command, cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR2)  # the locustfile prints every greenlet's stack
+        time.sleep(2)
         proc.send_signal(signal.SIGABRT)
         try:
             stdout, stderr = proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
-        pytest.fail(f"Locust did not finish within {timeout:.0f} s; its stacks:\n{stderr[-6000:]}")
+        pytest.fail(f"Locust did not finish within {timeout:.0f} s; its stacks:\n{stderr[-20000:]}")
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
