@@ -71,7 +71,7 @@ bench-http: bench-database
 ## make bench-ws: WebSocket fan-out, the tutorial-style reference consumer vs ours, 1 and 2 processes
 bench-ws: bench-database
 	@mkdir -p var
-	$(BENCH_ENV) $(PY) -m bench.ws_bench --target both --ramp --rooms 100 --clients-per-room 20 --senders 100 \
+	$(BENCH_ENV) $(PY) -m bench.ws_bench --target both --ramp --rate 1200 --rooms 100 --clients-per-room 20 --senders 100 \
 		--processes 1,2 --duration 4 --json var/bench-ws.json
 
 ## make loadtest: the Locust chat mix, headless, against a server already running at LOADTEST_HOST

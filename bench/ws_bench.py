@@ -54,6 +54,7 @@ class Options:
     duration: float = 5.0
     processes: list[int] = field(default_factory=lambda: [1])
     server: str = "uvicorn"
+    compression: str = "none"
     target: str = "ours"
     ramp: bool = False
     ramp_start: float = 20.0
@@ -204,6 +205,9 @@ def server_env(opts: Options, target: str, database_url: str, redis_url: str) ->
         SECRET_KEY=os.environ.get("SECRET_KEY") or "ws-bench-only-" + uuid.uuid4().hex,
         SECURE_SSL_REDIRECT="0",
         DEBUG="0",
+        # 100 senders at several messages/s each are a load test, not abuse: the
+        # per-user limit would refuse them (error frames counted as lost) past ~5/s.
+        RATE_LIMIT_MESSAGES=os.environ.get("BENCH_RATE_LIMIT_MESSAGES", "100000/60"),
     )
 
 
@@ -757,6 +761,10 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--duration", type=float, default=d.duration, help="seconds per load step (or idle hold)")
     p.add_argument("--processes", default="1", help="server processes: 1, 2, or a list such as 1,2 (one run each)")
     p.add_argument("--server", choices=["daphne", "uvicorn"], default=d.server)
+    p.add_argument(
+        "--compression", choices=["none", "deflate"], default=d.compression,
+        help="clients offer permessage-deflate (browsers do; uvicorn accepts it, daphne cannot)",
+    )  # fmt: skip
     p.add_argument("--target", choices=["ours", "reference", "both"], default=d.target)
     p.add_argument("--ramp", action="store_true", help="step the rate up from --ramp-start until loss or p99 fails")
     p.add_argument("--ramp-start", type=float, default=d.ramp_start)
@@ -787,6 +795,7 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    os.environ["BENCH_WS_COMPRESSION"] = opts.compression  # read by the load workers (bench.ws_client)
     urls = service_urls()
     if urls is None:
         return 2

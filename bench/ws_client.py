@@ -19,6 +19,7 @@ the servers the coordinator started on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import os
 import contextlib
 import random
 import time
@@ -216,7 +217,8 @@ class Worker:
             open_timeout=open_timeout,
             close_timeout=2,
             ping_interval=None,  # the server pings; the client answers automatically
-            compression=None,
+            # ws_bench --compression deflate: offer permessage-deflate, as browsers do.
+            compression="deflate" if os.environ.get("BENCH_WS_COMPRESSION") == "deflate" else None,
             max_size=2**22,
         )
         client.reader = asyncio.create_task(self.read_loop(client, client.ws))

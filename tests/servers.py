@@ -66,13 +66,13 @@ _log_paths: dict[int, Path] = {}
 
 
 def server_log_path(proc: subprocess.Popen) -> Path:
-    """Where ``daphne_servers`` writes the output of ``proc``."""
+    """Where ``app_servers`` writes the output of ``proc``."""
     return _log_paths[proc.pid]
 
 
 @contextmanager
-def daphne_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, subprocess.Popen]]]:
-    """Start ``count`` daphne processes on free ports; stop them on exit."""
+def app_servers(count: int, **extra_env: str) -> Iterator[list[tuple[int, subprocess.Popen]]]:
+    """Start ``count`` server processes (``python -m chatsite.server``, as deployed) on free ports; stop them on exit."""
     procs: list[tuple[int, subprocess.Popen]] = []
     try:
         for _ in range(count):

@@ -18,7 +18,7 @@ import pytest
 
 from bench.make_tokens import load_user_tokens
 from chat import seeding
-from tests.servers import ROOT, daphne_servers, server_env
+from tests.servers import ROOT, app_servers, server_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,7 +60,7 @@ def test_the_chat_mix_runs_every_action_without_failures(tmp_path):
     tokens_file = tmp_path / "tokens.json"
     tokens_file.write_text(json.dumps(tokens))
 
-    with daphne_servers(2) as servers:
+    with app_servers(2) as servers:
         hosts = ",".join(f"http://127.0.0.1:{port}" for port, _ in servers)
         command = [
             sys.executable, "-X", "faulthandler", "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",

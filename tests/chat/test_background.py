@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from chat import selectors
-from tests.servers import background_worker, daphne_servers
+from tests.servers import background_worker, app_servers
 from tests.wsclient import ChatSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,5 +35,5 @@ def test_mention_reaches_every_socket_of_the_mentioned_user(chat_world, make_tok
         await alice.close()
         await bob.close()
 
-    with daphne_servers(1) as servers, background_worker():
+    with app_servers(1) as servers, background_worker():
         asyncio.run(scenario(servers[0][0]))

@@ -1,4 +1,4 @@
-"""Two real daphne processes sharing the Redis channel layer."""
+"""Two real server processes sharing the Redis channel layer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.servers import daphne_servers
+from tests.servers import app_servers
 from tests.wsclient import ChatSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,6 +54,6 @@ def test_clients_on_two_processes_chat_and_resume_across_them(chat_world, make_t
         await alice.close()
         await bob.close()
 
-    with daphne_servers(2) as servers:
+    with app_servers(2) as servers:
         (port_a, _), (port_b, _) = servers
         asyncio.run(scenario(port_a, port_b))

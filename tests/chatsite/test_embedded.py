@@ -1,7 +1,7 @@
 """`make run`'s embedded default: SQLite, in-memory channel layer, local-memory cache.
 
 Runs the real commands in subprocesses with DATABASE_URL and REDIS_URL unset:
-migrate, seed_demo, then serves with daphne and has two demo users chat live
+migrate, seed_demo, then serves (chatsite.server) and has two demo users chat live
 over WebSockets, logged in through the login page like a browser.
 """
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import PrivatePostgres, Reader, ServerLog, http
-from tests.servers import daphne_servers
+from tests.servers import app_servers
 
 POOL_TIMEOUT = 3
 # A request may wait for the pool once (POOL_TIMEOUT) plus a little work; far
@@ -70,7 +70,7 @@ def test_the_pool_recovers_from_killed_connections_and_a_restart(private_postgre
     room_id, tokens = seed["room"], seed["tokens"]
     history = f"/api/v1/rooms/{room_id}/messages"
 
-    with daphne_servers(1, DATABASE_URL=cluster.url(), DB_POOL_TIMEOUT=str(POOL_TIMEOUT)) as servers:
+    with app_servers(1, DATABASE_URL=cluster.url(), DB_POOL_TIMEOUT=str(POOL_TIMEOUT)) as servers:
         ((port, proc),) = servers
         log = ServerLog(proc)
 

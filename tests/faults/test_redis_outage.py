@@ -32,7 +32,7 @@ import websockets
 from django.test import Client
 
 from tests.faults.conftest import PrivateRedis, Reader, ServerLog, http, wait_until
-from tests.servers import daphne_servers
+from tests.servers import app_servers
 from tests.wsclient import ChatSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,7 +50,7 @@ def test_chat_survives_a_redis_outage_and_nobody_misses_a_message(people, privat
     room = people["public"]
     tokens = people["tokens"]
 
-    with daphne_servers(1, REDIS_URL=private_redis.url) as servers:
+    with app_servers(1, REDIS_URL=private_redis.url) as servers:
         ((port, proc),) = servers
         log = ServerLog(proc)
 
@@ -125,7 +125,7 @@ def test_a_socket_opened_during_a_redis_outage_is_closed_with_4503(people, priva
     channel-layer subscription raises before accept). Proposed: accept and close
     with 4503 ("unavailable, retry"; autobahn lets an application send only 1000
     or 3000-4999, so not 1013), which clients treat as "reconnect with backoff"."""
-    with daphne_servers(1, REDIS_URL=private_redis.url) as servers:
+    with app_servers(1, REDIS_URL=private_redis.url) as servers:
         ((port, proc),) = servers
         ServerLog(proc)
         private_redis.kill()
@@ -152,7 +152,7 @@ def test_subscribing_right_after_redis_returns_keeps_the_socket(people, private_
     connection's ConnectionError escape into on_subscribe, the consumer crashes
     and daphne closes the socket with 1011. Its docstring says presence never raises."""
     other = make_room(people["project"], name="second")
-    with daphne_servers(1, REDIS_URL=private_redis.url) as servers:
+    with app_servers(1, REDIS_URL=private_redis.url) as servers:
         ((port, proc),) = servers
         ServerLog(proc)
 

@@ -1,4 +1,4 @@
-"""One of two daphne servers is killed with SIGKILL while its clients chat.
+"""One of two servers is killed with SIGKILL while its clients chat.
 
 Its clients notice the dead connection, reconnect to the other server, resume
 from their last id and re-send what was never acknowledged (same client_id).
@@ -17,7 +17,7 @@ import websockets
 
 from chat.models import Message
 from tests.faults.conftest import Reader, ServerLog
-from tests.servers import daphne_servers
+from tests.servers import app_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ def test_clients_of_a_killed_server_fail_over_and_resume_without_loss(chat_world
     room = chat_world["public"]
     tokens = {name: make_token(chat_world[name]) for name in ("member", "owner", "insider")}
 
-    with daphne_servers(2) as servers:
+    with app_servers(2) as servers:
         (port_a, proc_a), (port_b, proc_b) = servers
         ServerLog(proc_a)
         log_b = ServerLog(proc_b)

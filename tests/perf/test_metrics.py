@@ -24,13 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat import metrics as chat_metrics
 from perf import metrics
-from tests.servers import ROOT, _wait_for_port, daphne_servers, free_port, server_env, stop_process
+from tests.servers import ROOT, _wait_for_port, app_servers, free_port, server_env, stop_process
 from tests.wsclient import ChatSocket
 
 Scrape = dict[tuple[str, frozenset], float]
 
 
-# --- a metrics stack: daphne processes and the exporter sharing one directory -----------
+# --- a metrics stack: server processes and the exporter sharing one directory -----------
 
 
 def scrape(port: int) -> Scrape:
@@ -60,11 +60,11 @@ def wait_for(port: int, check: Callable[[Scrape], bool], timeout: float = 20) ->
 
 @contextmanager
 def metrics_stack(tmp_path: Path, servers: int = 1, **extra_env: str) -> Iterator[tuple[list, int]]:
-    """``servers`` daphne processes and ``serve_metrics``, one PROMETHEUS_MULTIPROC_DIR."""
+    """``servers`` server processes and ``serve_metrics``, one PROMETHEUS_MULTIPROC_DIR."""
     directory = tmp_path / "prometheus-multiproc"
     directory.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(directory), "ENABLE_METRICS": "true", **extra_env}
-    with daphne_servers(servers, **env) as procs:
+    with app_servers(servers, **env) as procs:
         port = free_port()
         exporter = subprocess.Popen(
             [sys.executable, "manage.py", "serve_metrics", "--port", str(port), "--bind", "127.0.0.1"],

@@ -23,7 +23,7 @@ from chat import services as chat_services
 from chat.models import Message, Room, RoomMember
 from projects import services as project_services
 from projects.models import Membership, Project
-from tests.servers import daphne_servers
+from tests.servers import app_servers
 
 ROLES = ("anonymous", "non_member", "staff", "member", "private_member", "admin")
 
@@ -100,14 +100,14 @@ def session_api_client(user: Any) -> tuple[Client, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def daphne_port(django_db_setup) -> Iterator[int]:
-    """One real daphne process for the module, on this run's test database and Redis.
+def server_port(django_db_setup) -> Iterator[int]:
+    """One real server process for the module, on this run's test database and Redis.
 
-    Started exactly as tests/servers.py starts it (no --websocket-max-* flags:
-    daphne's own defaults apply). Tests create their data in ``transaction=True``
-    tests so the server sees it.
+    Started exactly as tests/servers.py starts it (``python -m chatsite.server``
+    with its defaults: uvicorn, 1 MiB messages). Tests create their data in
+    ``transaction=True`` tests so the server sees it.
     """
-    with daphne_servers(1) as servers:
+    with app_servers(1) as servers:
         ((port, proc),) = servers
         yield port
         assert proc.poll() is None, "the server died during the module"

@@ -1,7 +1,7 @@
 """Schemathesis against /api/v1/openapi.json: no input makes a 500, every documented answer matches its schema.
 
 The API runs in-process through Django's WSGI handler (the same view code as
-under daphne) with a bearer token of a project member. Each operation runs
+under the real server) with a bearer token of a project member. Each operation runs
 twice: once with the path parameters schemathesis generates (mostly ids and
 slugs that do not exist, or are hostile: huge numbers, odd characters) and once
 with the path parameters pinned to the seeded project, its public room and a

@@ -101,7 +101,7 @@ async def test_websocket_message_body_limit(world: World) -> None:
         await communicator.disconnect()
 
 
-# --- WebSocket frames over 1 MiB against a real daphne ------------------------
+# --- WebSocket frames over 1 MiB against a real server ------------------------
 
 
 def _padded_send_frame(room_id: int, size: int) -> str:
@@ -136,9 +136,9 @@ async def _oversized(port: int, token: str, room_id: int, *, fragmented: bool) -
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_frame_of_exactly_one_mib_is_answered_and_the_socket_stays_open(world: World, daphne_port: int) -> None:
+def test_a_frame_of_exactly_one_mib_is_answered_and_the_socket_stays_open(world: World, server_port: int) -> None:
     async def scenario() -> None:
-        sock = await ChatSocket.open(daphne_port, world.tokens["member"])
+        sock = await ChatSocket.open(server_port, world.tokens["member"])
         await sock.ws.send(_padded_send_frame(world.public.id, ONE_MIB))
         error = await sock.recv()
         assert error["type"] == "error" and error["code"] == "body_too_long" and error["ref"] == "huge"
@@ -150,13 +150,13 @@ def test_a_frame_of_exactly_one_mib_is_answered_and_the_socket_stays_open(world:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_larger_messages_end_the_connection_and_the_server_carries_on(world: World, daphne_port: int) -> None:
+def test_larger_messages_end_the_connection_and_the_server_carries_on(world: World, server_port: int) -> None:
     token = world.tokens["member"]
 
     async def scenario() -> None:
         for fragmented in (False, True):
-            await _oversized(daphne_port, token, world.public.id, fragmented=fragmented)
-        sock = await ChatSocket.open(daphne_port, token)
+            await _oversized(server_port, token, world.public.id, fragmented=fragmented)
+        sock = await ChatSocket.open(server_port, token)
         await sock.send({"type": "ping", "ref": "after"})
         assert await sock.recv() == {"type": "pong", "ref": "after"}
         await sock.close()
@@ -167,14 +167,14 @@ def test_larger_messages_end_the_connection_and_the_server_carries_on(world: Wor
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("fragmented", [False, True], ids=["one-frame", "fragments"])
-def test_larger_messages_are_closed_with_1009(world: World, daphne_port: int, fragmented: bool) -> None:
+def test_larger_messages_are_closed_with_1009(world: World, server_port: int, fragmented: bool) -> None:
     """docs/PROTOCOL.md: "Frames larger than 1 MiB close the socket (1009)".
 
-    Fails until daphne is told to close instead of dropping the TCP connection:
-    autobahn's ``failByDrop`` defaults to True and daphne does not change it, so
-    the client gets no close frame at all (1006). See docs/SECURITY.md.
+    Under daphne this needed autobahn's ``failByDrop`` turned off (chatsite.server
+    does it for ASGI_SERVER=daphne); uvicorn's websockets protocol closes with
+    1009 itself. See docs/SECURITY.md.
     """
-    code = asyncio.run(_oversized(daphne_port, world.tokens["member"], world.public.id, fragmented=fragmented))
+    code = asyncio.run(_oversized(server_port, world.tokens["member"], world.public.id, fragmented=fragmented))
     assert code == 1009
 
 
@@ -263,3 +263,23 @@ def test_every_list_refuses_a_bad_page_size_with_422(world: World, name: str, li
     response = bearer(world).get(f"{API}{path(world)}", {"limit": limit})
     assert response.status_code == 422, response.content
     assert response.json()["code"] == "validation_error"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_server_declines_permessage_deflate(world: World, server_port: int) -> None:
+    """A client offering compression (as browsers do) gets plain frames: chatsite.server turns it off."""
+
+    async def scenario() -> None:
+        ws = await websockets.connect(
+            f"ws://127.0.0.1:{server_port}/ws/",
+            additional_headers={"Authorization": f"Bearer {world.tokens['member']}"},
+            compression="deflate",
+        )
+        try:
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+            hello = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert hello["type"] == "hello"
+        finally:
+            await ws.close()
+
+    asyncio.run(scenario())

@@ -1,4 +1,4 @@
-"""Bad WebSocket input against a real daphne server: every frame gets a documented answer
+"""Bad WebSocket input against a real server (chatsite.server): every frame gets a documented answer
 (an error frame with a code from docs/PROTOCOL.md, or the normal reply), the
 socket stays open, the server stays up, and a bystander in the room keeps
 receiving messages the whole time.
@@ -186,7 +186,7 @@ def malformed(world: World) -> list[tuple[str | bytes, str]]:
     ]
 
 
-def test_malformed_frames_get_documented_error_frames(world: World, daphne_port: int) -> None:
+def test_malformed_frames_get_documented_error_frames(world: World, server_port: int) -> None:
     cases = malformed(world)
 
     async def scenario(room: Room) -> None:
@@ -198,11 +198,11 @@ def test_malformed_frames_get_documented_error_frames(world: World, daphne_port:
             if index % 10 == 0:
                 await room.canary()
 
-    run(world, daphne_port, scenario)
+    run(world, server_port, scenario)
     assert not Message.objects.filter(client_id="fuzz").exists()
 
 
-def test_error_frames_echo_the_ref(world: World, daphne_port: int) -> None:
+def test_error_frames_echo_the_ref(world: World, server_port: int) -> None:
     async def scenario(room: Room) -> None:
         for ref in ("r-1", 17, {"deep": ["ref"]}):
             replies = await room.answers(json.dumps({"type": "subscribe", "room": "x", "ref": ref}))
@@ -210,7 +210,7 @@ def test_error_frames_echo_the_ref(world: World, daphne_port: int) -> None:
         replies = await room.answers(json.dumps({"type": "message.send", "room": world.public.id, "body": "", "client_id": "cid"}))
         assert replies[0]["ref"] == "cid"
 
-    run(world, daphne_port, scenario)
+    run(world, server_port, scenario)
 
 
 # --- Structured fuzzing ---------------------------------------------------------
@@ -241,9 +241,9 @@ def frames(world: World) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-def test_structured_fuzz_answers_every_frame(world: World, daphne_port: int) -> None:
+def test_structured_fuzz_answers_every_frame(world: World, server_port: int) -> None:
     loop = asyncio.new_event_loop()
-    room = loop.run_until_complete(Room(world, daphne_port).open())
+    room = loop.run_until_complete(Room(world, server_port).open())
     examples = itertools.count()
 
     @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -269,7 +269,7 @@ def test_structured_fuzz_answers_every_frame(world: World, daphne_port: int) -> 
 # --- A flood --------------------------------------------------------------------
 
 
-def test_a_flood_of_500_frames_is_answered_in_full_while_the_room_carries_on(world: World, daphne_port: int) -> None:
+def test_a_flood_of_500_frames_is_answered_in_full_while_the_room_carries_on(world: World, server_port: int) -> None:
     public = world.public.id
     flood = []
     for i in range(500):
@@ -309,5 +309,5 @@ def test_a_flood_of_500_frames_is_answered_in_full_while_the_room_carries_on(wor
         assert kinds.count("binary_not_supported") == 100
         assert [r["ref"] for r in replies if r["type"] == "pong"] == [i for i in range(500) if i % 5 == 4]
 
-    run(world, daphne_port, scenario)
+    run(world, server_port, scenario)
     assert Message.objects.filter(client_id__startswith="flood-").count() == 100
