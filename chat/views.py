@@ -21,8 +21,10 @@ from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import get_conditional_response, patch_cache_control
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from chat import selectors, services
@@ -32,6 +34,7 @@ from chat.serialization import user_display_name
 from chatsite import ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from projects.models import Membership, Project
+from perf import cache as perf_cache
 from perf.static import release_fingerprint
 from projects.views import project_for_request, project_page
 
@@ -166,6 +169,7 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
         "room": room,
         "rooms": rooms,
         "history": history,
+        "messages_html": _message_list_html(request.user, history, can_moderate),
         "can_moderate": can_moderate,
         "member_form": (member_form or RoomMemberAddForm()) if room.is_private else None,
         "room_members": selectors.room_members(room=room) if room.is_private else (),
@@ -177,6 +181,40 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
         if not_modified is not None:
             return _revalidate(not_modified, etag)
     return _revalidate(render(request, "chat/room_detail.html", context), etag)
+
+
+def _history_shown(history: list[Any]) -> list[tuple]:
+    """Every field of the message list the page shows, per message (for digests)."""
+    return [
+        (m.id, m.seq, m.author_id, m.author.username, m.author.first_name, m.author.last_name,
+         m.body, m.created_at, m.edited_at, m.deleted_at)
+        for m in history
+    ]  # fmt: skip
+
+
+def _message_list_html(user: Any, history: list[Any], can_moderate: bool) -> str:
+    """The rendered message list (chat/_message_list.html), a cached fragment (family ``fragments``).
+
+    Rendering 50 messages is the template's main cost. The key is a digest of
+    every field the list shows plus the templates' release, so a new message,
+    an edit, a delete or an author's rename makes a new key by itself (the old
+    one ages out by TTL). The list varies by viewer only in the "mine" marks
+    and the edit/delete buttons, so viewers share variants: an author of any
+    listed message gets their own, moderators share one, everyone else
+    another.
+    """
+    authored = any(m.author_id == user.id for m in history)
+    viewer = f"user{user.id}" if authored else ("moderator" if can_moderate else "reader")
+    digest = hashlib.blake2b(repr((release_fingerprint(), _history_shown(history))).encode(), digest_size=16).hexdigest()
+    key = perf_cache.cache_key("fragment", "room_messages", viewer, digest)
+    html = perf_cache.cached(
+        "fragments",
+        key,
+        lambda: render_to_string(
+            "chat/_message_list.html", {"history": history, "user": user, "can_moderate": can_moderate}
+        ),
+    )
+    return mark_safe(html)  # rendered by the template engine, which escaped what it inserted
 
 
 def _room_page_etag(request: HttpRequest, context: dict[str, Any]) -> str | None:
@@ -204,11 +242,7 @@ def _room_page_etag(request: HttpRequest, context: dict[str, Any]) -> str | None
         (context["project"].slug, context["project"].name),
         (room.id, room.slug, room.name, room.topic, room.is_private, room.my_role),
         [(r.id, r.slug, r.name, r.is_private, r.unread) for r in context["rooms"]],
-        [
-            (m.id, m.seq, m.author_id, m.author.username, m.author.first_name, m.author.last_name,
-             m.body, m.created_at, m.edited_at, m.deleted_at)
-            for m in context["history"]
-        ],  # fmt: skip
+        _history_shown(context["history"]),
         [(u.pk, u.username, u.first_name, u.last_name) for u in members],
         context["can_moderate"],
         context["chat_config"],

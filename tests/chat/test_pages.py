@@ -257,6 +257,53 @@ def test_edit_controls_on_own_messages_and_for_admins(chat_world, make_message):
     assert 'data-action="delete"' in _message_li(html, theirs.id)
 
 
+@pytest.mark.django_db
+def test_the_message_list_is_a_cached_fragment_shared_by_kind_of_viewer(chat_world, make_user, make_message):
+    from perf.cache import cache_stats, cache_stats_reset
+
+    room, member, owner = chat_world["public"], chat_world["member"], chat_world["owner"]
+    reader = make_user("reader2")
+    chat_world["project"].memberships.create(user=reader)
+    mine = make_message(room, member, body="mine")
+    theirs = make_message(room, owner, body="theirs")
+
+    def fragment(html: str) -> str:
+        return html[html.index('<ol id="messages"') : html.index('<ol id="pending"')]
+
+    cache_stats_reset()
+    as_admin = fragment(client_for(chat_world["admin"]).get(room_url(room)).content.decode())
+    as_reader = fragment(client_for(reader).get(room_url(room)).content.decode())
+    as_member = fragment(client_for(member).get(room_url(room)).content.decode())
+    # Three kinds of viewer, three renderings: none was served another's variant.
+    assert cache_stats()["fragments"] == {"hits": 0, "misses": 3, "ratio": 0.0}
+    assert 'data-action="delete"' in _message_li(as_admin, theirs.id)
+    assert "data-action" not in as_reader and " mine" not in as_reader
+    assert 'data-action="edit"' in _message_li(as_member, mine.id) and 'data-action="edit"' not in _message_li(as_member, theirs.id)
+    assert 'class="msg mine"' in _message_li(as_member, mine.id)
+
+    # Another plain reader shares the reader variant; the same viewer again hits too.
+    other = make_user("reader3")
+    chat_world["project"].memberships.create(user=other)
+    assert fragment(client_for(other).get(room_url(room)).content.decode()) == as_reader
+    assert fragment(client_for(member).get(room_url(room)).content.decode()) == as_member
+    assert cache_stats()["fragments"]["hits"] == 2
+
+    # An edit, a rename and a new message each show at once (a new key, not a stale entry).
+    services.message_edit(message=selectors_message(member, mine.id), by=member, body="mine, edited")
+    assert "mine, edited" in fragment(client_for(reader).get(room_url(room)).content.decode())
+    owner.first_name = "Renamed"
+    owner.save()
+    assert "Renamed" in fragment(client_for(reader).get(room_url(room)).content.decode())
+    newest = make_message(room, owner, body="newest")
+    assert newest.id in rendered_ids(fragment(client_for(reader).get(room_url(room)).content.decode()))
+
+
+def selectors_message(user, message_id: int) -> Message:
+    from chat import selectors
+
+    return selectors.message_get_for_user(user=user, message_id=message_id)
+
+
 def test_room_page_config_for_the_client(chat_world, make_room):
     project, member = chat_world["project"], chat_world["member"]
     other = make_room(project, creator=member, name="random")
