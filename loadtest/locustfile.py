@@ -470,10 +470,14 @@ class ChatUser(FastHttpUser):
     def disconnect(self) -> None:
         ws, self.ws = self.ws, None
         if ws is not None:
+            # Not ws.close(): it waits for the server's close frame inside a bare
+            # `except: pass`, which swallows the GreenletExit of a Locust stop that
+            # lands meanwhile; the user then lives on and the run never ends.
             try:
-                ws.close(timeout=1)
+                ws.send_close()
             except Exception:
                 pass
+            ws.shutdown()
         reader, self.reader = self.reader, None
         if reader is not None:
             reader.kill(block=True, timeout=2)
