@@ -169,11 +169,14 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     Cached in two parts. The room list (family ``room_lists``) per user and
     project, invalidated by room_create (the project's lists), room_member_add
     and membership changes (that user's list). Unread counts (family
-    ``unread``) per room under a key that embeds the room's ``last_message_seq``
-    and the user's marker, so a new message or a read moves to a fresh key by
-    itself; message_delete drops the room's unread keys. One cheap query
-    (room counters and markers) runs every time; one grouped count runs only
-    for the rooms whose count is not cached.
+    ``unread``) come from each room's tail, its newest UNREAD_TAIL messages as
+    (id, author, deleted), shared by all its readers under a key that embeds
+    the room's ``last_message_seq``: a new message moves to a fresh key by
+    itself, and each reader's count is computed from the tail and their
+    marker. Only when a marker is older than a full tail and the tail alone
+    cannot reach the cap does that reader get an exact capped count, cached
+    per user, room, last seq and marker. message_delete drops the room's
+    unread keys. One cheap query (room counters and markers) runs every time.
     """
     list_key = room_list_key(project.id, user.id)
 
@@ -196,9 +199,18 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
         .annotate(last_read=Coalesce(Subquery(last_read), Value(0)))
         .values("id", "last_message_seq", "last_message_at", "last_read")
     }
-    keys = {
-        rid: unread_key(rid, user.id, live[rid]["last_message_seq"], live[rid]["last_read"]) for rid in ids if rid in live
-    }
+    present = [rid for rid in ids if rid in live]
+    tails = perf_cache.cached_many(
+        "unread", {rid: unread_tail_key(rid, live[rid]["last_message_seq"]) for rid in present}, _room_tails
+    )
+    unread: dict[int, int] = {}
+    exact: list[int] = []
+    for rid in present:
+        counted = _unread_from_tail(tails.get(rid, []), last_read=live[rid]["last_read"], user_id=user.id)
+        if counted is None:
+            exact.append(rid)
+        else:
+            unread[rid] = counted
 
     def count(missing: list[int]) -> dict[int, int]:
         # One statement, one capped count per room: a room the user never
@@ -215,7 +227,9 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
             cursor.execute(" UNION ALL ".join(parts), params)
             return {int(rid): int(n) for rid, n in cursor.fetchall()}
 
-    unread = perf_cache.cached_many("unread", keys, count)
+    if exact:
+        keys = {rid: unread_key(rid, user.id, live[rid]["last_message_seq"], live[rid]["last_read"]) for rid in exact}
+        unread.update(perf_cache.cached_many("unread", keys, count))
     rooms = []
     for row in rows:
         if row["id"] not in live:
@@ -245,7 +259,58 @@ def unread_key(room_id: int, user_id: int, last_seq: int, last_read: int) -> str
 
 
 def unread_pattern(room_id: int) -> str:
+    """Every unread entry of a room: per-user counts and the shared tails (message_delete drops them)."""
     return cache_key("unread", room_id, "*")
+
+
+def unread_tail_key(room_id: int, last_seq: int) -> str:
+    return cache_key("unread", room_id, "tail", last_seq)
+
+
+# Newest messages per room kept for unread counts (rooms_for_user).
+UNREAD_TAIL = UNREAD_CAP
+
+
+def _room_tails(room_ids: list[int]) -> dict[int, list[tuple[int, int, bool]]]:
+    """The newest UNREAD_TAIL messages of each room, newest first, as (id, author id, deleted).
+
+    Shared by every reader of the room, so one cache entry per room and
+    message (the key embeds the room's last seq) serves all its members'
+    unread counts. One statement, index-only on message_room_id_idx.
+    """
+    table = connection.ops.quote_name(Message._meta.db_table)
+    parts, params = [], []
+    for rid in room_ids:
+        parts.append(
+            f"SELECT * FROM (SELECT room_id, id, author_id, deleted_at IS NOT NULL FROM {table} "
+            "WHERE room_id = %s ORDER BY id DESC LIMIT %s) tail"
+        )
+        params += [rid, UNREAD_TAIL]
+    tails: dict[int, list[tuple[int, int, bool]]] = {rid: [] for rid in room_ids}
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        for rid, mid, author, deleted in cursor.fetchall():
+            tails[int(rid)].append((int(mid), int(author), bool(deleted)))
+    for tail in tails.values():
+        tail.sort(reverse=True)
+    return tails
+
+
+def _unread_from_tail(tail: list[tuple[int, int, bool]], *, last_read: int, user_id: int) -> int | None:
+    """Live messages by others newer than ``last_read``, capped at UNREAD_CAP; None when the tail cannot tell.
+
+    It cannot tell when the marker is older than the whole tail, the tail is
+    full (older messages exist) and fewer than the cap counted in it.
+    """
+    counted = 0
+    for message_id, author_id, deleted in tail:
+        if message_id <= last_read:
+            return counted
+        if not deleted and author_id != user_id:
+            counted += 1
+            if counted >= UNREAD_CAP:
+                return UNREAD_CAP
+    return counted if len(tail) < UNREAD_TAIL else None
 
 
 def room_history(*, room: Room, before: int | None = None, after: int | None = None, limit: int) -> list[Message]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from django.core.cache import cache
 
 from chat import selectors
+from chat.models import Message, RoomMember
 from perf.cache import cache_stats, cache_stats_reset
 
 
@@ -42,3 +44,68 @@ def test_read_ahead_entries_are_not_stale_after_an_edit(chat_world, make_message
     services.message_edit(message=target, by=member, body="edited")
     page = selectors.room_history_dicts(room=room, before=created[10].id, limit=10)
     assert [m["body"] for m in page if m["id"] == created[2].id] == ["edited"]
+
+
+# --- unread counts from shared room tails ----------------------------------------------
+
+CAP = selectors.UNREAD_CAP
+
+
+@pytest.mark.parametrize(
+    "tail,last_read,expected",
+    [
+        ([], 0, 0),  # an empty room
+        ([(5, 2, False), (4, 2, False), (3, 1, False)], 3, 2),  # stops at the marker
+        ([(5, 1, False), (4, 2, True), (3, 2, False)], 0, 1),  # own and deleted messages do not count
+        ([(i, 2, False) for i in range(CAP + 50, 50, -1)], 0, CAP),  # the cap is reached inside the tail
+        ([(i, 1, False) for i in range(CAP, 0, -1)], 0, None),  # full tail of own messages: older ones may count
+        ([(i, 2, False) for i in range(CAP - 1, 0, -1)], 0, CAP - 1),  # not full: the whole room
+    ],
+)
+def test_unread_from_a_tail(tail, last_read, expected):
+    assert selectors._unread_from_tail(tail, last_read=last_read, user_id=1) == expected
+
+
+def _exact_unread(room, user) -> int:
+    marker = RoomMember.objects.filter(room=room, user=user).values_list("last_read_message_id", flat=True).first() or 0
+    live = Message.objects.filter(room=room, id__gt=marker, deleted_at__isnull=True).exclude(author=user)
+    return min(live.count(), CAP)
+
+
+def test_unread_counts_match_the_database_in_every_case(chat_world, make_room, make_message):
+    """Small and large rooms, markers inside and far behind the tail, own and deleted messages."""
+    from chat import services
+
+    member, owner, project = chat_world["member"], chat_world["owner"], chat_world["project"]
+    busy = make_room(project, creator=owner, name="busy")
+    mine = make_room(project, creator=owner, name="mostly-mine")
+    for i in range(CAP + 30):
+        make_message(busy, owner if i % 3 else member, f"b{i}")
+    for i in range(CAP + 10):
+        make_message(mine, member if i >= 20 else owner, f"m{i}")  # the newest CAP are the reader's own
+    small = chat_world["public"]
+    first = make_message(small, owner, "s1")
+    make_message(small, owner, "s2")
+    gone = make_message(small, owner, "s3")
+    services.message_delete(message=selectors.message_get_for_user(user=owner, message_id=gone.id), by=owner)
+    markers = {busy: 0, mine: 0, small: first.id}
+    for room, marker in markers.items():
+        RoomMember.objects.update_or_create(room=room, user=member, defaults={"last_read_message_id": marker})
+    for attempt in range(2):  # cold, then from the cache
+        rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=project)}
+        for room in markers:
+            assert rooms[room.id] == _exact_unread(room, member), (attempt, room.name)
+    assert rooms[mine.id] == 20 - 0 and rooms[small.id] == 1
+
+
+def test_readers_of_a_room_share_its_tail(chat_world, make_message, django_assert_num_queries):
+    room, owner = chat_world["public"], chat_world["owner"]
+    for i in range(5):
+        make_message(room, owner, f"x{i}")
+    readers = [chat_world["member"], chat_world["admin"]]
+    cache.clear()
+    selectors.rooms_for_user(user=readers[0], project=chat_world["project"])  # fills the tails
+    cache_stats_reset()
+    selectors.rooms_for_user(user=readers[1], project=chat_world["project"])
+    stats = cache_stats()["unread"]
+    assert stats["misses"] == 0 and stats["hits"] >= 1
