@@ -50,10 +50,11 @@ class Outbox:
         self._on_shed = on_shed
         self._on_batch = on_batch
         self._items: deque[tuple[int, str]] = deque()
-        self._wakeup = asyncio.Event()
         self._closed = False
+        self._failed = False
         self.overflowed = False
-        self._task = asyncio.ensure_future(self._run())
+        # The writer task exists only while frames are pending: an idle socket holds none.
+        self._task: asyncio.Future | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -64,7 +65,8 @@ class Outbox:
         self._items.append((priority, text))
         if len(self._items) > self._limit:
             self._shed()
-        self._wakeup.set()
+        if self._task is None and not self._closed and not self._failed:
+            self._task = asyncio.ensure_future(self._run())
 
     def _shed(self) -> None:
         for level in SHEDDABLE:
@@ -96,27 +98,31 @@ class Outbox:
         return "[" + ",".join(parts) + "]"
 
     async def _run(self) -> None:
+        """Wait the batching window, send everything pending, and end (put starts the next one)."""
         try:
-            while True:
-                await self._wakeup.wait()
-                if self._window:
-                    await asyncio.sleep(self._window)
-                self._wakeup.clear()
-                while self._items:
-                    count = len(self._items)
-                    text = self._take_batch()
-                    if self._on_batch:
-                        self._on_batch(count - len(self._items), len(text))
-                    await self._send_text(text)
+            if self._window:
+                await asyncio.sleep(self._window)
+            while self._items:
+                count = len(self._items)
+                text = self._take_batch()
+                if self._on_batch:
+                    self._on_batch(count - len(self._items), len(text))
+                await self._send_text(text)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a dead transport ends the writer; the consumer disconnects
+            self._failed = True
             logger.debug("outbox writer stopped", exc_info=True)
+        finally:
+            self._task = None
 
     async def close(self) -> None:
         self._closed = True
-        self._task.cancel()
+        task = self._task
+        if task is None:
+            return
+        task.cancel()
         try:
-            await self._task
+            await task
         except (asyncio.CancelledError, Exception):  # noqa: BLE001
             pass
