@@ -22,6 +22,7 @@ QUERIES = {
     "project_get_for_user",
     "message by (author, client_id)",
     "user_for_token",
+    "tokens of a user (user save)",
 }
 
 

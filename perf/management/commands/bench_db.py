@@ -31,6 +31,7 @@ from django.db import connection, transaction
 from django.test.utils import override_settings
 
 from chat import selectors, services
+from chat import signals as chat_signals
 from chat.models import Message, Room, RoomMember
 from projects import selectors as project_selectors
 from projects.models import Membership, Project
@@ -368,6 +369,15 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
         ),
         ("message by (author, client_id)", [duplicate_lookup(a, c) for a, c in cycle(sent)]),
         ("user_for_token", [(lambda k=k: selectors.user_for_token(raw_key=k)) for k in cycle(raw_keys)]),
+        (
+            # Every user save (a log-in's last_login, a profile edit) drops the
+            # user's cached token lookups: chat.signals.user_changed reads them.
+            "tokens of a user (user save)",
+            [
+                (lambda u=users[u]: chat_signals.user_changed(sender=type(u), instance=u))
+                for u, _ in cycle(memberships)
+            ],
+        ),
     ]
 
 
