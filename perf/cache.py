@@ -45,6 +45,14 @@ LOCK_TIMEOUT = 10
 LOCK_WAIT = 2.0
 
 
+def caching_enabled() -> bool:
+    """False when the default cache stores nothing (ENABLE_CACHING=false, or a benchmark's cache-off run)."""
+    from django.core.cache import caches
+    from django.core.cache.backends.dummy import DummyCache
+
+    return not isinstance(caches["default"], DummyCache)
+
+
 def cache_key(family: str, *parts: Any) -> str:
     """The one way to name a cache entry: ``<family>:<part>:<part>…``."""
     return ":".join([family, *(str(p) for p in parts)])

@@ -17,6 +17,7 @@ QUERIES = {
     "messages_after (resume)",
     "messages_seq_between (gap)",
     "rooms_for_user (unread)",
+    "room tails (unread cache fill)",
     "projects_for_user",
     "room_get_for_user",
     "project_get_for_user",

@@ -304,6 +304,9 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
     room_members = list(RoomMember.objects.order_by("?").values_list("user_id", "room_id")[:n])
     users = User.objects.in_bulk({u for u, _ in memberships} | {u for u, _ in room_members})
     projects = Project.objects.in_bulk({p for _, p in memberships})
+    room_ids_of: dict[int, list[int]] = {}
+    for room_id, project_id in Room.objects.filter(project_id__in=projects).values_list("id", "project_id"):
+        room_ids_of.setdefault(project_id, []).append(room_id)
 
     # Rows only this transaction sees: API tokens, and client ids on sampled messages.
     token_users = rng.sample(list(users.values()), min(200, len(users)))
@@ -350,6 +353,15 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
             [
                 (lambda u=users[u], p=projects[p]: selectors.rooms_for_user(user=u, project=p))
                 for u, p in cycle(memberships)
+            ],
+        ),
+        (
+            # With the cache on, a room's unread tail is read from the database
+            # once per room and new message, then shared by all its readers.
+            "room tails (unread cache fill)",
+            [
+                (lambda ids=room_ids_of[p]: selectors._room_tails(ids))
+                for _, p in cycle(memberships)
             ],
         ),
         (
