@@ -109,3 +109,15 @@ def test_readers_of_a_room_share_its_tail(chat_world, make_message, django_asser
     selectors.rooms_for_user(user=readers[1], project=chat_world["project"])
     stats = cache_stats()["unread"]
     assert stats["misses"] == 0 and stats["hits"] >= 1
+
+
+def test_without_a_cache_unread_counts_come_straight_from_the_database(chat_world, make_message, settings):
+    room, owner, member = chat_world["public"], chat_world["owner"], chat_world["member"]
+    for i in range(3):
+        make_message(room, owner, f"u{i}")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    from perf.cache import caching_enabled
+
+    assert not caching_enabled()
+    rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=chat_world["project"])}
+    assert rooms[room.id] == _exact_unread(room, member) == 3
