@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Any, Callable
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -218,19 +218,15 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
         exact = present
 
     def count(missing: list[int]) -> dict[int, int]:
-        # One statement, one capped count per room: a room the user never
-        # opened costs at most UNREAD_CAP index entries, not its whole history.
-        table = connection.ops.quote_name(Message._meta.db_table)
-        parts, params = [], []
-        for rid in missing:
-            parts.append(
-                f"SELECT %s, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE room_id = %s AND id > %s "
-                "AND deleted_at IS NULL AND author_id <> %s LIMIT %s) capped)"
-            )
-            params += [rid, rid, live[rid]["last_read"], user.id, UNREAD_CAP]
-        with connection.cursor() as cursor:
-            cursor.execute(" UNION ALL ".join(parts), params)
-            return {int(rid): int(n) for rid, n in cursor.fetchall()}
+        # One capped count per room: a room the user never opened costs at
+        # most UNREAD_CAP index entries, not its whole history.
+        rows = _per_room_union(
+            missing,
+            "SELECT %s, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE room_id = %s AND id > %s "
+            "AND deleted_at IS NULL AND author_id <> %s LIMIT %s) capped)",
+            lambda rid: [rid, rid, live[rid]["last_read"], user.id, UNREAD_CAP],
+        )
+        return {int(rid): int(n) for rid, n in rows}
 
     if exact:
         keys = {rid: unread_key(rid, user.id, live[rid]["last_message_seq"], live[rid]["last_read"]) for rid in exact}
@@ -283,22 +279,28 @@ def _room_tails(room_ids: list[int]) -> dict[int, list[tuple[int, int, bool]]]:
     message (the key embeds the room's last seq) serves all its members'
     unread counts. One statement, index-only on message_room_id_idx.
     """
-    table = connection.ops.quote_name(Message._meta.db_table)
-    parts, params = [], []
-    for rid in room_ids:
-        parts.append(
-            f"SELECT * FROM (SELECT room_id, id, author_id, deleted_at IS NOT NULL FROM {table} "
-            "WHERE room_id = %s ORDER BY id DESC LIMIT %s) tail"
-        )
-        params += [rid, UNREAD_TAIL]
+    rows = _per_room_union(
+        room_ids,
+        "SELECT * FROM (SELECT room_id, id, author_id, deleted_at IS NOT NULL FROM {table} "
+        "WHERE room_id = %s ORDER BY id DESC LIMIT %s) tail",
+        lambda rid: [rid, UNREAD_TAIL],
+    )
     tails: dict[int, list[tuple[int, int, bool]]] = {rid: [] for rid in room_ids}
-    with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(parts), params)
-        for rid, mid, author, deleted in cursor.fetchall():
-            tails[int(rid)].append((int(mid), int(author), bool(deleted)))
+    for rid, mid, author, deleted in rows:
+        tails[int(rid)].append((int(mid), int(author), bool(deleted)))
     for tail in tails.values():
         tail.sort(reverse=True)
     return tails
+
+
+def _per_room_union(room_ids: list[int], sql: str, params_of: Callable[[int], list[Any]]) -> list[tuple]:
+    """One statement: ``sql`` (naming the messages table as ``{table}``) once per room, joined by UNION ALL."""
+    table = connection.ops.quote_name(Message._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            " UNION ALL ".join([sql.format(table=table)] * len(room_ids)), [p for rid in room_ids for p in params_of(rid)]
+        )
+        return cursor.fetchall()
 
 
 def _unread_from_tail(tail: list[tuple[int, int, bool]], *, last_read: int, user_id: int) -> int | None:

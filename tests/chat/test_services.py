@@ -8,6 +8,7 @@ from django.db import connection, connections, transaction
 from chat import events, selectors, services
 from chat.models import Message, Room, RoomMember
 from chatsite.errors import Conflict, Forbidden, InvalidInput
+from tests.chat.polling import poll_after_highest
 
 
 def test_message_create_assigns_increasing_seq_and_bumps_room(chat_world, make_message):
@@ -163,21 +164,7 @@ def test_concurrent_senders_commit_in_id_order(make_user, make_project):
         finally:
             connections.close_all()
 
-    def read():
-        last = 0
-        try:
-            while True:
-                finished = done.is_set()
-                batch = selectors.messages_after(room_id=room.id, after_id=last, limit=1000)
-                for m in batch:
-                    seen.append(m.id)
-                    last = m.id
-                if finished and not batch:
-                    return
-        finally:
-            connections.close_all()
-
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(target=poll_after_highest, args=(room.id, done, seen))
     reader.start()
     threads = [threading.Thread(target=send, args=(u,)) for u in senders]
     for t in threads:

@@ -15,6 +15,7 @@ from chat import events, selectors, services
 from chat.models import Message, Room
 from chatsite import ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
+from tests.chat.polling import poll_after_highest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,23 +83,7 @@ async def test_concurrent_async_senders_commit_in_id_order(make_user, make_proje
     done = threading.Event()
     seen: list[int] = []
 
-    def read() -> None:
-        from django.db import connections
-
-        last = 0
-        try:
-            while True:
-                finished = done.is_set()
-                batch = selectors.messages_after(room_id=room.id, after_id=last, limit=1000)
-                for m in batch:
-                    seen.append(m.id)
-                    last = m.id
-                if finished and not batch:
-                    return
-        finally:
-            connections.close_all()
-
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(target=poll_after_highest, args=(room.id, done, seen))
     reader.start()
 
     async def send(user) -> None:
