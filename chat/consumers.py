@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
@@ -113,6 +115,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     """One socket per browser tab or program; many room subscriptions per socket."""
 
     outbox: Outbox | None = None
+    user_joined = False
+    # No channel-layer channel per socket (Channels skips it for an alias that
+    # names no layer): one less queue, Redis subscription and waiting task each.
+    channel_layer_alias = "chat.no-channel-per-socket"
 
     async def connect(self) -> None:
         # Names this connection's database work in the slow-query log.
@@ -124,8 +130,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # room id -> events held back while a gap fill for that room runs
         self.filling: dict[int, list[dict[str, Any]]] = {}
         self.fill_tasks: set[asyncio.Future] = set()
+        # Names this socket in presence (it has no channel-layer channel).
+        self.socket_id = uuid.uuid4().hex
+        authenticated = self.user is not None and self.user.is_authenticated
+        if authenticated:
+            # Personal events through the process's hub. Before accept: with the
+            # channel layer down this raises and SocketSetupGuard answers 4503.
+            await fanout.hub().join_user(self.user.id, self)
+            self.user_joined = True
         await self.accept()
-        if self.user is None or not self.user.is_authenticated:
+        if not authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.outbox = Outbox(
@@ -138,13 +152,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         metrics.WS_CONNECTIONS.inc()
         perf_metrics.user_seen(self.user.id)
-        try:
-            await self.channel_layer.group_add(events.user_group(self.user.id), self.channel_name)
-        except Exception:  # noqa: BLE001 - personal events are best effort; chat still works
-            logger.warning("user group_add failed", exc_info=True)
         self.send_frame({"type": "hello", "user": {"id": self.user.id, "username": self.user.username}})
 
     async def disconnect(self, code: int) -> None:
+        if self.user_joined:
+            try:
+                await fanout.hub().leave_user(self.user.id, self)
+            except Exception:  # noqa: BLE001 - a layer that is down has forgotten the membership anyway
+                logger.warning("leaving the user's group failed", exc_info=True)
         if self.outbox is None:
             return
         metrics.WS_CONNECTIONS.dec()
@@ -153,10 +168,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             task.cancel()
         for room_id in list(self.cursors):
             await self._leave(room_id)
-        try:
-            await self.channel_layer.group_discard(events.user_group(self.user.id), self.channel_name)
-        except Exception:  # noqa: BLE001
-            pass
 
     # -- outgoing ------------------------------------------------------------
 
@@ -191,15 +202,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # -- channel layer -----------------------------------------------------
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # User events are pure forwarding: skip Channels' per-message
-        # close-old-connections hop to a thread. Room events do not come this
-        # way: the process's RoomHub (chat.fanout) calls deliver_room_event.
-        if message["type"] == events.USER_EVENT:
-            if self.outbox is not None:
-                self.outbox.put(EVENT_PRIORITY.get(message["kind"], PRIORITY_CHANGE), message["text"])
-        else:
-            await super().dispatch(message)
+    # The socket owns no channel-layer channel (channel_layer_alias): room and
+    # personal events come from the process's RoomHub (chat.fanout), which
+    # calls deliver_room_event / deliver_user_event. Only client frames are
+    # dispatched.
+
+    def deliver_user_event(self, event: dict[str, Any]) -> None:
+        """Queue one personal event (a mention, …) from the RoomHub."""
+        if self.outbox is not None:
+            self.outbox.put(EVENT_PRIORITY.get(event["kind"], PRIORITY_CHANGE), event["text"])
 
     def deliver_room_event(self, event: dict[str, Any]) -> bool:
         """Queue one room event (from the RoomHub) on this socket; True if it was queued.
@@ -339,7 +350,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Then the live events that arrived meanwhile (those the backlog already holds are dropped by seq).
         for event in self.filling.pop(room_id, []) if not joined else []:
             self.deliver_room_event(event)
-        if not joined and await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.channel_name):
+        if not joined and await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.socket_id):
             await self._publish_presence(room_id, "online")
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
@@ -356,7 +367,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await fanout.hub().leave(room_id, self)
         except Exception:  # noqa: BLE001 - group expiry cleans up what a dead layer could not
             logger.warning("leaving the room's group failed room=%s", room_id)
-        if await presence.presence_leave(room_id=room_id, user_id=self.user.id, channel_name=self.channel_name):
+        if await presence.presence_leave(room_id=room_id, user_id=self.user.id, channel_name=self.socket_id):
             await self._publish_presence(room_id, "offline")
 
     async def _publish_presence(self, room_id: int, status: str) -> None:
@@ -365,7 +376,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         message["user"] = self.user.id
         try:
-            await self.channel_layer.group_send(events.room_group(room_id), message)
+            await get_channel_layer().group_send(events.room_group(room_id), message)
         except Exception:  # noqa: BLE001 - presence is best effort
             logger.warning("presence publish failed room=%s", room_id)
 
@@ -410,13 +421,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         message["user"] = self.user.id
         try:
-            await self.channel_layer.group_send(events.room_group(room_id), message)
+            await get_channel_layer().group_send(events.room_group(room_id), message)
         except Exception:  # noqa: BLE001
             logger.warning("typing publish failed room=%s", room_id)
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         for room_id in self.cursors:
-            await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.channel_name)
+            await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.socket_id)
         self.send_frame({"type": "pong", "ref": frame.get("ref")})
 
     HANDLERS = {

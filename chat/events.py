@@ -126,7 +126,7 @@ def publish_user_event(*, user_id: int, kind: str, payload: dict[str, Any]) -> N
     if get_channel_layer() is None:
         return
     text = orjson.dumps({"type": kind, **payload}).decode()
-    message = {"type": USER_EVENT, "kind": kind, "text": text}
+    message = {"type": USER_EVENT, "user": user_id, "kind": kind, "text": text}
     _layer_call("group_send", user_group(user_id), message, what=f"user={user_id} kind={kind}")
 
 

@@ -1,4 +1,4 @@
-"""Room fan-out inside one server process: one group membership per room per process.
+"""Fan-out inside one server process: one group membership per room (and per user) per process.
 
 With plain Channels groups every socket's channel is a group member: the layer
 puts each event into every member channel's queue, and every consumer wakes,
@@ -12,7 +12,9 @@ socket subscribes and leaves it when the last one goes; it receives each
 event once, decodes it once, counts it once, and hands the frame text (already
 serialized by the publisher) to every local subscriber's
 ``deliver_room_event`` in one loop. Cross-process delivery is unchanged:
-every process with subscribers in a room is in that room's group.
+every process with subscribers in a room is in that room's group. Personal
+events (``user.<id>`` groups: mentions) come the same way, so a socket needs
+no channel-layer channel of its own.
 """
 
 from __future__ import annotations
@@ -30,15 +32,20 @@ logger = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
-    def deliver_room_event(self, event: dict[str, Any]) -> None: ...
+    def deliver_room_event(self, event: dict[str, Any]) -> bool: ...
+
+    def deliver_user_event(self, event: dict[str, Any]) -> None: ...
 
 
 class RoomHub:
+    """The process's members of room groups (``room.<id>``) and personal groups (``user.<id>``)."""
+
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.channel: str | None = None
         self.rooms: dict[int, set[Subscriber]] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        self.users: dict[int, set[Subscriber]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._task: asyncio.Task | None = None
         self._start_lock = asyncio.Lock()
 
@@ -48,37 +55,50 @@ class RoomHub:
         When this returns, every event published to the room from now on
         reaches ``subscriber``. Raises if the channel layer is unavailable.
         """
-        members = self.rooms.get(room_id)
+        await self._join(self.rooms, room_id, events.room_group(room_id), subscriber)
+
+    async def leave(self, room_id: int, subscriber: Subscriber) -> None:
+        """Remove a local subscriber; the last one of a room leaves the room's group."""
+        await self._leave(self.rooms, room_id, events.room_group(room_id), subscriber)
+
+    async def join_user(self, user_id: int, subscriber: Subscriber) -> None:
+        """Personal events (mentions, …) of ``user_id`` reach ``subscriber`` from now on."""
+        await self._join(self.users, user_id, events.user_group(user_id), subscriber)
+
+    async def leave_user(self, user_id: int, subscriber: Subscriber) -> None:
+        await self._leave(self.users, user_id, events.user_group(user_id), subscriber)
+
+    async def _join(self, table: dict[int, set[Subscriber]], key: int, group: str, subscriber: Subscriber) -> None:
+        members = table.get(key)
         if members is not None:
             members.add(subscriber)
             return
         await self._start()
-        async with self._lock(room_id):
-            members = self.rooms.get(room_id)
+        async with self._lock(group):
+            members = table.get(key)
             if members is None:
-                await self.layer.group_add(events.room_group(room_id), self.channel)
-                members = self.rooms[room_id] = set()
+                await self.layer.group_add(group, self.channel)
+                members = table[key] = set()
             members.add(subscriber)
 
-    async def leave(self, room_id: int, subscriber: Subscriber) -> None:
-        """Remove a local subscriber; the last one of a room leaves the room's group."""
-        members = self.rooms.get(room_id)
+    async def _leave(self, table: dict[int, set[Subscriber]], key: int, group: str, subscriber: Subscriber) -> None:
+        members = table.get(key)
         if members is None or subscriber not in members:
             return
         members.discard(subscriber)
         if members:
             return
-        async with self._lock(room_id):
-            if self.rooms.get(room_id) is members and not members:
-                del self.rooms[room_id]
-                await self.layer.group_discard(events.room_group(room_id), self.channel)
+        async with self._lock(group):
+            if table.get(key) is members and not members:
+                del table[key]
+                await self.layer.group_discard(group, self.channel)
 
-    def _lock(self, room_id: int) -> asyncio.Lock:
-        # Kept for the hub's lifetime (one per room ever joined): a lock dropped
+    def _lock(self, group: str) -> asyncio.Lock:
+        # Kept for the hub's lifetime (one per group ever joined): a lock dropped
         # while a joiner waits on it would let a second joiner run beside it.
-        lock = self._locks.get(room_id)
+        lock = self._locks.get(group)
         if lock is None:
-            lock = self._locks[room_id] = asyncio.Lock()
+            lock = self._locks[group] = asyncio.Lock()
         return lock
 
     async def _start(self) -> None:
@@ -105,7 +125,12 @@ class RoomHub:
                 logger.exception("room hub delivery failed")
 
     def deliver(self, event: dict[str, Any]) -> None:
-        if event.get("type") != events.ROOM_EVENT:
+        kind = event.get("type")
+        if kind == events.USER_EVENT:
+            for subscriber in list(self.users.get(event.get("user"), ())):
+                subscriber.deliver_user_event(event)
+            return
+        if kind != events.ROOM_EVENT:
             return
         members = self.rooms.get(event["room"])
         if not members:
