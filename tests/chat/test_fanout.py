@@ -23,6 +23,9 @@ class Recorder:
         self.events.append(event)
         return self.accept
 
+    def deliver_user_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
 
 async def publish(room_id: int, seq: int) -> None:
     await get_channel_layer().group_send(
@@ -92,3 +95,18 @@ async def test_events_of_other_rooms_and_types_are_not_delivered(accept):
     assert sub.events == []
     await publish(906, 1)
     await until(lambda: len(sub.events) == 1)
+
+
+async def test_personal_events_reach_the_users_sockets_only():
+    hub = RoomHub(get_channel_layer())
+    alice_a, alice_b, bob = Recorder(), Recorder(), Recorder()
+    await asyncio.gather(hub.join_user(41, alice_a), hub.join_user(41, alice_b), hub.join_user(42, bob))
+    events.publish_user_event(user_id=41, kind="mention", payload={"room": 1})
+    await until(lambda: len(alice_a.events) == 1 and len(alice_b.events) == 1)
+    assert alice_a.events[0]["text"] == '{"type":"mention","room":1}' and bob.events == []
+    await hub.leave_user(41, alice_a)
+    await hub.leave_user(41, alice_b)
+    assert 41 not in hub.users
+    events.publish_user_event(user_id=42, kind="mention", payload={"room": 2})
+    await until(lambda: len(bob.events) == 1)
+    assert len(alice_a.events) == 1
