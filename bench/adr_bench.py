@@ -166,6 +166,16 @@ def server_env(opts: Options) -> dict[str, str]:
     return env
 
 
+def _interrupt(proc: subprocess.Popen, grace: float = 30) -> None:
+    """Ctrl-C a sub-benchmark (it writes its report on the way out); kill it if it takes longer than ``grace``."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _raise_child_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -194,12 +204,7 @@ def run_logged(
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _interrupt(proc)
             return -1, path
         except BaseException:
             proc.kill()
@@ -585,12 +590,7 @@ def locust_capacity(opts: Options, stack_: Stack) -> dict[str, Any]:
                 progress()
         finally:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                _interrupt(proc)
     progress()
     try:
         report = orjson.loads(report_path.read_bytes())

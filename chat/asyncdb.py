@@ -92,13 +92,15 @@ async def apool() -> Any:
             del _pools[old]
         db = connections["default"]
         params = {k: v for k, v in db.get_connection_params().items() if k not in _CONN_PARAMS_SKIPPED}
-        pool_options = db.settings_dict.get("OPTIONS", {}).get("pool") or {}
+        pool_options = db.settings_dict.get("OPTIONS", {}).get("pool")
+        if not isinstance(pool_options, dict):  # Django also accepts pool=True
+            pool_options = {}
         pool = _pools[loop] = AsyncConnectionPool(
             kwargs={**params, "autocommit": True},
             min_size=1,
             max_size=settings.CHAT_WS_DIRECT_POOL,
-            timeout=pool_options.get("timeout", 30) if isinstance(pool_options, dict) else 30,
-            max_lifetime=pool_options.get("max_lifetime", 3600) if isinstance(pool_options, dict) else 3600,
+            timeout=pool_options.get("timeout", 30),
+            max_lifetime=pool_options.get("max_lifetime", 3600),
             name="chat-ws-direct",
             open=False,
         )

@@ -350,7 +350,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Then the live events that arrived meanwhile (those the backlog already holds are dropped by seq).
         for event in self.filling.pop(room_id, []) if not joined else []:
             self.deliver_room_event(event)
-        if not joined and await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.socket_id):
+        if not joined and await presence.presence_touch(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id):
             await self._publish_presence(room_id, "online")
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
@@ -367,18 +367,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await fanout.hub().leave(room_id, self)
         except Exception:  # noqa: BLE001 - group expiry cleans up what a dead layer could not
             logger.warning("leaving the room's group failed room=%s", room_id)
-        if await presence.presence_leave(room_id=room_id, user_id=self.user.id, channel_name=self.socket_id):
+        if await presence.presence_leave(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id):
             await self._publish_presence(room_id, "offline")
 
     async def _publish_presence(self, room_id: int, status: str) -> None:
+        await self._publish_ephemeral(room_id, "presence", status=status)
+
+    async def _publish_ephemeral(self, room_id: int, kind: str, **extra: Any) -> None:
+        """Send a typing/presence event about this user to the room. Best effort: failures are logged."""
         message = events.room_event_message(
-            room_id=room_id, kind="presence", payload={"room": room_id, "user": user_dict(self.user), "status": status}
+            room_id=room_id, kind=kind, payload={"room": room_id, "user": user_dict(self.user), **extra}
         )
-        message["user"] = self.user.id
+        message["user"] = self.user.id  # lets the user's own sockets skip it
         try:
             await get_channel_layer().group_send(events.room_group(room_id), message)
-        except Exception:  # noqa: BLE001 - presence is best effort
-            logger.warning("presence publish failed room=%s", room_id)
+        except Exception:  # noqa: BLE001 - ephemeral events are best effort
+            logger.warning("%s publish failed room=%s", kind, room_id)
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
@@ -416,18 +420,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if now - self.typing_sent.get(room_id, 0.0) < settings.CHAT_WS_TYPING_INTERVAL:
             return  # rate-limited: silently coalesced, typing is ephemeral
         self.typing_sent[room_id] = now
-        message = events.room_event_message(
-            room_id=room_id, kind="typing", payload={"room": room_id, "user": user_dict(self.user)}
-        )
-        message["user"] = self.user.id
-        try:
-            await get_channel_layer().group_send(events.room_group(room_id), message)
-        except Exception:  # noqa: BLE001
-            logger.warning("typing publish failed room=%s", room_id)
+        await self._publish_ephemeral(room_id, "typing")
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         for room_id in self.cursors:
-            await presence.presence_touch(room_id=room_id, user_id=self.user.id, channel_name=self.socket_id)
+            await presence.presence_touch(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id)
         self.send_frame({"type": "pong", "ref": frame.get("ref")})
 
     HANDLERS = {

@@ -1,6 +1,6 @@
 """Who is online in a room: a Redis sorted set per room, entries expire by TTL.
 
-Each socket subscribed to a room is one entry ``<user_id>:<channel_name>``
+Each socket subscribed to a room is one entry ``<user_id>:<socket_id>``
 scored with its last heartbeat. A user is online in a room while any of
 their entries is fresher than ``CHAT_PRESENCE_TTL`` seconds, so a crashed
 server process's sockets age out by themselves. Without Redis (the embedded
@@ -47,11 +47,11 @@ def _client():
     return client
 
 
-def _entry(user_id: int, channel_name: str) -> str:
-    return f"{user_id}:{channel_name}"
+def _entry(user_id: int, socket_id: str) -> str:
+    return f"{user_id}:{socket_id}"
 
 
-async def presence_touch(*, room_id: int, user_id: int, channel_name: str) -> bool:
+async def presence_touch(*, room_id: int, user_id: int, socket_id: str) -> bool:
     """Mark the socket present in the room. Returns True if the user was not online before."""
     now = time.time()
     ttl = settings.CHAT_PRESENCE_TTL
@@ -60,23 +60,23 @@ async def presence_touch(*, room_id: int, user_id: int, channel_name: str) -> bo
         if env.REDIS_URL:
             client = _client()
             key = presence_key(room_id)
-            await client.zadd(key, {_entry(user_id, channel_name): now})
+            await client.zadd(key, {_entry(user_id, socket_id): now})
             await client.expire(key, ttl * 2)
         else:
-            _local.setdefault(room_id, {})[_entry(user_id, channel_name)] = now
+            _local.setdefault(room_id, {})[_entry(user_id, socket_id)] = now
         return user_id not in before
     except Exception:  # noqa: BLE001
         logger.warning("presence_touch failed room=%s", room_id, exc_info=True)
         return False
 
 
-async def presence_leave(*, room_id: int, user_id: int, channel_name: str) -> bool:
+async def presence_leave(*, room_id: int, user_id: int, socket_id: str) -> bool:
     """Remove the socket. Returns True if the user has no other fresh socket in the room."""
     try:
         if env.REDIS_URL:
-            await _client().zrem(presence_key(room_id), _entry(user_id, channel_name))
+            await _client().zrem(presence_key(room_id), _entry(user_id, socket_id))
         else:
-            _local.get(room_id, {}).pop(_entry(user_id, channel_name), None)
+            _local.get(room_id, {}).pop(_entry(user_id, socket_id), None)
         return user_id not in await presence_online(room_id=room_id)
     except Exception:  # noqa: BLE001
         logger.warning("presence_leave failed room=%s", room_id, exc_info=True)

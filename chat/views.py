@@ -169,30 +169,38 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
         "room": room,
         "rooms": rooms,
         "history": history,
-        "messages_html": _message_list_html(request.user, history, can_moderate),
         "can_moderate": can_moderate,
         "member_form": (member_form or RoomMemberAddForm()) if room.is_private else None,
         "room_members": selectors.room_members(room=room) if room.is_private else (),
         "chat_config": config,
     }
-    etag = _room_page_etag(request, context) if request.method == "GET" else None
+    history_digest = _history_digest(history)
+    etag = _room_page_etag(request, context, history_digest) if request.method == "GET" else None
     if etag is not None:
         not_modified = get_conditional_response(request, etag=etag)
         if not_modified is not None:
             return _revalidate(not_modified, etag)
+    # Only for a page that is sent: a 304 needs no message list.
+    context["messages_html"] = _message_list_html(request.user, history, can_moderate, history_digest)
     return _revalidate(render(request, "chat/room_detail.html", context), etag)
 
 
-def _history_shown(history: list[Any]) -> list[tuple]:
-    """Every field of the message list the page shows, per message (for digests)."""
-    return [
-        (m.id, m.seq, m.author_id, m.author.username, m.author.first_name, m.author.last_name,
-         m.body, m.created_at, m.edited_at, m.deleted_at)
-        for m in history
-    ]  # fmt: skip
+def _digest(data: Any) -> str:
+    return hashlib.blake2b(repr(data).encode(), digest_size=16).hexdigest()
 
 
-def _message_list_html(user: Any, history: list[Any], can_moderate: bool) -> str:
+def _history_digest(history: list[Any]) -> str:
+    """A digest of every field of the message list the page shows."""
+    return _digest(
+        [
+            (m.id, m.seq, m.author_id, m.author.username, m.author.first_name, m.author.last_name,
+             m.body, m.created_at, m.edited_at, m.deleted_at)
+            for m in history
+        ]
+    )  # fmt: skip
+
+
+def _message_list_html(user: Any, history: list[Any], can_moderate: bool, history_digest: str) -> str:
     """The rendered message list (chat/_message_list.html), a cached fragment (family ``fragments``).
 
     Rendering 50 messages is the template's main cost. The key is a digest of
@@ -205,8 +213,7 @@ def _message_list_html(user: Any, history: list[Any], can_moderate: bool) -> str
     """
     authored = any(m.author_id == user.id for m in history)
     viewer = f"user{user.id}" if authored else ("moderator" if can_moderate else "reader")
-    digest = hashlib.blake2b(repr((release_fingerprint(), _history_shown(history))).encode(), digest_size=16).hexdigest()
-    key = perf_cache.cache_key("fragment", "room_messages", viewer, digest)
+    key = perf_cache.cache_key("fragment", "room_messages", viewer, _digest((release_fingerprint(), history_digest)))
     html = perf_cache.cached(
         "fragments",
         key,
@@ -217,7 +224,7 @@ def _message_list_html(user: Any, history: list[Any], can_moderate: bool) -> str
     return mark_safe(html)  # rendered by the template engine, which escaped what it inserted
 
 
-def _room_page_etag(request: HttpRequest, context: dict[str, Any]) -> str | None:
+def _room_page_etag(request: HttpRequest, context: dict[str, Any], history_digest: str) -> str | None:
     """The room page's ETag: a digest of everything the template reads, or None.
 
     Computed after the queries and before rendering, so a repeat visit to an
@@ -242,12 +249,12 @@ def _room_page_etag(request: HttpRequest, context: dict[str, Any]) -> str | None
         (context["project"].slug, context["project"].name),
         (room.id, room.slug, room.name, room.topic, room.is_private, room.my_role),
         [(r.id, r.slug, r.name, r.is_private, r.unread) for r in context["rooms"]],
-        _history_shown(context["history"]),
+        history_digest,
         [(u.pk, u.username, u.first_name, u.last_name) for u in members],
         context["can_moderate"],
         context["chat_config"],
     )
-    return '"%s"' % hashlib.blake2b(repr(data).encode(), digest_size=16).hexdigest()
+    return '"%s"' % _digest(data)
 
 
 def _revalidate(response: HttpResponse, etag: str | None) -> HttpResponse:

@@ -38,29 +38,45 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(count), int(seconds or 1)
 
 
+class _Window:
+    """The fixed window a hit of ``action`` now falls in: its limit, counter key and end."""
+
+    def __init__(self, action: str, ident: object, rate: str) -> None:
+        self.action = action
+        self.limit, self.seconds = parse_rate(rate)
+        self.now = time.time()
+        self.bucket = int(self.now // self.seconds)
+        self.key = cache_key("ratelimit", action, ident, self.bucket)
+
+    def check(self, count: int | None) -> None:
+        """Raise RateLimited when ``count`` hits (this one included) exceed the limit."""
+        if count is not None and count > self.limit:
+            retry_after = max(1, int((self.bucket + 1) * self.seconds - self.now) + 1)
+            raise RateLimited(f"Too many requests ({self.action}); retry in {retry_after} s.", retry_after=retry_after)
+
+
+def _window(action: str, ident: object) -> _Window | None:
+    rate = settings.RATE_LIMITS.get(action)
+    return _Window(action, ident, rate) if rate else None
+
+
 def hit(action: str, ident: object) -> None:
     """Count one ``action`` by ``ident``; raise RateLimited past the configured rate."""
-    rate = settings.RATE_LIMITS.get(action)
-    if not rate:
+    window = _window(action, ident)
+    if window is None:
         return
-    limit, window = parse_rate(rate)
-    now = time.time()
-    bucket = int(now // window)
-    key = cache_key("ratelimit", action, ident, bucket)
     try:
-        if cache.add(key, 1, window + 1):
+        if cache.add(window.key, 1, window.seconds + 1):
             count = 1
         else:
-            count = cache.incr(key)
+            count = cache.incr(window.key)
     except ValueError:  # expired between add and incr
-        cache.add(key, 1, window + 1)
+        cache.add(window.key, 1, window.seconds + 1)
         count = 1
     except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
         logger.warning("rate limiter unavailable for %s", action, exc_info=True)
         return
-    if count is not None and count > limit:
-        retry_after = max(1, int((bucket + 1) * window - now) + 1)
-        raise RateLimited(f"Too many requests ({action}); retry in {retry_after} s.", retry_after=retry_after)
+    window.check(count)
 
 
 async def ahit(action: str, ident: object) -> None:
@@ -71,28 +87,22 @@ async def ahit(action: str, ident: object) -> None:
     """
     from perf import aredis
 
-    rate = settings.RATE_LIMITS.get(action)
-    if not rate:
+    window = _window(action, ident)
+    if window is None:
         return
     client = aredis.client()
     if client is None:
         hit(action, ident)  # local-memory or dummy cache: no I/O
         return
-    limit, window = parse_rate(rate)
-    now = time.time()
-    bucket = int(now // window)
-    key = aredis.make_key(cache_key("ratelimit", action, ident, bucket))
     try:
         pipe = client.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, window + 1, nx=True)
+        pipe.incr(aredis.make_key(window.key))
+        pipe.expire(aredis.make_key(window.key), window.seconds + 1, nx=True)
         count, _ = await pipe.execute()
     except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
         aredis.failed(f"rate limit {action}")
         return
-    if count > limit:
-        retry_after = max(1, int((bucket + 1) * window - now) + 1)
-        raise RateLimited(f"Too many requests ({action}); retry in {retry_after} s.", retry_after=retry_after)
+    window.check(count)
 
 
 def client_ip(meta_or_scope: dict) -> str:

@@ -23,7 +23,8 @@ from contextvars import ContextVar
 from typing import Any, Callable, Iterable, TypeVar
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.dummy import DummyCache
 from django.db import transaction
 from prometheus_client import Counter
 
@@ -47,9 +48,6 @@ LOCK_WAIT = 2.0
 
 def caching_enabled() -> bool:
     """False when the default cache stores nothing (ENABLE_CACHING=false, or a benchmark's cache-off run)."""
-    from django.core.cache import caches
-    from django.core.cache.backends.dummy import DummyCache
-
     return not isinstance(caches["default"], DummyCache)
 
 
@@ -155,9 +153,13 @@ def get_many_counted(families: dict[str, str]) -> dict[str, Any]:
     Returns the found values as stored (the ``NONE`` sentinel included).
     """
     found = cache.get_many(list(families))
+    _count_lookups(families, found)
+    return found
+
+
+def _count_lookups(families: dict[str, str], found: dict[str, Any]) -> None:
     for key, family in families.items():
         _count(family, 1 if key in found else 0, 0 if key in found else 1)
-    return found
 
 
 def store(key: str, value: Any, *, ttl: int | None = None) -> None:
@@ -191,8 +193,7 @@ async def aget_many_counted(families: dict[str, str]) -> dict[str, Any]:
     for key, value in zip(keys, raw):
         if value is not None:
             found[key] = aredis.decode(value)
-    for key, family in families.items():
-        _count(family, 1 if key in found else 0, 0 if key in found else 1)
+    _count_lookups(families, found)
     return found
 
 
