@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 
 from chat.models import ApiToken, Message, Room, RoomMember
@@ -177,8 +178,24 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     cannot reach the cap does that reader get an exact capped count, cached
     per user, room, last seq and marker. message_delete drops the room's
     unread keys. One cheap query (room counters and markers) runs every time.
+
+    With caching off there is nothing to share, and the whole list, markers
+    and capped counts included, is one statement.
     """
-    list_key = room_list_key(project.id, user.id)
+    last_read = RoomMember.objects.filter(room=OuterRef("pk"), user=user).values("last_read_message_id")[:1]
+    marker = Coalesce(Subquery(last_read), Value(0))
+    if not perf_cache.caching_enabled():
+        # No cache to share tails or keep the list: one statement, the readable
+        # rooms with their counters, the user's markers and capped counts.
+        rows = list(
+            _readable_rooms(user)
+            .filter(project=project)
+            .annotate(last_read=marker, unread=_unread_count_sql(user.id))
+            .order_by("name", "id")
+            .values("id", "slug", "name", "topic", "is_private", "my_role", "last_message_seq", "last_message_at",
+                    "last_read", "unread")
+        )  # fmt: skip
+        return [_listed_room(row, row, project, row["unread"]) for row in rows]
 
     def readable() -> list[dict[str, Any]]:
         return list(
@@ -188,63 +205,70 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
             .values("id", "slug", "name", "topic", "is_private", "my_role")
         )
 
-    rows = perf_cache.cached("room_lists", list_key, readable)
+    rows = perf_cache.cached("room_lists", room_list_key(project.id, user.id), readable)
     if not rows:
         return []
-    ids = [r["id"] for r in rows]
-    last_read = RoomMember.objects.filter(room=OuterRef("pk"), user=user).values("last_read_message_id")[:1]
     live = {
         r["id"]: r
-        for r in Room.objects.filter(id__in=ids)
-        .annotate(last_read=Coalesce(Subquery(last_read), Value(0)))
+        for r in Room.objects.filter(id__in=[r["id"] for r in rows])
+        .annotate(last_read=marker)
         .values("id", "last_message_seq", "last_message_at", "last_read")
     }
-    present = [rid for rid in ids if rid in live]
+    present = [rid for rid in (r["id"] for r in rows) if rid in live]
+    tails = perf_cache.cached_many(
+        "unread", {rid: unread_tail_key(rid, live[rid]["last_message_seq"]) for rid in present}, _room_tails
+    )
     unread: dict[int, int] = {}
     exact: list[int] = []
-    if perf_cache.caching_enabled():
-        tails = perf_cache.cached_many(
-            "unread", {rid: unread_tail_key(rid, live[rid]["last_message_seq"]) for rid in present}, _room_tails
-        )
-        for rid in present:
-            counted = _unread_from_tail(tails.get(rid, []), last_read=live[rid]["last_read"], user_id=user.id)
-            if counted is None:
-                exact.append(rid)
-            else:
-                unread[rid] = counted
-    else:
-        # A tail pays off only when the cache shares it between readers; without
-        # a cache the reader's own capped counts are the cheaper statement.
-        exact = present
+    for rid in present:
+        counted = _unread_from_tail(tails.get(rid, []), last_read=live[rid]["last_read"], user_id=user.id)
+        if counted is None:
+            exact.append(rid)
+        else:
+            unread[rid] = counted
 
     def count(missing: list[int]) -> dict[int, int]:
         # One capped count per room: a room the user never opened costs at
         # most UNREAD_CAP index entries, not its whole history.
-        rows = _per_room_union(
-            missing,
-            "SELECT %s, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE room_id = %s AND id > %s "
-            "AND deleted_at IS NULL AND author_id <> %s LIMIT %s) capped)",
-            lambda rid: [rid, rid, live[rid]["last_read"], user.id, UNREAD_CAP],
-        )
+        rows = _per_room(missing, [live[rid]["last_read"] for rid in missing], _UNREAD_COUNT, [user.id, UNREAD_CAP])
         return {int(rid): int(n) for rid, n in rows}
 
     if exact:
         keys = {rid: unread_key(rid, user.id, live[rid]["last_message_seq"], live[rid]["last_read"]) for rid in exact}
         unread.update(perf_cache.cached_many("unread", keys, count))
-    rooms = []
-    for row in rows:
-        if row["id"] not in live:
-            continue
-        room = Room(
-            id=row["id"], project=project, slug=row["slug"], name=row["name"], topic=row["topic"],
-            is_private=row["is_private"], last_message_seq=live[row["id"]]["last_message_seq"],
-            last_message_at=live[row["id"]]["last_message_at"],
-        )
-        room.my_role = row["my_role"]
-        room.last_read = live[row["id"]]["last_read"]
-        room.unread = unread.get(row["id"], 0)
-        rooms.append(room)
-    return rooms
+    return [_listed_room(row, live[row["id"]], project, unread.get(row["id"], 0)) for row in rows if row["id"] in live]
+
+
+def _listed_room(row: dict[str, Any], live: dict[str, Any], project: Project, unread: int) -> Room:
+    room = Room(
+        id=row["id"], project=project, slug=row["slug"], name=row["name"], topic=row["topic"],
+        is_private=row["is_private"], last_message_seq=live["last_message_seq"], last_message_at=live["last_message_at"],
+    )  # fmt: skip
+    room.my_role = row["my_role"]
+    room.last_read = live["last_read"]
+    room.unread = unread
+    return room
+
+
+# Live messages by others after a marker in one room, counted up to a cap: at
+# most UNREAD_CAP entries of message_room_id_idx (index-only). {room} and
+# {arg} (the marker) are SQL; the placeholders take the user id and the cap.
+_UNREAD_COUNT = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE room_id = {room} AND id > {arg} "
+    "AND deleted_at IS NULL AND author_id <> %s LIMIT %s) capped"
+)
+
+
+def _unread_count_sql(user_id: int) -> RawSQL:
+    """_UNREAD_COUNT as a column of a query on rooms, with the user's marker of each room."""
+    qn = connection.ops.quote_name
+    room = f"{qn(Room._meta.db_table)}.{qn('id')}"
+    marker = (
+        f"COALESCE((SELECT {qn('last_read_message_id')} FROM {qn(RoomMember._meta.db_table)} "
+        f"WHERE {qn('room_id')} = {room} AND {qn('user_id')} = %s), 0)"
+    )
+    sql = _UNREAD_COUNT.format(table=qn(Message._meta.db_table), room=room, arg=marker)
+    return RawSQL(sql, [user_id, user_id, UNREAD_CAP], output_field=IntegerField())
 
 
 def room_list_key(project_id: int, user_id: int) -> str:
@@ -279,11 +303,11 @@ def _room_tails(room_ids: list[int]) -> dict[int, list[tuple[int, int, bool]]]:
     message (the key embeds the room's last seq) serves all its members'
     unread counts. One statement, index-only on message_room_id_idx.
     """
-    rows = _per_room_union(
+    rows = _per_room(
         room_ids,
-        "SELECT * FROM (SELECT room_id, id, author_id, deleted_at IS NOT NULL FROM {table} "
-        "WHERE room_id = %s ORDER BY id DESC LIMIT %s) tail",
-        lambda rid: [rid, UNREAD_TAIL],
+        [0] * len(room_ids),
+        "SELECT id, author_id, deleted_at IS NOT NULL FROM {table} WHERE room_id = {room} ORDER BY id DESC LIMIT %s",
+        [UNREAD_TAIL],
     )
     tails: dict[int, list[tuple[int, int, bool]]] = {rid: [] for rid in room_ids}
     for rid, mid, author, deleted in rows:
@@ -293,13 +317,35 @@ def _room_tails(room_ids: list[int]) -> dict[int, list[tuple[int, int, bool]]]:
     return tails
 
 
-def _per_room_union(room_ids: list[int], sql: str, params_of: Callable[[int], list[Any]]) -> list[tuple]:
-    """One statement: ``sql`` (naming the messages table as ``{table}``) once per room, joined by UNION ALL."""
+def _per_room(room_ids: list[int], args: list[int], sql: str, params: list[Any]) -> list[tuple]:
+    """One statement: the subquery ``sql`` once per room, each row prefixed with its room id.
+
+    ``sql`` names the messages table ``{table}``, the room ``{room}`` and the
+    room's own integer argument ``{arg}`` (``args[i]`` for ``room_ids[i]``);
+    ``params`` fill its ``%s`` placeholders, the same for every room.
+
+    On PostgreSQL the rooms arrive as two arrays and the subquery runs in a
+    LATERAL join: one small plan, whatever the number of rooms. A UNION ALL
+    of one branch per room (what other databases get) costs PostgreSQL more
+    to plan than to run: 3.8 ms against 0.6 ms for 25 rooms of capped
+    counts, measured on the 1,000,000-message data set (docs/PERFORMANCE.md).
+    """
+    if not room_ids:
+        return []
     table = connection.ops.quote_name(Message._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(
-            " UNION ALL ".join([sql.format(table=table)] * len(room_ids)), [p for rid in room_ids for p in params_of(rid)]
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT t.room_id, x.* FROM unnest(%s::bigint[], %s::bigint[]) AS t(room_id, arg) "
+                f"CROSS JOIN LATERAL ({sql.format(table=table, room='t.room_id', arg='t.arg')}) x",
+                [list(room_ids), list(args), *params],
+            )
+        else:
+            branches = [
+                f"SELECT {int(rid)}, x.* FROM ({sql.format(table=table, room=int(rid), arg=int(arg))}) x"
+                for rid, arg in zip(room_ids, args)
+            ]
+            cursor.execute(" UNION ALL ".join(branches), list(params) * len(branches))
         return cursor.fetchall()
 
 
