@@ -43,6 +43,24 @@ from bench.ws_servers import Sampler, base_env, raise_nofile_limit, run_servers
 
 PATHS = {"ours": "/ws/", "reference": "/ws/reference/"}
 
+# Where the reference consumer runs. "tutorial" is the deployment the Channels
+# tutorial teaches, which the issue's 800/s was measured on: daphne and
+# RedisChannelLayer with channels_redis's defaults (capacity 100, expiry 60 s,
+# group expiry 1 day). "ours" puts the same consumer on our server and layer
+# (uvicorn, the pub/sub layer), which isolates what the consumer itself costs.
+REFERENCE_STACKS: dict[str, dict[str, Any]] = {
+    "tutorial": {
+        "server": "daphne",
+        "env": {
+            "CHANNEL_LAYER": "core",
+            "CHANNEL_LAYER_CAPACITY": "100",
+            "CHANNEL_LAYER_EXPIRY": "60",
+            "CHANNEL_LAYER_GROUP_EXPIRY": "86400",
+        },
+    },
+    "ours": {"server": None, "env": {}},  # None: --server, like ours
+}
+
 
 @dataclass
 class Options:
@@ -56,6 +74,7 @@ class Options:
     server: str = "uvicorn"
     compression: str = "none"
     target: str = "ours"
+    reference_stacks: list[str] = field(default_factory=lambda: ["tutorial"])
     ramp: bool = False
     ramp_start: float = 20.0
     ramp_factor: float = 1.5
@@ -196,8 +215,9 @@ def ramp_rates(opts: Options) -> list[float]:
     return rates
 
 
-def server_env(opts: Options, target: str, database_url: str, redis_url: str) -> dict[str, str]:
+def server_env(opts: Options, target: str, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     return base_env(
+        **extra,
         DJANGO_SETTINGS_MODULE=opts.settings_module,
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
@@ -242,12 +262,21 @@ def py_spy_binary() -> str:
 
 
 class Run:
-    def __init__(self, opts: Options, target: str, processes: int, database_url: str, redis_url: str, fixture: Any) -> None:
+    def __init__(
+        self, opts: Options, target: str, processes: int, database_url: str, redis_url: str, fixture: Any, stack: str | None = None
+    ) -> None:
         self.opts, self.target, self.processes = opts, target, processes
+        self.stack = stack  # the reference's stack (REFERENCE_STACKS); None for ours
+        spec = REFERENCE_STACKS[stack] if stack else {"server": None, "env": {}}
+        self.server, self.stack_env = spec["server"] or opts.server, spec["env"]
         self.database_url, self.redis_url, self.fixture = database_url, redis_url, fixture
         self.tag = uuid.uuid4().hex[:12]
         self.idle_cpu_s_per_s = 0.0
         self.server_pids: list[int] = []
+
+    @property
+    def label(self) -> str:
+        return f"reference ({self.stack} stack)" if self.stack else self.target
 
     def log(self, text: str) -> None:
         if not self.opts.quiet:
@@ -256,10 +285,16 @@ class Run:
     def execute(self) -> dict[str, Any]:
         opts = self.opts
         clear_channel_layer(self.redis_url)
-        env = server_env(opts, self.target, self.database_url, self.redis_url)
-        result: dict[str, Any] = {"target": self.target, "server": opts.server, "processes": self.processes, "steps": []}
-        self.log(f"\n== {self.target}: {opts.server} x{self.processes}, {opts.rooms} rooms x {opts.clients_per_room} sockets, {opts.senders} senders")
-        with run_servers(server=opts.server, count=self.processes, env=env) as servers:
+        env = server_env(opts, self.target, self.database_url, self.redis_url, **self.stack_env)
+        result: dict[str, Any] = {
+            "target": self.target, "stack": self.stack, "server": self.server, "layer": env.get("CHANNEL_LAYER", "pubsub"),
+            "processes": self.processes, "steps": [],
+        }  # fmt: skip
+        self.log(
+            f"\n== {self.label}: {self.server} x{self.processes}, {result['layer']} layer, "
+            f"{opts.rooms} rooms x {opts.clients_per_room} sockets, {opts.senders} senders"
+        )
+        with run_servers(server=self.server, count=self.processes, env=env) as servers:
             self.server_pids = [s.proc.pid for s in servers]
             plan = make_plan(opts, self.fixture.room_ids[: opts.rooms], self.fixture.tokens, [s.port for s in servers], PATHS[self.target])
             workers = Workers(opts.client_procs)
@@ -397,7 +432,7 @@ class Run:
         out.mkdir(parents=True, exist_ok=True)
         procs = []
         for i, pid in enumerate(self.server_pids):
-            path = out / f"{self.target}-p{self.processes}-{label}-server{i}.txt"
+            path = out / f"{self.target}{'-' + self.stack if self.stack else ''}-p{self.processes}-{label}-server{i}.txt"
             limit = ["--duration", str(max(1, int(duration)))] if duration else []
             procs.append(
                 subprocess.Popen(
@@ -653,14 +688,15 @@ def summary(report: dict[str, Any]) -> str:
     for run in report["runs"]:
         s = run.get("sustainable")
         if s:
+            name = f"reference ({run['stack']} stack)" if run.get("stack") else run["target"]
             lines.append(
-                f"   {run['target']:9} {run['server']} x{run['processes']}: {s['rate']:.0f} msg/s = "
+                f"   {name:26} {run['server']} x{run['processes']}, {run.get('layer')} layer: {s['rate']:.0f} msg/s = "
                 f"{s['deliveries_per_s']:.0f} deliveries/s ({s['subscribers_per_room']:.0f} sockets/room); "
                 f"first failing offer: {s['first_failing_rate']}"
             )
     for r in report.get("ratios", []):
         lines.append(
-            f"   ours x{r['processes']} / reference x{r['reference_processes']}: sustainable deliveries/s ratio {r['ratio']}; "
+            f"   ours x{r['processes']} / reference ({r['reference_stack']} stack) x{r['reference_processes']}: sustainable deliveries/s ratio {r['ratio']}; "
             f"server CPU per delivery (median of loss-free steps): ours {r['ours_us_per_delivery']} us, "
             f"reference {r['reference_us_per_delivery']} us (reference/ours = {r['cpu_efficiency_ratio']})"
         )
@@ -699,6 +735,24 @@ def cpu_comparison(reference: dict[str, Any], ours: dict[str, Any]) -> dict[str,
     }
 
 
+def reference_ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ours against each reference run: sustainable deliveries/s and server CPU per delivery."""
+    return [
+        {
+            "reference_stack": reference["stack"],
+            "processes": r["processes"],
+            "reference_processes": reference["processes"],
+            "ratio": round(r["sustainable"]["deliveries_per_s"] / base, 2) if base else None,
+            **cpu_comparison(reference, r),
+        }
+        for reference in runs
+        if reference["target"] == "reference" and reference.get("sustainable")
+        for base in [reference["sustainable"]["deliveries_per_s"]]
+        for r in runs
+        if r["target"] == "ours" and r.get("sustainable")
+    ]
+
+
 def code_version() -> dict[str, Any]:
     """The commit measured, and whether the working tree differed from it."""
     root = Path(__file__).resolve().parent.parent
@@ -730,23 +784,15 @@ def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
     if opts.idle:
         report["idle"] = run_idle(opts, opts.processes[0], database_url, redis_url, fixture)
         return report
-    for target in ["reference", "ours"] if opts.target == "both" else [opts.target]:
-        # The reference is the naive single-process deployment; ours runs at every count asked for.
-        for processes in opts.processes[:1] if target == "reference" else opts.processes:
-            report["runs"].append(Run(opts, target, processes, database_url, redis_url, fixture).execute())
-    reference = next((r for r in report["runs"] if r["target"] == "reference" and r.get("sustainable")), None)
-    if reference:
-        base = reference["sustainable"]["deliveries_per_s"]
-        report["ratios"] = [
-            {
-                "processes": r["processes"],
-                "reference_processes": reference["processes"],
-                "ratio": round(r["sustainable"]["deliveries_per_s"] / base, 2) if base else None,
-                **cpu_comparison(reference, r),
-            }
-            for r in report["runs"]
-            if r["target"] == "ours" and r.get("sustainable")
-        ]
+    targets = ["reference", "ours"] if opts.target == "both" else [opts.target]
+    if "reference" in targets:
+        # The reference is the naive single-process deployment, once per stack asked for.
+        for stack in opts.reference_stacks:
+            report["runs"].append(Run(opts, "reference", opts.processes[0], database_url, redis_url, fixture, stack).execute())
+    if "ours" in targets:
+        for processes in opts.processes:
+            report["runs"].append(Run(opts, "ours", processes, database_url, redis_url, fixture).execute())
+    report["ratios"] = reference_ratios(report["runs"])
     return report
 
 
@@ -766,6 +812,10 @@ def parse_args(argv: list[str] | None) -> Options:
         help="clients offer permessage-deflate (browsers do; uvicorn accepts it, daphne cannot)",
     )  # fmt: skip
     p.add_argument("--target", choices=["ours", "reference", "both"], default=d.target)
+    p.add_argument(
+        "--reference-stack", default=",".join(d.reference_stacks), dest="reference_stacks",
+        help="where the reference runs, one run each: tutorial (daphne, RedisChannelLayer defaults), ours (--server, pub/sub layer)",
+    )  # fmt: skip
     p.add_argument("--ramp", action="store_true", help="step the rate up from --ramp-start until loss or p99 fails")
     p.add_argument("--ramp-start", type=float, default=d.ramp_start)
     p.add_argument("--ramp-factor", type=float, default=d.ramp_factor)
@@ -787,6 +837,10 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     values = vars(args)
+    values["reference_stacks"] = [x.strip() for x in str(args.reference_stacks).split(",") if x.strip()]
+    unknown = sorted(set(values["reference_stacks"]) - set(REFERENCE_STACKS))
+    if unknown or not values["reference_stacks"]:
+        p.error(f"--reference-stack: choose from {', '.join(REFERENCE_STACKS)} (got {', '.join(unknown) or 'none'})")
     values["processes"] = [int(x) for x in str(args.processes).split(",") if x.strip()]
     if any(n < 1 for n in values["processes"]):
         p.error("--processes must be positive")

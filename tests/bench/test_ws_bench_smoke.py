@@ -27,6 +27,31 @@ def test_expected_deliveries_count_every_subscriber_of_the_room():
     assert ws_bench.expected_deliveries({7: 20, 8: 1}, {7: 3, 8: 3, 9: 5}) == 63
 
 
+def _run(target: str, stack: str | None, processes: int, sustainable: float, us_per_delivery: float) -> dict:
+    step = {"lost": 0, "generator_kept_up": True, "server_cpu_us_per_delivery": us_per_delivery}
+    return {
+        "target": target, "stack": stack, "processes": processes, "steps": [step],
+        "sustainable": {"deliveries_per_s": sustainable},
+    }  # fmt: skip
+
+
+def test_ours_is_compared_with_every_reference_stack():
+    runs = [
+        _run("reference", "tutorial", 1, 500.0, 300.0),
+        _run("reference", "ours", 1, 5000.0, 120.0),
+        _run("ours", None, 1, 10000.0, 80.0),
+        _run("ours", None, 2, 12000.0, 90.0),
+    ]
+    got = [(r["reference_stack"], r["processes"], r["ratio"], r["cpu_efficiency_ratio"]) for r in ws_bench.reference_ratios(runs)]
+    assert got == [("tutorial", 1, 20.0, 3.75), ("tutorial", 2, 24.0, 3.33), ("ours", 1, 2.0, 1.5), ("ours", 2, 2.4, 1.33)]
+
+
+def test_an_unknown_reference_stack_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        ws_bench.parse_args(["--reference-stack", "tutorial,bogus"])
+    assert "--reference-stack" in capsys.readouterr().err
+
+
 def test_percentile_is_nearest_rank():
     values = [float(v) for v in range(1, 101)]
     assert ws_bench.percentile(values, 50) == 50.0
@@ -48,6 +73,7 @@ def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field
         p99_limit_ms=60_000.0,
         confirm=0,
         target="both",
+        reference_stacks=["tutorial", "ours"],
         client_procs=1,
         connect_concurrency=10,
         connect_timeout=30.0,
@@ -59,7 +85,11 @@ def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field
     ws_bench.write_report(report, out)
     loaded = json.loads(out.read_text())
 
-    assert [r["target"] for r in loaded["runs"]] == ["reference", "ours"]
+    assert [(r["target"], r["stack"], r["server"], r["layer"]) for r in loaded["runs"]] == [
+        ("reference", "tutorial", "daphne", "core"),  # the tutorial's deployment, channels_redis defaults
+        ("reference", "ours", "uvicorn", "pubsub"),
+        ("ours", None, "uvicorn", "pubsub"),
+    ]
     for run in loaded["runs"]:
         assert run["sockets"] == {**run["sockets"], "requested": 6, "connected": 6, "failed": 0}
         (step,) = run["steps"]
@@ -74,5 +104,5 @@ def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field
         for name in ("offered_deliveries_per_s", "deliveries_per_s", "sent_rate", "ok", "resources"):
             assert name in step
         assert {"server_cpu_pct", "server_rss_mb", "client_cpu_pct"} <= set(step["resources"])
-    ours = loaded["runs"][1]["steps"][0]
+    ours = loaded["runs"][2]["steps"][0]
     assert ours["ack_latency_ms"]["count"] == 20  # only our consumer acknowledges a send
