@@ -68,7 +68,7 @@ perf-report: venv
 bench-http: bench-database
 	$(BENCH_ENV) $(PY) bench/bench_http.py --requests 1500 --duration 40 --rate 25 --page-rate 10
 
-## make bench-ws: WebSocket fan-out, the tutorial-style reference consumer vs ours, 1 and 2 processes
+## make bench-ws: WebSocket fan-out, the tutorial-style reference consumer (on the tutorial's stack and on ours) vs ours, 1 and 2 processes
 ## (its own database, chat_ws: its 100-room project and the messages it sends would skew bench-db's data set)
 BENCH_WS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat_ws
 bench-ws: venv
@@ -76,7 +76,7 @@ bench-ws: venv
 	@psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'chat_ws'" | grep -q 1 \
 		|| psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE chat_ws"
 	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} $(PY) manage.py migrate --no-input
-	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} $(PY) -m bench.ws_bench --target both --ramp --rate 1200 --rooms 100 --clients-per-room 20 --senders 100 \
+	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} $(PY) -m bench.ws_bench --target both --reference-stack tutorial,ours --ramp --rate 1200 --rooms 100 --clients-per-room 20 --senders 100 \
 		--processes 1,2 --duration 4 --json var/bench-ws.json
 
 ## make loadtest: the Locust chat mix, headless, against a server already running at LOADTEST_HOST

@@ -46,17 +46,28 @@ PATHS = {"ours": "/ws/", "reference": "/ws/reference/"}
 # Where the reference consumer runs. "tutorial" is the deployment the Channels
 # tutorial teaches, which the issue's 800/s was measured on: daphne and
 # RedisChannelLayer with channels_redis's defaults (capacity 100, expiry 60 s,
-# group expiry 1 day). "ours" puts the same consumer on our server and layer
-# (uvicorn, the pub/sub layer), which isolates what the consumer itself costs.
+# group expiry 1 day), and Redis connections as redis-py had them when the
+# tutorial was written (no socket read timeout, a pool larger than the sockets).
+# redis-py 8's new defaults break that layer whatever the consumer: a 5 s read
+# timeout under its 5 s BZPOPMIN (consumers die while idle, channels_redis#422)
+# and a pool of 100 (MaxConnectionsError in a subscribe storm);
+# "tutorial-defaults" keeps them, to show it. "ours" puts the same consumer on
+# our server and layer (uvicorn, the pub/sub layer), which isolates what the
+# consumer itself costs.
+_TUTORIAL_LAYER = {
+    "CHANNEL_LAYER": "core",
+    "CHANNEL_LAYER_CAPACITY": "100",
+    "CHANNEL_LAYER_EXPIRY": "60",
+    "CHANNEL_LAYER_GROUP_EXPIRY": "86400",
+}
 REFERENCE_STACKS: dict[str, dict[str, Any]] = {
     "tutorial": {
         "server": "daphne",
-        "env": {
-            "CHANNEL_LAYER": "core",
-            "CHANNEL_LAYER_CAPACITY": "100",
-            "CHANNEL_LAYER_EXPIRY": "60",
-            "CHANNEL_LAYER_GROUP_EXPIRY": "86400",
-        },
+        "env": {**_TUTORIAL_LAYER, "CHANNEL_LAYER_MAX_CONNECTIONS": "10000", "CHANNEL_LAYER_SOCKET_TIMEOUT": "3600"},
+    },
+    "tutorial-defaults": {
+        "server": "daphne",
+        "env": {**_TUTORIAL_LAYER, "CHANNEL_LAYER_MAX_CONNECTIONS": "0", "CHANNEL_LAYER_SOCKET_TIMEOUT": "0"},
     },
     "ours": {"server": None, "env": {}},  # None: --server, like ours
 }
@@ -814,7 +825,8 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--target", choices=["ours", "reference", "both"], default=d.target)
     p.add_argument(
         "--reference-stack", default=",".join(d.reference_stacks), dest="reference_stacks",
-        help="where the reference runs, one run each: tutorial (daphne, RedisChannelLayer defaults), ours (--server, pub/sub layer)",
+        help="where the reference runs, one run each: tutorial (daphne, RedisChannelLayer defaults, redis-py connections "
+        "as before 8.0), tutorial-defaults (with redis-py 8's 5 s read timeout and pool of 100), ours (--server, pub/sub layer)",
     )  # fmt: skip
     p.add_argument("--ramp", action="store_true", help="step the rate up from --ramp-start until loss or p99 fails")
     p.add_argument("--ramp-start", type=float, default=d.ramp_start)

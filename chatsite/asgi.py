@@ -2,9 +2,15 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings.dev")
+
+from chatsite import env  # noqa: E402
+
+if env.HTTP_THREADS > 0:
+    from chatsite.handlers import get_asgi_application
+else:
+    from django.core.asgi import get_asgi_application
+
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -82,6 +82,19 @@ CHANNEL_LAYER_PREFIX = env_str("CHANNEL_LAYER_PREFIX", "")
 CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 1000)
 CHANNEL_LAYER_EXPIRY = env_int("CHANNEL_LAYER_EXPIRY", 60)
 CHANNEL_LAYER_GROUP_EXPIRY = env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400)
+# Redis connections per process for the "core" layer. redis-py's own default
+# pool (100) refuses the 101st concurrent command with MaxConnectionsError, which
+# 2,000 sockets subscribing at once reach (docs/PERFORMANCE.md). 0: redis-py's default.
+CHANNEL_LAYER_MAX_CONNECTIONS = env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000)
+# Socket read timeout (s) of the "core" layer's Redis connections. It must exceed
+# the layer's 5 s blocking BZPOPMIN: redis-py 8's default of 5 s makes every idle
+# consumer's receive fail with TimeoutError (django/channels_redis#422). 0: redis-py's default.
+CHANNEL_LAYER_SOCKET_TIMEOUT = env_int("CHANNEL_LAYER_SOCKET_TIMEOUT", 10)
+
+# HTTP: threads per process that run a request's middleware and view in one
+# hop (chatsite.handlers); 0 keeps Django's own ASGI handler (a hop per
+# middleware method, all on one thread).
+HTTP_THREADS = env_int("HTTP_THREADS", 8)
 
 # Real-time delivery (chat.consumers)
 WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)

@@ -147,12 +147,19 @@ _layer_prefix = env.CHANNEL_LAYER_PREFIX or "chat:layer:" + (urlparse(env.REDIS_
 # The background worker's channel, namespaced like the layer for the same reason.
 CHAT_BACKGROUND_CHANNEL = "chat-background." + re.sub(r"[^A-Za-z0-9_.-]", "-", _layer_prefix)
 
+# The "core" layer's Redis pool; a setting left at 0 keeps redis-py's default (chatsite/env.py).
+_core_layer_host: dict[str, object] = {"address": env.REDIS_URL}
+if env.CHANNEL_LAYER_MAX_CONNECTIONS > 0:
+    _core_layer_host["max_connections"] = env.CHANNEL_LAYER_MAX_CONNECTIONS
+if env.CHANNEL_LAYER_SOCKET_TIMEOUT > 0:
+    _core_layer_host["socket_timeout"] = env.CHANNEL_LAYER_SOCKET_TIMEOUT
+
 if env.REDIS_URL and env.CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [env.REDIS_URL],
+                "hosts": [_core_layer_host],
                 "prefix": _layer_prefix,
                 "capacity": env.CHANNEL_LAYER_CAPACITY,
                 "expiry": env.CHANNEL_LAYER_EXPIRY,

@@ -163,7 +163,7 @@ class PrivatePostgres:
     def terminate_backends(self) -> int:
         """pg_terminate_backend on every connection to the app database; how many were ended."""
         rows = self.execute(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.database}' AND pid <> pg_backend_pid()"
+            f"SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{self.database}' AND pid <> pg_backend_pid()"
         )
         return sum(1 for (ended,) in rows if ended)
 
