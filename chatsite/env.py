@@ -61,6 +61,9 @@ SLOW_QUERY_THRESHOLD = env_float("SLOW_QUERY_THRESHOLD", 0.1)
 
 # Caching
 CACHE_TTL = env_int("CACHE_TTL", 300)
+# Cache key prefix. Default: "chat:<database name>", so two databases that share
+# one Redis database never read each other's entries (ids repeat across them).
+CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "")
 ENABLE_CACHING = env_bool("ENABLE_CACHING", True)
 
 # Response compression (perf.compression): brotli quality when the client

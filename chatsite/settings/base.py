@@ -114,7 +114,9 @@ if env.REDIS_URL and env.ENABLE_CACHING:
             ),
             "LOCATION": env.REDIS_URL,
             "TIMEOUT": env.CACHE_TTL,
-            "KEY_PREFIX": "chat",
+            # Entries hold ids of this database: another database on the same
+            # Redis (a second deployment, a benchmark) gets other keys.
+            "KEY_PREFIX": env.CACHE_KEY_PREFIX or f"chat:{DATABASES['default']['NAME'] if env.DATABASE_URL else 'sqlite'}",
             "VERSION": 1,
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",

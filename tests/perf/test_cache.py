@@ -249,3 +249,13 @@ def test_request_memo_computes_permissions_once_per_request(chat_world, rf):
         assert len(ctx.captured_queries) == 0 and second is first
     finally:
         perf_cache._request_memo.reset(token)
+
+
+def test_cache_keys_carry_the_database_name() -> None:
+    """Two databases sharing one Redis database (a second deployment, a benchmark) never share entries."""
+    import dj_database_url
+
+    from chatsite import env
+
+    name = dj_database_url.parse(env.DATABASE_URL)["NAME"]
+    assert cache.make_key("room:1").startswith(f"chat:{name}:")
