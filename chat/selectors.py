@@ -392,7 +392,8 @@ def message_cache_key(message_id: int) -> str:
     return cache_key("message", message_id)
 
 
-# Older history pages a cache miss fills beyond the page asked for (room_history_dicts).
+# Older history pages a cache miss fills beyond the page asked for (room_history_dicts),
+# for the newest page as for an older one.
 HISTORY_READ_AHEAD_PAGES = 2
 
 
@@ -465,9 +466,10 @@ def room_history_dicts(
     else:
         if before is not None:
             ids = ids.filter(id__lt=before)
-        # Scrolling back: the ids of the next older pages come with this page's
-        # (the same index range, a little longer), so a cache miss can fill them too.
-        span = limit * (1 + HISTORY_READ_AHEAD_PAGES) if before is not None else limit
+        # Opening a room and scrolling back: the ids of the next older pages come
+        # with this page's (the same index range, a little longer), so a cache
+        # miss can fill them too. A reader who opens a room often scrolls back.
+        span = limit * (1 + HISTORY_READ_AHEAD_PAGES)
         newest_first = list(ids.order_by("-id").values_list("id", flat=True)[:span])
         page, ahead = newest_first[:limit], newest_first[limit:]
         page.reverse()

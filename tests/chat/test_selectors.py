@@ -10,27 +10,34 @@ from chat.models import Message, RoomMember
 from perf.cache import cache_stats, cache_stats_reset
 
 
-def test_scrolling_back_fills_the_next_older_pages_on_a_miss(chat_world, make_message, django_assert_num_queries):
+def test_opening_a_room_and_scrolling_back_fill_the_next_older_pages_on_a_miss(
+    chat_world, make_message, django_assert_num_queries
+):
     room, member = chat_world["public"], chat_world["member"]
     created = [make_message(room, member, f"m{i}").id for i in range(140)]
     cache.clear()
-    newest = selectors.room_history_dicts(room=room, limit=20)
-    assert [m["id"] for m in newest] == created[-20:]
-    cursor = newest[0]["id"]
-    # A cold older page: the id query, then one fill that also loads the next two pages.
-    with django_assert_num_queries(2):
-        page = selectors.room_history_dicts(room=room, before=cursor, limit=20)
-    assert [m["id"] for m in page] == created[-40:-20]
-    cache_stats_reset()
-    for expected in (created[-60:-40], created[-80:-60]):
-        with django_assert_num_queries(1):  # the id query only: every message is cached
-            page = selectors.room_history_dicts(room=room, before=page[0]["id"], limit=20)
+
+    def scroll(before: int, expected: list[int], queries: int) -> list[dict]:
+        with django_assert_num_queries(queries):
+            page = selectors.room_history_dicts(room=room, before=before, limit=20)
         assert [m["id"] for m in page] == expected
         assert page[0]["author"]["username"] == member.username and page[0]["body"]
+        return page
+
+    # A cold newest page: the id query, one fill that also loads the next two
+    # pages, and the authors' profiles.
+    with django_assert_num_queries(3):
+        page = selectors.room_history_dicts(room=room, limit=20)
+    assert [m["id"] for m in page] == created[-20:]
+    cache_stats_reset()
+    for expected in (created[-40:-20], created[-60:-40]):
+        page = scroll(page[0]["id"], expected, 1)  # the id query only: every message is cached
     assert cache_stats()["messages"]["misses"] == 0 and cache_stats()["messages"]["hits"] == 40
-    with django_assert_num_queries(2):  # past the read-ahead: a miss again
-        page = selectors.room_history_dicts(room=room, before=page[0]["id"], limit=20)
-    assert [m["id"] for m in page] == created[-100:-80]
+    # Past the read-ahead: a miss again, which fills the next two older pages in turn.
+    page = scroll(page[0]["id"], created[-80:-60], 2)
+    for expected in (created[-100:-80], created[-120:-100]):
+        page = scroll(page[0]["id"], expected, 1)
+    page = scroll(page[0]["id"], created[-140:-120], 2)
 
 
 def test_read_ahead_entries_are_not_stale_after_an_edit(chat_world, make_message):
