@@ -15,7 +15,7 @@ returns the response to the event loop, which sends it. Each request runs
 start to finish in one thread, so Django's per-thread database connections
 hold: the connection goes back to the pool when the request ends, in the
 thread that used it (``close_old_connections``, as the request signals do
-under WSGI). Measured in docs/PERFORMANCE.md ("HTTP"): 1.75x the requests a
+under WSGI). Measured in docs/PERFORMANCE.md ("HTTP"): 1.8x the requests a
 second of Django's handler on the history API, in the same run.
 """
 
