@@ -418,7 +418,7 @@ def message_dicts(*, ids: list[int], with_authors: bool = True, read_ahead: list
         for m in _messages().filter(id__in=[*missing, *read_ahead]):
             (filled if m.id in wanted else extra)[m.id] = message_cache_entry(m)
         if extra:
-            perf_cache.store_many({message_cache_key(i): e for i, e in extra.items()})
+            perf_cache.store_many({message_cache_key(i): e for i, e in extra.items()}, family="messages")
         return filled
 
     entries = perf_cache.cached_many("messages", {i: message_cache_key(i) for i in ids}, fill)

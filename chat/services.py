@@ -105,7 +105,12 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
             )
             # Write-through: history readers will ask for this message next.
             transaction.on_commit(
-                partial(perf_cache.store, selectors.message_cache_key(message.id), selectors.message_cache_entry(message)),
+                partial(
+                    perf_cache.store,
+                    selectors.message_cache_key(message.id),
+                    selectors.message_cache_entry(message),
+                    family="messages",
+                ),
                 robust=True,
             )
             invalidate_on_commit(selectors.room_count_key(room.id))
@@ -199,6 +204,7 @@ async def amessage_create(*, room: Room, author: Any, body: str, client_id: str 
     await perf_cache.awrite(
         {selectors.message_cache_key(message_id): selectors.message_cache_entry(message)},
         delete=[selectors.room_count_key(room.id)],
+        family="messages",
     )
     metrics.MESSAGES_CREATED.inc()
     if "@" in body:

@@ -6,7 +6,8 @@ rate of profiles, rooms, messages, … can be read separately (Prometheus
 
 Keys are built only by :func:`cache_key`. Writes invalidate exactly the keys
 they make stale, after commit (:func:`invalidate_on_commit`); a family of keys
-goes with :func:`invalidate_pattern`; TTL (``CACHE_TTL``) is the last resort.
+goes with :func:`invalidate_pattern`; TTL (``CACHE_TTL``; ``CACHE_TTL_ENTRIES``
+for single messages and profiles, see FAMILY_TTLS) is the last resort.
 
 Redis errors never reach the caller: django-redis is configured to ignore
 them (reads become misses, writes are skipped) and logs each to
@@ -28,6 +29,7 @@ from django.core.cache.backends.dummy import DummyCache
 from django.db import transaction
 from prometheus_client import Counter
 
+from chatsite import env
 from perf.metrics import record_cache
 
 T = TypeVar("T")
@@ -83,8 +85,17 @@ def cache_stats_reset() -> None:
         _stats.clear()
 
 
-def _ttl(ttl: int | None) -> int:
-    return settings.CACHES["default"].get("TIMEOUT", 300) if ttl is None else ttl
+# Families whose every change invalidates exactly (one message, one profile):
+# their TTL only bounds memory, so it is longer than CACHE_TTL.
+FAMILY_TTLS = {"messages": env.CACHE_TTL_ENTRIES, "profiles": env.CACHE_TTL_ENTRIES}
+
+
+def _ttl(ttl: int | None, family: str | None = None) -> int:
+    if ttl is not None:
+        return ttl
+    if family in FAMILY_TTLS:
+        return FAMILY_TTLS[family]
+    return settings.CACHES["default"].get("TIMEOUT", 300)
 
 
 def cached(family: str, key: str, fill: Callable[[], T], *, ttl: int | None = None, lock: bool = False) -> T:
@@ -112,12 +123,12 @@ def cached(family: str, key: str, fill: Callable[[], T], *, ttl: int | None = No
             return fill()
         try:
             result = fill()
-            cache.set(key, _NONE if result is None else result, _ttl(ttl))
+            cache.set(key, _NONE if result is None else result, _ttl(ttl, family))
             return result
         finally:
             cache.delete(lock_key)
     result = fill()
-    cache.set(key, _NONE if result is None else result, _ttl(ttl))
+    cache.set(key, _NONE if result is None else result, _ttl(ttl, family))
     return result
 
 
@@ -142,7 +153,7 @@ def cached_many(
     if missing:
         filled = fill(missing)
         if filled:
-            cache.set_many({keys[i]: v for i, v in filled.items()}, _ttl(ttl))
+            cache.set_many({keys[i]: v for i, v in filled.items()}, _ttl(ttl, family))
         result.update(filled)
     return result
 
@@ -162,15 +173,15 @@ def _count_lookups(families: dict[str, str], found: dict[str, Any]) -> None:
         _count(family, 1 if key in found else 0, 0 if key in found else 1)
 
 
-def store(key: str, value: Any, *, ttl: int | None = None) -> None:
-    """Write one entry; None is stored as the ``NONE`` sentinel."""
-    cache.set(key, _NONE if value is None else value, _ttl(ttl))
+def store(key: str, value: Any, *, ttl: int | None = None, family: str | None = None) -> None:
+    """Write one entry (with ``family``'s TTL); None is stored as the ``NONE`` sentinel."""
+    cache.set(key, _NONE if value is None else value, _ttl(ttl, family))
 
 
-def store_many(entries: dict[str, Any], *, ttl: int | None = None) -> None:
+def store_many(entries: dict[str, Any], *, ttl: int | None = None, family: str | None = None) -> None:
     """Write several entries in one round trip; None values are stored as the ``NONE`` sentinel."""
     if entries:
-        cache.set_many({k: _NONE if v is None else v for k, v in entries.items()}, _ttl(ttl))
+        cache.set_many({k: _NONE if v is None else v for k, v in entries.items()}, _ttl(ttl, family))
 
 
 async def aget_many_counted(families: dict[str, str]) -> dict[str, Any]:
@@ -197,7 +208,9 @@ async def aget_many_counted(families: dict[str, str]) -> dict[str, Any]:
     return found
 
 
-async def awrite(entries: dict[str, Any] | None = None, delete: Iterable[str] = (), *, ttl: int | None = None) -> None:
+async def awrite(
+    entries: dict[str, Any] | None = None, delete: Iterable[str] = (), *, ttl: int | None = None, family: str | None = None
+) -> None:
     """Set ``entries`` and delete ``delete`` in one round trip on the event loop (perf.aredis).
 
     For async writers after their commit; errors are logged and counted, never raised.
@@ -208,13 +221,13 @@ async def awrite(entries: dict[str, Any] | None = None, delete: Iterable[str] = 
     client = aredis.client()
     if client is None:
         for key, value in entries.items():
-            store(key, value, ttl=ttl)
+            store(key, value, ttl=ttl, family=family)
         invalidate(*delete)
         return
     try:
         pipe = client.pipeline(transaction=False)
         for key, value in entries.items():
-            pipe.set(aredis.make_key(key), aredis.encode(_NONE if value is None else value), ex=_ttl(ttl))
+            pipe.set(aredis.make_key(key), aredis.encode(_NONE if value is None else value), ex=_ttl(ttl, family))
         if delete:
             pipe.delete(*(aredis.make_key(k) for k in delete))
         await pipe.execute()

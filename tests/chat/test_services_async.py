@@ -13,7 +13,7 @@ from django.core.cache import cache
 
 from chat import events, selectors, services
 from chat.models import Message, Room
-from chatsite import ratelimit
+from chatsite import env, ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tests.chat.polling import poll_after_highest
 
@@ -38,6 +38,7 @@ async def test_creates_publishes_and_writes_through(chat_world):
     assert fresh.last_message_seq == 2 and fresh.last_message_at == second.created_at
     # Write-through for history readers; the stale room count is gone.
     assert cache.get(selectors.message_cache_key(first.id)) == selectors.message_cache_entry(first)
+    assert cache.ttl(selectors.message_cache_key(first.id)) > env.CACHE_TTL  # a single message: CACHE_TTL_ENTRIES
     assert cache.get(selectors.room_count_key(room.id)) is None
     await layer.group_discard(events.room_group(room.id), channel)
 

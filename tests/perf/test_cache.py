@@ -259,3 +259,17 @@ def test_cache_keys_carry_the_database_name() -> None:
 
     name = dj_database_url.parse(env.DATABASE_URL)["NAME"]
     assert cache.make_key("room:1").startswith(f"chat:{name}:")
+
+
+def test_single_messages_and_profiles_keep_entries_longer_than_other_families() -> None:
+    """Every change to a message or a profile invalidates its entry exactly; their TTL only bounds memory."""
+    from chatsite import env
+
+    perf_cache.cached_many("messages", {1: "ttl-test:message"}, lambda ids: {i: {"id": i} for i in ids})
+    perf_cache.cached_many("profiles", {1: "ttl-test:profile"}, lambda ids: {i: {"id": i} for i in ids})
+    perf_cache.cached("rooms", "ttl-test:room", lambda: {"id": 1})
+    perf_cache.store_many({"ttl-test:ahead": {"id": 2}}, family="messages")
+    assert env.CACHE_TTL < cache.ttl("ttl-test:message") <= env.CACHE_TTL_ENTRIES
+    assert env.CACHE_TTL < cache.ttl("ttl-test:profile") <= env.CACHE_TTL_ENTRIES
+    assert env.CACHE_TTL < cache.ttl("ttl-test:ahead") <= env.CACHE_TTL_ENTRIES
+    assert 0 < cache.ttl("ttl-test:room") <= env.CACHE_TTL
