@@ -99,7 +99,7 @@ class Options:
     drain: float = 5.0
     client_procs: int = 2
     connect_concurrency: int = 50
-    connect_timeout: float = 120.0
+    connect_timeout: float = 300.0  # 10,000 idle sockets took 150 s to open on a slow machine
     connect_retries: int = 2
     profile_dir: str | None = None
     settings_module: str = "chatsite.settings.production"
