@@ -73,6 +73,10 @@ REFERENCE_STACKS: dict[str, dict[str, Any]] = {
 }
 
 
+def run_label(target: str, stack: str | None) -> str:
+    return f"reference ({stack} stack)" if stack else target
+
+
 @dataclass
 class Options:
     rooms: int = 100
@@ -278,7 +282,7 @@ class Run:
     ) -> None:
         self.opts, self.target, self.processes = opts, target, processes
         self.stack = stack  # the reference's stack (REFERENCE_STACKS); None for ours
-        spec = REFERENCE_STACKS[stack] if stack else {"server": None, "env": {}}
+        spec = REFERENCE_STACKS[stack or "ours"]
         self.server, self.stack_env = spec["server"] or opts.server, spec["env"]
         self.database_url, self.redis_url, self.fixture = database_url, redis_url, fixture
         self.tag = uuid.uuid4().hex[:12]
@@ -287,7 +291,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"reference ({self.stack} stack)" if self.stack else self.target
+        return run_label(self.target, self.stack)
 
     def log(self, text: str) -> None:
         if not self.opts.quiet:
@@ -699,9 +703,8 @@ def summary(report: dict[str, Any]) -> str:
     for run in report["runs"]:
         s = run.get("sustainable")
         if s:
-            name = f"reference ({run['stack']} stack)" if run.get("stack") else run["target"]
             lines.append(
-                f"   {name:26} {run['server']} x{run['processes']}, {run.get('layer')} layer: {s['rate']:.0f} msg/s = "
+                f"   {run_label(run['target'], run.get('stack')):26} {run['server']} x{run['processes']}, {run.get('layer')} layer: {s['rate']:.0f} msg/s = "
                 f"{s['deliveries_per_s']:.0f} deliveries/s ({s['subscribers_per_room']:.0f} sockets/room); "
                 f"first failing offer: {s['first_failing_rate']}"
             )

@@ -214,7 +214,7 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
         .annotate(last_read=marker)
         .values("id", "last_message_seq", "last_message_at", "last_read")
     }
-    present = [rid for rid in (r["id"] for r in rows) if rid in live]
+    present = [r["id"] for r in rows if r["id"] in live]
     tails = perf_cache.cached_many(
         "unread", {rid: unread_tail_key(rid, live[rid]["last_message_seq"]) for rid in present}, _room_tails
     )

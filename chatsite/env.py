@@ -101,7 +101,7 @@ CHANNEL_LAYER_SOCKET_TIMEOUT = env_int("CHANNEL_LAYER_SOCKET_TIMEOUT", 10)
 
 # HTTP: threads per process that run a request's middleware and view in one
 # hop (chatsite.handlers); 0 keeps Django's own ASGI handler (a hop per
-# middleware method, all on one thread).
+# middleware method, and a new thread per request).
 HTTP_THREADS = env_int("HTTP_THREADS", 8)
 
 # Real-time delivery (chat.consumers)

@@ -144,7 +144,6 @@ def sweep_on_failed_check(pool: Any) -> None:
     pool._perf_sweeps = True
 
 
-
 def _quiet(conn: Any) -> bool:
     """True when an idle pooled connection is open and nothing has arrived on its socket.
 
