@@ -343,14 +343,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if overflowed:
             metrics.WS_RESYNCS.inc()
             self.send_frame({"type": "resync", "room": room_id, "reason": "too_many_missed", "max": cap})
-        online = await presence.presence_online(room_id=room_id) if not joined else set()
+        online = (
+            await presence.presence_join(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id) if not joined else set()
+        )
         self.send_frame(
             {"type": "subscribed", "room": room_id, "resumed": len(missed), "seq": cursor, "online": sorted(online | {self.user.id})}
         )
         # Then the live events that arrived meanwhile (those the backlog already holds are dropped by seq).
         for event in self.filling.pop(room_id, []) if not joined else []:
             self.deliver_room_event(event)
-        if not joined and await presence.presence_touch(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id):
+        if not joined and self.user.id not in online:
             await self._publish_presence(room_id, "online")
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
@@ -423,8 +425,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._publish_ephemeral(room_id, "typing")
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
-        for room_id in self.cursors:
-            await presence.presence_touch(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id)
+        await presence.presence_refresh(room_ids=self.cursors, user_id=self.user.id, socket_id=self.socket_id)
         self.send_frame({"type": "pong", "ref": frame.get("ref")})
 
     HANDLERS = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Iterable
 
 from django.conf import settings
 
@@ -51,32 +52,67 @@ def _entry(user_id: int, socket_id: str) -> str:
     return f"{user_id}:{socket_id}"
 
 
-async def presence_touch(*, room_id: int, user_id: int, socket_id: str) -> bool:
-    """Mark the socket present in the room. Returns True if the user was not online before."""
+async def presence_join(*, room_id: int, user_id: int, socket_id: str) -> set[int]:
+    """Mark the socket present in the room; returns the users online there before it joined.
+
+    One round trip on Redis: prune stale entries, read the room, add this
+    socket, refresh the key's TTL. Empty set when Redis is down.
+    """
     now = time.time()
     ttl = settings.CHAT_PRESENCE_TTL
     try:
-        before = await presence_online(room_id=room_id)
         if env.REDIS_URL:
-            client = _client()
             key = presence_key(room_id)
-            await client.zadd(key, {_entry(user_id, socket_id): now})
-            await client.expire(key, ttl * 2)
-        else:
-            _local.setdefault(room_id, {})[_entry(user_id, socket_id)] = now
-        return user_id not in before
+            pipe = _client().pipeline(transaction=False)
+            pipe.zremrangebyscore(key, "-inf", now - ttl)
+            pipe.zrange(key, 0, -1)
+            pipe.zadd(key, {_entry(user_id, socket_id): now})
+            pipe.expire(key, ttl * 2)
+            _, members, _, _ = await pipe.execute()
+            return _users(members)
+        before = await presence_online(room_id=room_id)
+        _local.setdefault(room_id, {})[_entry(user_id, socket_id)] = now
+        return before
     except Exception:  # noqa: BLE001
-        logger.warning("presence_touch failed room=%s", room_id, exc_info=True)
-        return False
+        logger.warning("presence_join failed room=%s", room_id, exc_info=True)
+        return set()
+
+
+async def presence_refresh(*, room_ids: Iterable[int], user_id: int, socket_id: str) -> None:
+    """Heartbeat: the socket is still present in these rooms. One write-only round trip for all of them."""
+    room_ids = list(room_ids)
+    if not room_ids:
+        return
+    now = time.time()
+    ttl = settings.CHAT_PRESENCE_TTL
+    entry = _entry(user_id, socket_id)
+    try:
+        if env.REDIS_URL:
+            pipe = _client().pipeline(transaction=False)
+            for room_id in room_ids:
+                key = presence_key(room_id)
+                pipe.zadd(key, {entry: now})
+                pipe.expire(key, ttl * 2)
+            await pipe.execute()
+        else:
+            for room_id in room_ids:
+                _local.setdefault(room_id, {})[entry] = now
+    except Exception:  # noqa: BLE001
+        logger.warning("presence_refresh failed rooms=%s", room_ids, exc_info=True)
 
 
 async def presence_leave(*, room_id: int, user_id: int, socket_id: str) -> bool:
-    """Remove the socket. Returns True if the user has no other fresh socket in the room."""
+    """Remove the socket. Returns True if the user has no other fresh socket in the room. One round trip."""
     try:
         if env.REDIS_URL:
-            await _client().zrem(presence_key(room_id), _entry(user_id, socket_id))
-        else:
-            _local.get(room_id, {}).pop(_entry(user_id, socket_id), None)
+            key = presence_key(room_id)
+            pipe = _client().pipeline(transaction=False)
+            pipe.zrem(key, _entry(user_id, socket_id))
+            pipe.zremrangebyscore(key, "-inf", time.time() - settings.CHAT_PRESENCE_TTL)
+            pipe.zrange(key, 0, -1)
+            members = (await pipe.execute())[2]
+            return user_id not in _users(members)
+        _local.get(room_id, {}).pop(_entry(user_id, socket_id), None)
         return user_id not in await presence_online(room_id=room_id)
     except Exception:  # noqa: BLE001
         logger.warning("presence_leave failed room=%s", room_id, exc_info=True)
@@ -88,15 +124,20 @@ async def presence_online(*, room_id: int) -> set[int]:
     cutoff = time.time() - settings.CHAT_PRESENCE_TTL
     if env.REDIS_URL:
         try:
-            client = _client()
             key = presence_key(room_id)
-            await client.zremrangebyscore(key, "-inf", cutoff)
-            members = await client.zrange(key, 0, -1)
+            pipe = _client().pipeline(transaction=False)
+            pipe.zremrangebyscore(key, "-inf", cutoff)
+            pipe.zrange(key, 0, -1)
+            members = (await pipe.execute())[1]
         except Exception:  # noqa: BLE001 - presence is best effort
             logger.warning("presence_online failed room=%s", room_id, exc_info=True)
             return set()
-        return {int(m.split(b":", 1)[0]) for m in members}
+        return _users(members)
     entries = _local.get(room_id, {})
     for name in [n for n, seen in entries.items() if seen < cutoff]:
         del entries[name]
     return {int(n.split(":", 1)[0]) for n in entries}
+
+
+def _users(members: list[bytes]) -> set[int]:
+    return {int(m.split(b":", 1)[0]) for m in members}

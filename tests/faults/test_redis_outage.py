@@ -14,11 +14,11 @@ What happens, measured against channels-redis' RedisPubSubChannelLayer:
   the database), so an open socket ends up with every acknowledged message;
 * a reconnecting client resumes with ``last_id`` and gets the rest.
 
-Two gaps are pinned by their own tests below (they fail until fixed, see
-docs/SECURITY.md): a socket opened during the outage gets an HTTP 500 at the
-handshake, and the first subscribe after Redis returns crashes the socket (1011)
-because ``presence_online`` lets a stale-connection error escape. The main test
-tolerates both the way a real client does: it reconnects.
+Two edges have their own tests below: a socket opened during the outage is
+accepted and closed with 4503 ("unavailable, retry"), and the first subscribe
+after Redis returns keeps the socket (presence degrades instead of raising
+on the stale pooled connection). The main test tolerates both the way a real
+client does: it reconnects.
 """
 
 from __future__ import annotations
@@ -121,10 +121,9 @@ def test_chat_survives_a_redis_outage_and_nobody_misses_a_message(people, privat
 
 
 def test_a_socket_opened_during_a_redis_outage_is_closed_with_4503(people, private_redis: PrivateRedis) -> None:
-    """Fails until fixed: today the handshake answers HTTP 500 (the consumer's
-    channel-layer subscription raises before accept). Proposed: accept and close
-    with 4503 ("unavailable, retry"; autobahn lets an application send only 1000
-    or 3000-4999, so not 1013), which clients treat as "reconnect with backoff"."""
+    """Not an HTTP 500 at the handshake: accepted, then closed with 4503
+    ("unavailable, retry"; an application may send only 1000 or 3000-4999, so
+    not 1013), which clients treat as "reconnect with backoff"."""
     with app_servers(1, REDIS_URL=private_redis.url) as servers:
         ((port, proc),) = servers
         ServerLog(proc)
@@ -148,9 +147,8 @@ def test_a_socket_opened_during_a_redis_outage_is_closed_with_4503(people, priva
 
 
 def test_subscribing_right_after_redis_returns_keeps_the_socket(people, private_redis: PrivateRedis, make_room) -> None:
-    """Fails until fixed: presence_online (chat/presence.py) lets the stale pooled
-    connection's ConnectionError escape into on_subscribe, the consumer crashes
-    and daphne closes the socket with 1011. Its docstring says presence never raises."""
+    """The stale pooled presence connection's ConnectionError must not escape into
+    on_subscribe (it used to crash the consumer: close 1011). Presence never raises."""
     other = make_room(people["project"], name="second")
     with app_servers(1, REDIS_URL=private_redis.url) as servers:
         ((port, proc),) = servers
