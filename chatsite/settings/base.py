@@ -120,6 +120,8 @@ if env.REDIS_URL and env.ENABLE_CACHING:
             "VERSION": 1,
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                # One redis.Redis per process, not one per request or socket (perf.redis_clients).
+                "CONNECTION_FACTORY": "perf.redis_clients.SharedClientConnectionFactory",
                 "PARSER_CLASS": "redis.connection._HiredisParser",
                 # A Redis outage degrades to the database instead of a 500.
                 "IGNORE_EXCEPTIONS": True,
