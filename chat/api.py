@@ -154,25 +154,31 @@ def room_read(request: HttpRequest, room_id: int, payload: ReadMarkIn) -> dict[s
 # --- Messages -------------------------------------------------------------
 
 
+def _page_position(cursor: str | None, after: int | None) -> tuple[int | None, int | None]:
+    """(before, after) from a page cursor or the ``after`` parameter.
+
+    A backward cursor ``{"b": id}`` pages to ids below the oldest id already
+    seen; a forward cursor ``{"a": id}`` to ids above the newest.
+    """
+    if cursor is None:
+        return None, after
+    if after is not None:
+        raise InvalidInput("Send either 'cursor' or 'after', not both.", code="invalid_cursor")
+    position = page_cursor_decode(cursor, fields={"b": int, "a": int})
+    if len(position) != 1:
+        raise invalid_cursor()
+    return position.get("b"), position.get("a")
+
+
 def _message_page(
-    *, room: Room, cursor: str | None, after: int | None, limit: int, fields: tuple[str, ...] | None = None
+    *, room: Room, before: int | None, after: int | None, limit: int, fields: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
     """One page of history, oldest to newest, and the cursor that continues it.
 
-    A backward cursor ``{"b": id}`` pages to ids below the oldest id already
-    seen; a forward cursor ``{"a": id}`` to ids above the newest. Ids only ever
-    grow, so new messages arriving between fetches never shift a page: nothing
-    is skipped or repeated. One row beyond the page is read to know whether
-    another page exists.
+    Ids only ever grow, so new messages arriving between fetches never shift a
+    page: nothing is skipped or repeated. One row beyond the page is read to
+    know whether another page exists.
     """
-    before = None
-    if cursor is not None:
-        if after is not None:
-            raise InvalidInput("Send either 'cursor' or 'after', not both.", code="invalid_cursor")
-        position = page_cursor_decode(cursor, fields={"b": int, "a": int})
-        if len(position) != 1:
-            raise invalid_cursor()
-        before, after = position.get("b"), position.get("a")
     if after is not None:
         messages = selectors.room_history_dicts(room=room, after=after, limit=limit + 1, fields=fields)
         more = len(messages) > limit
@@ -198,14 +204,24 @@ def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuer
     """
     fields = fields_parse(page.fields, schema=MessageOut)
     room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
-    result = _message_page(
-        room=room, cursor=page.cursor, after=page.after, limit=selectors.page_limit(page.limit), fields=fields
-    )
-    result["items"] = fields_select(result["items"], fields)
+    before, after = _page_position(page.cursor, page.after)
+    limit = selectors.page_limit(page.limit)
     # Rendered as it is: the items are chat.serialization's dicts (the
     # WebSocket's shape), so validating each against MessagePage on the way
     # out would only cost time (about 40% of this endpoint's). The tests hold
     # the output to the schema.
+    if after is None and fields is None:
+        # The pages every reader shares (a room's newest, and older ones while
+        # scrolling back) are cached rendered (selectors.room_history_page).
+        body = selectors.room_history_page(
+            room=room,
+            before=before,
+            limit=limit,
+            render=lambda: orjson.dumps(_message_page(room=room, before=before, after=None, limit=limit)),
+        )
+        return HttpResponse(body, content_type=JSON_CONTENT_TYPE)
+    result = _message_page(room=room, before=before, after=after, limit=limit, fields=fields)
+    result["items"] = fields_select(result["items"], fields)
     return HttpResponse(orjson.dumps(result), content_type=JSON_CONTENT_TYPE)
 
 

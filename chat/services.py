@@ -113,7 +113,7 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
                 ),
                 robust=True,
             )
-            invalidate_on_commit(selectors.room_count_key(room.id))
+            invalidate_on_commit(selectors.room_count_key(room.id), selectors.room_stamp_key(room.id))
             transaction.on_commit(metrics.MESSAGES_CREATED.inc, robust=True)
             if "@" in body:
                 transaction.on_commit(
@@ -203,7 +203,7 @@ async def amessage_create(*, room: Room, author: Any, body: str, client_id: str 
     events.publish_room_event(room_id=room.id, kind="message.new", payload={"message": message_dict(message)}, seq=seq)
     await perf_cache.awrite(
         {selectors.message_cache_key(message_id): selectors.message_cache_entry(message)},
-        delete=[selectors.room_count_key(room.id)],
+        delete=[selectors.room_count_key(room.id), selectors.room_stamp_key(room.id)],
         family="messages",
     )
     metrics.MESSAGES_CREATED.inc()
@@ -237,7 +237,7 @@ def message_edit(*, message: Message, by: Any, body: str) -> Message:
     message.body = body
     message.edited_at = timezone.now()
     message.save(update_fields=["body", "edited_at"])
-    invalidate_on_commit(selectors.message_cache_key(message.id))
+    invalidate_on_commit(selectors.message_cache_key(message.id), selectors.room_stamp_key(message.room_id))
     payload = {"message": message_dict(message)}
     transaction.on_commit(
         partial(events.publish_room_event, room_id=message.room_id, kind="message.edited", payload=payload),
@@ -257,6 +257,7 @@ def message_delete(*, message: Message, by: Any) -> Message:
     invalidate_on_commit(
         selectors.message_cache_key(message.id),
         selectors.room_count_key(message.room_id),
+        selectors.room_stamp_key(message.room_id),
         patterns=[selectors.unread_pattern(message.room_id)],
     )
     payload = {"id": message.id, "room": message.room_id, "seq": message.seq}

@@ -48,12 +48,29 @@ def token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     invalidate_on_commit(selectors.token_cache_key(instance.key_hash))
 
 
-def user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """A user was saved (deactivated, renamed, made staff): drop their cached token lookups and profile."""
+# What a message shows of its author (chat.serialization.user_dict).
+DISPLAY_FIELDS = frozenset({"username", "first_name", "last_name"})
+
+
+def user_changed(sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any) -> None:
+    """A user was saved (deactivated, renamed, made staff): drop their cached token lookups and profile.
+
+    When their display data may have changed, the rendered history pages
+    that show it go too (the profiles stamp); a login, which saves only
+    ``last_login``, leaves them.
+    """
     from chat.models import ApiToken
 
     hashes = ApiToken.objects.filter(user_id=instance.pk).values_list("key_hash", flat=True) if instance.pk else []
-    invalidate_on_commit(selectors.profile_key(instance.pk), *(selectors.token_cache_key(h) for h in hashes))
+    keys = [selectors.profile_key(instance.pk), *(selectors.token_cache_key(h) for h in hashes)]
+    if not created and (update_fields is None or DISPLAY_FIELDS & set(update_fields)):
+        keys.append(selectors.profiles_stamp_key())
+    invalidate_on_commit(*keys)
+
+
+def user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A user was deleted, and their messages with them: no rendered page may show those any more."""
+    invalidate_on_commit(selectors.profile_key(instance.pk), selectors.profiles_stamp_key())
 
 
 def connect() -> None:
@@ -66,6 +83,7 @@ def connect() -> None:
 
     post_delete.connect(token_deleted, sender=ApiToken, dispatch_uid="chat.cache.token.delete")
     post_save.connect(user_changed, sender=get_user_model(), dispatch_uid="chat.cache.user.save")
+    post_delete.connect(user_deleted, sender=get_user_model(), dispatch_uid="chat.cache.user.delete")
 
     for signal in (post_save, post_delete):
         name = signal is post_save and "save" or "delete"

@@ -17,6 +17,7 @@ them (reads become misses, writes are skipped) and logs each to
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -155,6 +156,36 @@ def cached_many(
         if filled:
             cache.set_many({keys[i]: v for i, v in filled.items()}, _ttl(ttl, family))
         result.update(filled)
+    return result
+
+
+def cached_stamped(family: str, key: str, stamps: list[str], fill: Callable[[], T], *, ttl: int | None = None) -> T:
+    """Key-based expiry: ``key``'s value stays valid while every stamp keeps the value it was stored under.
+
+    For results that depend on many entries (a page of history: its messages
+    and their authors). Writers invalidate a stamp as they invalidate any key
+    (:func:`invalidate_on_commit`, or :func:`awrite`'s ``delete``); a reader
+    that finds a stamp missing puts in a fresh random one with ``add``, so a
+    stamp never returns to a value an old entry was stored under. A reader
+    that could not learn a stamp (Redis down, or another reader's ``add``
+    won) computes without storing. A hit costs one round trip.
+    """
+    found = cache.get_many([*stamps, key])
+    current: list[str | None] = []
+    for stamp in stamps:
+        value = found.get(stamp)
+        if value is None:
+            fresh = secrets.token_hex(8)
+            value = fresh if cache.add(stamp, fresh, _ttl(None, "messages")) else None
+        current.append(value)
+    entry = found.get(key)
+    if entry is not None and None not in current and entry[0] == current:
+        _count(family, 1, 0)
+        return entry[1]
+    _count(family, 0, 1)
+    result = fill()
+    if None not in current:
+        cache.set(key, (current, result), _ttl(ttl, family))
     return result
 
 

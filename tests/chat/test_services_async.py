@@ -127,3 +127,19 @@ async def test_async_rate_limit_shares_the_counter_with_the_sync_one(settings, c
     with pytest.raises(ratelimit.RateLimited):
         ratelimit.hit("message", user_id)
     await ratelimit.ahit("message", user_id + 1)  # another user's own counter
+
+
+async def test_a_message_sent_over_the_socket_path_drops_the_rendered_history_page(chat_world, api_client):
+    room, member = chat_world["public"], chat_world["member"]
+    client = await database_sync_to_async(api_client)(chat_world["owner"])
+
+    def newest_bodies() -> list[str]:
+        response = client.get(f"/api/v1/rooms/{room.id}/messages")
+        assert response.status_code == 200
+        return [m["body"] for m in response.json()["items"]]
+
+    await services.amessage_create(room=room, author=member, body="one")
+    assert await database_sync_to_async(newest_bodies)() == ["one"]
+    assert await database_sync_to_async(newest_bodies)() == ["one"]  # the rendered page
+    await services.amessage_create(room=room, author=member, body="two")
+    assert await database_sync_to_async(newest_bodies)() == ["one", "two"]

@@ -11,6 +11,7 @@ import time
 import orjson
 import pytest
 from django.core.cache import cache
+from django.contrib.auth.models import update_last_login
 from django.test import Client, override_settings
 
 from chat import selectors, services
@@ -124,6 +125,58 @@ def test_admin_style_writes_are_invalidated_too(chat_world, api_client):
     assert member.get(f"{API}/rooms/{room.id}/messages").status_code == 404
 
 
+def test_a_stamped_entry_lives_while_its_stamps_do(db):
+    cache.clear()
+    calls = []
+
+    def fill():
+        calls.append(1)
+        return f"value {len(calls)}"
+
+    read = lambda: perf_cache.cached_stamped("pages", "t:page", ["t:stamp:a", "t:stamp:b"], fill)  # noqa: E731
+    assert read() == "value 1"
+    first_stamp = cache.get("t:stamp:a")
+    assert first_stamp is not None  # a missing stamp is created by the reader
+    assert read() == "value 1" and len(calls) == 1
+    perf_cache.invalidate("t:stamp:b")  # what a writer does
+    assert read() == "value 2"
+    assert read() == "value 2" and len(calls) == 2
+    perf_cache.invalidate("t:stamp:a")
+    assert read() == "value 3"
+    assert cache.get("t:stamp:a") != first_stamp  # a stamp never comes back to an old value
+    cache.set("t:stamp:a", first_stamp)  # even if it did, the entry holds the newer one
+    assert read() == "value 4"
+
+
+def test_a_stamped_entry_is_computed_but_not_stored_when_redis_is_down(db):
+    with override_settings(CACHES=DEAD_REDIS):
+        assert perf_cache.cached_stamped("pages", "t:page", ["t:stamp"], lambda: "fresh") == "fresh"
+    assert cache.get("t:page") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rendered_pages_follow_profile_changes_and_user_deletion_but_not_logins(chat_world, api_client, make_user):
+    room = chat_world["public"]
+    owner = api_client(chat_world["owner"])
+    author = make_user("leaving")
+    project_services.membership_add(project=chat_world["project"], username="leaving", by=chat_world["owner"])
+    services.message_create(room=room, author=author, body="mine")
+    services.message_create(room=room, author=chat_world["member"], body="theirs")
+    path = f"/rooms/{room.id}/messages"
+    assert [m["body"] for m in get(owner, path)["items"]] == ["mine", "theirs"]
+
+    stamp = cache.get(selectors.profiles_stamp_key())
+    update_last_login(None, author)  # what every login runs (user_logged_in)
+    assert cache.get(selectors.profiles_stamp_key()) == stamp
+
+    author.first_name = "Renamed"
+    author.save()
+    assert get(owner, path)["items"][0]["author"]["display_name"] == "Renamed"
+
+    author.delete()  # their messages go with them
+    assert [m["body"] for m in get(owner, path)["items"]] == ["theirs"]
+
+
 def test_a_cold_key_under_100_concurrent_readers_is_computed_once(db):
     calls = []
     lock = threading.Lock()
@@ -170,9 +223,14 @@ def test_hit_and_miss_counters_per_family(chat_world, api_client, make_message):
     get(client, f"/rooms/{chat_world['public'].id}/messages")
     get(client, f"/rooms/{chat_world['public'].id}/messages")
     stats = perf_cache.cache_stats()
-    assert stats["messages"]["misses"] == 3 and stats["messages"]["hits"] == 3
+    # The first read renders the page from the message cache; the second is the rendered page.
+    assert stats["pages"] == {"hits": 1, "misses": 1, "ratio": 0.5}
+    assert stats["messages"] == {"hits": 0, "misses": 3, "ratio": 0.0}
     assert stats["rooms"] == {"hits": 1, "misses": 1, "ratio": 0.5}
     assert stats["access"] == {"hits": 1, "misses": 1, "ratio": 0.5}
+    # A page with field selection is not the shared rendered page: the message cache serves it.
+    get(client, f"/rooms/{chat_world['public'].id}/messages?fields=id,body")
+    assert perf_cache.cache_stats()["messages"]["hits"] == 3
 
 
 def test_redis_down_degrades_to_the_database(chat_world, api_client, make_message):
