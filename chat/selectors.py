@@ -484,8 +484,18 @@ def history_page_key(room_id: int, before: int | None, limit: int) -> str:
 
 
 def room_stamp_key(room_id: int) -> str:
-    """Changes (is dropped) whenever a message of the room is created, edited or deleted."""
+    """Changes (is dropped) whenever a message of the room is edited or deleted: every page may show it."""
     return cache_key("stamp", "room", room_id)
+
+
+def room_tail_stamp_key(room_id: int) -> str:
+    """Changes (is dropped) whenever a message is added to the room: only the newest page shows it.
+
+    Ids within a room commit in order (services.message_create and
+    amessage_create hold the room's row lock from drawing the id to the
+    commit), so a new message is newer than every page already read.
+    """
+    return cache_key("stamp", "tail", room_id)
 
 
 def profiles_stamp_key() -> str:
@@ -494,17 +504,19 @@ def profiles_stamp_key() -> str:
 
 
 def room_history_page(*, room: Room, before: int | None, limit: int, render: Any) -> Any:
-    """A rendered page of history (``render()``'s result), cached while the room and the profiles are unchanged.
+    """A rendered page of history (``render()``'s result), cached while what it shows is unchanged.
 
     The newest page and the older pages (``before``) of a room, family
     ``pages``: one cache round trip on a hit, instead of the id query and
-    the message and profile lookups. Any message write in the room drops the
-    room's stamp, any display-data change drops the profiles stamp
+    the message and profile lookups. An edit or a delete in the room drops
+    the room's stamp, a new message its tail stamp (which only the newest
+    page carries), a display-data change the profiles stamp
     (perf.cache.cached_stamped), so a stored page is never served stale.
     """
-    return perf_cache.cached_stamped(
-        "pages", history_page_key(room.id, before, limit), [room_stamp_key(room.id), profiles_stamp_key()], render
-    )
+    stamps = [room_stamp_key(room.id), profiles_stamp_key()]
+    if before is None:
+        stamps.append(room_tail_stamp_key(room.id))
+    return perf_cache.cached_stamped("pages", history_page_key(room.id, before, limit), stamps, render)
 
 
 def messages_after(*, room_id: int, after_id: int, limit: int) -> list[Message]:

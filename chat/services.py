@@ -113,7 +113,7 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
                 ),
                 robust=True,
             )
-            invalidate_on_commit(selectors.room_count_key(room.id), selectors.room_stamp_key(room.id))
+            invalidate_on_commit(selectors.room_count_key(room.id), selectors.room_tail_stamp_key(room.id))
             transaction.on_commit(metrics.MESSAGES_CREATED.inc, robust=True)
             if "@" in body:
                 transaction.on_commit(
@@ -203,7 +203,7 @@ async def amessage_create(*, room: Room, author: Any, body: str, client_id: str 
     events.publish_room_event(room_id=room.id, kind="message.new", payload={"message": message_dict(message)}, seq=seq)
     await perf_cache.awrite(
         {selectors.message_cache_key(message_id): selectors.message_cache_entry(message)},
-        delete=[selectors.room_count_key(room.id), selectors.room_stamp_key(room.id)],
+        delete=[selectors.room_count_key(room.id), selectors.room_tail_stamp_key(room.id)],
         family="messages",
     )
     metrics.MESSAGES_CREATED.inc()

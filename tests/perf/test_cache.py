@@ -155,6 +155,26 @@ def test_a_stamped_entry_is_computed_but_not_stored_when_redis_is_down(db):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_new_message_renders_only_the_newest_page_again_an_edit_every_page(
+    chat_world, api_client, django_assert_num_queries
+):
+    room, member = chat_world["public"], chat_world["member"]
+    owner = api_client(chat_world["owner"])
+    first = [services.message_create(room=room, author=member, body=f"m{i}")[0] for i in range(4)]
+    path = f"/rooms/{room.id}/messages?limit=2"
+    older = f"{path}&cursor={get(owner, path)['next_cursor']}"
+    assert [m["body"] for m in get(owner, older)["items"]] == ["m0", "m1"]
+
+    services.message_create(room=room, author=member, body="m4")
+    with django_assert_num_queries(0):  # still the rendered page: nothing older changed
+        assert [m["body"] for m in get(owner, older)["items"]] == ["m0", "m1"]
+    assert [m["body"] for m in get(owner, path)["items"]] == ["m3", "m4"]
+
+    services.message_edit(message=selectors.message_get_for_user(user=member, message_id=first[0].id), by=member, body="m0!")
+    assert [m["body"] for m in get(owner, older)["items"]] == ["m0!", "m1"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_rendered_pages_follow_profile_changes_and_user_deletion_but_not_logins(chat_world, api_client, make_user):
     room = chat_world["public"]
     owner = api_client(chat_world["owner"])
