@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 import orjson
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -119,6 +120,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # No channel-layer channel per socket (Channels skips it for an alias that
     # names no layer): one less queue, Redis subscription and waiting task each.
     channel_layer_alias = "chat.no-channel-per-socket"
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its database hop before every message.
+
+        ``AsyncConsumer.dispatch`` first runs ``close_old_connections`` on the
+        process's one shared sync thread, for every client frame (each ping,
+        each message.send) and for connect and disconnect. This consumer never
+        uses that thread's connections: its database work runs through
+        ``db_async``, which gives its thread's connections back before and
+        after every call, or on the direct send path's own pool
+        (chat.asyncdb). The hop was a wake-up of that thread and two of the
+        event loop per frame, all of them queued behind each other.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         # Names this connection's database work in the slow-query log.

@@ -484,3 +484,28 @@ def test_resume_query_count_does_not_grow_with_the_backlog(chat_world, make_mess
     with django_assert_num_queries(2):  # room counter; the missed page (ids subquery, authors joined)
         cursor, frames, overflowed = _resume(member, room.id, first.id, 500)
     assert len(frames) == missed and not overflowed and cursor == missed + 1
+
+
+async def test_client_frames_take_no_hop_to_the_shared_sync_thread(world, monkeypatch):
+    """Channels' dispatch runs close_old_connections on the one shared sync thread before
+    every message; ChatConsumer's database work never uses that thread, so it skips it."""
+    import channels.consumer
+
+    hops = []
+    original = channels.consumer.aclose_old_connections
+
+    async def counted() -> None:
+        hops.append(1)
+        await original()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    alice = await hello(world["tokens"]["member"])
+    room = world["public"].id
+    await subscribe(alice, room)
+    for ref in range(5):
+        await send(alice, {"type": "ping", "ref": ref})
+        assert await recv(alice) == {"type": "pong", "ref": ref}
+    await send(alice, {"type": "message.send", "room": room, "body": "no hop", "client_id": "nh-1"})
+    assert (await recv_until(alice, "message.new"))[0]["message"]["body"] == "no hop"
+    await alice.disconnect()
+    assert hops == []
