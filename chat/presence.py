@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 from django.conf import settings
 
@@ -63,13 +63,10 @@ async def presence_join(*, room_id: int, user_id: int, socket_id: str) -> set[in
     try:
         if env.REDIS_URL:
             key = presence_key(room_id)
-            pipe = _client().pipeline(transaction=False)
-            pipe.zremrangebyscore(key, "-inf", now - ttl)
-            pipe.zrange(key, 0, -1)
+            pipe = _fresh_members(_client().pipeline(transaction=False), key, now - ttl)
             pipe.zadd(key, {_entry(user_id, socket_id): now})
             pipe.expire(key, ttl * 2)
-            _, members, _, _ = await pipe.execute()
-            return _users(members)
+            return _users((await pipe.execute())[1])
         before = await presence_online(room_id=room_id)
         _local.setdefault(room_id, {})[_entry(user_id, socket_id)] = now
         return before
@@ -108,10 +105,8 @@ async def presence_leave(*, room_id: int, user_id: int, socket_id: str) -> bool:
             key = presence_key(room_id)
             pipe = _client().pipeline(transaction=False)
             pipe.zrem(key, _entry(user_id, socket_id))
-            pipe.zremrangebyscore(key, "-inf", time.time() - settings.CHAT_PRESENCE_TTL)
-            pipe.zrange(key, 0, -1)
-            members = (await pipe.execute())[2]
-            return user_id not in _users(members)
+            _fresh_members(pipe, key, time.time() - settings.CHAT_PRESENCE_TTL)
+            return user_id not in _users((await pipe.execute())[2])
         _local.get(room_id, {}).pop(_entry(user_id, socket_id), None)
         return user_id not in await presence_online(room_id=room_id)
     except Exception:  # noqa: BLE001
@@ -125,10 +120,7 @@ async def presence_online(*, room_id: int) -> set[int]:
     if env.REDIS_URL:
         try:
             key = presence_key(room_id)
-            pipe = _client().pipeline(transaction=False)
-            pipe.zremrangebyscore(key, "-inf", cutoff)
-            pipe.zrange(key, 0, -1)
-            members = (await pipe.execute())[1]
+            members = (await _fresh_members(_client().pipeline(transaction=False), key, cutoff).execute())[1]
         except Exception:  # noqa: BLE001 - presence is best effort
             logger.warning("presence_online failed room=%s", room_id, exc_info=True)
             return set()
@@ -137,6 +129,13 @@ async def presence_online(*, room_id: int) -> set[int]:
     for name in [n for n, seen in entries.items() if seen < cutoff]:
         del entries[name]
     return {int(n.split(":", 1)[0]) for n in entries}
+
+
+def _fresh_members(pipe: Any, key: str, cutoff: float) -> Any:
+    """Queue on ``pipe``: prune entries older than ``cutoff``, then read the rest (two results)."""
+    pipe.zremrangebyscore(key, "-inf", cutoff)
+    pipe.zrange(key, 0, -1)
+    return pipe
 
 
 def _users(members: list[bytes]) -> set[int]:

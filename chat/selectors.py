@@ -14,7 +14,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 
 from chat.models import ApiToken, Message, Room, RoomMember
-from chat.serialization import message_dict
+from chat.serialization import USER_DISPLAY_FIELDS, message_dict
 from chatsite.errors import NotFound
 from perf import cache as perf_cache
 from perf.cache import cache_key
@@ -440,7 +440,7 @@ def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:
     from chat.serialization import user_dict
 
     def fill(missing: list[int]) -> dict[int, dict[str, Any]]:
-        return {u.id: user_dict(u) for u in User.objects.filter(pk__in=missing).only("id", "username", "first_name", "last_name")}
+        return {u.id: user_dict(u) for u in User.objects.filter(pk__in=missing).only("id", *USER_DISPLAY_FIELDS)}
 
     return perf_cache.cached_many("profiles", {i: profile_key(i) for i in ids}, fill)
 
@@ -553,7 +553,7 @@ def room_members(*, room: Room) -> QuerySet[Any]:
     qs = User.objects.filter(memberships__project_id=room.project_id)
     if room.is_private:
         qs = qs.filter(room_memberships__room=room)
-    return qs.only("id", "username", "first_name", "last_name").order_by("username")
+    return qs.only("id", *USER_DISPLAY_FIELDS).order_by("username")
 
 
 def user_profile(*, user_id: int) -> dict[str, Any] | None:
@@ -564,7 +564,7 @@ def user_profile(*, user_id: int) -> dict[str, Any] | None:
     from chat.serialization import user_dict
 
     def fill() -> dict[str, Any] | None:
-        user = User.objects.filter(pk=user_id).only("id", "username", "first_name", "last_name").first()
+        user = User.objects.filter(pk=user_id).only("id", *USER_DISPLAY_FIELDS).first()
         return user_dict(user) if user else None
 
     return perf_cache.cached("profiles", profile_key(user_id), fill)

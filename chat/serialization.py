@@ -7,6 +7,11 @@ from typing import Any
 from chat.models import Message, Room
 
 
+# The user fields user_dict shows besides the id: what a query for it loads, and
+# what a save must touch to change it (chat.signals).
+USER_DISPLAY_FIELDS = ("username", "first_name", "last_name")
+
+
 def user_display_name(user: Any) -> str:
     full = f"{user.first_name} {user.last_name}".strip()
     return full or user.username

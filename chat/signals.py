@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from chat import selectors
+from chat.serialization import USER_DISPLAY_FIELDS
 from perf.cache import invalidate_on_commit
 from projects.selectors import membership_cache_key, project_cache_key, project_stats_key
 
@@ -48,10 +49,6 @@ def token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     invalidate_on_commit(selectors.token_cache_key(instance.key_hash))
 
 
-# What a message shows of its author (chat.serialization.user_dict).
-DISPLAY_FIELDS = frozenset({"username", "first_name", "last_name"})
-
-
 def user_changed(sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any) -> None:
     """A user was saved (deactivated, renamed, made staff): drop their cached token lookups and profile.
 
@@ -63,7 +60,7 @@ def user_changed(sender: Any, instance: Any, created: bool = False, update_field
 
     hashes = ApiToken.objects.filter(user_id=instance.pk).values_list("key_hash", flat=True) if instance.pk else []
     keys = [selectors.profile_key(instance.pk), *(selectors.token_cache_key(h) for h in hashes)]
-    if not created and (update_fields is None or DISPLAY_FIELDS & set(update_fields)):
+    if not created and (update_fields is None or set(USER_DISPLAY_FIELDS) & set(update_fields)):
         keys.append(selectors.profiles_stamp_key())
     invalidate_on_commit(*keys)
 

@@ -176,7 +176,8 @@ def cached_stamped(family: str, key: str, stamps: list[str], fill: Callable[[], 
         value = found.get(stamp)
         if value is None:
             fresh = secrets.token_hex(8)
-            value = fresh if cache.add(stamp, fresh, _ttl(None, "messages")) else None
+            # A lost stamp only costs one render of what it covered: keep it as long as entries.
+            value = fresh if cache.add(stamp, fresh, env.CACHE_TTL_ENTRIES) else None
         current.append(value)
     entry = found.get(key)
     if entry is not None and None not in current and entry[0] == current:
