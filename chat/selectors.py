@@ -169,7 +169,8 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
 
     Cached in two parts. The room list (family ``room_lists``) per user and
     project, invalidated by room_create (the project's lists), room_member_add
-    and membership changes (that user's list). Unread counts (family
+    and membership changes (that user's list); filling it also fills the
+    user's access to each listed room (family ``access``). Unread counts (family
     ``unread``) come from each room's tail, its newest UNREAD_TAIL messages as
     (id, author, deleted), shared by all its readers under a key that embeds
     the room's ``last_message_seq``: a new message moves to a fresh key by
@@ -198,12 +199,18 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
         return [_listed_room(row, row, project, row["unread"]) for row in rows]
 
     def readable() -> list[dict[str, Any]]:
-        return list(
+        rows = list(
             _readable_rooms(user)
             .filter(project=project)
             .order_by("name", "id")
             .values("id", "slug", "name", "topic", "is_private", "my_role")
         )
+        # The same query answers room_get_for_user for each of these rooms:
+        # keep the user's access to them (family ``access``), so opening one
+        # after the list asks the database nothing more. Invalidated with the
+        # list, by the same writes.
+        perf_cache.store_many({room_access_key(user.id, r["id"]): r["my_role"] for r in rows}, family="access")
+        return rows
 
     rows = perf_cache.cached("room_lists", room_list_key(project.id, user.id), readable)
     if not rows:

@@ -128,3 +128,37 @@ def test_without_a_cache_unread_counts_come_straight_from_the_database(chat_worl
     assert not caching_enabled()
     rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=chat_world["project"])}
     assert rooms[room.id] == _exact_unread(room, member) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_room_list_fills_access_to_its_rooms_and_loses_it_with_them(chat_world, django_assert_num_queries):
+    from chatsite.errors import NotFound
+    from projects import services as project_services
+
+    project, insider, member = chat_world["project"], chat_world["insider"], chat_world["member"]
+    public, private = chat_world["public"], chat_world["private"]
+    cache.clear()
+    listed = {r.id for r in selectors.rooms_for_user(user=insider, project=project)}
+    assert listed == {public.id, private.id}
+    cache_stats_reset()
+    with django_assert_num_queries(2):  # the rooms themselves, not the user's access to them
+        roles = {rid: selectors.room_get_for_user(user=insider, room_id=rid).my_role for rid in listed}
+    assert roles == {public.id: "member", private.id: "member"}
+    assert cache_stats()["access"] == {"hits": 2, "misses": 0, "ratio": 1.0}
+    assert cache_stats()["rooms"]["misses"] == 2
+
+    # A room the user may not read is not listed, so no access entry says otherwise.
+    assert private.id not in {r.id for r in selectors.rooms_for_user(user=member, project=project)}
+    with pytest.raises(NotFound):
+        selectors.room_get_for_user(user=member, room_id=private.id)
+
+    # The writes that change access drop what the list filled.
+    public.is_private = True
+    public.save()
+    with pytest.raises(NotFound):
+        selectors.room_get_for_user(user=insider, room_id=public.id)
+    selectors.rooms_for_user(user=insider, project=project)
+    project_services.membership_remove(project=project, user=insider, by=chat_world["owner"])
+    with pytest.raises(NotFound):
+        selectors.room_get_for_user(user=insider, room_id=private.id)
+    assert selectors.rooms_for_user(user=insider, project=project) == []
