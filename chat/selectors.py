@@ -174,8 +174,9 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     ``unread``) come from each room's tail, its newest UNREAD_TAIL messages as
     (id, author, deleted), shared by all its readers under a key that embeds
     the room's ``last_message_seq``: a new message moves to a fresh key by
-    itself, and each reader's count is computed from the tail and their
-    marker. Only when a marker is older than a full tail and the tail alone
+    itself (its writer fills that key from the previous one when it is
+    cached: unread_tail_with), and each reader's count is computed from the
+    tail and their marker. Only when a marker is older than a full tail and the tail alone
     cannot reach the cap does that reader get an exact capped count, cached
     per user, room, last seq and marker. message_delete drops the room's
     unread keys. One cheap query (room counters and markers) runs every time.
@@ -322,6 +323,18 @@ def _room_tails(room_ids: list[int]) -> dict[int, list[tuple[int, int, bool]]]:
     for tail in tails.values():
         tail.sort(reverse=True)
     return tails
+
+
+def unread_tail_with(tail: list[tuple[int, int, bool]], *, message_id: int, author_id: int) -> list[tuple[int, int, bool]]:
+    """``tail`` with one more live message, newest first and at most UNREAD_TAIL long.
+
+    How a writer moves a room's cached tail to its new seq (write-through):
+    the tail under seq ``n - 1`` holds every message up to it (a reader may
+    have seen later ones too), so with message ``n`` it is the tail under ``n``.
+    """
+    merged = {entry[0]: entry for entry in tail}
+    merged.setdefault(message_id, (message_id, author_id, False))
+    return sorted(merged.values(), reverse=True)[:UNREAD_TAIL]
 
 
 def _per_room(room_ids: list[int], args: list[int], sql: str, params: list[Any]) -> list[tuple]:

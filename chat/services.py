@@ -114,6 +114,10 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
                 robust=True,
             )
             invalidate_on_commit(selectors.room_count_key(room.id), selectors.room_tail_stamp_key(room.id))
+            transaction.on_commit(
+                partial(_advance_unread_tail, room_id=room.id, seq=seq, message_id=message.id, author_id=author.id),
+                robust=True,
+            )
             transaction.on_commit(metrics.MESSAGES_CREATED.inc, robust=True)
             if "@" in body:
                 transaction.on_commit(
@@ -131,6 +135,20 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
             raise
         return original, False
     return message, True
+
+
+def _advance_unread_tail(*, room_id: int, seq: int, message_id: int, author_id: int) -> None:
+    """Write-through for unread counts: the room's cached tail moves from ``seq - 1`` to ``seq``.
+
+    Without it the first room list after every message would read the tail
+    from the database again (selectors.rooms_for_user). When the tail under
+    ``seq - 1`` is not cached there is nothing to move.
+    """
+    previous = selectors.unread_tail_key(room_id, seq - 1)
+    tail = perf_cache.get_many_counted({previous: "unread"}).get(previous)
+    if isinstance(tail, list):
+        tail = selectors.unread_tail_with(tail, message_id=message_id, author_id=author_id)
+        perf_cache.store(selectors.unread_tail_key(room_id, seq), tail, family="unread")
 
 
 def _original_for_retry(*, author: Any, client_id: str, room_id: int) -> Message | None:
@@ -201,11 +219,16 @@ async def amessage_create(*, room: Room, author: Any, body: str, client_id: str 
     message = Message(id=message_id, room_id=room.id, author=author, body=body, client_id=client_id, seq=seq, created_at=now)
     # What message_create does on commit, in the same order: publish, cache, count.
     events.publish_room_event(room_id=room.id, kind="message.new", payload={"message": message_dict(message)}, seq=seq)
-    await perf_cache.awrite(
+    previous_tail = selectors.unread_tail_key(room.id, seq - 1)
+    found = await perf_cache.awrite(
         {selectors.message_cache_key(message_id): selectors.message_cache_entry(message)},
         delete=[selectors.room_count_key(room.id), selectors.room_tail_stamp_key(room.id)],
         family="messages",
+        fetch={previous_tail: "unread"},
     )
+    if isinstance(found.get(previous_tail), list):
+        tail = selectors.unread_tail_with(found[previous_tail], message_id=message_id, author_id=author.id)
+        await perf_cache.awrite({selectors.unread_tail_key(room.id, seq): tail}, family="unread")
     metrics.MESSAGES_CREATED.inc()
     if "@" in body:
         events.enqueue_background({"type": "message.created", "message_id": message_id, "room_id": room.id})

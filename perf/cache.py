@@ -241,30 +241,45 @@ async def aget_many_counted(families: dict[str, str]) -> dict[str, Any]:
 
 
 async def awrite(
-    entries: dict[str, Any] | None = None, delete: Iterable[str] = (), *, ttl: int | None = None, family: str | None = None
-) -> None:
-    """Set ``entries`` and delete ``delete`` in one round trip on the event loop (perf.aredis).
+    entries: dict[str, Any] | None = None,
+    delete: Iterable[str] = (),
+    *,
+    ttl: int | None = None,
+    family: str | None = None,
+    fetch: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Set ``entries``, delete ``delete`` and read ``fetch`` (``{key: family}``, counted) in one round trip.
 
-    For async writers after their commit; errors are logged and counted, never raised.
+    For async writers after their commit, on the event loop (perf.aredis).
+    Returns the fetched values that were found. Errors are logged and
+    counted, never raised (a fetch then finds nothing).
     """
     from perf import aredis
 
-    entries, delete = entries or {}, list(delete)
+    entries, delete, fetch = entries or {}, list(delete), fetch or {}
     client = aredis.client()
     if client is None:
         for key, value in entries.items():
             store(key, value, ttl=ttl, family=family)
         invalidate(*delete)
-        return
+        return get_many_counted(fetch) if fetch else {}
+    found: dict[str, Any] = {}
     try:
         pipe = client.pipeline(transaction=False)
         for key, value in entries.items():
             pipe.set(aredis.make_key(key), aredis.encode(_NONE if value is None else value), ex=_ttl(ttl, family))
         if delete:
             pipe.delete(*(aredis.make_key(k) for k in delete))
-        await pipe.execute()
+        if fetch:
+            pipe.mget([aredis.make_key(k) for k in fetch])
+        replies = await pipe.execute()
+        if fetch:
+            found = {k: aredis.decode(v) for k, v in zip(fetch, replies[-1]) if v is not None}
     except Exception:  # noqa: BLE001 - the write is committed; TTL and later writes repair the cache
         aredis.failed("write")
+    if fetch:
+        _count_lookups(fetch, found)
+    return found
 
 
 _request_memo: ContextVar[dict | None] = ContextVar("perf_request_memo", default=None)

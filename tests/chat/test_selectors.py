@@ -73,6 +73,40 @@ def test_unread_from_a_tail(tail, last_read, expected):
     assert selectors._unread_from_tail(tail, last_read=last_read, user_id=1) == expected
 
 
+def test_a_tail_takes_a_new_message_once_and_keeps_its_length():
+    tail = [(5, 2, False), (4, 1, True)]
+    assert selectors.unread_tail_with(tail, message_id=6, author_id=3) == [(6, 3, False), *tail]
+    # A reader may already have seen the message: it is not counted twice.
+    assert selectors.unread_tail_with([(6, 3, False), *tail], message_id=6, author_id=3) == [(6, 3, False), *tail]
+    full = [(i, 2, False) for i in range(CAP + 10, 10, -1)]
+    assert selectors.unread_tail_with(full, message_id=CAP + 11, author_id=2) == [(CAP + 11, 2, False), *full[:-1]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_message_moves_the_cached_tail_so_the_next_room_list_reads_no_tail(
+    chat_world, make_message, django_assert_num_queries
+):
+    from chat import services
+
+    room, owner, member, project = chat_world["public"], chat_world["owner"], chat_world["member"], chat_world["project"]
+    for i in range(3):
+        make_message(room, owner, f"t{i}")
+    cache.clear()
+    selectors.rooms_for_user(user=member, project=project)  # fills the tails and the list
+    services.message_create(room=room, author=owner, body="new")
+    gone, _ = services.message_create(room=room, author=owner, body="soon gone")
+    cache_stats_reset()
+    with django_assert_num_queries(1):  # the live counters and markers only
+        rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=project)}
+    assert rooms[room.id] == _exact_unread(room, member) == 5
+    assert cache_stats()["unread"]["misses"] == 0
+    # A delete still drops the tails: the count follows it.
+    services.message_delete(message=gone, by=owner)
+    services.message_create(room=room, author=member, body="mine")  # nothing cached to move: no tail written
+    rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=project)}
+    assert rooms[room.id] == _exact_unread(room, member) == 4
+
+
 def _exact_unread(room, user) -> int:
     marker = RoomMember.objects.filter(room=room, user=user).values_list("last_read_message_id", flat=True).first() or 0
     live = Message.objects.filter(room=room, id__gt=marker, deleted_at__isnull=True).exclude(author=user)

@@ -143,3 +143,13 @@ async def test_a_message_sent_over_the_socket_path_drops_the_rendered_history_pa
     assert await database_sync_to_async(newest_bodies)() == ["one"]  # the rendered page
     await services.amessage_create(room=room, author=member, body="two")
     assert await database_sync_to_async(newest_bodies)() == ["one", "two"]
+
+
+async def test_the_socket_path_moves_the_cached_unread_tail_too(chat_world):
+    room, owner, member, project = chat_world["public"], chat_world["owner"], chat_world["member"], chat_world["project"]
+    await services.amessage_create(room=room, author=owner, body="one")
+    await database_sync_to_async(selectors.rooms_for_user)(user=member, project=project)  # caches the tail under seq 1
+    second, _ = await services.amessage_create(room=room, author=owner, body="two")
+    assert cache.get(selectors.unread_tail_key(room.id, 2))[0] == (second.id, owner.id, False)
+    rooms = await database_sync_to_async(selectors.rooms_for_user)(user=member, project=project)
+    assert {r.id: r.unread for r in rooms}[room.id] == 2
