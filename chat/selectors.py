@@ -107,13 +107,13 @@ def _room_access_resolve(*, user: Any, room_id: int, found: dict[str, Any]) -> R
     room = found.get(room_key)
     if room is None:
         room = Room.objects.select_related("project").defer("last_message_seq", "last_message_at").filter(pk=room_id).first()
-        perf_cache.store(room_key, room)
+        perf_cache.store(room_key, room, family="rooms")
     if not isinstance(room, Room):
         raise NotFound("Room not found.")
     role = found.get(access_key)
     if role is None:
         role = _room_role(user=user, room=room)
-        perf_cache.store(access_key, role)
+        perf_cache.store(access_key, role, family="access")
     if not role:
         raise NotFound("Room not found.")
     room.my_role = role

@@ -61,10 +61,11 @@ SLOW_QUERY_THRESHOLD = env_float("SLOW_QUERY_THRESHOLD", 0.1)
 
 # Caching
 CACHE_TTL = env_int("CACHE_TTL", 300)
-# TTL of single messages and user profiles in the cache (perf.cache.FAMILY_TTLS).
-# Every change to one drops or rewrites its entry after commit, so this TTL only
-# bounds memory; at CACHE_TTL, history a reader opened five minutes ago was read
-# from the database again (docs/PERFORMANCE.md).
+# TTL of the small, exactly invalidated cache entries: single messages, user
+# profiles, rooms, access and room lists (perf.cache.FAMILY_TTLS). Every change
+# to one drops or rewrites its entry after commit, so this TTL only bounds
+# memory; at CACHE_TTL, what a reader opened five minutes ago was read from the
+# database again (docs/PERFORMANCE.md).
 CACHE_TTL_ENTRIES = env_int("CACHE_TTL_ENTRIES", 3600)
 # Cache key prefix. Default: "chat:<database name>", so two databases that share
 # one Redis database never read each other's entries (ids repeat across them).

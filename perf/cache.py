@@ -86,9 +86,14 @@ def cache_stats_reset() -> None:
         _stats.clear()
 
 
-# Families whose every change invalidates exactly (one message, one profile):
-# their TTL only bounds memory, so it is longer than CACHE_TTL.
-FAMILY_TTLS = {"messages": env.CACHE_TTL_ENTRIES, "profiles": env.CACHE_TTL_ENTRIES}
+# Families of small entries whose every change invalidates them exactly after
+# commit (one message, one profile, one room, a user's access to a room or a
+# project, a user's room list; chat.signals catches writes outside the
+# services): their TTL only bounds memory, so it is longer than CACHE_TTL.
+# Rendered pages (large) and unread tails (a new key per message) keep CACHE_TTL.
+FAMILY_TTLS = {
+    family: env.CACHE_TTL_ENTRIES for family in ("messages", "profiles", "rooms", "access", "room_lists")
+}
 
 
 def _ttl(ttl: int | None, family: str | None = None) -> int:

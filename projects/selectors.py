@@ -63,7 +63,7 @@ def project_get_for_user(*, user: AbstractBaseUser, slug: str) -> tuple[Project,
     membership = perf_cache.get_many_counted({membership_key: "access"}).get(membership_key)
     if membership is None:
         membership = Membership.objects.filter(project=project, user=user).first()
-        perf_cache.store(membership_key, membership)
+        perf_cache.store(membership_key, membership, family="access")
     if not isinstance(membership, Membership):
         raise NotFound("Project not found.")
     membership.project = project

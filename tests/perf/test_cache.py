@@ -339,15 +339,34 @@ def test_cache_keys_carry_the_database_name() -> None:
     assert cache.make_key("room:1").startswith(f"chat:{name}:")
 
 
-def test_single_messages_and_profiles_keep_entries_longer_than_other_families() -> None:
-    """Every change to a message or a profile invalidates its entry exactly; their TTL only bounds memory."""
+def test_exactly_invalidated_families_keep_entries_longer_than_the_others(chat_world) -> None:
+    """Messages, profiles, rooms, access and room lists are invalidated exactly; their TTL only bounds memory."""
     from chatsite import env
 
+    cache.clear()
     perf_cache.cached_many("messages", {1: "ttl-test:message"}, lambda ids: {i: {"id": i} for i in ids})
     perf_cache.cached_many("profiles", {1: "ttl-test:profile"}, lambda ids: {i: {"id": i} for i in ids})
-    perf_cache.cached("rooms", "ttl-test:room", lambda: {"id": 1})
     perf_cache.store_many({"ttl-test:ahead": {"id": 2}}, family="messages")
-    assert env.CACHE_TTL < cache.ttl("ttl-test:message") <= env.CACHE_TTL_ENTRIES
-    assert env.CACHE_TTL < cache.ttl("ttl-test:profile") <= env.CACHE_TTL_ENTRIES
-    assert env.CACHE_TTL < cache.ttl("ttl-test:ahead") <= env.CACHE_TTL_ENTRIES
-    assert 0 < cache.ttl("ttl-test:room") <= env.CACHE_TTL
+    user, room, project = chat_world["member"], chat_world["public"], chat_world["project"]
+    selectors.rooms_for_user(user=user, project=project)
+    access = selectors.room_access_key(user.id, room.id)
+    assert env.CACHE_TTL < cache.ttl(access) <= env.CACHE_TTL_ENTRIES  # filled by the room list
+    cache.delete(access)
+    selectors.room_get_for_user(user=user, room_id=room.id)
+    project_selectors.project_get_for_user(user=user, slug=project.slug)
+    long_lived = [
+        "ttl-test:message",
+        "ttl-test:profile",
+        "ttl-test:ahead",
+        selectors.room_cache_key(room.id),
+        access,  # filled by room_get_for_user
+        selectors.room_list_key(project.id, user.id),
+        project_selectors.membership_cache_key(project.id, user.id),
+    ]
+    for key in long_lived:
+        assert env.CACHE_TTL < cache.ttl(key) <= env.CACHE_TTL_ENTRIES, key
+    # Large rendered pages and the per-message unread tails keep CACHE_TTL.
+    perf_cache.cached_stamped("pages", "ttl-test:page", [], lambda: b"{}")
+    perf_cache.cached("unread", "ttl-test:unread", lambda: [])
+    for key in ("ttl-test:page", "ttl-test:unread"):
+        assert 0 < cache.ttl(key) <= env.CACHE_TTL, key
