@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce
 
 from chat.models import ApiToken, Message, Room, RoomMember
 from chat.serialization import USER_DISPLAY_FIELDS, message_dict
+from chatsite import env
 from chatsite.errors import NotFound
 from perf import cache as perf_cache
 from perf.cache import cache_key
@@ -224,7 +225,10 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     }
     present = [r["id"] for r in rows if r["id"] in live]
     tails = perf_cache.cached_many(
-        "unread", {rid: unread_tail_key(rid, live[rid]["last_message_seq"]) for rid in present}, _room_tails
+        "unread",
+        {rid: unread_tail_key(rid, live[rid]["last_message_seq"]) for rid in present},
+        _room_tails,
+        ttl=UNREAD_TAIL_TTL,
     )
     unread: dict[int, int] = {}
     exact: list[int] = []
@@ -302,6 +306,11 @@ def unread_tail_key(room_id: int, last_seq: int) -> str:
 
 # Newest messages per room kept for unread counts (rooms_for_user).
 UNREAD_TAIL = UNREAD_CAP
+# A tail under a given seq is right for as long as no message of the room is
+# deleted (message_delete drops the room's tails), and the writer of the next
+# message replaces it (services._advance_unread_tail): only the current tail of
+# each room stays, so it may live as long as the other exact entries.
+UNREAD_TAIL_TTL = env.CACHE_TTL_ENTRIES
 
 
 def _room_tails(room_ids: list[int]) -> dict[int, list[tuple[int, int, bool]]]:

@@ -141,14 +141,16 @@ def _advance_unread_tail(*, room_id: int, seq: int, message_id: int, author_id: 
     """Write-through for unread counts: the room's cached tail moves from ``seq - 1`` to ``seq``.
 
     Without it the first room list after every message would read the tail
-    from the database again (selectors.rooms_for_user). When the tail under
-    ``seq - 1`` is not cached there is nothing to move.
+    from the database again (selectors.rooms_for_user). The old tail goes:
+    only the current one is kept. When the tail under ``seq - 1`` is not
+    cached there is nothing to move.
     """
     previous = selectors.unread_tail_key(room_id, seq - 1)
     tail = perf_cache.get_many_counted({previous: "unread"}).get(previous)
     if isinstance(tail, list):
         tail = selectors.unread_tail_with(tail, message_id=message_id, author_id=author_id)
-        perf_cache.store(selectors.unread_tail_key(room_id, seq), tail, family="unread")
+        perf_cache.store(selectors.unread_tail_key(room_id, seq), tail, ttl=selectors.UNREAD_TAIL_TTL)
+        perf_cache.invalidate(previous)  # no reader asks for an older seq again
 
 
 def _original_for_retry(*, author: Any, client_id: str, room_id: int) -> Message | None:
@@ -228,7 +230,9 @@ async def amessage_create(*, room: Room, author: Any, body: str, client_id: str 
     )
     if isinstance(found.get(previous_tail), list):
         tail = selectors.unread_tail_with(found[previous_tail], message_id=message_id, author_id=author.id)
-        await perf_cache.awrite({selectors.unread_tail_key(room.id, seq): tail}, family="unread")
+        await perf_cache.awrite(
+            {selectors.unread_tail_key(room.id, seq): tail}, delete=[previous_tail], ttl=selectors.UNREAD_TAIL_TTL
+        )
     metrics.MESSAGES_CREATED.inc()
     if "@" in body:
         events.enqueue_background({"type": "message.created", "message_id": message_id, "room_id": room.id})

@@ -88,18 +88,21 @@ def cache_stats_reset() -> None:
 
 # Families of small entries whose every change invalidates them exactly after
 # commit (one message, one profile, one room, a user's access to a room or a
-# project, a user's room list; chat.signals catches writes outside the
-# services): their TTL only bounds memory, so it is longer than CACHE_TTL.
-# Rendered pages (large) and unread tails (a new key per message) keep CACHE_TTL.
+# project, a user's room list, a token's user, a project; chat.signals catches
+# writes outside the services): their TTL only bounds memory, so it is longer than CACHE_TTL.
+# Rendered pages (large) and unread tails (a new key per message) keep CACHE_TTL,
+# and so does a miss marker (None: "no such token / room / project") in any
+# family: whoever sends unknown ids should not fill the cache for an hour.
 FAMILY_TTLS = {
-    family: env.CACHE_TTL_ENTRIES for family in ("messages", "profiles", "rooms", "access", "room_lists")
+    family: env.CACHE_TTL_ENTRIES
+    for family in ("messages", "profiles", "rooms", "access", "room_lists", "tokens", "projects")
 }
 
 
-def _ttl(ttl: int | None, family: str | None = None) -> int:
+def _ttl(ttl: int | None, family: str | None = None, value: Any = True) -> int:
     if ttl is not None:
         return ttl
-    if family in FAMILY_TTLS:
+    if family in FAMILY_TTLS and value is not None:
         return FAMILY_TTLS[family]
     return settings.CACHES["default"].get("TIMEOUT", 300)
 
@@ -129,12 +132,12 @@ def cached(family: str, key: str, fill: Callable[[], T], *, ttl: int | None = No
             return fill()
         try:
             result = fill()
-            cache.set(key, _NONE if result is None else result, _ttl(ttl, family))
+            cache.set(key, _NONE if result is None else result, _ttl(ttl, family, result))
             return result
         finally:
             cache.delete(lock_key)
     result = fill()
-    cache.set(key, _NONE if result is None else result, _ttl(ttl, family))
+    cache.set(key, _NONE if result is None else result, _ttl(ttl, family, result))
     return result
 
 
@@ -212,7 +215,7 @@ def _count_lookups(families: dict[str, str], found: dict[str, Any]) -> None:
 
 def store(key: str, value: Any, *, ttl: int | None = None, family: str | None = None) -> None:
     """Write one entry (with ``family``'s TTL); None is stored as the ``NONE`` sentinel."""
-    cache.set(key, _NONE if value is None else value, _ttl(ttl, family))
+    cache.set(key, _NONE if value is None else value, _ttl(ttl, family, value))
 
 
 def store_many(entries: dict[str, Any], *, ttl: int | None = None, family: str | None = None) -> None:

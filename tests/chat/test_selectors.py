@@ -6,7 +6,8 @@ import pytest
 from django.core.cache import cache
 
 from chat import selectors
-from chat.models import Message, RoomMember
+from chat.models import Message, Room, RoomMember
+from chatsite import env
 from perf.cache import cache_stats, cache_stats_reset
 
 
@@ -100,6 +101,10 @@ def test_a_new_message_moves_the_cached_tail_so_the_next_room_list_reads_no_tail
         rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=project)}
     assert rooms[room.id] == _exact_unread(room, member) == 5
     assert cache_stats()["unread"]["misses"] == 0
+    # Only the current tail is kept, for as long as the other exact entries.
+    last_seq = Room.objects.get(pk=room.id).last_message_seq
+    assert len(cache.keys(selectors.unread_pattern(room.id))) == 1
+    assert cache.ttl(selectors.unread_tail_key(room.id, last_seq)) > env.CACHE_TTL
     # A delete still drops the tails: the count follows it.
     services.message_delete(message=gone, by=owner)
     services.message_create(room=room, author=member, body="mine")  # nothing cached to move: no tail written

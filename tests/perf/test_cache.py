@@ -3,6 +3,7 @@ protection, counters, Redis down, caching off, sessions surviving a Redis restar
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import threading
@@ -365,8 +366,11 @@ def test_exactly_invalidated_families_keep_entries_longer_than_the_others(chat_w
     ]
     for key in long_lived:
         assert env.CACHE_TTL < cache.ttl(key) <= env.CACHE_TTL_ENTRIES, key
-    # Large rendered pages and the per-message unread tails keep CACHE_TTL.
+    # Large rendered pages, per-reader unread counts (a new key per message)
+    # and miss markers keep CACHE_TTL.
     perf_cache.cached_stamped("pages", "ttl-test:page", [], lambda: b"{}")
-    perf_cache.cached("unread", "ttl-test:unread", lambda: [])
-    for key in ("ttl-test:page", "ttl-test:unread"):
+    perf_cache.cached("unread", "ttl-test:unread", lambda: 3)
+    assert selectors.user_for_token(raw_key="no-such-token") is None
+    unknown_token = selectors.token_cache_key(hashlib.sha256(b"no-such-token").hexdigest())
+    for key in ("ttl-test:page", "ttl-test:unread", unknown_token):
         assert 0 < cache.ttl(key) <= env.CACHE_TTL, key
