@@ -304,8 +304,12 @@ def unread_tail_key(room_id: int, last_seq: int) -> str:
     return cache_key("unread", room_id, "tail", last_seq)
 
 
-# Newest messages per room kept for unread counts (rooms_for_user).
-UNREAD_TAIL = UNREAD_CAP
+# Newest messages per room kept for unread counts (rooms_for_user). Longer
+# than the cap, so a reader who wrote a few of the room's last messages (or
+# saw a few deleted) still reaches the cap inside the tail: with a tail of
+# exactly UNREAD_CAP, each of them needed a count of their own, read again
+# after every new message of the room (docs/PERFORMANCE.md).
+UNREAD_TAIL = UNREAD_CAP + UNREAD_CAP // 4
 # A tail under a given seq is right for as long as no message of the room is
 # deleted (message_delete drops the room's tails), and the writer of the next
 # message replaces it (services._advance_unread_tail): only the current tail of

@@ -56,7 +56,7 @@ def project_get_for_user(*, user: AbstractBaseUser, slug: str) -> tuple[Project,
     project = perf_cache.get_many_counted({project_key: "projects"}).get(project_key)
     if project is None:
         project = Project.objects.filter(slug=slug).first()
-        perf_cache.store(project_key, project)
+        perf_cache.store(project_key, project, family="projects")
     if not isinstance(project, Project):
         raise NotFound("Project not found.")
     membership_key = membership_cache_key(project.id, user.pk)

@@ -57,6 +57,7 @@ def test_read_ahead_entries_are_not_stale_after_an_edit(chat_world, make_message
 # --- unread counts from shared room tails ----------------------------------------------
 
 CAP = selectors.UNREAD_CAP
+TAIL = selectors.UNREAD_TAIL
 
 
 @pytest.mark.parametrize(
@@ -66,8 +67,11 @@ CAP = selectors.UNREAD_CAP
         ([(5, 2, False), (4, 2, False), (3, 1, False)], 3, 2),  # stops at the marker
         ([(5, 1, False), (4, 2, True), (3, 2, False)], 0, 1),  # own and deleted messages do not count
         ([(i, 2, False) for i in range(CAP + 50, 50, -1)], 0, CAP),  # the cap is reached inside the tail
-        ([(i, 1, False) for i in range(CAP, 0, -1)], 0, None),  # full tail of own messages: older ones may count
+        ([(i, 1, False) for i in range(TAIL, 0, -1)], 0, None),  # full tail of own messages: older ones may count
+        ([(i, 2, False) for i in range(TAIL - 1, 0, -1)], 0, CAP),  # not full: the whole room, capped
         ([(i, 2, False) for i in range(CAP - 1, 0, -1)], 0, CAP - 1),  # not full: the whole room
+        # A full tail with a few of the reader's own and deleted messages still reaches the cap.
+        ([(i, 1 if i % 10 == 0 else 2, i % 15 == 0) for i in range(TAIL, 0, -1)], 0, CAP),
     ],
 )
 def test_unread_from_a_tail(tail, last_read, expected):
@@ -79,8 +83,8 @@ def test_a_tail_takes_a_new_message_once_and_keeps_its_length():
     assert selectors.unread_tail_with(tail, message_id=6, author_id=3) == [(6, 3, False), *tail]
     # A reader may already have seen the message: it is not counted twice.
     assert selectors.unread_tail_with([(6, 3, False), *tail], message_id=6, author_id=3) == [(6, 3, False), *tail]
-    full = [(i, 2, False) for i in range(CAP + 10, 10, -1)]
-    assert selectors.unread_tail_with(full, message_id=CAP + 11, author_id=2) == [(CAP + 11, 2, False), *full[:-1]]
+    full = [(i, 2, False) for i in range(TAIL + 10, 10, -1)]
+    assert selectors.unread_tail_with(full, message_id=TAIL + 11, author_id=2) == [(TAIL + 11, 2, False), *full[:-1]]
 
 
 @pytest.mark.django_db(transaction=True)
