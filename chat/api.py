@@ -45,6 +45,7 @@ from chat.models import Room
 from chat.serialization import message_dict, room_dict, user_dict
 from chatsite import ratelimit
 from chatsite.errors import ChatError, InvalidInput
+from perf.compression import encoded_response, precompress
 from projects.selectors import project_get_for_user
 
 router = Router()
@@ -213,13 +214,15 @@ def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuer
     if after is None and fields is None:
         # The pages every reader shares (a room's newest, and older ones while
         # scrolling back) are cached rendered (selectors.room_history_page).
-        body = selectors.room_history_page(
+        # They are kept brotli-compressed (perf.compression.precompress): one
+        # compression per rendering rather than per reader.
+        encoded = selectors.room_history_page(
             room=room,
             before=before,
             limit=limit,
-            render=lambda: orjson.dumps(_message_page(room=room, before=before, after=None, limit=limit)),
+            render=lambda: precompress(orjson.dumps(_message_page(room=room, before=before, after=None, limit=limit))),
         )
-        return HttpResponse(body, content_type=JSON_CONTENT_TYPE)
+        return encoded_response(request, encoded, content_type=JSON_CONTENT_TYPE)
     result = _message_page(room=room, before=before, after=after, limit=limit, fields=fields)
     result["items"] = fields_select(result["items"], fields)
     return HttpResponse(orjson.dumps(result), content_type=JSON_CONTENT_TYPE)

@@ -513,7 +513,9 @@ def room_history_dicts(
 
 
 def history_page_key(room_id: int, before: int | None, limit: int) -> str:
-    return cache_key("page", room_id, "newest" if before is None else before, limit)
+    # "page_br": pages are stored encoded (perf.compression.precompress);
+    # entries of the plain format, under "page", are never read.
+    return cache_key("page_br", room_id, "newest" if before is None else before, limit)
 
 
 def room_stamp_key(room_id: int) -> str:
@@ -537,7 +539,7 @@ def profiles_stamp_key() -> str:
 
 
 def room_history_page(*, room: Room, before: int | None, limit: int, render: Any) -> Any:
-    """A rendered page of history (``render()``'s result), cached while what it shows is unchanged.
+    """A rendered page of history (``render()``'s result, encoded), cached while what it shows is unchanged.
 
     The newest page and the older pages (``before``) of a room, family
     ``pages``: one cache round trip on a hit, instead of the id query and

@@ -273,3 +273,25 @@ async def test_history_over_the_async_handler(chat_world, make_token, seed_messa
     assert response.status_code == 200 and response["Content-Encoding"] == "br"
     assert brotli.decompress(response.content) == plain.content
     assert len(orjson.loads(plain.content)["items"]) == 30
+
+
+def test_a_cached_history_page_is_compressed_once_and_served_as_stored(history):
+    from django.core.cache import cache
+
+    from chat import selectors
+
+    client, url = history
+    plain = client.get(url).content  # renders and caches the page
+    room_id = int(url.split("/")[-2])
+    coding, quality, length, data = cache.get(selectors.history_page_key(room_id, None, 50))[1]
+    assert (coding, quality, length) == ("br", 4, len(plain)) and brotli.decompress(data) == plain
+    for _ in range(2):
+        response = client.get(url, headers={"Accept-Encoding": BROWSER})
+        assert getattr(response, "precompressed", False) and response.content == data
+        assert response.headers["Content-Encoding"] == "br" and "X-Noise" in response.headers
+        assert int(response.headers["Content-Length"]) == len(data)
+        assert "accept-encoding" in response.headers["Vary"].lower()
+    # Other clients get what they asked for, from the same entry.
+    gzipped = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert not getattr(gzipped, "precompressed", False) and gzip.decompress(gzipped.content) == plain
+    assert client.get(url, headers={"Accept-Encoding": "identity"}).content == plain
