@@ -89,10 +89,13 @@ def cache_stats_reset() -> None:
 # Families of small entries whose every change invalidates them exactly after
 # commit (one message, one profile, one room, a user's access to a room or a
 # project, a user's room list, a token's user, a project; chat.signals catches
-# writes outside the services): their TTL only bounds memory, so it is longer than CACHE_TTL.
-# Rendered pages (large) and unread tails (a new key per message) keep CACHE_TTL,
-# and so does a miss marker (None: "no such token / room / project") in any
-# family: whoever sends unknown ids should not fill the cache for an hour.
+# writes outside the services): their TTL only bounds memory, so it is longer
+# than CACHE_TTL.
+# Rendered pages (large) and per-reader unread counts (a new key per message)
+# keep CACHE_TTL (a room's current unread tail has its own TTL, see
+# chat.selectors.UNREAD_TAIL_TTL), and so does a miss marker (None: "no such
+# token / room / project") in any family: whoever sends unknown ids should not
+# fill the cache for an hour.
 FAMILY_TTLS = {
     family: env.CACHE_TTL_ENTRIES
     for family in ("messages", "profiles", "rooms", "access", "room_lists", "tokens", "projects")
