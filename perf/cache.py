@@ -343,11 +343,17 @@ def invalidate(*keys: str) -> None:
         cache.delete_many(list(keys))
 
 
+# Keys Redis looks at per SCAN round trip in invalidate_pattern. Its default,
+# 10, made one pattern delete 28,000 round trips (seconds) on a cache of
+# 282,000 keys; at 1,000 it is under 300.
+PATTERN_SCAN_COUNT = 1000
+
+
 def invalidate_pattern(pattern: str) -> None:
     """Delete a family of keys (``family:part:*``). SCAN-based on Redis; use for rare writes."""
     delete_pattern = getattr(cache, "delete_pattern", None)
     if delete_pattern is not None:
-        delete_pattern(pattern)
+        delete_pattern(pattern, itersize=PATTERN_SCAN_COUNT)
     else:
         # Local-memory or dummy cache (the embedded default): no pattern
         # support, and the cache is per process, so clearing it is cheap.
