@@ -278,7 +278,8 @@ async def awrite(
     try:
         pipe = client.pipeline(transaction=False)
         for key, value in entries.items():
-            pipe.set(aredis.make_key(key), aredis.encode(_NONE if value is None else value), ex=_ttl(ttl, family))
+            encoded = aredis.encode(_NONE if value is None else value)
+            pipe.set(aredis.make_key(key), encoded, ex=_ttl(ttl, family, value))
         if delete:
             pipe.delete(*(aredis.make_key(k) for k in delete))
         if fetch:
