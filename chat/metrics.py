@@ -29,3 +29,7 @@ WS_DELIVERY_LATENCY = Histogram(
 )
 MESSAGES_CREATED = Counter("chat_messages_created_total", "Messages persisted.")
 PUBLISH_FAILURES = Counter("chat_publish_failures_total", "Events that could not be handed to the channel layer.")
+HTTP_FAST_LANE = Counter(
+    "chat_http_fast_lane_responses_total",
+    "History pages answered from the cache in front of Django's handler (chat.fastlane).",
+)

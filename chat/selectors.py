@@ -548,10 +548,16 @@ def room_history_page(*, room: Room, before: int | None, limit: int, render: Any
     page carries), a display-data change the profiles stamp
     (perf.cache.cached_stamped), so a stored page is never served stale.
     """
-    stamps = [room_stamp_key(room.id), profiles_stamp_key()]
-    if before is None:
-        stamps.append(room_tail_stamp_key(room.id))
+    stamps = history_page_stamps(room.id, before)
     return perf_cache.cached_stamped("pages", history_page_key(room.id, before, limit), stamps, render)
+
+
+def history_page_stamps(room_id: int, before: int | None) -> list[str]:
+    """The stamps a cached history page is valid under (see room_history_page)."""
+    stamps = [room_stamp_key(room_id), profiles_stamp_key()]
+    if before is None:
+        stamps.append(room_tail_stamp_key(room_id))
+    return stamps
 
 
 def messages_after(*, room_id: int, after_id: int, limit: int) -> list[Message]:

@@ -16,6 +16,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat import events  # noqa: E402
+from chat.fastlane import HistoryFastLane  # noqa: E402
 from chat.auth import SocketSetupGuard, TokenAuthMiddleware  # noqa: E402
 from chat.background import BackgroundConsumer  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
@@ -25,7 +26,9 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 # In development (DEBUG) the ASGI server also serves /static/; production
 # serves collected, fingerprinted files (see docs/ARCHITECTURE.md).
-http_application = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app
+# Shared history pages are answered from the cache in front of Django when
+# everything they need is cached (chat.fastlane); it passes on everything else.
+http_application = HistoryFastLane(ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app)
 
 application = ProtocolTypeRouter(
     {

@@ -105,6 +105,9 @@ CHANNEL_LAYER_SOCKET_TIMEOUT = env_int("CHANNEL_LAYER_SOCKET_TIMEOUT", 10)
 # hop (chatsite.handlers); 0 keeps Django's own ASGI handler (a hop per
 # middleware method, and a new thread per request).
 HTTP_THREADS = env_int("HTTP_THREADS", 8)
+# HTTP: answer a shared history page straight from the cache, in front of
+# Django's handler, when everything it needs is cached (chat.fastlane).
+HTTP_FAST_LANE = env_bool("HTTP_FAST_LANE", True)
 
 # Real-time delivery (chat.consumers)
 WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)

@@ -260,6 +260,10 @@ COMPRESSION_GZIP_LEVEL = env.COMPRESSION_LEVEL
 COMPRESSION_BROTLI_QUALITY = env.BROTLI_QUALITY
 COMPRESSION_MIN_LENGTH = 1024
 
+# chat.fastlane: shared history pages answered from the cache in front of
+# Django's handler (off under DEBUG and while silk records requests).
+HTTP_FAST_LANE = env.HTTP_FAST_LANE
+
 # --- Metrics and profiling ---------------------------------------------------
 # docs/MONITORING.md. Metrics: django-prometheus (HTTP, database, cache) and
 # the project's own (chat.metrics, perf.cache, perf.metrics), served by
