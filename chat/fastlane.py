@@ -57,7 +57,6 @@ from chat import selectors
 from chat.metrics import HTTP_FAST_LANE
 from chat.api import JSON_CONTENT_TYPE
 from chat.api_schemas import page_cursor_decode
-from chat.models import Room
 from chatsite.errors import ChatError
 from perf import aredis
 from perf import cache as perf_cache
@@ -102,6 +101,7 @@ LIMIT_RE = re.compile(r"[1-9][0-9]{0,5}")
 ROOM_ID_RE = re.compile(r"[1-9][0-9]{0,17}")
 BEARER_PREFIX = b"Bearer "
 SAMPLE_ROOM_ID = 987654321
+MEMO_SIZE = 4096
 
 
 @dataclass
@@ -116,6 +116,14 @@ class Plan:
     prometheus: bool = False
     request_log: bool = False
     headers: dict[bool, list[tuple[bytes, bytes]] | None] = field(default_factory=dict)
+    # django-redis's key function and serializer (pure functions of the cache's settings).
+    make_key: Any = None
+    decode: Any = None
+    none_raw: bytes = b""
+    # Decoded token entries by their stored bytes: the same bytes are the same
+    # user, so a reader's entry is unpickled once, not once per request.
+    users: dict[bytes, int] = field(default_factory=dict)
+    hosts: dict[bytes, bool] = field(default_factory=dict)
 
 
 _plan: Plan | None = None
@@ -152,7 +160,8 @@ def _make_plan() -> Plan:
         return Plan(False, "compression is off: pages are stored plain")
     if settings.DISALLOWED_USER_AGENTS or settings.PREPEND_WWW:
         return Plan(False, "CommonMiddleware may refuse or redirect")
-    if aredis._django_redis_client() is None:
+    codec = aredis._django_redis_client()
+    if codec is None:
         return Plan(False, "the cache is not django-redis")
     unknown = [m for m in settings.MIDDLEWARE if m not in ACCOUNTED_MIDDLEWARE | HEADER_MIDDLEWARE]
     if unknown:
@@ -167,6 +176,9 @@ def _make_plan() -> Plan:
         prometheus=PROMETHEUS_MIDDLEWARE in settings.MIDDLEWARE,
         request_log="perf.metrics.RequestLogMiddleware" in settings.MIDDLEWARE,
         headers={secure: _probe_headers(secure) for secure in (False, True)},
+        make_key=codec.make_key,
+        decode=codec.decode,
+        none_raw=codec.encode(perf_cache.NONE, allow_int=False),
     )
 
 
@@ -249,7 +261,13 @@ def _candidate(scope: dict[str, Any], current: Plan) -> _Candidate | None:
         return None
     if preferred_coding(seen.get(b"accept-encoding", b"").decode("latin-1")) != "br":
         return None
-    if settings.USE_X_FORWARDED_HOST or not _host_allowed(seen.get(b"host")):
+    host = seen.get(b"host")
+    allowed = current.hosts.get(host) if host is not None else False
+    if allowed is None:
+        allowed = not settings.USE_X_FORWARDED_HOST and _host_allowed(host)
+        if len(current.hosts) < MEMO_SIZE:
+            current.hosts[host] = allowed  # type: ignore[index]
+    if not allowed:
         return None
     if proxy and proxy_name in seen:
         # HttpRequest.scheme with SECURE_PROXY_SSL_HEADER.
@@ -334,7 +352,7 @@ class HistoryFastLane:
         if client is None:
             return False
         try:
-            found = await _lookup(client, candidate)
+            found = await _lookup(client, candidate, current)
         except Exception:  # noqa: BLE001 - Django's path degrades to the database and logs it
             return False
         if found is None:
@@ -378,16 +396,22 @@ class HistoryFastLane:
         return True
 
 
-async def _lookup(client: Any, candidate: _Candidate) -> tuple[int, bytes] | None:
+async def _lookup(client: Any, candidate: _Candidate, current: Plan) -> tuple[int, bytes] | None:
     """(the reader's id, the page's stored brotli bytes), or None when anything is not in the cache as needed."""
+    make_key, decode = current.make_key, current.decode
     token_key = selectors.token_cache_key(hashlib.sha256(candidate.raw_token.encode()).hexdigest())
-    (raw_user,) = await client.mget([aredis.make_key(token_key)])
+    (raw_user,) = await client.mget([make_key(token_key)])
     if raw_user is None:
         return None
-    user = aredis.decode(raw_user)
-    user_id = getattr(user, "pk", None)
-    if user_id is None or not getattr(user, "is_active", False):
-        return None
+    user_id = current.users.get(raw_user)
+    if user_id is None:
+        user = decode(raw_user)
+        user_id = getattr(user, "pk", None)
+        if user_id is None or not getattr(user, "is_active", False):
+            return None
+        if len(current.users) >= MEMO_SIZE:
+            current.users.clear()
+        current.users[raw_user] = user_id
     stamps = selectors.history_page_stamps(candidate.room_id, candidate.before)
     keys = [
         selectors.room_cache_key(candidate.room_id),
@@ -395,16 +419,15 @@ async def _lookup(client: Any, candidate: _Candidate) -> tuple[int, bytes] | Non
         selectors.history_page_key(candidate.room_id, candidate.before, candidate.limit),
         *stamps,
     ]
-    raw_room, raw_role, raw_page, *raw_stamps = await client.mget([aredis.make_key(k) for k in keys])
-    if raw_room is None or raw_role is None or raw_page is None or None in raw_stamps:
+    raw_room, raw_role, raw_page, *raw_stamps = await client.mget([make_key(k) for k in keys])
+    # The room entry holds the room or the miss marker: the room itself is not needed.
+    if raw_room is None or raw_room == current.none_raw or raw_role is None or raw_page is None or None in raw_stamps:
         return None
-    if not isinstance(aredis.decode(raw_room), Room):
-        return None
-    role = aredis.decode(raw_role)
+    role = decode(raw_role)
     if not role or role == perf_cache.NONE:
         return None
-    entry = aredis.decode(raw_page)
-    if entry[0] != [aredis.decode(s) for s in raw_stamps]:
+    entry = decode(raw_page)
+    if entry[0] != [decode(s) for s in raw_stamps]:
         return None
     coding, quality, length, data = entry[1]
     if coding != "br" or quality != settings.COMPRESSION_BROTLI_QUALITY or length < settings.COMPRESSION_MIN_LENGTH:
