@@ -35,6 +35,7 @@ middleware it does not know: a new middleware is never silently skipped.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -123,7 +124,14 @@ class Plan:
     # Decoded token entries by their stored bytes: the same bytes are the same
     # user, so a reader's entry is unpickled once, not once per request.
     users: dict[bytes, int] = field(default_factory=dict)
+    # The user each token key held last time: a guess that lets one round trip
+    # fetch the token entry and the entries keyed by its user, checked against
+    # the token entry fetched in that same round trip.
+    token_users: dict[str, int] = field(default_factory=dict)
     hosts: dict[bytes, bool] = field(default_factory=dict)
+    # (event loop, its async Redis client): aredis.client() asks the cache
+    # backend every time, which costs more than the lookup.
+    client: tuple[Any, Any] = (None, None)
 
 
 _plan: Plan | None = None
@@ -348,9 +356,13 @@ class HistoryFastLane:
         headers = current.headers.get(candidate.secure)
         if headers is None:
             return False
-        client = aredis.client()
+        loop = asyncio.get_running_loop()
+        client = current.client[1] if current.client[0] is loop else None
         if client is None:
-            return False
+            client = aredis.client()
+            if client is None:
+                return False
+            current.client = (loop, client)
         try:
             found = await _lookup(client, candidate, current)
         except Exception:  # noqa: BLE001 - Django's path degrades to the database and logs it
@@ -397,29 +409,59 @@ class HistoryFastLane:
 
 
 async def _lookup(client: Any, candidate: _Candidate, current: Plan) -> tuple[int, bytes] | None:
-    """(the reader's id, the page's stored brotli bytes), or None when anything is not in the cache as needed."""
-    make_key, decode = current.make_key, current.decode
+    """(the reader's id, the page's stored brotli bytes), or None when anything is not in the cache as needed.
+
+    One round trip when this process has seen the token before, two otherwise.
+    """
+    make_key = current.make_key
     token_key = selectors.token_cache_key(hashlib.sha256(candidate.raw_token.encode()).hexdigest())
+    guess = current.token_users.get(token_key)
+    if guess is not None:
+        raw_user, *rest = await client.mget([make_key(token_key), *_page_keys(candidate, guess, current)])
+        if _user_id(raw_user, current) != guess:
+            current.token_users.pop(token_key, None)
+            return None
+        return _page(guess, rest, current)
     (raw_user,) = await client.mget([make_key(token_key)])
+    user_id = _user_id(raw_user, current)
+    if user_id is None:
+        return None
+    if len(current.token_users) >= MEMO_SIZE:
+        current.token_users.clear()
+    current.token_users[token_key] = user_id
+    return _page(user_id, await client.mget(_page_keys(candidate, user_id, current)), current)
+
+
+def _user_id(raw_user: bytes | None, current: Plan) -> int | None:
+    """The active user in a token entry (its stored bytes), or None."""
     if raw_user is None:
         return None
     user_id = current.users.get(raw_user)
     if user_id is None:
-        user = decode(raw_user)
+        user = current.decode(raw_user)
         user_id = getattr(user, "pk", None)
         if user_id is None or not getattr(user, "is_active", False):
             return None
         if len(current.users) >= MEMO_SIZE:
             current.users.clear()
         current.users[raw_user] = user_id
-    stamps = selectors.history_page_stamps(candidate.room_id, candidate.before)
+    return user_id
+
+
+def _page_keys(candidate: _Candidate, user_id: int, current: Plan) -> list[str]:
+    """Redis keys of the room, the user's access to it, the page and its stamps (the order _page reads)."""
     keys = [
         selectors.room_cache_key(candidate.room_id),
         selectors.room_access_key(user_id, candidate.room_id),
         selectors.history_page_key(candidate.room_id, candidate.before, candidate.limit),
-        *stamps,
+        *selectors.history_page_stamps(candidate.room_id, candidate.before),
     ]
-    raw_room, raw_role, raw_page, *raw_stamps = await client.mget([make_key(k) for k in keys])
+    return [current.make_key(k) for k in keys]
+
+
+def _page(user_id: int, raw: list[bytes | None], current: Plan) -> tuple[int, bytes] | None:
+    decode = current.decode
+    raw_room, raw_role, raw_page, *raw_stamps = raw
     # The room entry holds the room or the miss marker: the room itself is not needed.
     if raw_room is None or raw_room == current.none_raw or raw_role is None or raw_page is None or None in raw_stamps:
         return None
