@@ -22,6 +22,7 @@ import threading
 import time
 from collections import defaultdict
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any, Callable, Iterable, TypeVar
 
 from django.conf import settings
@@ -59,12 +60,18 @@ def cache_key(family: str, *parts: Any) -> str:
     return ":".join([family, *(str(p) for p in parts)])
 
 
+@lru_cache(maxsize=256)
+def _requests_counter(family: str, result: str) -> Any:
+    # labels() takes a lock and validates every call; there are a few dozen series.
+    return CACHE_REQUESTS.labels(family, result)
+
+
 def _count(family: str, hits: int, misses: int) -> None:
     record_cache(hits, misses)
     if hits:
-        CACHE_REQUESTS.labels(family, "hit").inc(hits)
+        _requests_counter(family, "hit").inc(hits)
     if misses:
-        CACHE_REQUESTS.labels(family, "miss").inc(misses)
+        _requests_counter(family, "miss").inc(misses)
     with _stats_lock:
         entry = _stats[family]
         entry[0] += hits

@@ -26,6 +26,7 @@ import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from time import perf_counter
 from typing import Any, Callable
 
@@ -275,20 +276,31 @@ def http_response_counted(
     the same span here: nothing runs between them.
     """
     metrics = django_prometheus_middleware.Metrics.get_instance()
+    children = _http_children(metrics, view, method, transport, str(status), charset)
     metrics.requests_total.inc()
-    metrics.requests_by_method.labels(method=method).inc()
-    metrics.requests_by_transport.labels(transport=transport).inc()
     if ajax:
         metrics.requests_ajax.inc()
     metrics.requests_body_bytes.observe(0)
-    metrics.requests_by_view_transport_method.labels(view=view, transport=transport, method=method).inc()
-    metrics.responses_by_status.labels(status=str(status)).inc()
-    metrics.responses_by_status_view_method.labels(status=str(status), view=view, method=method).inc()
-    metrics.responses_by_charset.labels(charset=charset).inc()
+    for counter in children[:6]:
+        counter.inc()
     metrics.responses_body_bytes.observe(body_bytes)
-    metrics.requests_latency_by_view_method.labels(view=view, method=method).observe(elapsed)
+    children[6].observe(elapsed)
     metrics.responses_total.inc()
     metrics.requests_latency_before.observe(elapsed)
+
+
+@lru_cache(maxsize=64)
+def _http_children(metrics: Any, view: str, method: str, transport: str, status: str, charset: str) -> tuple[Any, ...]:
+    """The labelled series one kind of response counts in (labels() takes a lock and validates each time)."""
+    return (
+        metrics.requests_by_method.labels(method=method),
+        metrics.requests_by_transport.labels(transport=transport),
+        metrics.requests_by_view_transport_method.labels(view=view, transport=transport, method=method),
+        metrics.responses_by_status.labels(status=status),
+        metrics.responses_by_status_view_method.labels(status=status, view=view, method=method),
+        metrics.responses_by_charset.labels(charset=charset),
+        metrics.requests_latency_by_view_method.labels(view=view, method=method),
+    )
 
 
 # --- slow queries ------------------------------------------------------------------
