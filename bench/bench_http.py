@@ -156,9 +156,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*, port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def start_server(*, port: int, env: dict[str, str], log_path: Path, workers: int = 1) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port), "-v", "0",
+        sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port), "-v", "0", "-w", str(workers),
         "chatsite.asgi:application",
     ]  # fmt: skip
     log = log_path.open("wb")
@@ -422,6 +422,7 @@ def main() -> None:
     parser.add_argument("--settings", default="chatsite.settings.test")
     parser.add_argument("--server-url", default="", help="use this running server (127.0.0.1 only) instead of starting one")
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (chatsite.server -w)")
     parser.add_argument("--requests", type=int, default=3000, help="per scenario and mode")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds, per scenario and mode")
@@ -449,11 +450,11 @@ def main() -> None:
         if not base_url:
             port = free_port()
             env = {**os.environ, "DJANGO_SETTINGS_MODULE": args.settings, "DEBUG": "false"}
-            proc = start_server(port=port, env=env, log_path=out_path.with_suffix(".server.log"))
+            proc = start_server(port=port, env=env, log_path=out_path.with_suffix(".server.log"), workers=args.workers)
             base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, proc)
-        info = {"machine": machine(), "data_set": data_set(), "readers": len(readers)}
-        print(f"machine: {info['machine']}")
+        info = {"machine": machine(), "data_set": data_set(), "readers": len(readers), "server_workers": args.workers}
+        print(f"machine: {info['machine']}; server processes: {args.workers}")
         print(f"data set: {info['data_set']}; {len(readers)} rooms sampled, one reader each")
         print(HEADER)
         summaries = asyncio.run(run_all(args, base_url, readers))

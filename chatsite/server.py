@@ -48,8 +48,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-gc-freeze", dest="gc_freeze", action="store_false", default=os.environ.get("SERVER_GC_FREEZE", "1") != "0",
         help="keep the objects loaded at start-up in the cyclic garbage collector's full collections (SERVER_GC_FREEZE=0)",
     )  # fmt: skip
+    p.add_argument(
+        "-w", "--workers", type=int, default=default_workers(),
+        help="server processes sharing the port (uvicorn only; needs REDIS_URL); default SERVER_WORKERS, else WEB_CONCURRENCY, else 1",
+    )  # fmt: skip
     p.add_argument("-v", "--verbosity", type=int, default=1)
     return p.parse_args(argv)
+
+
+def default_workers() -> int:
+    raw = os.environ.get("SERVER_WORKERS") or os.environ.get("WEB_CONCURRENCY") or "1"
+    return int(raw)
+
+
+def effective_workers(args: argparse.Namespace) -> int:
+    """How many processes to run: more than one only with Redis.
+
+    Without REDIS_URL (the embedded mode) the channel layer and the cache live
+    in the process: sockets on one process would not hear messages sent
+    through another, and one process's writes would not invalidate another's
+    cache.
+    """
+    if args.workers <= 1:
+        return 1
+    if args.server != "uvicorn":
+        raise SystemExit("--workers needs uvicorn: daphne serves from one process.")
+    if not os.environ.get("REDIS_URL"):
+        print("REDIS_URL is not set: one server process (the embedded channel layer and cache are per process).", file=sys.stderr)
+        return 1
+    return args.workers
 
 
 def load_application(path: str, *, freeze: bool) -> object:
@@ -76,11 +103,30 @@ def load_application(path: str, *, freeze: bool) -> object:
     return app
 
 
+def worker_application() -> object:
+    """The application of one of several server processes (uvicorn imports this in each)."""
+    return load_application(os.environ[WORKER_APPLICATION], freeze=os.environ.get("SERVER_GC_FREEZE", "1") != "0")
+
+
+WORKER_APPLICATION = "CHAT_SERVER_APPLICATION"
+
+
 def run_uvicorn(args: argparse.Namespace) -> None:
     import uvicorn
 
+    workers = effective_workers(args)
+    if workers > 1:
+        # Each process imports the application itself; uvicorn's supervisor
+        # binds the socket once, shares it, and restarts a process that dies.
+        os.environ[WORKER_APPLICATION] = args.application
+        os.environ["SERVER_GC_FREEZE"] = "1" if args.gc_freeze else "0"
+        app: object = "chatsite.server:worker_application"
+    else:
+        app = load_application(args.application, freeze=args.gc_freeze)
     uvicorn.run(
-        load_application(args.application, freeze=args.gc_freeze),
+        app,  # type: ignore[arg-type]
+        factory=workers > 1,
+        workers=workers,
         host=args.bind,
         port=args.port,
         ws="websockets-sansio",

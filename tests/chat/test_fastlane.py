@@ -280,6 +280,12 @@ def test_the_lane_turns_off(overrides, reason):
     assert fastlane.plan().enabled
 
 
+@override_settings(ROOT_URLCONF="tests.chatsite.probe_urls")
+def test_a_urlconf_without_the_history_endpoint_turns_the_lane_off():
+    current = fastlane.plan()
+    assert not current.enabled and "history endpoint" in current.reason
+
+
 def test_an_unknown_middleware_turns_the_lane_off():
     from django.conf import settings
 

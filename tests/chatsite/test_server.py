@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from chatsite import server
 
 
@@ -36,3 +38,62 @@ def test_load_application_freezes_what_start_up_loaded_the_urlconf_included():
     assert frozen > 50_000  # Django, the apps, the URLconf and its views
     assert _frozen_after_load(False) == 0
     assert gc.get_freeze_count() == 0  # the test process itself is untouched
+
+
+def test_workers_default_from_server_workers_then_web_concurrency(monkeypatch):
+    monkeypatch.delenv("SERVER_WORKERS", raising=False)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    assert server.parse_args([]).workers == 1
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert server.parse_args([]).workers == 3
+    monkeypatch.setenv("SERVER_WORKERS", "2")
+    assert server.parse_args([]).workers == 2
+    assert server.parse_args(["-w", "4"]).workers == 4
+
+
+def test_several_workers_need_redis_and_uvicorn(monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/14")
+    assert server.effective_workers(server.parse_args(["-w", "2"])) == 2
+    try:
+        server.effective_workers(server.parse_args(["-w", "2", "--server", "daphne"]))
+    except SystemExit as exc:
+        assert "uvicorn" in str(exc)
+    else:
+        raise AssertionError("daphne with two workers must refuse")
+    monkeypatch.delenv("REDIS_URL")
+    assert server.effective_workers(server.parse_args(["-w", "2"])) == 1
+    assert "REDIS_URL is not set" in capsys.readouterr().err
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Children of ``pid`` started by multiprocessing's spawn (uvicorn's worker processes)."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            children += [int(c) for c in f.read().split()]
+    spawned = []
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    spawned.append(child)
+        except FileNotFoundError:
+            continue
+    return spawned
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_serve_one_port():
+    import time
+    import urllib.request
+
+    from tests.servers import app_servers
+
+    with app_servers(1, SERVER_WORKERS="2") as [(port, proc)]:
+        deadline = time.monotonic() + 60
+        while len(_spawned_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_spawned_children(proc.pid)) == 2
+        for _ in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+                assert response.status == 200
