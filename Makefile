@@ -64,9 +64,11 @@ bench-db: bench-database
 perf-report: venv
 	$(PY) manage.py perf_report
 
-## make bench-http: history API and room page at 50 clients, with and without compression
+## make bench-http: history API and room page at 50 clients, with and without compression (two server processes;
+## the API's closed loops also from wrk, installed here from Debian's packages when missing and run as root)
 bench-http: bench-database
-	$(BENCH_ENV) $(PY) bench/bench_http.py --requests 1500 --duration 40 --rate 25 --page-rate 10
+	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq wrk) || true
+	$(BENCH_ENV) $(PY) bench/bench_http.py --requests 100000 --duration 20 --rate 300 --page-rate 10 --workers 2 --wrk
 
 ## make bench-ws: WebSocket fan-out, the tutorial-style reference consumer (on the tutorial's stack and on ours) vs ours, 1 and 2 processes
 ## (its own database, chat_ws: its 100-room project and the messages it sends would skew bench-db's data set)
