@@ -208,6 +208,19 @@ async def test_losing_access_or_the_token_is_seen_at_once(world):
     refused = await call(world["path"], [bearer(token), BR])
     assert refused["status"] == 401 and not refused["lane"]
 
+    admin = world["admin"]
+    token = await _sync(lambda: services.token_create(user=admin)[1])
+    await call(world["path"], [bearer(token), BR])
+    assert (await call(world["path"], [bearer(token), BR]))["lane"]
+
+    def deactivate() -> None:
+        admin.is_active = False
+        admin.save()
+
+    await _sync(deactivate)
+    refused = await call(world["path"], [bearer(token), BR])
+    assert refused["status"] == 401 and not refused["lane"]
+
 
 @pytest.mark.parametrize(
     "query,replace,status",
