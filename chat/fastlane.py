@@ -55,9 +55,9 @@ from django.utils.cache import patch_vary_headers
 from django.utils.module_loading import import_string
 
 from chat import selectors
-from chat.metrics import HTTP_FAST_LANE
 from chat.api import JSON_CONTENT_TYPE
 from chat.api_schemas import page_cursor_decode
+from chat.metrics import HTTP_FAST_LANE
 from chatsite.errors import ChatError
 from perf import aredis
 from perf import cache as perf_cache
@@ -168,7 +168,7 @@ def _make_plan() -> Plan:
         return Plan(False, "compression is off: pages are stored plain")
     if settings.DISALLOWED_USER_AGENTS or settings.PREPEND_WWW:
         return Plan(False, "CommonMiddleware may refuse or redirect")
-    codec = aredis._django_redis_client()
+    codec = aredis.backend_client()
     if codec is None:
         return Plan(False, "the cache is not django-redis")
     unknown = [m for m in settings.MIDDLEWARE if m not in ACCOUNTED_MIDDLEWARE | HEADER_MIDDLEWARE]

@@ -33,6 +33,11 @@ def _django_redis_client() -> Any | None:
     return inner
 
 
+def backend_client() -> Any | None:
+    """django-redis's client of the default cache (its key function and serializer), or None."""
+    return _django_redis_client()
+
+
 def client() -> Any | None:
     """This event loop's async client of the cache's Redis, or None (no django-redis cache)."""
     if _django_redis_client() is None:
