@@ -353,7 +353,11 @@ class HistoryFastLane:
 
     async def _serve(self, scope: dict[str, Any], send: Any, current: Plan) -> bool:
         start = time.perf_counter()
-        candidate = _candidate(scope, current)
+        try:
+            candidate = _candidate(scope, current)
+        except Exception:  # noqa: BLE001 - a request the lane cannot read is Django's to answer
+            logger.warning("history fast lane could not read a request; Django answers it", exc_info=True)
+            return False
         if candidate is None:
             return False
         headers = current.headers.get(candidate.secure)

@@ -253,6 +253,20 @@ async def test_anything_else_is_django_s(world, query, replace, status):
     assert not response["lane"]
 
 
+async def test_a_request_the_lane_cannot_read_is_django_s(world, caplog, monkeypatch):
+    """A fault in the lane's reading of a request costs the lane, never the request."""
+    import dataclasses
+
+    await call(world["path"], [bearer(world["token"]), BR])
+    broken = dataclasses.replace(fastlane.plan(), hosts=None)  # any lookup in it fails
+    monkeypatch.setattr(fastlane, "plan", lambda: broken)
+    with caplog.at_level(logging.WARNING, logger="chat.fastlane"):
+        response = await call(world["path"], [bearer(world["token"]), BR])
+    assert response["status"] == 200 and not response["lane"]
+    assert items(response)[-1]["body"].startswith("message number 59")
+    assert "could not read a request" in caplog.text
+
+
 async def test_a_forward_cursor_is_django_s(world):
     forward = page_cursor_encode({"a": 1})
     await call(world["path"], [bearer(world["token"]), BR])
