@@ -17,7 +17,9 @@ itself only when the answer is certain to be the one Django would give:
 - the token's user, the room, the user's access to it and the page are all
   in the cache, and every stamp the page was rendered under still holds.
   The same entries, read the same way, as the Django path reads them: the
-  same writers invalidate them.
+  same writers invalidate them. The page goes out as stored: brotli, or,
+  for a page under ``COMPRESSION_MIN_LENGTH`` (a room's first messages),
+  plain, as Django sends it.
 
 Anything else goes to Django unchanged (a miss, an unusual request, a Redis
 error), which answers it, fills the cache, and counts its own lookups; the
@@ -116,7 +118,8 @@ class Plan:
     view_name: str = ""
     prometheus: bool = False
     request_log: bool = False
-    headers: dict[bool, list[tuple[bytes, bytes]] | None] = field(default_factory=dict)
+    # By (secure, brotli): a page stored brotli-compressed, or one too small to compress.
+    headers: dict[tuple[bool, bool], list[tuple[bytes, bytes]] | None] = field(default_factory=dict)
     # django-redis's key function and serializer (pure functions of the cache's settings).
     make_key: Any = None
     decode: Any = None
@@ -186,7 +189,7 @@ def _make_plan() -> Plan:
         view_name=resolve(path).view_name,
         prometheus=PROMETHEUS_MIDDLEWARE in settings.MIDDLEWARE,
         request_log="perf.metrics.RequestLogMiddleware" in settings.MIDDLEWARE,
-        headers={secure: _probe_headers(secure) for secure in (False, True)},
+        headers={(secure, brotli): _probe_headers(secure, brotli) for secure in (False, True) for brotli in (False, True)},
         make_key=codec.make_key,
         decode=codec.decode,
         none_raw=codec.encode(perf_cache.NONE, allow_int=False),
@@ -207,15 +210,19 @@ class _ProbeRequest(HttpRequest):
         return self._secure
 
 
-def _probe_headers(secure: bool) -> list[tuple[bytes, bytes]] | None:
+def _probe_headers(secure: bool, brotli: bool) -> list[tuple[bytes, bytes]] | None:
     """The headers Django's response to a served page carries, less the per-response ones.
 
-    None when the header middlewares would not let the response through as
-    it is (SECURE_SSL_REDIRECT for a plain-HTTP request): such requests go to Django.
+    A brotli page goes out as stored (perf.compression.encoded_response:
+    Content-Encoding and Vary); a page under COMPRESSION_MIN_LENGTH goes out
+    plain, and CompressionMiddleware leaves it without either. None when the
+    header middlewares would not let the response through as it is
+    (SECURE_SSL_REDIRECT for a plain-HTTP request): such requests go to Django.
     """
     response = HttpResponse(b"", content_type=JSON_CONTENT_TYPE)
-    response.headers["Content-Encoding"] = "br"
-    patch_vary_headers(response, ("Accept-Encoding",))
+    if brotli:
+        response.headers["Content-Encoding"] = "br"
+        patch_vary_headers(response, ("Accept-Encoding",))
     handler: Any = lambda request: response  # noqa: E731
     for path in reversed([m for m in settings.MIDDLEWARE if m in HEADER_MIDDLEWARE]):
         handler = import_string(path)(handler)
@@ -360,8 +367,7 @@ class HistoryFastLane:
             return False
         if candidate is None:
             return False
-        headers = current.headers.get(candidate.secure)
-        if headers is None:
+        if current.headers.get((candidate.secure, True)) is None:
             return False
         loop = asyncio.get_running_loop()
         client = current.client[1] if current.client[0] is loop else None
@@ -376,13 +382,13 @@ class HistoryFastLane:
             return False
         if found is None:
             return False
-        user_id, body = found
+        user_id, brotli, body = found
         response_headers = [
-            *headers,
+            *current.headers[(candidate.secure, brotli)],  # type: ignore[misc]
             (b"Content-Length", str(len(body)).encode("ascii")),
             (b"X-Request-ID", candidate.request_id.encode("ascii")),
         ]
-        if CompressionMiddleware.max_random_bytes:
+        if brotli and CompressionMiddleware.max_random_bytes:
             noise = token_urlsafe(randbelow(CompressionMiddleware.max_random_bytes + 1))
             response_headers.append((b"X-Noise", noise.encode("ascii")))
         await send({"type": "http.response.start", "status": 200, "headers": response_headers})
@@ -415,8 +421,8 @@ class HistoryFastLane:
         return True
 
 
-async def _lookup(client: Any, candidate: _Candidate, current: Plan) -> tuple[int, bytes] | None:
-    """(the reader's id, the page's stored brotli bytes), or None when anything is not in the cache as needed.
+async def _lookup(client: Any, candidate: _Candidate, current: Plan) -> tuple[int, bool, bytes] | None:
+    """(the reader's id, whether the body is brotli, the body), or None when anything is not in the cache as needed.
 
     One round trip when this process has seen the token before, two otherwise.
     """
@@ -466,7 +472,7 @@ def _page_keys(candidate: _Candidate, user_id: int, current: Plan) -> list[str]:
     return [current.make_key(k) for k in keys]
 
 
-def _page(user_id: int, raw: list[bytes | None], current: Plan) -> tuple[int, bytes] | None:
+def _page(user_id: int, raw: list[bytes | None], current: Plan) -> tuple[int, bool, bytes] | None:
     decode = current.decode
     raw_room, raw_role, raw_page, *raw_stamps = raw
     # The room entry holds the room or the miss marker: the room itself is not needed.
@@ -479,6 +485,9 @@ def _page(user_id: int, raw: list[bytes | None], current: Plan) -> tuple[int, by
     if entry[0] != [decode(s) for s in raw_stamps]:
         return None
     coding, quality, length, data = entry[1]
-    if coding != "br" or quality != settings.COMPRESSION_BROTLI_QUALITY or length < settings.COMPRESSION_MIN_LENGTH:
-        return None
-    return user_id, data
+    if coding == "br" and quality == settings.COMPRESSION_BROTLI_QUALITY and length >= settings.COMPRESSION_MIN_LENGTH:
+        return user_id, True, data
+    if coding == "identity" and length == len(data) < settings.COMPRESSION_MIN_LENGTH:
+        # A page too small to compress: every client gets it as it is.
+        return user_id, False, data
+    return None

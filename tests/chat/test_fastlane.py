@@ -121,6 +121,25 @@ async def test_the_second_read_of_a_shared_page_is_answered_by_the_lane_with_dja
     assert [m["body"] for m in items(second)][-1].startswith("message number 59")
 
 
+@pytest.fixture
+def small_room(chat_world, make_message, make_token) -> dict[str, Any]:
+    room = chat_world["private"]
+    make_message(room, chat_world["insider"], body="one short message")
+    return {"path": f"/api/v1/rooms/{room.id}/messages", "token": make_token(chat_world["insider"])}
+
+
+async def test_a_page_too_small_to_compress_goes_out_plain_as_django_sends_it(small_room):
+    path = small_room["path"]
+    headers = [bearer(small_room["token"]), BR]
+    django = await call(path, headers)
+    lane = await call(path, headers)
+    assert not django["lane"] and lane["lane"]
+    assert lane["body"] == django["body"] and len(lane["body"]) < 1024
+    assert header_map(lane) == header_map(django)
+    assert b"content-encoding" not in header_map(lane) and b"x-noise" not in header_map(lane)
+    assert items(lane)[0]["body"] == "one short message"
+
+
 async def test_older_pages_by_cursor_and_a_limit(world):
     first = await call(world["path"] + "?limit=20", [bearer(world["token"]), BR])
     cursor = orjson.loads(brotli.decompress(first["body"]))["next_cursor"]
