@@ -38,7 +38,6 @@ middleware it does not know: a new middleware is never silently skipped.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import threading
@@ -53,19 +52,19 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.urls import NoReverseMatch, resolve, reverse
-from django.utils.cache import patch_vary_headers
 from django.utils.module_loading import import_string
 
 from chat import selectors
 from chat.api import JSON_CONTENT_TYPE
 from chat.api_schemas import page_cursor_decode
 from chat.metrics import HTTP_FAST_LANE
+from chat.models import ApiToken
 from chatsite.errors import ChatError
 from perf import aredis
 from perf import cache as perf_cache
 from perf import context
 from perf import metrics as perf_metrics
-from perf.compression import CompressionMiddleware, preferred_coding
+from perf.compression import CompressionMiddleware, preferred_coding, sent_as_stored, stored_brotli_response
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +131,9 @@ class Plan:
     # the token entry fetched in that same round trip.
     token_users: dict[str, int] = field(default_factory=dict)
     hosts: dict[bytes, bool] = field(default_factory=dict)
+    # SECURE_PROXY_SSL_HEADER as an ASGI header name, and the value that means HTTPS.
+    proxy_header: bytes = b""
+    proxy_https: str = ""
     # (event loop, its async Redis client): aredis.client() asks the cache
     # backend every time, which costs more than the lookup.
     client: tuple[Any, Any] = (None, None)
@@ -171,6 +173,8 @@ def _make_plan() -> Plan:
         return Plan(False, "compression is off: pages are stored plain")
     if settings.DISALLOWED_USER_AGENTS or settings.PREPEND_WWW:
         return Plan(False, "CommonMiddleware may refuse or redirect")
+    if settings.USE_X_FORWARDED_HOST:
+        return Plan(False, "USE_X_FORWARDED_HOST: the host is the proxy's to give")
     codec = aredis.backend_client()
     if codec is None:
         return Plan(False, "the cache is not django-redis")
@@ -182,6 +186,7 @@ def _make_plan() -> Plan:
     except NoReverseMatch:
         return Plan(False, "the URLconf has no history endpoint")
     prefix, _, suffix = path.partition(str(SAMPLE_ROOM_ID))
+    proxy = settings.SECURE_PROXY_SSL_HEADER
     return Plan(
         True,
         path_prefix=prefix,
@@ -193,6 +198,8 @@ def _make_plan() -> Plan:
         make_key=codec.make_key,
         decode=codec.decode,
         none_raw=codec.encode(perf_cache.NONE, allow_int=False),
+        proxy_header=proxy[0].lower().removeprefix("http_").replace("_", "-").encode("latin-1") if proxy else b"",
+        proxy_https=proxy[1] if proxy else "",
     )
 
 
@@ -219,10 +226,10 @@ def _probe_headers(secure: bool, brotli: bool) -> list[tuple[bytes, bytes]] | No
     header middlewares would not let the response through as it is
     (SECURE_SSL_REDIRECT for a plain-HTTP request): such requests go to Django.
     """
-    response = HttpResponse(b"", content_type=JSON_CONTENT_TYPE)
     if brotli:
-        response.headers["Content-Encoding"] = "br"
-        patch_vary_headers(response, ("Accept-Encoding",))
+        response = stored_brotli_response(b"", content_type=JSON_CONTENT_TYPE)
+    else:
+        response = HttpResponse(b"", content_type=JSON_CONTENT_TYPE)
     handler: Any = lambda request: response  # noqa: E731
     for path in reversed([m for m in settings.MIDDLEWARE if m in HEADER_MIDDLEWARE]):
         handler = import_string(path)(handler)
@@ -260,8 +267,7 @@ def _candidate(scope: dict[str, Any], current: Plan) -> _Candidate | None:
     room_part = path[len(current.path_prefix) : len(path) - len(current.path_suffix)]
     if not ROOM_ID_RE.fullmatch(room_part):
         return None
-    proxy = settings.SECURE_PROXY_SSL_HEADER
-    proxy_name = proxy[0].lower().removeprefix("http_").replace("_", "-").encode("latin-1") if proxy else b""
+    proxy_name = current.proxy_header
     seen: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
         if name in seen and name in (b"authorization", b"accept-encoding", b"host", proxy_name):
@@ -282,14 +288,14 @@ def _candidate(scope: dict[str, Any], current: Plan) -> _Candidate | None:
     host = seen.get(b"host")
     allowed = current.hosts.get(host) if host is not None else False
     if allowed is None:
-        allowed = not settings.USE_X_FORWARDED_HOST and _host_allowed(host)
+        allowed = _host_allowed(host)
         if len(current.hosts) < MEMO_SIZE:
             current.hosts[host] = allowed  # type: ignore[index]
     if not allowed:
         return None
-    if proxy and proxy_name in seen:
+    if proxy_name and proxy_name in seen:
         # HttpRequest.scheme with SECURE_PROXY_SSL_HEADER.
-        secure = seen[proxy_name].decode("latin-1").split(",", 1)[0].strip() == proxy[1]
+        secure = seen[proxy_name].decode("latin-1").split(",", 1)[0].strip() == current.proxy_https
     else:
         secure = scope.get("scheme") == "https"
     position = _query(scope.get("query_string", b""))
@@ -307,10 +313,8 @@ def _candidate(scope: dict[str, Any], current: Plan) -> _Candidate | None:
     )
 
 
-def _host_allowed(host: bytes | None) -> bool:
+def _host_allowed(host: bytes) -> bool:
     """HttpRequest.get_host's check, as an answer rather than a 400 (no Host header: Django decides)."""
-    if host is None:
-        return False
     domain, _port = split_domain_port(host.decode("latin-1"))
     return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
 
@@ -427,7 +431,7 @@ async def _lookup(client: Any, candidate: _Candidate, current: Plan) -> tuple[in
     One round trip when this process has seen the token before, two otherwise.
     """
     make_key = current.make_key
-    token_key = selectors.token_cache_key(hashlib.sha256(candidate.raw_token.encode()).hexdigest())
+    token_key = selectors.token_cache_key(ApiToken.hash_key(candidate.raw_token))
     guess = current.token_users.get(token_key)
     if guess is not None:
         raw_user, *rest = await client.mget([make_key(token_key), *_page_keys(candidate, guess, current)])
@@ -484,10 +488,9 @@ def _page(user_id: int, raw: list[bytes | None], current: Plan) -> tuple[int, bo
     entry = decode(raw_page)
     if entry[0] != [decode(s) for s in raw_stamps]:
         return None
-    coding, quality, length, data = entry[1]
-    if coding == "br" and quality == settings.COMPRESSION_BROTLI_QUALITY and length >= settings.COMPRESSION_MIN_LENGTH:
-        return user_id, True, data
-    if coding == "identity" and length == len(data) < settings.COMPRESSION_MIN_LENGTH:
-        # A page too small to compress: every client gets it as it is.
-        return user_id, False, data
-    return None
+    # The client prefers brotli (_candidate); a page too small to compress
+    # goes to every client as it is.
+    sent = sent_as_stored(entry[1])
+    if sent is None:
+        return None
+    return user_id, sent == "br", entry[1][3]

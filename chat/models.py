@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -110,3 +112,8 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.user_id})"
+
+    @staticmethod
+    def hash_key(raw_key: str) -> str:
+        """The stored form of a raw key (what ``key_hash`` holds)."""
+        return hashlib.sha256(raw_key.encode()).hexdigest()

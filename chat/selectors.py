@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
@@ -634,7 +633,7 @@ def user_for_token(*, raw_key: str) -> Any | None:
     """
     if not raw_key:
         return None
-    key_hash = hashlib.sha256(raw_key.encode()).hexdigest()
+    key_hash = ApiToken.hash_key(raw_key)
 
     def fill() -> Any | None:
         token = (

@@ -11,7 +11,6 @@ through the admin, so their cache entries are invalidated by model hooks
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from functools import partial
 from typing import Any
@@ -392,6 +391,6 @@ def token_create(*, user: Any, name: str = "api") -> tuple[ApiToken, str]:
     """Issue a bearer token. Returns ``(token, raw_key)``; only the hash is stored."""
     raw = secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        user=user, name=(name or "api")[:100], key_hash=hashlib.sha256(raw.encode()).hexdigest()
+        user=user, name=(name or "api")[:100], key_hash=ApiToken.hash_key(raw)
     )
     return token, raw

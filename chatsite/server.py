@@ -103,12 +103,13 @@ def load_application(path: str, *, freeze: bool) -> object:
     return app
 
 
+# The application path handed to each of several server processes.
+WORKER_APPLICATION = "CHAT_SERVER_APPLICATION"
+
+
 def worker_application() -> object:
     """The application of one of several server processes (uvicorn imports this in each)."""
     return load_application(os.environ[WORKER_APPLICATION], freeze=os.environ.get("SERVER_GC_FREEZE", "1") != "0")
-
-
-WORKER_APPLICATION = "CHAT_SERVER_APPLICATION"
 
 
 def run_uvicorn(args: argparse.Namespace) -> None:

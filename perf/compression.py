@@ -160,28 +160,47 @@ def precompress(body: bytes) -> Encoded:
     return ("identity", 0, len(body), body)
 
 
-def encoded_response(request: HttpRequest, encoded: Encoded, *, content_type: str) -> HttpResponse:
-    """The response for a body from :func:`precompress`.
+def sent_as_stored(encoded: Encoded) -> Coding | None:
+    """How a body from :func:`precompress` can go out unchanged, if it can.
 
-    Its stored brotli bytes go out as they are when this request would get
-    exactly those from CompressionMiddleware (brotli preferred, the same
-    quality, the plain body above the floor); the middleware then adds only
-    the padding. Any other request gets the plain body, which the middleware
-    treats like every other response.
+    ``"br"``: its brotli bytes are what CompressionMiddleware would make for
+    a client that prefers brotli (the same quality, the plain body above the
+    floor). ``"identity"``: a body under the floor, which the middleware
+    leaves as it is for every client. None: it must be decoded first.
     """
-    coding, quality, length, data = encoded
+    coding, quality, length, _data = encoded
     if coding == "br":
         if (
             settings.COMPRESSION_ENABLED
             and quality == settings.COMPRESSION_BROTLI_QUALITY
             and length >= settings.COMPRESSION_MIN_LENGTH
-            and preferred_coding(request.headers.get("Accept-Encoding", "")) == "br"
         ):
-            response = HttpResponse(data, content_type=content_type)
-            response.headers["Content-Encoding"] = "br"
-            patch_vary_headers(response, ("Accept-Encoding",))
-            response.precompressed = True
-            return response
+            return "br"
+        return None
+    return "identity" if length < settings.COMPRESSION_MIN_LENGTH else None
+
+
+def stored_brotli_response(data: bytes, *, content_type: str) -> HttpResponse:
+    """A response carrying already brotli-compressed bytes; CompressionMiddleware adds only the padding."""
+    response = HttpResponse(data, content_type=content_type)
+    response.headers["Content-Encoding"] = "br"
+    patch_vary_headers(response, ("Accept-Encoding",))
+    response.precompressed = True  # type: ignore[attr-defined]
+    return response
+
+
+def encoded_response(request: HttpRequest, encoded: Encoded, *, content_type: str) -> HttpResponse:
+    """The response for a body from :func:`precompress`.
+
+    Its stored brotli bytes go out as they are when this request would get
+    exactly those from CompressionMiddleware (:func:`sent_as_stored`, and a
+    client that prefers brotli). Any other request gets the plain body,
+    which the middleware treats like every other response.
+    """
+    coding, _quality, _length, data = encoded
+    if coding == "br":
+        if sent_as_stored(encoded) == "br" and preferred_coding(request.headers.get("Accept-Encoding", "")) == "br":
+            return stored_brotli_response(data, content_type=content_type)
         data = brotli.decompress(data)
     return HttpResponse(data, content_type=content_type)
 
