@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 
@@ -106,7 +106,7 @@ def _room_access_resolve(*, user: Any, room_id: int, found: dict[str, Any]) -> R
     room_key, access_key = room_cache_key(room_id), room_access_key(user.id, room_id)
     room = found.get(room_key)
     if room is None:
-        room = Room.objects.select_related("project").defer("last_message_seq", "last_message_at").filter(pk=room_id).first()
+        room = _cacheable_rooms().filter(pk=room_id).first()
         perf_cache.store(room_key, room, family="rooms")
     if not isinstance(room, Room):
         raise NotFound("Room not found.")
@@ -128,6 +128,26 @@ def _room_role(*, user: Any, room: Room) -> str:
     if room.is_private and not RoomMember.objects.filter(room=room, user=user).exists():
         return ""
     return role
+
+
+def _cacheable_rooms() -> QuerySet[Room]:
+    """Rooms as the ``rooms`` family stores them: with the project, without the fast-changing counters."""
+    return Room.objects.select_related("project").defer("last_message_seq", "last_message_at")
+
+
+def rooms_cached(*, room_ids: list[int]) -> dict[int, Room]:
+    """Several rooms with their projects, as room_get_for_user caches them (family ``rooms``); no access check."""
+
+    def fill(missing: list[int]) -> dict[int, Room]:
+        return {room.id: room for room in _cacheable_rooms().filter(pk__in=missing)}
+
+    return perf_cache.cached_many("rooms", {rid: room_cache_key(rid) for rid in room_ids}, fill)
+
+
+def rooms_recently_active(*, limit: int) -> list[tuple[int, int]]:
+    """(id, last_message_seq) of the ``limit`` rooms with the newest messages, newest first; rooms without any last."""
+    rooms = Room.objects.order_by(F("last_message_at").desc(nulls_last=True), "-id")
+    return list(rooms.values_list("id", "last_message_seq")[:limit])
 
 
 def room_cache_key(room_id: int) -> str:
@@ -223,12 +243,7 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
         .values("id", "last_message_seq", "last_message_at", "last_read")
     }
     present = [r["id"] for r in rows if r["id"] in live]
-    tails = perf_cache.cached_many(
-        "unread",
-        {rid: unread_tail_key(rid, live[rid]["last_message_seq"]) for rid in present},
-        _room_tails,
-        ttl=UNREAD_TAIL_TTL,
-    )
+    tails = room_unread_tails(last_seqs={rid: live[rid]["last_message_seq"] for rid in present})
     unread: dict[int, int] = {}
     exact: list[int] = []
     for rid in present:
@@ -314,6 +329,17 @@ UNREAD_TAIL = UNREAD_CAP + UNREAD_CAP // 4
 # message replaces it (services._advance_unread_tail): only the current tail of
 # each room stays, so it may live as long as the other exact entries.
 UNREAD_TAIL_TTL = env.CACHE_TTL_ENTRIES
+
+
+def room_unread_tails(*, last_seqs: dict[int, int]) -> dict[int, list[tuple[int, int, bool]]]:
+    """Each room's current unread tail (see _room_tails), by room id; ``last_seqs``: each room's last_message_seq.
+
+    Family ``unread``, one entry per room under its last seq, shared by all
+    its readers: a new message moves the room to a new key.
+    """
+    return perf_cache.cached_many(
+        "unread", {rid: unread_tail_key(rid, seq) for rid, seq in last_seqs.items()}, _room_tails, ttl=UNREAD_TAIL_TTL
+    )
 
 
 def _room_tails(room_ids: list[int]) -> dict[int, list[tuple[int, int, bool]]]:
@@ -420,6 +446,15 @@ def room_history(*, room: Room, before: int | None = None, after: int | None = N
     return list(_messages().filter(id__in=ids.values("id")[:limit]).order_by("id"))
 
 
+def rooms_newest_message_ids(*, room_ids: list[int], count: int) -> list[int]:
+    """The ids of the ``count`` newest messages (tombstones included) of each room, in one statement.
+
+    Index-only on message_room_id_idx, one LATERAL branch per room (_per_room).
+    """
+    rows = _per_room(room_ids, [0] * len(room_ids), "SELECT id FROM {table} WHERE room_id = {room} ORDER BY id DESC LIMIT %s", [count])
+    return [int(mid) for _, mid in rows]
+
+
 def message_cache_key(message_id: int) -> str:
     return cache_key("message", message_id)
 
@@ -475,6 +510,11 @@ def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:
         return {u.id: user_dict(u) for u in User.objects.filter(pk__in=missing).only("id", *USER_DISPLAY_FIELDS)}
 
     return perf_cache.cached_many("profiles", {i: profile_key(i) for i in ids}, fill)
+
+
+def history_fill_span() -> int:
+    """Messages a miss on a room's newest default-size page fills: the page (and the row that says more exist) and the read-ahead."""
+    return (settings.CHAT_PAGE_SIZE + 1) * (1 + HISTORY_READ_AHEAD_PAGES)
 
 
 def room_history_dicts(

@@ -21,9 +21,10 @@ import secrets
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache, caches
@@ -66,7 +67,32 @@ def _requests_counter(family: str, result: str) -> Any:
     return CACHE_REQUESTS.labels(family, result)
 
 
+# Set by lookups_apart(): lookups made inside are tallied here, not as readers' lookups.
+_apart: ContextVar[dict[str, list[int]] | None] = ContextVar("perf_cache_apart", default=None)
+
+
+@contextmanager
+def lookups_apart() -> Iterator[dict[str, list[int]]]:
+    """Lookups made inside are tallied in the yielded ``{family: [hits, misses]}``, not in the counters.
+
+    For work that fills the cache ahead of readers (chat.warming): its
+    lookups are not readers' lookups, so the hit rate should not count them.
+    """
+    tally: dict[str, list[int]] = {}
+    token = _apart.set(tally)
+    try:
+        yield tally
+    finally:
+        _apart.reset(token)
+
+
 def _count(family: str, hits: int, misses: int) -> None:
+    apart = _apart.get()
+    if apart is not None:
+        entry = apart.setdefault(family, [0, 0])
+        entry[0] += hits
+        entry[1] += misses
+        return
     record_cache(hits, misses)
     if hits:
         _requests_counter(family, "hit").inc(hits)

@@ -1,4 +1,4 @@
-"""Run the background worker on this deployment's channel (see chat.background)."""
+"""Run the background worker on this deployment's channel (see chat.background), and the cache warmer."""
 
 from __future__ import annotations
 
@@ -7,10 +7,26 @@ from typing import Any
 from django.conf import settings
 from django.core.management import BaseCommand, call_command
 
+from chat.warming import CacheWarmer
+
 
 class Command(BaseCommand):
-    help = "Run the chat background worker (runworker on settings.CHAT_BACKGROUND_CHANNEL)."
+    help = (
+        "Run the chat background worker (runworker on settings.CHAT_BACKGROUND_CHANNEL) "
+        "and, with a shared cache, the cache warmer (chat.warming)."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdout.write(f"background worker on channel {settings.CHAT_BACKGROUND_CHANNEL}")
-        call_command("runworker", settings.CHAT_BACKGROUND_CHANNEL)
+        warmer = CacheWarmer.from_settings()
+        if warmer is not None:
+            self.stdout.write(
+                f"cache warmer: {warmer.rooms} rooms, every {warmer.every:g} s or when the cache was emptied"
+                f" (checked every {warmer.check:g} s)"
+            )
+            warmer.start()
+        try:
+            call_command("runworker", settings.CHAT_BACKGROUND_CHANNEL)
+        finally:
+            if warmer is not None:
+                warmer.stop()

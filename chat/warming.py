@@ -1,0 +1,155 @@
+"""Cache warming: what the first readers of a room would fill, filled before they come.
+
+After the cache is emptied (Redis restarted or flushed, a new cache version)
+every room's first reader pays for the database: the newest page of history
+alone is about 50 message lookups that miss. :func:`cache_warm` fills, for the
+rooms with the newest messages, what opening them reads: the room (family
+``rooms``), its unread tail (``unread``), the newest page with its read-ahead
+(``messages``, the same span a miss on that page fills) and the authors'
+display data (``profiles``). Per-user entries (tokens, access, room lists)
+are not warmed: each user's come back with that user's first request.
+
+It goes through the selectors readers use, so it fills the same keys with
+the same values and only what is missing; an entry present is never
+rewritten. Its lookups are kept out of the hit and miss counters
+(perf.cache.lookups_apart): they are not readers' lookups.
+
+The background worker runs :class:`CacheWarmer` (``manage.py chat_worker``);
+``manage.py cache_warm`` runs it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connections
+
+from chat import selectors
+from perf import aredis
+from perf import cache as perf_cache
+from perf.cache import cache_key
+
+logger = logging.getLogger(__name__)
+
+# Rooms handled per round of statements: one id query, one MGET and at most
+# one message query and one profile query for this many rooms.
+ROOMS_PER_ROUND = 25
+
+
+@dataclass
+class WarmReport:
+    rooms: int = 0
+    seconds: float = 0.0
+    # {family: [entries found, entries filled]}
+    families: dict[str, list[int]] = field(default_factory=dict)
+
+    def filled(self, family: str) -> int:
+        return self.families.get(family, [0, 0])[1]
+
+    def summary(self) -> str:
+        parts = [f"{family} {found + filled:,} ({filled:,} filled)" for family, (found, filled) in sorted(self.families.items())]
+        return f"{self.rooms} rooms in {self.seconds:.2f} s: " + (", ".join(parts) or "nothing to fill")
+
+
+def cache_warm(*, rooms: int) -> WarmReport:
+    """Fill the cache for the ``rooms`` rooms with the newest messages; returns what was found and filled.
+
+    Does nothing with caching off. Safe beside live traffic: it fills only
+    missing entries, through the readers' own fill paths, so the writers'
+    invalidation covers what it fills exactly as it covers a reader's fill.
+    """
+    report = WarmReport()
+    if rooms <= 0 or not perf_cache.caching_enabled():
+        return report
+    started = time.perf_counter()
+    span = selectors.history_fill_span()
+    with perf_cache.lookups_apart() as tally:
+        active = selectors.rooms_recently_active(limit=rooms)
+        for start in range(0, len(active), ROOMS_PER_ROUND):
+            part = dict(active[start : start + ROOMS_PER_ROUND])
+            room_ids = list(part)
+            selectors.rooms_cached(room_ids=room_ids)
+            selectors.room_unread_tails(last_seqs=part)
+            selectors.message_dicts(ids=selectors.rooms_newest_message_ids(room_ids=room_ids, count=span))
+    report.rooms = len(active)
+    report.families = tally
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def warm_marker_key() -> str:
+    return cache_key("warm", "marker")
+
+
+def cache_warm_if_due(*, rooms: int, every: float) -> WarmReport | None:
+    """:func:`cache_warm` unless it ran less than ``every`` seconds ago against this cache; None when not due.
+
+    The marker lives in the cache itself: emptying the cache makes the warming
+    due, and of several workers only the one whose ``add`` wins does it. With
+    Redis down the ``add`` fails and nothing runs.
+    """
+    if rooms <= 0 or not perf_cache.caching_enabled():
+        return None
+    if not cache.add(warm_marker_key(), int(time.time()), max(1, int(every))):
+        return None
+    return cache_warm(rooms=rooms)
+
+
+def shared_cache() -> bool:
+    """True when the default cache is Redis, shared with the servers (a local-memory cache warms only this process)."""
+    return aredis.backend_client() is not None
+
+
+class CacheWarmer(threading.Thread):
+    """Checks every ``check`` seconds whether warming is due (:func:`cache_warm_if_due`) and runs it.
+
+    A daemon thread: it ends with the process, or at :meth:`stop`. Errors are
+    logged and the next check tries again.
+    """
+
+    def __init__(self, *, rooms: int, every: float, check: float) -> None:
+        super().__init__(name="cache-warmer", daemon=True)
+        self.rooms, self.every, self.check = rooms, every, check
+        self._stopped = threading.Event()
+        self.runs = 0
+
+    @classmethod
+    def from_settings(cls) -> CacheWarmer | None:
+        """The warmer the settings ask for, or None (off, caching off, or no shared cache)."""
+        rooms = settings.CHAT_CACHE_WARM_ROOMS
+        if rooms <= 0 or not perf_cache.caching_enabled() or not shared_cache():
+            return None
+        return cls(rooms=rooms, every=settings.CHAT_CACHE_WARM_EVERY, check=settings.CHAT_CACHE_WARM_CHECK)
+
+    def run(self) -> None:
+        while True:
+            self.check_once()
+            if self._stopped.wait(self.check):
+                return
+
+    def check_once(self) -> WarmReport | None:
+        try:
+            report = cache_warm_if_due(rooms=self.rooms, every=self.every)
+        except Exception:  # noqa: BLE001 - a failed warming must not stop the worker
+            logger.exception("cache warming failed")
+            return None
+        finally:
+            # This thread's database connection goes back (to the pool) between checks.
+            connections.close_all()
+        if report is not None:
+            self.runs += 1
+            logger.info("cache warmed: %s", report.summary())
+        return report
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def report_dict(report: WarmReport) -> dict[str, Any]:
+    return {"rooms": report.rooms, "seconds": round(report.seconds, 3), "families": report.families}
