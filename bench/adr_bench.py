@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import os
 import platform
 import resource
@@ -425,6 +426,24 @@ def _wait_worker(proc: subprocess.Popen, env: dict[str, str], timeout: float, lo
         client.close()
 
 
+def _wait_warmed(proc: subprocess.Popen, env: dict[str, str], timeout: float, log_path: Path) -> None:
+    """The worker warms an empty cache as it starts (chat.warming): measure after that, as a deploy would serve.
+
+    Its first check logs "cache warmed" or "cache warming skipped"; a worker
+    that started no warmer (off, or caching off) printed no "cache warmer:".
+    """
+    if b"cache warmer:" not in log_path.read_bytes():
+        return
+    deadline = time.monotonic() + timeout
+    while not re.search(rb"cache warm(ed|ing skipped):", log_path.read_bytes()):
+        if proc.poll() is not None:
+            raise RuntimeError(f"chat_worker exited with {proc.returncode}:\n{tail(log_path)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"chat_worker did not warm the cache within {timeout:.0f}s:\n{tail(log_path)}")
+        time.sleep(0.2)
+    log("  " + next(line for line in tail(log_path, 50).splitlines() if re.search("cache warm(ed|ing skipped):", line)).strip())
+
+
 @contextmanager
 def stack(processes: int, env: dict[str, str], logs: Path) -> Iterator[Stack]:
     """``processes`` servers on free ports and the background worker; all stopped on exit."""
@@ -446,6 +465,7 @@ def stack(processes: int, env: dict[str, str], logs: Path) -> Iterator[Stack]:
         for i, (port, proc) in enumerate(zip(ports, servers)):
             _wait_http(f"http://127.0.0.1:{port}", proc, 60, logs / f"server-{i}.log")
         _wait_worker(worker, env, 60, logs / "worker.log")
+        _wait_warmed(worker, env, 120, logs / "worker.log")
         yield Stack(ports=ports, servers=servers, worker=worker)
     finally:
         for proc in started:

@@ -117,6 +117,7 @@ class CacheWarmer(threading.Thread):
         super().__init__(name="cache-warmer", daemon=True)
         self.rooms, self.every, self.check = rooms, every, check
         self._stopped = threading.Event()
+        self.checks = 0
         self.runs = 0
 
     @classmethod
@@ -129,22 +130,27 @@ class CacheWarmer(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self.check_once()
+            try:
+                self.check_once()
+            finally:
+                # This thread's database connection goes back (to the pool) between checks.
+                connections.close_all()
             if self._stopped.wait(self.check):
                 return
 
     def check_once(self) -> WarmReport | None:
+        first = self.checks == 0
+        self.checks += 1
         try:
             report = cache_warm_if_due(rooms=self.rooms, every=self.every)
         except Exception:  # noqa: BLE001 - a failed warming must not stop the worker
             logger.exception("cache warming failed")
             return None
-        finally:
-            # This thread's database connection goes back (to the pool) between checks.
-            connections.close_all()
         if report is not None:
             self.runs += 1
             logger.info("cache warmed: %s", report.summary())
+        elif first:
+            logger.info("cache warming skipped: it ran less than %g s ago against this cache", self.every)
         return report
 
     def stop(self) -> None:

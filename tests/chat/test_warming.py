@@ -176,3 +176,12 @@ def test_cache_warm_command_reports_what_it_filled(history, capsys):
     assert report["families"]["messages"] == [0, selectors.history_fill_span()]
     call_command("cache_warm")
     assert "cache warmed: 2 rooms" in capsys.readouterr().out
+
+
+def test_a_worker_starting_on_a_warm_cache_says_it_skipped(history, caplog):
+    assert cache_warm_if_due(rooms=10, every=600) is not None
+    warmer = CacheWarmer(rooms=10, every=600, check=30)
+    with caplog.at_level("INFO", logger="chat.warming"):
+        assert warmer.check_once() is None
+        assert warmer.check_once() is None
+    assert [r.getMessage() for r in caplog.records] == ["cache warming skipped: it ran less than 600 s ago against this cache"]

@@ -24,6 +24,7 @@ class Command(BaseCommand):
                 f"cache warmer: {warmer.rooms} rooms, every {warmer.every:g} s or when the cache was emptied"
                 f" (checked every {warmer.check:g} s)"
             )
+            self.stdout.flush()
             warmer.start()
         try:
             call_command("runworker", settings.CHAT_BACKGROUND_CHANNEL)
