@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 # have none on it (a GET with a bearer token touches no session, sets no
 # cookie, needs no CSRF check, and its response already carries
 # Content-Length).
+STATIC_MIDDLEWARE = "perf.static.StaticFilesMiddleware"
 ACCOUNTED_MIDDLEWARE = frozenset(
     {
         "perf.metrics.PrometheusBeforeMiddleware",  # perf.metrics.http_response_counted
@@ -85,6 +86,10 @@ ACCOUNTED_MIDDLEWARE = frozenset(
         "django.middleware.csrf.CsrfViewMiddleware",
         "django.contrib.auth.middleware.AuthenticationMiddleware",
         "django.contrib.messages.middleware.MessageMiddleware",
+        # Serves only paths that are static files (under STATIC_URL, or WHITENOISE_ROOT's
+        # files at the root) and passes everything else on untouched: _make_plan
+        # checks that the history path cannot be one.
+        STATIC_MIDDLEWARE,
     }
 )
 # Middlewares that only add response headers: run once on a probe response.
@@ -186,6 +191,11 @@ def _make_plan() -> Plan:
     except NoReverseMatch:
         return Plan(False, "the URLconf has no history endpoint")
     prefix, _, suffix = path.partition(str(SAMPLE_ROOM_ID))
+    if STATIC_MIDDLEWARE in settings.MIDDLEWARE:
+        if getattr(settings, "WHITENOISE_ROOT", None):
+            return Plan(False, "WHITENOISE_ROOT: static files may answer any path")
+        if settings.STATIC_URL and prefix.startswith(settings.STATIC_URL):
+            return Plan(False, "the history endpoint is under STATIC_URL")
     proxy = settings.SECURE_PROXY_SSL_HEADER
     return Plan(
         True,

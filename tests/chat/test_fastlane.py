@@ -8,6 +8,9 @@ counter (chat_http_fast_lane_responses_total).
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -15,6 +18,7 @@ import brotli
 import orjson
 import pytest
 from asgiref.testing import ApplicationCommunicator
+from django.conf import settings as django_settings
 from django.core.cache import caches
 from django.test import override_settings
 from prometheus_client import REGISTRY
@@ -338,6 +342,42 @@ def test_an_unknown_middleware_turns_the_lane_off():
     with override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, "silk.middleware.SilkyMiddleware"]):
         current = fastlane.plan()
         assert not current.enabled and "silk.middleware.SilkyMiddleware" in current.reason
+
+
+def test_the_lane_is_on_under_the_production_settings():
+    """The deployed middleware list (static files included) is one the lane accounts for."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatsite.settings.production", "SECRET_KEY": "placeholder-for-a-settings-test"}
+    code = "import django; django.setup(); from chat import fastlane; p = fastlane.plan(); print(p.enabled, p.reason)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=django_settings.BASE_DIR, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("True"), out.stdout
+
+
+def test_static_files_turn_the_lane_off_only_where_they_could_answer_the_history_path():
+    with_static = [*django_settings.MIDDLEWARE]
+    with_static.insert(with_static.index("django.middleware.security.SecurityMiddleware") + 1, fastlane.STATIC_MIDDLEWARE)
+    with override_settings(MIDDLEWARE=with_static):
+        assert fastlane.plan().enabled
+        with override_settings(WHITENOISE_ROOT=str(django_settings.BASE_DIR)):
+            current = fastlane.plan()
+            assert not current.enabled and "WHITENOISE_ROOT" in current.reason
+        with override_settings(STATIC_URL="/api/"):
+            current = fastlane.plan()
+            assert not current.enabled and "STATIC_URL" in current.reason
+
+
+async def test_with_the_static_files_middleware_the_lane_answers_as_django_does(world):
+    headers = [bearer(world["token"]), BR]
+    with_static = [*django_settings.MIDDLEWARE]
+    with_static.insert(with_static.index("django.middleware.security.SecurityMiddleware") + 1, fastlane.STATIC_MIDDLEWARE)
+    with override_settings(MIDDLEWARE=with_static):
+        app = fastlane.HistoryFastLane(get_asgi_application())
+        first = await call(world["path"], headers, app=app)
+        lane = await call(world["path"], headers, app=app)
+        with override_settings(HTTP_FAST_LANE=False):
+            django = await call(world["path"], headers, app=app)
+    assert not first["lane"] and lane["lane"] and not django["lane"]
+    assert lane["body"] == django["body"] and header_map(lane) == header_map(django)
 
 
 async def test_behind_a_tls_proxy_the_security_headers_are_django_s(world):
