@@ -30,7 +30,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 
-from chat import selectors
+from chat import metrics, selectors
 from perf import aredis
 from perf import cache as perf_cache
 from perf.cache import cache_key
@@ -80,6 +80,10 @@ def cache_warm(*, rooms: int) -> WarmReport:
     report.rooms = len(active)
     report.families = tally
     report.seconds = time.perf_counter() - started
+    metrics.CACHE_WARM_RUNS.inc()
+    metrics.CACHE_WARM_SECONDS.inc(report.seconds)
+    for family, (_, filled) in tally.items():
+        metrics.CACHE_WARM_FILLED.labels(family).inc(filled)
     return report
 
 

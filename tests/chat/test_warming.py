@@ -11,6 +11,7 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from django.test import override_settings
+from prometheus_client import REGISTRY
 
 from chat import selectors, services
 from chat.warming import CacheWarmer, cache_warm, cache_warm_if_due, warm_marker_key
@@ -85,8 +86,13 @@ def test_warmed_entries_are_the_ones_a_reader_stores(history, chat_world, api_cl
     assert warmed_room.get_deferred_fields() == reader_room.get_deferred_fields() == {"last_message_seq", "last_message_at"}
 
 
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_warming_counts_apart_from_readers_and_fills_only_what_is_missing(history):
     room, messages = history
+    runs, filled = _sample("chat_cache_warm_runs_total"), _sample("chat_cache_warm_filled_total", family="messages")
     kept = selectors.message_cache_key(messages[-1].id)
     newer = {**selectors.message_cache_entry(messages[-1]), "body": "written after warming read the row"}
     cache.set(kept, newer)
@@ -97,6 +103,8 @@ def test_warming_counts_apart_from_readers_and_fills_only_what_is_missing(histor
     assert cache.get(kept) == newer
     span = selectors.history_fill_span()
     assert report.families["messages"] == [1, span - 1]
+    assert _sample("chat_cache_warm_runs_total") == runs + 1
+    assert _sample("chat_cache_warm_filled_total", family="messages") == filled + span - 1
     again = cache_warm(rooms=10)
     assert again.families["messages"] == [span, 0] and again.filled("profiles") == 0
 
