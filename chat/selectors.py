@@ -512,11 +512,6 @@ def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:
     return perf_cache.cached_many("profiles", {i: profile_key(i) for i in ids}, fill)
 
 
-def history_fill_span() -> int:
-    """Messages a miss on a room's newest default-size page fills: the page (and the row that says more exist) and the read-ahead."""
-    return (settings.CHAT_PAGE_SIZE + 1) * (1 + HISTORY_READ_AHEAD_PAGES)
-
-
 def room_history_dicts(
     *,
     room: Room,

@@ -3,11 +3,14 @@
 After the cache is emptied (Redis restarted or flushed, a new cache version)
 every room's first reader pays for the database: the newest page of history
 alone is about 50 message lookups that miss. :func:`cache_warm` fills, for the
-rooms with the newest messages, what opening them reads: the room (family
-``rooms``), its unread tail (``unread``), the newest page with its read-ahead
-(``messages``, the same span a miss on that page fills) and the authors'
-display data (``profiles``). Per-user entries (tokens, access, room lists)
-are not warmed: each user's come back with that user's first request.
+rooms with the newest messages, what opening them and scrolling back a few
+pages reads: the room (family ``rooms``), its unread tail (``unread``), the
+messages of its newest ``CACHE_WARM_PAGES`` history pages (``messages``) and
+their authors' display data (``profiles``). A reader who scrolls deeper
+meets the history read-ahead (chat.selectors.room_history_dicts). Per-user
+entries (tokens, access, room lists) are not warmed: each user's come back
+with that user's first request. Rendered pages are not either: a room's
+newest page changes with every message.
 
 It goes through the selectors readers use, so it fills the same keys with
 the same values and only what is missing; an entry present is never
@@ -57,18 +60,25 @@ class WarmReport:
         return f"{self.rooms} rooms in {self.seconds:.2f} s: " + (", ".join(parts) or "nothing to fill")
 
 
-def cache_warm(*, rooms: int) -> WarmReport:
-    """Fill the cache for the ``rooms`` rooms with the newest messages; returns what was found and filled.
+def warm_message_count(pages: int) -> int:
+    """Messages that ``pages`` default-size history pages read, newest first: each page reads one row more (whether more exist)."""
+    return settings.CHAT_PAGE_SIZE * pages + 1
+
+
+def cache_warm(*, rooms: int, pages: int) -> WarmReport:
+    """Fill the cache for the ``rooms`` rooms with the newest messages, ``pages`` history pages deep each.
+
+    Returns what was found and filled per family.
 
     Does nothing with caching off. Safe beside live traffic: it fills only
     missing entries, through the readers' own fill paths, so the writers'
     invalidation covers what it fills exactly as it covers a reader's fill.
     """
     report = WarmReport()
-    if rooms <= 0 or not perf_cache.caching_enabled():
+    if rooms <= 0 or pages <= 0 or not perf_cache.caching_enabled():
         return report
     started = time.perf_counter()
-    span = selectors.history_fill_span()
+    span = warm_message_count(pages)
     with perf_cache.lookups_apart() as tally:
         active = selectors.rooms_recently_active(limit=rooms)
         for start in range(0, len(active), ROOMS_PER_ROUND):
@@ -91,18 +101,18 @@ def warm_marker_key() -> str:
     return cache_key("warm", "marker")
 
 
-def cache_warm_if_due(*, rooms: int, every: float) -> WarmReport | None:
+def cache_warm_if_due(*, rooms: int, pages: int, every: float) -> WarmReport | None:
     """:func:`cache_warm` unless it ran less than ``every`` seconds ago against this cache; None when not due.
 
     The marker lives in the cache itself: emptying the cache makes the warming
     due, and of several workers only the one whose ``add`` wins does it. With
     Redis down the ``add`` fails and nothing runs.
     """
-    if rooms <= 0 or not perf_cache.caching_enabled():
+    if rooms <= 0 or pages <= 0 or not perf_cache.caching_enabled():
         return None
     if not cache.add(warm_marker_key(), int(time.time()), max(1, int(every))):
         return None
-    return cache_warm(rooms=rooms)
+    return cache_warm(rooms=rooms, pages=pages)
 
 
 def shared_cache() -> bool:
@@ -117,9 +127,9 @@ class CacheWarmer(threading.Thread):
     logged and the next check tries again.
     """
 
-    def __init__(self, *, rooms: int, every: float, check: float) -> None:
+    def __init__(self, *, rooms: int, pages: int, every: float, check: float) -> None:
         super().__init__(name="cache-warmer", daemon=True)
-        self.rooms, self.every, self.check = rooms, every, check
+        self.rooms, self.pages, self.every, self.check = rooms, pages, every, check
         self._stopped = threading.Event()
         self.checks = 0
         self.runs = 0
@@ -127,10 +137,10 @@ class CacheWarmer(threading.Thread):
     @classmethod
     def from_settings(cls) -> CacheWarmer | None:
         """The warmer the settings ask for, or None (off, caching off, or no shared cache)."""
-        rooms = settings.CHAT_CACHE_WARM_ROOMS
-        if rooms <= 0 or not perf_cache.caching_enabled() or not shared_cache():
+        rooms, pages = settings.CHAT_CACHE_WARM_ROOMS, settings.CHAT_CACHE_WARM_PAGES
+        if rooms <= 0 or pages <= 0 or not perf_cache.caching_enabled() or not shared_cache():
             return None
-        return cls(rooms=rooms, every=settings.CHAT_CACHE_WARM_EVERY, check=settings.CHAT_CACHE_WARM_CHECK)
+        return cls(rooms=rooms, pages=pages, every=settings.CHAT_CACHE_WARM_EVERY, check=settings.CHAT_CACHE_WARM_CHECK)
 
     def run(self) -> None:
         while True:
@@ -146,7 +156,7 @@ class CacheWarmer(threading.Thread):
         first = self.checks == 0
         self.checks += 1
         try:
-            report = cache_warm_if_due(rooms=self.rooms, every=self.every)
+            report = cache_warm_if_due(rooms=self.rooms, pages=self.pages, every=self.every)
         except Exception:  # noqa: BLE001 - a failed warming must not stop the worker
             logger.exception("cache warming failed")
             return None

@@ -73,10 +73,12 @@ CACHE_TTL_ENTRIES = env_int("CACHE_TTL_ENTRIES", 3600)
 CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "")
 ENABLE_CACHING = env_bool("ENABLE_CACHING", True)
 # Cache warming (chat.warming, run by the background worker): the rooms with the
-# newest messages whose history, rooms and unread tails are filled before
-# readers ask (0: off), and how often the worker fills what is missing again.
-# It also runs within CACHE_WARM_CHECK seconds of the cache being emptied.
+# newest messages whose history (CACHE_WARM_PAGES default-size pages, newest
+# first), room entry and unread tail are filled before readers ask (0: off), and
+# how often the worker fills what is missing again. It also runs within
+# CACHE_WARM_CHECK seconds of the cache being emptied.
 CACHE_WARM_ROOMS = env_int("CACHE_WARM_ROOMS", 500)
+CACHE_WARM_PAGES = env_int("CACHE_WARM_PAGES", 5)
 CACHE_WARM_EVERY = env_int("CACHE_WARM_EVERY", 1800)
 CACHE_WARM_CHECK = env_float("CACHE_WARM_CHECK", 30.0)
 

@@ -14,18 +14,19 @@ from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from chat import selectors, services
-from chat.warming import CacheWarmer, cache_warm, cache_warm_if_due, warm_marker_key
+from chat.warming import CacheWarmer, cache_warm, cache_warm_if_due, warm_marker_key, warm_message_count
 from perf import cache as perf_cache
 from tests.perf.test_cache import DEAD_REDIS
 
 API = "/api/v1"
+PAGES = 3  # warmed pages per room in these tests
 
 
 @pytest.fixture
 def history(chat_world, seed_messages):
     """The public room with more messages than the warmed span, by two authors; the cache emptied."""
     room = chat_world["public"]
-    messages = seed_messages(room, [chat_world["owner"], chat_world["member"]], selectors.history_fill_span() + 12)
+    messages = seed_messages(room, [chat_world["owner"], chat_world["member"]], warm_message_count(PAGES) + 60)
     cache.clear()
     return room, messages
 
@@ -38,29 +39,30 @@ def message_entries(ids: list[int]) -> dict[str, object]:
     return cache.get_many([selectors.message_cache_key(i) for i in ids])
 
 
-def test_a_warmed_room_opens_and_scrolls_back_without_a_message_profile_or_room_miss(history, chat_world, api_client):
+def test_a_warmed_room_opens_and_scrolls_back_its_warmed_pages_without_a_miss(history, chat_world, api_client):
     room, messages = history
     client = api_client(chat_world["insider"])
     cold = client.get(f"{API}/rooms/{room.id}/messages").content  # a reader fills the cache itself
     cache.clear()
 
-    report = cache_warm(rooms=10)
+    report = cache_warm(rooms=10, pages=PAGES)
+    span = warm_message_count(PAGES)
+    assert report.rooms == 2  # the public and the private room
+    assert report.filled("messages") == span and report.filled("profiles") == 2
+    assert set(message_entries([m.id for m in messages])) == {selectors.message_cache_key(m.id) for m in messages[-span:]}
+
     perf_cache.cache_stats_reset()
     newest = client.get(f"{API}/rooms/{room.id}/messages")
     assert newest.status_code == 200 and newest.content == cold
-    page = orjson.loads(newest.content)
-    older = client.get(f"{API}/rooms/{room.id}/messages", {"cursor": page["next_cursor"]})
-    assert older.status_code == 200 and len(orjson.loads(older.content)["items"]) == 50
+    cursor = orjson.loads(newest.content)["next_cursor"]
+    for _ in range(PAGES - 1):
+        older = orjson.loads(client.get(f"{API}/rooms/{room.id}/messages", {"cursor": cursor}).content)
+        assert len(older["items"]) == 50
+        cursor = older["next_cursor"]
     assert family_misses("messages") == family_misses("profiles") == family_misses("rooms") == 0
-    assert perf_cache.cache_stats()["messages"]["hits"] == 102  # 51 per page: one row says whether more exist
-    # The warmed span: the newest page, the row that says more exist, and the read-ahead.
-    span = selectors.history_fill_span()
-    assert report.rooms == 2  # the public and the private room
-    assert report.filled("messages") == span and report.filled("profiles") == 2
-    warmed = message_entries([m.id for m in messages])
-    assert len(warmed) == span
-    assert selectors.message_cache_key(messages[-span].id) in warmed
-    assert selectors.message_cache_key(messages[-span - 1].id) not in warmed
+    assert perf_cache.cache_stats()["messages"]["hits"] == 51 * PAGES  # each page reads one row more
+    beyond = client.get(f"{API}/rooms/{room.id}/messages", {"cursor": cursor})
+    assert beyond.status_code == 200 and family_misses("messages") == 50  # the next page: only its newest row was warmed
 
 
 def test_warmed_entries_are_the_ones_a_reader_stores(history, chat_world, api_client):
@@ -70,7 +72,7 @@ def test_warmed_entries_are_the_ones_a_reader_stores(history, chat_world, api_cl
     client.get(f"{API}/projects/{room.project.slug}/rooms")  # the unread tails
     room_row = type(room).objects.get(pk=room.pk)
     keys = [
-        *(selectors.message_cache_key(m.id) for m in messages[-selectors.history_fill_span() :]),
+        *(selectors.message_cache_key(m.id) for m in messages[-warm_message_count(PAGES) :]),
         *(selectors.profile_key(u.id) for u in (chat_world["owner"], chat_world["member"])),
         selectors.unread_tail_key(room.id, room_row.last_message_seq),
     ]
@@ -79,7 +81,7 @@ def test_warmed_entries_are_the_ones_a_reader_stores(history, chat_world, api_cl
     assert set(by_reader) == set(keys)
     cache.clear()
 
-    cache_warm(rooms=10)
+    cache_warm(rooms=10, pages=PAGES)
     assert cache.get_many(keys) == by_reader
     warmed_room = cache.get(selectors.room_cache_key(room.id))
     assert (warmed_room.pk, warmed_room.name, warmed_room.project.name) == (reader_room.pk, reader_room.name, reader_room.project.name)
@@ -98,20 +100,20 @@ def test_warming_counts_apart_from_readers_and_fills_only_what_is_missing(histor
     cache.set(kept, newer)
     perf_cache.cache_stats_reset()
 
-    report = cache_warm(rooms=10)
+    report = cache_warm(rooms=10, pages=PAGES)
     assert perf_cache.cache_stats() == {}
     assert cache.get(kept) == newer
-    span = selectors.history_fill_span()
+    span = warm_message_count(PAGES)
     assert report.families["messages"] == [1, span - 1]
     assert _sample("chat_cache_warm_runs_total") == runs + 1
     assert _sample("chat_cache_warm_filled_total", family="messages") == filled + span - 1
-    again = cache_warm(rooms=10)
+    again = cache_warm(rooms=10, pages=PAGES)
     assert again.families["messages"] == [span, 0] and again.filled("profiles") == 0
 
 
 def test_writes_after_warming_are_read_fresh(history, chat_world, api_client):
     room, messages = history
-    cache_warm(rooms=10)
+    cache_warm(rooms=10, pages=PAGES)
     services.message_edit(message=messages[-1], by=messages[-1].author, body="edited after warming")
     services.message_delete(message=messages[-2], by=messages[-2].author)
     services.user_update_profile(user=chat_world["member"], first_name="Renamed", last_name="")
@@ -127,7 +129,7 @@ def test_the_most_recently_active_rooms_go_first(chat_world, make_room, make_mes
     new = make_message(busy, chat_world["owner"])
     cache.clear()
 
-    report = cache_warm(rooms=1)
+    report = cache_warm(rooms=1, pages=PAGES)
     assert report.rooms == 1
     assert set(message_entries([old.id, new.id])) == {selectors.message_cache_key(new.id)}
     assert cache.get(selectors.room_cache_key(busy.id)) is not None
@@ -135,27 +137,28 @@ def test_the_most_recently_active_rooms_go_first(chat_world, make_room, make_mes
 
 
 def test_warming_is_due_once_per_period_and_again_after_the_cache_is_emptied(history):
-    assert cache_warm_if_due(rooms=10, every=600) is not None
+    assert cache_warm_if_due(rooms=10, pages=PAGES, every=600) is not None
     assert cache.ttl(warm_marker_key()) > 590
-    assert cache_warm_if_due(rooms=10, every=600) is None
+    assert cache_warm_if_due(rooms=10, pages=PAGES, every=600) is None
     cache.clear()
-    report = cache_warm_if_due(rooms=10, every=600)
-    assert report is not None and report.filled("messages") == selectors.history_fill_span()
-    assert cache_warm_if_due(rooms=0, every=600) is None
+    report = cache_warm_if_due(rooms=10, pages=PAGES, every=600)
+    assert report is not None and report.filled("messages") == warm_message_count(PAGES)
+    assert cache_warm_if_due(rooms=0, pages=PAGES, every=600) is None
 
 
 def test_nothing_is_warmed_with_caching_off_or_redis_down(history):
     with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}):
-        assert cache_warm(rooms=10).rooms == 0
-        assert cache_warm_if_due(rooms=10, every=600) is None
+        assert cache_warm(rooms=10, pages=PAGES).rooms == 0
+        assert cache_warm_if_due(rooms=10, pages=PAGES, every=600) is None
         assert CacheWarmer.from_settings() is None
     with override_settings(CACHES=DEAD_REDIS):
-        assert cache_warm_if_due(rooms=10, every=600) is None
+        assert cache_warm_if_due(rooms=10, pages=PAGES, every=600) is None
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_warmer_thread_warms_and_stops(history, settings):
-    settings.CHAT_CACHE_WARM_ROOMS, settings.CHAT_CACHE_WARM_EVERY, settings.CHAT_CACHE_WARM_CHECK = 10, 600, 0.05
+    settings.CHAT_CACHE_WARM_ROOMS, settings.CHAT_CACHE_WARM_PAGES = 10, PAGES
+    settings.CHAT_CACHE_WARM_EVERY, settings.CHAT_CACHE_WARM_CHECK = 600, 0.05
     warmer = CacheWarmer.from_settings()
     assert warmer is not None
     warmer.start()
@@ -178,17 +181,18 @@ def test_the_warmer_thread_warms_and_stops(history, settings):
 
 
 def test_cache_warm_command_reports_what_it_filled(history, capsys):
-    call_command("cache_warm", "--rooms", "5", "--json")
+    call_command("cache_warm", "--rooms", "5", "--pages", str(PAGES), "--json")
     report = orjson.loads(capsys.readouterr().out)
     assert report["rooms"] == 2
-    assert report["families"]["messages"] == [0, selectors.history_fill_span()]
-    call_command("cache_warm")
+    assert report["families"]["messages"] == [0, warm_message_count(PAGES)]
+    call_command("cache_warm", "--pages", "1")
     assert "cache warmed: 2 rooms" in capsys.readouterr().out
+    assert cache_warm(rooms=10, pages=0).rooms == 0
 
 
 def test_a_worker_starting_on_a_warm_cache_says_it_skipped(history, caplog):
-    assert cache_warm_if_due(rooms=10, every=600) is not None
-    warmer = CacheWarmer(rooms=10, every=600, check=30)
+    assert cache_warm_if_due(rooms=10, pages=PAGES, every=600) is not None
+    warmer = CacheWarmer(rooms=10, pages=PAGES, every=600, check=30)
     with caplog.at_level("INFO", logger="chat.warming"):
         assert warmer.check_once() is None
         assert warmer.check_once() is None

@@ -24,16 +24,20 @@ class Command(BaseCommand):
             "--rooms", type=int, default=settings.CHAT_CACHE_WARM_ROOMS,
             help="how many rooms, most recently active first (default: CACHE_WARM_ROOMS)",
         )  # fmt: skip
+        parser.add_argument(
+            "--pages", type=int, default=settings.CHAT_CACHE_WARM_PAGES,
+            help="history pages per room, newest first (default: CACHE_WARM_PAGES)",
+        )  # fmt: skip
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["rooms"] < 0:
-            raise CommandError("--rooms must be 0 or more")
+        if options["rooms"] < 0 or options["pages"] < 0:
+            raise CommandError("--rooms and --pages must be 0 or more")
         if not perf_cache.caching_enabled():
             raise CommandError("caching is off (ENABLE_CACHING=false): there is nothing to warm")
         if not shared_cache():
             self.stderr.write("the cache is local to this process: warming it here helps no server")
-        report = cache_warm(rooms=options["rooms"])
+        report = cache_warm(rooms=options["rooms"], pages=options["pages"])
         if options["json"]:
             self.stdout.write(orjson.dumps(report_dict(report)).decode())
         else:

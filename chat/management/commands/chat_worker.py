@@ -21,7 +21,8 @@ class Command(BaseCommand):
         warmer = CacheWarmer.from_settings()
         if warmer is not None:
             self.stdout.write(
-                f"cache warmer: {warmer.rooms} rooms, every {warmer.every:g} s or when the cache was emptied"
+                f"cache warmer: {warmer.rooms} rooms, {warmer.pages} history pages each, every {warmer.every:g} s"
+                " or when the cache was emptied"
                 f" (checked every {warmer.check:g} s)"
             )
             self.stdout.flush()
