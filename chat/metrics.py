@@ -34,7 +34,7 @@ HTTP_FAST_LANE = Counter(
     "History pages answered from the cache in front of Django's handler (chat.fastlane).",
 )
 CACHE_WARM_RUNS = Counter("chat_cache_warm_runs_total", "Cache warmings run (chat.warming).")
-CACHE_WARM_SECONDS = Counter("chat_cache_warm_seconds_total", "Time spent warming the cache (chat.warming).")
+CACHE_WARM_SECONDS = Counter("chat_cache_warm_seconds_total", "Time spent warming the cache, pauses left out (chat.warming).")
 CACHE_WARM_FILLED = Counter(
     "chat_cache_warm_filled_total", "Cache entries the warming found missing and filled, by family.", ["family"]
 )

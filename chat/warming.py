@@ -43,12 +43,17 @@ logger = logging.getLogger(__name__)
 # Rooms handled per round of statements: one id query, one MGET and at most
 # one message query and one profile query for this many rooms.
 ROOMS_PER_ROUND = 25
+# The background worker's warmer sleeps as long as each round took: half of one
+# core at most, while the servers take the load an emptied cache brings.
+WORKER_PAUSE = 1.0
+MAX_PAUSE = 2.0
 
 
 @dataclass
 class WarmReport:
     rooms: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # from start to end, pauses included
+    busy: float = 0.0  # without the pauses
     # {family: [entries found, entries filled]}
     families: dict[str, list[int]] = field(default_factory=dict)
 
@@ -57,7 +62,8 @@ class WarmReport:
 
     def summary(self) -> str:
         parts = [f"{family} {found + filled:,} ({filled:,} filled)" for family, (found, filled) in sorted(self.families.items())]
-        return f"{self.rooms} rooms in {self.seconds:.2f} s: " + (", ".join(parts) or "nothing to fill")
+        took = f"{self.seconds:.2f} s" + (f" ({self.busy:.2f} s working)" if self.seconds - self.busy > 0.01 else "")
+        return f"{self.rooms} rooms in {took}: " + (", ".join(parts) or "nothing to fill")
 
 
 def warm_message_count(pages: int) -> int:
@@ -65,7 +71,7 @@ def warm_message_count(pages: int) -> int:
     return settings.CHAT_PAGE_SIZE * pages + 1
 
 
-def cache_warm(*, rooms: int, pages: int) -> WarmReport:
+def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
     """Fill the cache for the ``rooms`` rooms with the newest messages, ``pages`` history pages deep each.
 
     Returns what was found and filled per family.
@@ -73,6 +79,8 @@ def cache_warm(*, rooms: int, pages: int) -> WarmReport:
     Does nothing with caching off. Safe beside live traffic: it fills only
     missing entries, through the readers' own fill paths, so the writers'
     invalidation covers what it fills exactly as it covers a reader's fill.
+    ``pause``: after each round, sleep this many times as long as the round
+    took, to leave the database and the CPU to the servers meanwhile.
     """
     report = WarmReport()
     if rooms <= 0 or pages <= 0 or not perf_cache.caching_enabled():
@@ -82,16 +90,21 @@ def cache_warm(*, rooms: int, pages: int) -> WarmReport:
     with perf_cache.lookups_apart() as tally:
         active = selectors.rooms_recently_active(limit=rooms)
         for start in range(0, len(active), ROOMS_PER_ROUND):
+            round_started = time.perf_counter()
             part = dict(active[start : start + ROOMS_PER_ROUND])
             room_ids = list(part)
             selectors.rooms_cached(room_ids=room_ids)
             selectors.room_unread_tails(last_seqs=part)
             selectors.message_dicts(ids=selectors.rooms_newest_message_ids(room_ids=room_ids, count=span))
+            took = time.perf_counter() - round_started
+            report.busy += took
+            if pause > 0:
+                time.sleep(min(pause * took, MAX_PAUSE))
     report.rooms = len(active)
     report.families = tally
     report.seconds = time.perf_counter() - started
     metrics.CACHE_WARM_RUNS.inc()
-    metrics.CACHE_WARM_SECONDS.inc(report.seconds)
+    metrics.CACHE_WARM_SECONDS.inc(report.busy)
     for family, (_, filled) in tally.items():
         metrics.CACHE_WARM_FILLED.labels(family).inc(filled)
     return report
@@ -101,7 +114,7 @@ def warm_marker_key() -> str:
     return cache_key("warm", "marker")
 
 
-def cache_warm_if_due(*, rooms: int, pages: int, every: float) -> WarmReport | None:
+def cache_warm_if_due(*, rooms: int, pages: int, every: float, pause: float = 0.0) -> WarmReport | None:
     """:func:`cache_warm` unless it ran less than ``every`` seconds ago against this cache; None when not due.
 
     The marker lives in the cache itself: emptying the cache makes the warming
@@ -112,7 +125,7 @@ def cache_warm_if_due(*, rooms: int, pages: int, every: float) -> WarmReport | N
         return None
     if not cache.add(warm_marker_key(), int(time.time()), max(1, int(every))):
         return None
-    return cache_warm(rooms=rooms, pages=pages)
+    return cache_warm(rooms=rooms, pages=pages, pause=pause)
 
 
 def shared_cache() -> bool:
@@ -156,7 +169,7 @@ class CacheWarmer(threading.Thread):
         first = self.checks == 0
         self.checks += 1
         try:
-            report = cache_warm_if_due(rooms=self.rooms, pages=self.pages, every=self.every)
+            report = cache_warm_if_due(rooms=self.rooms, pages=self.pages, every=self.every, pause=WORKER_PAUSE)
         except Exception:  # noqa: BLE001 - a failed warming must not stop the worker
             logger.exception("cache warming failed")
             return None
@@ -172,4 +185,4 @@ class CacheWarmer(threading.Thread):
 
 
 def report_dict(report: WarmReport) -> dict[str, Any]:
-    return {"rooms": report.rooms, "seconds": round(report.seconds, 3), "families": report.families}
+    return {"rooms": report.rooms, "seconds": round(report.seconds, 3), "busy_seconds": round(report.busy, 3), "families": report.families}

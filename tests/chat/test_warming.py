@@ -197,3 +197,11 @@ def test_a_worker_starting_on_a_warm_cache_says_it_skipped(history, caplog):
         assert warmer.check_once() is None
         assert warmer.check_once() is None
     assert [r.getMessage() for r in caplog.records] == ["cache warming skipped: it ran less than 600 s ago against this cache"]
+
+
+def test_the_pause_leaves_time_between_rounds(history, monkeypatch):
+    monkeypatch.setattr("chat.warming.ROOMS_PER_ROUND", 1)
+    report = cache_warm(rooms=10, pages=PAGES, pause=1.0)
+    assert report.rooms == 2 and report.filled("messages") == warm_message_count(PAGES)
+    # Two rounds, each followed by a sleep as long as the round: about twice the working time.
+    assert report.seconds >= 1.9 * report.busy
