@@ -455,6 +455,12 @@ def rooms_newest_message_ids(*, room_ids: list[int], count: int) -> list[int]:
     return [int(mid) for _, mid in rows]
 
 
+def messages_changed_since(*, ids: list[int], since: Any) -> list[tuple[int, int]]:
+    """(id, room id) of the messages among ``ids`` edited or deleted at ``since`` or later."""
+    changed = Message.objects.filter(id__in=ids).filter(Q(edited_at__gte=since) | Q(deleted_at__gte=since))
+    return list(changed.values_list("id", "room_id"))
+
+
 def message_cache_key(message_id: int) -> str:
     return cache_key("message", message_id)
 

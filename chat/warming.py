@@ -15,7 +15,9 @@ newest page changes with every message.
 It goes through the selectors readers use, so it fills the same keys with
 the same values and only what is missing; an entry present is never
 rewritten. Its lookups are kept out of the hit and miss counters
-(perf.cache.lookups_apart): they are not readers' lookups.
+(perf.cache.lookups_apart): they are not readers' lookups. A round reads
+many messages before it writes them; an edit or delete that commits in
+between is caught by asking the database afterwards (_drop_changed).
 
 The background worker runs :class:`CacheWarmer` (``manage.py chat_worker``);
 ``manage.py cache_warm`` runs it once.
@@ -27,11 +29,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
+from django.utils import timezone
 
 from chat import metrics, selectors
 from perf import aredis
@@ -47,6 +51,9 @@ ROOMS_PER_ROUND = 25
 # core at most, while the servers take the load an emptied cache brings.
 WORKER_PAUSE = 1.0
 MAX_PAUSE = 2.0
+# How long before a round began an edit may be stamped and still commit after
+# the round read its message (see _drop_changed).
+CHANGE_MARGIN = timedelta(seconds=60)
 
 
 @dataclass
@@ -90,12 +97,14 @@ def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
     with perf_cache.lookups_apart() as tally:
         active = selectors.rooms_recently_active(limit=rooms)
         for start in range(0, len(active), ROOMS_PER_ROUND):
-            round_started = time.perf_counter()
+            round_started, read_from = time.perf_counter(), timezone.now()
             part = dict(active[start : start + ROOMS_PER_ROUND])
             room_ids = list(part)
             selectors.rooms_cached(room_ids=room_ids)
             selectors.room_unread_tails(last_seqs=part)
-            selectors.message_dicts(ids=selectors.rooms_newest_message_ids(room_ids=room_ids, count=span))
+            ids = selectors.rooms_newest_message_ids(room_ids=room_ids, count=span)
+            selectors.message_dicts(ids=ids)
+            _drop_changed(ids=ids, last_seqs=part, since=read_from - CHANGE_MARGIN)
             took = time.perf_counter() - round_started
             report.busy += took
             if pause > 0:
@@ -108,6 +117,28 @@ def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
     for family, (_, filled) in tally.items():
         metrics.CACHE_WARM_FILLED.labels(family).inc(filled)
     return report
+
+
+def _drop_changed(*, ids: list[int], last_seqs: dict[int, int], since: Any) -> None:
+    """Drop what a round may have stored stale: messages edited or deleted while it read them.
+
+    An edit that commits between the round's read and its write has had its
+    invalidation run before the write, so the write would keep the old body
+    for CACHE_TTL_ENTRIES. Asking the database afterwards which of the
+    round's messages changed since it began (less CHANGE_MARGIN, for edits
+    stamped before their commit) closes that window: their entries go, and
+    so do their rooms' stamps (pages rendered from them meanwhile) and
+    current unread tails (a delete changes the count).
+    """
+    changed = selectors.messages_changed_since(ids=ids, since=since)
+    if not changed:
+        return
+    rooms = {room_id for _, room_id in changed}
+    perf_cache.invalidate(
+        *(selectors.message_cache_key(message_id) for message_id, _ in changed),
+        *(selectors.room_stamp_key(room_id) for room_id in rooms),
+        *(selectors.unread_tail_key(room_id, last_seqs[room_id]) for room_id in rooms if room_id in last_seqs),
+    )
 
 
 def warm_marker_key() -> str:

@@ -205,3 +205,25 @@ def test_the_pause_leaves_time_between_rounds(history, monkeypatch):
     assert report.rooms == 2 and report.filled("messages") == warm_message_count(PAGES)
     # Two rounds, each followed by a sleep as long as the round: about twice the working time.
     assert report.seconds >= 1.9 * report.busy
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_edit_that_commits_while_a_round_reads_is_not_left_stale(history, chat_world, api_client, monkeypatch):
+    room, messages = history
+    target = messages[-1]
+    real_entry = selectors.message_cache_entry
+    edited = []
+
+    def entry_then_edit(message):
+        # The round has read its rows; the edit commits (and invalidates) before the round writes.
+        if not edited:
+            edited.append(services.message_edit(message=target, by=target.author, body="edited mid-round"))
+        return real_entry(message)
+
+    monkeypatch.setattr(selectors, "message_cache_entry", entry_then_edit)
+    cache_warm(rooms=10, pages=PAGES)
+    monkeypatch.undo()
+    assert edited
+    assert cache.get(selectors.message_cache_key(target.id)) is None  # dropped after the round wrote it
+    items = orjson.loads(api_client(chat_world["member"]).get(f"{API}/rooms/{room.id}/messages").content)["items"]
+    assert items[-1]["body"] == "edited mid-round"
