@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import os
 import platform
+import re
 import resource
 import shlex
 import signal
@@ -429,19 +429,22 @@ def _wait_worker(proc: subprocess.Popen, env: dict[str, str], timeout: float, lo
 def _wait_warmed(proc: subprocess.Popen, env: dict[str, str], timeout: float, log_path: Path) -> None:
     """The worker warms an empty cache as it starts (chat.warming): measure after that, as a deploy would serve.
 
-    Its first check logs "cache warmed" or "cache warming skipped"; a worker
-    that started no warmer (off, or caching off) printed no "cache warmer:".
+    Its first check logs "cache warmed", "cache warming skipped" or "cache
+    warming failed"; a worker that started no warmer (off, or caching off)
+    printed no "cache warmer:".
     """
     if b"cache warmer:" not in log_path.read_bytes():
         return
+    first_check = re.compile(r"cache warm(ed|ing skipped|ing failed)")
     deadline = time.monotonic() + timeout
-    while not re.search(rb"cache warm(ed|ing skipped):", log_path.read_bytes()):
+    while not first_check.search(log_path.read_text(errors="replace")):
         if proc.poll() is not None:
             raise RuntimeError(f"chat_worker exited with {proc.returncode}:\n{tail(log_path)}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"chat_worker did not warm the cache within {timeout:.0f}s:\n{tail(log_path)}")
         time.sleep(0.2)
-    log("  " + next(line for line in tail(log_path, 50).splitlines() if re.search("cache warm(ed|ing skipped):", line)).strip())
+    lines = log_path.read_text(errors="replace").splitlines()
+    log("  " + next((line.strip() for line in lines if first_check.search(line)), "cache warming: see worker.log"))
 
 
 @contextmanager
@@ -459,7 +462,8 @@ def stack(processes: int, env: dict[str, str], logs: Path) -> Iterator[Stack]:
             ports.append(port)
             servers.append(proc)
         with open(logs / "worker.log", "wb") as out:
-            worker = subprocess.Popen([sys.executable, "manage.py", "chat_worker"], cwd=ROOT, env=env,
+            # INFO: the run waits for the warmer's first line (_wait_warmed).
+            worker = subprocess.Popen([sys.executable, "manage.py", "chat_worker"], cwd=ROOT, env={**env, "LOG_LEVEL": "INFO"},
                                       stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         started.append(worker)
         for i, (port, proc) in enumerate(zip(ports, servers)):

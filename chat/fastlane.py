@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from secrets import randbelow, token_urlsafe
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -194,8 +194,11 @@ def _make_plan() -> Plan:
     if STATIC_MIDDLEWARE in settings.MIDDLEWARE:
         if getattr(settings, "WHITENOISE_ROOT", None):
             return Plan(False, "WHITENOISE_ROOT: static files may answer any path")
-        if settings.STATIC_URL and prefix.startswith(settings.STATIC_URL):
-            return Plan(False, "the history endpoint is under STATIC_URL")
+        # The prefix whitenoise serves under, found as it finds it.
+        static = getattr(settings, "WHITENOISE_STATIC_PREFIX", None) or urlsplit(settings.STATIC_URL or "").path
+        static = "/" + static.strip("/") + "/" if static.strip("/") else ""
+        if static and (prefix.startswith(static) or static.startswith(prefix)):
+            return Plan(False, "the history endpoint and the static files share a path")
     proxy = settings.SECURE_PROXY_SSL_HEADER
     return Plan(
         True,

@@ -141,13 +141,19 @@ def rooms_cached(*, room_ids: list[int]) -> dict[int, Room]:
     def fill(missing: list[int]) -> dict[int, Room]:
         return {room.id: room for room in _cacheable_rooms().filter(pk__in=missing)}
 
-    return perf_cache.cached_many("rooms", {rid: room_cache_key(rid) for rid in room_ids}, fill)
+    found = perf_cache.cached_many("rooms", {rid: room_cache_key(rid) for rid in room_ids}, fill)
+    return {rid: room for rid, room in found.items() if isinstance(room, Room)}  # not the "no such room" marker
 
 
-def rooms_recently_active(*, limit: int) -> list[tuple[int, int]]:
-    """(id, last_message_seq) of the ``limit`` rooms with the newest messages, newest first; rooms without any last."""
+def rooms_last_seqs(*, room_ids: list[int]) -> dict[int, int]:
+    """Each room's ``last_message_seq`` (the key of its current unread tail), read now."""
+    return dict(Room.objects.filter(id__in=room_ids).values_list("id", "last_message_seq"))
+
+
+def rooms_recently_active(*, limit: int) -> list[int]:
+    """Ids of the ``limit`` rooms with the newest messages, newest first; rooms without any last."""
     rooms = Room.objects.order_by(F("last_message_at").desc(nulls_last=True), "-id")
-    return list(rooms.values_list("id", "last_message_seq")[:limit])
+    return list(rooms.values_list("id", flat=True)[:limit])
 
 
 def room_cache_key(room_id: int) -> str:

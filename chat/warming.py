@@ -44,8 +44,9 @@ from perf.cache import cache_key
 
 logger = logging.getLogger(__name__)
 
-# Rooms handled per round of statements: one id query, one MGET and at most
-# one message query and one profile query for this many rooms.
+# Rooms handled per round: each round is about six statements (rooms, seqs,
+# tails, ids, messages, profiles, and the change check) and five MGETs,
+# whatever the number of rooms in it.
 ROOMS_PER_ROUND = 25
 # The background worker's warmer sleeps as long as each round took: half of one
 # core at most, while the servers take the load an emptied cache brings.
@@ -98,13 +99,13 @@ def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
         active = selectors.rooms_recently_active(limit=rooms)
         for start in range(0, len(active), ROOMS_PER_ROUND):
             round_started, read_from = time.perf_counter(), timezone.now()
-            part = dict(active[start : start + ROOMS_PER_ROUND])
-            room_ids = list(part)
+            room_ids = active[start : start + ROOMS_PER_ROUND]
             selectors.rooms_cached(room_ids=room_ids)
-            selectors.room_unread_tails(last_seqs=part)
+            # Read now, not with the list: a room's tail is kept under its current last seq.
+            selectors.room_unread_tails(last_seqs=selectors.rooms_last_seqs(room_ids=room_ids))
             ids = selectors.rooms_newest_message_ids(room_ids=room_ids, count=span)
             selectors.message_dicts(ids=ids)
-            _drop_changed(ids=ids, last_seqs=part, since=read_from - CHANGE_MARGIN)
+            _drop_changed(ids=ids, since=read_from - CHANGE_MARGIN)
             took = time.perf_counter() - round_started
             report.busy += took
             if pause > 0:
@@ -119,7 +120,7 @@ def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
     return report
 
 
-def _drop_changed(*, ids: list[int], last_seqs: dict[int, int], since: Any) -> None:
+def _drop_changed(*, ids: list[int], since: Any) -> None:
     """Drop what a round may have stored stale: messages edited or deleted while it read them.
 
     An edit that commits between the round's read and its write has had its
@@ -128,7 +129,10 @@ def _drop_changed(*, ids: list[int], last_seqs: dict[int, int], since: Any) -> N
     round's messages changed since it began (less CHANGE_MARGIN, for edits
     stamped before their commit) closes that window: their entries go, and
     so do their rooms' stamps (pages rendered from them meanwhile) and
-    current unread tails (a delete changes the count).
+    unread entries (a delete changes the counts; as in message_delete, every
+    seq's, since a new message may already have carried a stale tail on).
+    Rooms and profiles filled by a round keep the same small window a
+    reader's fill has: one short query between read and write.
     """
     changed = selectors.messages_changed_since(ids=ids, since=since)
     if not changed:
@@ -137,8 +141,9 @@ def _drop_changed(*, ids: list[int], last_seqs: dict[int, int], since: Any) -> N
     perf_cache.invalidate(
         *(selectors.message_cache_key(message_id) for message_id, _ in changed),
         *(selectors.room_stamp_key(room_id) for room_id in rooms),
-        *(selectors.unread_tail_key(room_id, last_seqs[room_id]) for room_id in rooms if room_id in last_seqs),
     )
+    for room_id in rooms:
+        perf_cache.invalidate_pattern(selectors.unread_pattern(room_id))
 
 
 def warm_marker_key() -> str:
@@ -150,13 +155,18 @@ def cache_warm_if_due(*, rooms: int, pages: int, every: float, pause: float = 0.
 
     The marker lives in the cache itself: emptying the cache makes the warming
     due, and of several workers only the one whose ``add`` wins does it. With
-    Redis down the ``add`` fails and nothing runs.
+    Redis down the ``add`` fails and nothing runs. A warming that fails
+    removes the marker, so the next check tries again.
     """
     if rooms <= 0 or pages <= 0 or not perf_cache.caching_enabled():
         return None
     if not cache.add(warm_marker_key(), int(time.time()), max(1, int(every))):
         return None
-    return cache_warm(rooms=rooms, pages=pages, pause=pause)
+    try:
+        return cache_warm(rooms=rooms, pages=pages, pause=pause)
+    except BaseException:
+        perf_cache.invalidate(warm_marker_key())  # due again at the next check
+        raise
 
 
 def shared_cache() -> bool:
@@ -208,7 +218,10 @@ class CacheWarmer(threading.Thread):
             self.runs += 1
             logger.info("cache warmed: %s", report.summary())
         elif first:
-            logger.info("cache warming skipped: it ran less than %g s ago against this cache", self.every)
+            if cache.get(warm_marker_key()) is None:
+                logger.info("cache warming skipped: the cache did not answer (it is tried again every %g s)", self.check)
+            else:
+                logger.info("cache warming skipped: it ran less than %g s ago against this cache", self.every)
         return report
 
     def stop(self) -> None:

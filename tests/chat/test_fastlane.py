@@ -361,9 +361,12 @@ def test_static_files_turn_the_lane_off_only_where_they_could_answer_the_history
         with override_settings(WHITENOISE_ROOT=str(django_settings.BASE_DIR)):
             current = fastlane.plan()
             assert not current.enabled and "WHITENOISE_ROOT" in current.reason
-        with override_settings(STATIC_URL="/api/"):
-            current = fastlane.plan()
-            assert not current.enabled and "STATIC_URL" in current.reason
+        for static in ({"STATIC_URL": "/api/"}, {"STATIC_URL": "https://cdn.example.com/api/v1/"}, {"WHITENOISE_STATIC_PREFIX": "/api/v1/rooms/5/"}):
+            with override_settings(**static):
+                current = fastlane.plan()
+                assert not current.enabled and "share a path" in current.reason, static
+        with override_settings(STATIC_URL="https://cdn.example.com/assets/"):
+            assert fastlane.plan().enabled
 
 
 async def test_with_the_static_files_middleware_the_lane_answers_as_django_does(world):

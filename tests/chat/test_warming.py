@@ -201,6 +201,7 @@ def test_a_worker_starting_on_a_warm_cache_says_it_skipped(history, caplog):
 
 def test_the_pause_leaves_time_between_rounds(history, monkeypatch):
     monkeypatch.setattr("chat.warming.ROOMS_PER_ROUND", 1)
+    monkeypatch.setattr("chat.warming.MAX_PAUSE", 600.0)  # each sleep as long as its round, however slow the machine
     report = cache_warm(rooms=10, pages=PAGES, pause=1.0)
     assert report.rooms == 2 and report.filled("messages") == warm_message_count(PAGES)
     # Two rounds, each followed by a sleep as long as the round: about twice the working time.
@@ -227,3 +228,54 @@ def test_an_edit_that_commits_while_a_round_reads_is_not_left_stale(history, cha
     assert cache.get(selectors.message_cache_key(target.id)) is None  # dropped after the round wrote it
     items = orjson.loads(api_client(chat_world["member"]).get(f"{API}/rooms/{room.id}/messages").content)["items"]
     assert items[-1]["body"] == "edited mid-round"
+
+
+def test_a_failed_warming_is_tried_again_at_the_next_check(history, monkeypatch, caplog):
+    def fail(**kwargs):
+        raise RuntimeError("database went away")
+
+    warmer = CacheWarmer(rooms=10, pages=PAGES, every=600, check=30)
+    monkeypatch.setattr(selectors, "rooms_newest_message_ids", fail)
+    with caplog.at_level("ERROR", logger="chat.warming"):
+        assert warmer.check_once() is None
+    assert "cache warming failed" in caplog.text
+    assert cache.get(warm_marker_key()) is None  # due again
+    monkeypatch.undo()
+    report = warmer.check_once()
+    assert report is not None and report.filled("messages") == warm_message_count(PAGES)
+
+
+def test_a_worker_that_cannot_reach_the_cache_says_so(history, caplog):
+    warmer = CacheWarmer(rooms=10, pages=PAGES, every=600, check=30)
+    with override_settings(CACHES=DEAD_REDIS), caplog.at_level("INFO", logger="chat.warming"):
+        assert warmer.check_once() is None
+    assert "cache warming skipped: the cache did not answer" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_that_commits_while_a_round_reads_drops_the_room_s_unread_tails(history, chat_world, api_client, make_message, monkeypatch):
+    room, messages = history
+    target, reader = messages[-1], chat_world["insider"]
+    services.room_mark_read(room=room, user=reader, last_read_message_id=messages[-6].id)  # 5 unread, all by others
+    real_tails, real_entry = selectors._room_tails, selectors.message_cache_entry
+    done = []
+
+    def tails_then_delete(room_ids):
+        tails = real_tails(room_ids)  # read with the target live; stored after the delete has dropped the room's tails
+        if not done:
+            done.append(services.message_delete(message=target, by=target.author))
+        return tails
+
+    def entry_then_post(message):
+        if len(done) == 1:  # the next message's writer carries the stale tail on to the next seq
+            done.append("posting")  # its own write-through comes back here
+            done[-1] = make_message(room, chat_world["owner"])
+        return real_entry(message)
+
+    monkeypatch.setattr(selectors, "_room_tails", tails_then_delete)
+    monkeypatch.setattr(selectors, "message_cache_entry", entry_then_post)
+    cache_warm(rooms=10, pages=PAGES)
+    monkeypatch.undo()
+    assert len(done) == 2
+    listed = orjson.loads(api_client(reader).get(f"{API}/projects/{room.project.slug}/rooms").content)["items"]
+    assert {r["id"]: r["unread"] for r in listed}[room.id] == 5  # 4 left of the 5, and the new one
