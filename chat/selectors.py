@@ -461,10 +461,14 @@ def rooms_newest_message_ids(*, room_ids: list[int], count: int) -> list[int]:
     return [int(mid) for _, mid in rows]
 
 
-def messages_changed_since(*, ids: list[int], since: Any) -> list[tuple[int, int]]:
-    """(id, room id) of the messages among ``ids`` edited or deleted at ``since`` or later."""
-    changed = Message.objects.filter(id__in=ids).filter(Q(edited_at__gte=since) | Q(deleted_at__gte=since))
-    return list(changed.values_list("id", "room_id"))
+def messages_changed_since(*, room_ids: list[int], from_id: int, since: Any) -> list[tuple[int, int]]:
+    """(id, room id) of the messages of ``room_ids`` from id ``from_id`` on, edited or deleted at ``since`` or later.
+
+    A range of message_room_id_idx per room: a few ms for thousands of
+    messages, where a list of their ids costs PostgreSQL twice that.
+    """
+    changed = Message.objects.filter(room_id__in=room_ids, id__gte=from_id)
+    return list(changed.filter(Q(edited_at__gte=since) | Q(deleted_at__gte=since)).values_list("id", "room_id"))
 
 
 def message_cache_key(message_id: int) -> str:
