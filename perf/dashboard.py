@@ -207,6 +207,12 @@ def snapshot() -> dict[str, Any]:
             "lookups": cache_lookups,
             "ratio": _ratio(cache_hits, cache_lookups),
             "errors": int(total(samples, "chat_cache_errors_total")),
+            # The background worker's warmings (chat.warming), all processes.
+            "warm": {
+                "runs": int(total(samples, "chat_cache_warm_runs_total")),
+                "seconds": round(total(samples, "chat_cache_warm_seconds_total"), 2),
+                "filled": int(total(samples, "chat_cache_warm_filled_total")),
+            },
         },
         "ws": {
             "connections": int(total(samples, "chat_ws_connections")),

@@ -96,6 +96,22 @@ def test_cache_family_ratio_follows_lookups(make_user) -> None:
 
 
 @pytest.mark.django_db
+def test_cache_warmings_are_shown(make_user, make_project) -> None:
+    from chat.warming import cache_warm
+
+    staff = Client()
+    staff.force_login(make_user(is_staff=True))
+    make_project()  # a room (general) to warm
+    before = _json(staff)["cache"]["warm"]
+    report = cache_warm(rooms=5, pages=1)
+    after = _json(staff)["cache"]["warm"]
+    assert after["runs"] == before["runs"] + 1
+    assert after["filled"] == before["filled"] + sum(filled for _, filled in report.families.values())
+    assert after["filled"] > before["filled"]  # at least the room entry and its unread tail
+    assert f"warmed {after['runs']} times" in staff.get("/perf/?partial=1").content.decode()
+
+
+@pytest.mark.django_db
 def test_trends_come_from_consecutive_samples(make_user, make_project, api_client, monkeypatch) -> None:
     monkeypatch.setattr(dashboard, "MIN_SPACING", 0.0)
     dashboard._history.clear()
