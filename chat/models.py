@@ -15,6 +15,8 @@ class Room(models.Model):
     ``last_message_seq`` is the per-room message counter. message_create takes
     this row's lock to bump it, which also makes message ids in one room commit
     in increasing order (see chat.services.message_create).
+    ``messages_deleted`` counts message_delete's: with the seq it names the
+    room's cached unread entries, so a delete moves readers to new ones.
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rooms", db_index=False)
@@ -28,6 +30,7 @@ class Room(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
     last_message_seq = models.BigIntegerField(default=0)
+    messages_deleted = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["name"]

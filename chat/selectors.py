@@ -132,7 +132,7 @@ def _room_role(*, user: Any, room: Room) -> str:
 
 def _cacheable_rooms() -> QuerySet[Room]:
     """Rooms as the ``rooms`` family stores them: with the project, without the fast-changing counters."""
-    return Room.objects.select_related("project").defer("last_message_seq", "last_message_at")
+    return Room.objects.select_related("project").defer("last_message_seq", "last_message_at", "messages_deleted")
 
 
 def rooms_cached(*, room_ids: list[int]) -> dict[int, Room]:
@@ -145,9 +145,10 @@ def rooms_cached(*, room_ids: list[int]) -> dict[int, Room]:
     return {rid: room for rid, room in found.items() if isinstance(room, Room)}  # not the "no such room" marker
 
 
-def rooms_last_seqs(*, room_ids: list[int]) -> dict[int, int]:
-    """Each room's ``last_message_seq`` (the key of its current unread tail), read now."""
-    return dict(Room.objects.filter(id__in=room_ids).values_list("id", "last_message_seq"))
+def rooms_unread_states(*, room_ids: list[int]) -> dict[int, UnreadState]:
+    """Each room's unread state (the key of its current unread tail), read now."""
+    rows = Room.objects.filter(id__in=room_ids).values_list("id", "last_message_seq", "messages_deleted")
+    return {rid: (seq, deleted) for rid, seq, deleted in rows}
 
 
 def rooms_recently_active(*, limit: int) -> list[int]:
@@ -199,13 +200,14 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     user's access to each listed room (family ``access``). Unread counts (family
     ``unread``) come from each room's tail, its newest UNREAD_TAIL messages as
     (id, author, deleted), shared by all its readers under a key that embeds
-    the room's ``last_message_seq``: a new message moves to a fresh key by
-    itself (its writer fills that key from the previous one when it is
-    cached: unread_tail_with), and each reader's count is computed from the
-    tail and their marker. Only when a marker is older than a full tail and the tail alone
-    cannot reach the cap does that reader get an exact capped count, cached
-    per user, room, last seq and marker. message_delete drops the room's
-    unread keys. One cheap query (room counters and markers) runs every time.
+    the room's unread state (``last_message_seq``, ``messages_deleted``): a
+    new message or a delete moves to a fresh key by itself (a new message's
+    writer fills that key from the previous one when it is cached:
+    unread_tail_with), and each reader's count is computed from the tail and
+    their marker. Only when a marker is older than a full tail and the tail
+    alone cannot reach the cap does that reader get an exact capped count,
+    cached per user, room, state and marker. One cheap query (room counters
+    and markers) runs every time.
 
     With caching off there is nothing to share, and the whole list, markers
     and capped counts included, is one statement.
@@ -246,10 +248,11 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
         r["id"]: r
         for r in Room.objects.filter(id__in=[r["id"] for r in rows])
         .annotate(last_read=marker)
-        .values("id", "last_message_seq", "last_message_at", "last_read")
+        .values("id", "last_message_seq", "messages_deleted", "last_message_at", "last_read")
     }
     present = [r["id"] for r in rows if r["id"] in live]
-    tails = room_unread_tails(last_seqs={rid: live[rid]["last_message_seq"] for rid in present})
+    states = {rid: (live[rid]["last_message_seq"], live[rid]["messages_deleted"]) for rid in present}
+    tails = room_unread_tails(states=states)
     unread: dict[int, int] = {}
     exact: list[int] = []
     for rid in present:
@@ -266,7 +269,7 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
         return {int(rid): int(n) for rid, n in rows}
 
     if exact:
-        keys = {rid: unread_key(rid, user.id, live[rid]["last_message_seq"], live[rid]["last_read"]) for rid in exact}
+        keys = {rid: unread_key(rid, user.id, states[rid], live[rid]["last_read"]) for rid in exact}
         unread.update(perf_cache.cached_many("unread", keys, count))
     return [_listed_room(row, live[row["id"]], project, unread.get(row["id"], 0)) for row in rows if row["id"] in live]
 
@@ -311,17 +314,24 @@ def room_list_pattern(project_id: int) -> str:
     return cache_key("room_list", project_id, "*")
 
 
-def unread_key(room_id: int, user_id: int, last_seq: int, last_read: int) -> str:
-    return cache_key("unread", room_id, user_id, last_seq, last_read)
+# A room's unread state: (last_message_seq, messages_deleted). Every unread
+# entry of the room is named by it, so a new message (the seq) or a delete
+# (the count) moves readers to new entries, and the old ones are never read
+# again (their TTL removes them): no writer has to find and drop them.
+UnreadState = tuple[int, int]
+
+
+def unread_key(room_id: int, user_id: int, state: UnreadState, last_read: int) -> str:
+    return cache_key("unread", room_id, user_id, *state, last_read)
 
 
 def unread_pattern(room_id: int) -> str:
-    """Every unread entry of a room: per-user counts and the shared tails (message_delete drops them)."""
+    """Every unread entry of a room, current or not: per-user counts and the shared tails."""
     return cache_key("unread", room_id, "*")
 
 
-def unread_tail_key(room_id: int, last_seq: int) -> str:
-    return cache_key("unread", room_id, "tail", last_seq)
+def unread_tail_key(room_id: int, state: UnreadState) -> str:
+    return cache_key("unread", room_id, "tail", *state)
 
 
 # Newest messages per room kept for unread counts (rooms_for_user). Longer
@@ -330,21 +340,21 @@ def unread_tail_key(room_id: int, last_seq: int) -> str:
 # exactly UNREAD_CAP, each of them needed a count of their own, read again
 # after every new message of the room (docs/PERFORMANCE.md).
 UNREAD_TAIL = UNREAD_CAP + UNREAD_CAP // 4
-# A tail under a given seq is right for as long as no message of the room is
-# deleted (message_delete drops the room's tails), and the writer of the next
-# message replaces it (services._advance_unread_tail): only the current tail of
-# each room stays, so it may live as long as the other exact entries.
+# A tail under a given state is right for good (an edit changes no count), and
+# the writer of the next message replaces it (services._advance_unread_tail):
+# only the current tail of each room stays, so it may live as long as the other
+# exact entries.
 UNREAD_TAIL_TTL = env.CACHE_TTL_ENTRIES
 
 
-def room_unread_tails(*, last_seqs: dict[int, int]) -> dict[int, list[tuple[int, int, bool]]]:
-    """Each room's current unread tail (see _room_tails), by room id; ``last_seqs``: each room's last_message_seq.
+def room_unread_tails(*, states: dict[int, UnreadState]) -> dict[int, list[tuple[int, int, bool]]]:
+    """Each room's current unread tail (see _room_tails), by room id; ``states``: each room's unread state.
 
-    Family ``unread``, one entry per room under its last seq, shared by all
-    its readers: a new message moves the room to a new key.
+    Family ``unread``, one entry per room under its state, shared by all
+    its readers: a new message or a delete moves the room to a new key.
     """
     return perf_cache.cached_many(
-        "unread", {rid: unread_tail_key(rid, seq) for rid, seq in last_seqs.items()}, _room_tails, ttl=UNREAD_TAIL_TTL
+        "unread", {rid: unread_tail_key(rid, state) for rid, state in states.items()}, _room_tails, ttl=UNREAD_TAIL_TTL
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -56,8 +57,8 @@ def _clean_client_id(client_id: Any) -> str | None:
     return client_id
 
 
-def _next_seq(room_id: int, now: Any) -> int:
-    """Bump the room's counter and return it. Takes the room's row lock until commit.
+def _next_seq(room_id: int, now: Any) -> tuple[int, int]:
+    """Bump the room's counter; return it with the room's delete count. Takes the room's row lock until commit.
 
     Holding that lock while the message row is inserted is what makes ids
     within one room commit in increasing order: a later sender cannot draw its
@@ -66,13 +67,13 @@ def _next_seq(room_id: int, now: Any) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Room._meta.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %s "
-            "WHERE id = %s RETURNING last_message_seq",
+            "WHERE id = %s RETURNING last_message_seq, messages_deleted",
             [now, room_id],
         )
         row = cursor.fetchone()
     if row is None:
         raise NotFound("Room not found.")
-    return int(row[0])
+    return int(row[0]), int(row[1])
 
 
 def message_create(*, room: Room, author: Any, body: str, client_id: str | None = None) -> tuple[Message, bool]:
@@ -92,7 +93,7 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
     try:
         with transaction.atomic():
             now = timezone.now()
-            seq = _next_seq(room.id, now)
+            seq, deleted = _next_seq(room.id, now)
             message = Message.objects.create(
                 room=room, author=author, body=body, client_id=client_id, seq=seq, created_at=now
             )
@@ -114,7 +115,9 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
             )
             invalidate_on_commit(selectors.room_count_key(room.id), selectors.room_tail_stamp_key(room.id))
             transaction.on_commit(
-                partial(_advance_unread_tail, room_id=room.id, seq=seq, message_id=message.id, author_id=author.id),
+                partial(
+                    _advance_unread_tail, room_id=room.id, seq=seq, deleted=deleted, message_id=message.id, author_id=author.id
+                ),
                 robust=True,
             )
             transaction.on_commit(metrics.MESSAGES_CREATED.inc, robust=True)
@@ -136,19 +139,22 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
     return message, True
 
 
-def _advance_unread_tail(*, room_id: int, seq: int, message_id: int, author_id: int) -> None:
+def _advance_unread_tail(*, room_id: int, seq: int, deleted: int, message_id: int, author_id: int) -> None:
     """Write-through for unread counts: the room's cached tail moves from ``seq - 1`` to ``seq``.
+
+    ``deleted``: the room's delete count, read with ``seq`` under the room's
+    row lock (a delete takes it too), so both keys are of the same deletes.
 
     Without it the first room list after every message would read the tail
     from the database again (selectors.rooms_for_user). The old tail goes:
     only the current one is kept. When the tail under ``seq - 1`` is not
     cached there is nothing to move.
     """
-    previous = selectors.unread_tail_key(room_id, seq - 1)
+    previous = selectors.unread_tail_key(room_id, (seq - 1, deleted))
     tail = perf_cache.get_many_counted({previous: "unread"}).get(previous)
     if isinstance(tail, list):
         tail = selectors.unread_tail_with(tail, message_id=message_id, author_id=author_id)
-        perf_cache.store(selectors.unread_tail_key(room_id, seq), tail, ttl=selectors.UNREAD_TAIL_TTL)
+        perf_cache.store(selectors.unread_tail_key(room_id, (seq, deleted)), tail, ttl=selectors.UNREAD_TAIL_TTL)
         perf_cache.invalidate(previous)  # no reader asks for an older seq again
 
 
@@ -166,12 +172,15 @@ def _original_for_retry(*, author: Any, client_id: str, room_id: int) -> Message
 def _insert_message_sql() -> str:
     room, message = Room._meta, Message._meta
     column = message.get_field
+    # Returns the new message's id and seq, and the room's delete count (its unread state with the seq).
     return (
         f"WITH r AS (UPDATE {room.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %(now)s "
-        f"WHERE id = %(room)s RETURNING id, last_message_seq) "
-        f"INSERT INTO {message.db_table} ({column('room').column}, {column('author').column}, {column('seq').column}, "
+        f"WHERE id = %(room)s RETURNING id, last_message_seq, messages_deleted), "
+        f"m AS (INSERT INTO {message.db_table} ({column('room').column}, {column('author').column}, {column('seq').column}, "
         f"{column('body').column}, {column('created_at').column}, {column('client_id').column}) "
-        f"SELECT r.id, %(author)s, r.last_message_seq, %(body)s, %(now)s, %(client_id)s FROM r RETURNING id, {column('seq').column}"
+        f"SELECT r.id, %(author)s, r.last_message_seq, %(body)s, %(now)s, %(client_id)s FROM r "
+        f"RETURNING id, {column('seq').column} AS seq) "
+        f"SELECT m.id, m.seq, r.messages_deleted FROM m, r"
     )
 
 
@@ -216,11 +225,11 @@ async def amessage_create(*, room: Room, author: Any, body: str, client_id: str 
         raise DatabaseError(str(exc)) from exc
     if not rows:
         raise NotFound("Room not found.")
-    message_id, seq = rows[0]
+    message_id, seq, deleted = rows[0]
     message = Message(id=message_id, room_id=room.id, author=author, body=body, client_id=client_id, seq=seq, created_at=now)
     # What message_create does on commit, in the same order: publish, cache, count.
     events.publish_room_event(room_id=room.id, kind="message.new", payload={"message": message_dict(message)}, seq=seq)
-    previous_tail = selectors.unread_tail_key(room.id, seq - 1)
+    previous_tail = selectors.unread_tail_key(room.id, (seq - 1, deleted))
     found = await perf_cache.awrite(
         {selectors.message_cache_key(message_id): selectors.message_cache_entry(message)},
         delete=[selectors.room_count_key(room.id), selectors.room_tail_stamp_key(room.id)],
@@ -230,7 +239,7 @@ async def amessage_create(*, room: Room, author: Any, body: str, client_id: str 
     if isinstance(found.get(previous_tail), list):
         tail = selectors.unread_tail_with(found[previous_tail], message_id=message_id, author_id=author.id)
         await perf_cache.awrite(
-            {selectors.unread_tail_key(room.id, seq): tail}, delete=[previous_tail], ttl=selectors.UNREAD_TAIL_TTL
+            {selectors.unread_tail_key(room.id, (seq, deleted)): tail}, delete=[previous_tail], ttl=selectors.UNREAD_TAIL_TTL
         )
     metrics.MESSAGES_CREATED.inc()
     if "@" in body:
@@ -274,17 +283,23 @@ def message_edit(*, message: Message, by: Any, body: str) -> Message:
 
 @transaction.atomic
 def message_delete(*, message: Message, by: Any) -> Message:
-    """Soft-delete (``deleted_at``); publish ``message.deleted`` after commit. Idempotent."""
+    """Soft-delete (``deleted_at``); publish ``message.deleted`` after commit. Idempotent.
+
+    Also counts the delete on the room (``messages_deleted``, part of its
+    unread state): unread counts are then read under new cache keys.
+    """
     _require_moderator_or_author(message=message, user=by)
     if message.deleted_at is not None:
         return message
     message.deleted_at = timezone.now()
     message.save(update_fields=["deleted_at"])
+    # A new unread state for the room: every cached unread entry of it (the
+    # shared tails, readers' counts) is named by the old one and is not read again.
+    Room.objects.filter(pk=message.room_id).update(messages_deleted=F("messages_deleted") + 1)
     invalidate_on_commit(
         selectors.message_cache_key(message.id),
         selectors.room_count_key(message.room_id),
         selectors.room_stamp_key(message.room_id),
-        patterns=[selectors.unread_pattern(message.room_id)],
     )
     payload = {"id": message.id, "room": message.room_id, "seq": message.seq}
     transaction.on_commit(

@@ -105,8 +105,8 @@ def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
             room_ids = active[start : start + ROOMS_PER_ROUND]
             filled_before = _filled(tally)
             selectors.rooms_cached(room_ids=room_ids)
-            # Read now, not with the list: a room's tail is kept under its current last seq.
-            selectors.room_unread_tails(last_seqs=selectors.rooms_last_seqs(room_ids=room_ids))
+            # Read now, not with the list: a room's tail is kept under its current unread state.
+            selectors.room_unread_tails(states=selectors.rooms_unread_states(room_ids=room_ids))
             ids = selectors.rooms_newest_message_ids(room_ids=room_ids, count=span)
             selectors.message_dicts(ids=ids)
             if ids and _filled(tally) > filled_before:  # it wrote entries: what they show may have changed meanwhile
@@ -137,22 +137,18 @@ def _drop_changed(*, room_ids: list[int], from_id: int, since: Any) -> None:
     for CACHE_TTL_ENTRIES. Asking the database afterwards which of the
     round's messages changed since it began (less CHANGE_MARGIN, for edits
     stamped before their commit) closes that window: their entries go, and
-    so do their rooms' stamps (pages rendered from them meanwhile) and
-    unread entries (a delete changes the counts; as in message_delete, every
-    seq's, since a new message may already have carried a stale tail on).
-    Rooms and profiles filled by a round keep the same small window a
-    reader's fill has: one short query between read and write.
+    so do their rooms' stamps (pages rendered from them meanwhile). Unread
+    tails need nothing: one stored under a state a delete has since left is
+    never read. Rooms and profiles filled by a round keep the same small
+    window a reader's fill has: one short query between read and write.
     """
     changed = selectors.messages_changed_since(room_ids=room_ids, from_id=from_id, since=since)
     if not changed:
         return
-    rooms = {room_id for _, room_id in changed}
     perf_cache.invalidate(
         *(selectors.message_cache_key(message_id) for message_id, _ in changed),
-        *(selectors.room_stamp_key(room_id) for room_id in rooms),
+        *(selectors.room_stamp_key(room_id) for room_id in {room_id for _, room_id in changed}),
     )
-    for room_id in rooms:
-        perf_cache.invalidate_pattern(selectors.unread_pattern(room_id))
 
 
 def warm_marker_key() -> str:

@@ -150,6 +150,6 @@ async def test_the_socket_path_moves_the_cached_unread_tail_too(chat_world):
     await services.amessage_create(room=room, author=owner, body="one")
     await database_sync_to_async(selectors.rooms_for_user)(user=member, project=project)  # caches the tail under seq 1
     second, _ = await services.amessage_create(room=room, author=owner, body="two")
-    assert cache.get(selectors.unread_tail_key(room.id, 2))[0] == (second.id, owner.id, False)
+    assert cache.get(selectors.unread_tail_key(room.id, (2, 0)))[0] == (second.id, owner.id, False)
     rooms = await database_sync_to_async(selectors.rooms_for_user)(user=member, project=project)
     assert {r.id: r.unread for r in rooms}[room.id] == 2
