@@ -426,7 +426,7 @@ def _wait_worker(proc: subprocess.Popen, env: dict[str, str], timeout: float, lo
         client.close()
 
 
-def _wait_warmed(proc: subprocess.Popen, env: dict[str, str], timeout: float, log_path: Path) -> None:
+def _wait_warmed(proc: subprocess.Popen, timeout: float, log_path: Path) -> None:
     """The worker warms an empty cache as it starts (chat.warming): measure after that, as a deploy would serve.
 
     Its first check logs "cache warmed", "cache warming skipped" or "cache
@@ -469,7 +469,7 @@ def stack(processes: int, env: dict[str, str], logs: Path) -> Iterator[Stack]:
         for i, (port, proc) in enumerate(zip(ports, servers)):
             _wait_http(f"http://127.0.0.1:{port}", proc, 60, logs / f"server-{i}.log")
         _wait_worker(worker, env, 60, logs / "worker.log")
-        _wait_warmed(worker, env, 120, logs / "worker.log")
+        _wait_warmed(worker, 120, logs / "worker.log")
         yield Stack(ports=ports, servers=servers, worker=worker)
     finally:
         for proc in started:

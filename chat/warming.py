@@ -103,13 +103,13 @@ def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
         for start in range(0, len(active), ROOMS_PER_ROUND):
             round_started, read_from = time.perf_counter(), timezone.now()
             room_ids = active[start : start + ROOMS_PER_ROUND]
-            filled_before = _filled(tally)
+            messages_before = _messages_filled(tally)
             selectors.rooms_cached(room_ids=room_ids)
             # Read now, not with the list: a room's tail is kept under its current unread state.
             selectors.room_unread_tails(states=selectors.rooms_unread_states(room_ids=room_ids))
             ids = selectors.rooms_newest_message_ids(room_ids=room_ids, count=span)
             selectors.message_dicts(ids=ids)
-            if ids and _filled(tally) > filled_before:  # it wrote entries: what they show may have changed meanwhile
+            if _messages_filled(tally) > messages_before:  # it wrote messages: some may have changed meanwhile
                 _drop_changed(room_ids=room_ids, from_id=min(ids), since=read_from - CHANGE_MARGIN)
             took = time.perf_counter() - round_started
             report.busy += took
@@ -125,8 +125,8 @@ def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
     return report
 
 
-def _filled(tally: dict[str, list[int]]) -> int:
-    return sum(missing for _, missing in tally.values())
+def _messages_filled(tally: dict[str, list[int]]) -> int:
+    return tally.get("messages", [0, 0])[1]
 
 
 def _drop_changed(*, room_ids: list[int], from_id: int, since: Any) -> None:
