@@ -15,5 +15,9 @@ urlpatterns = [
     path("", include("chat.urls")),
 ]
 
-# Database errors raised outside a view (in a middleware) get the same 503 as inside one.
-handler500 = "perf.views.server_error"
+# Under /api/ every error Django answers itself is the API's JSON body (chatsite.error_handlers);
+# database errors raised outside a view (in a middleware) get the same 503 as inside one.
+handler400 = "chatsite.error_handlers.bad_request"
+handler403 = "chatsite.error_handlers.permission_denied"
+handler404 = "chatsite.error_handlers.page_not_found"
+handler500 = "chatsite.error_handlers.server_error"

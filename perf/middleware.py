@@ -1,4 +1,4 @@
-"""Request id, per-request database totals, and the 503 for an unavailable database.
+"""Request id, per-request database totals, the 503 for an unavailable database, and the API's JSON 405.
 
 ``PerfMiddleware`` goes first in MIDDLEWARE so every response carries
 X-Request-ID and the totals include the session and user queries of the
@@ -22,6 +22,8 @@ from perf import context
 logger = logging.getLogger(__name__)
 
 UNAVAILABLE_DETAIL = "The database is busy or unavailable; retry."
+# The API's own (chatsite.api renders with it).
+API_CONTENT_TYPE = "application/json; charset=utf-8"
 RETRY_AFTER_SECONDS = "2"
 
 
@@ -63,6 +65,11 @@ class PerfMiddleware:
         return context.bind(request_id=request_id, request=request), context.start_totals()
 
     def _finish(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.status_code == 405 and is_api_path(request.path_info) and not _is_json(response):
+            # django-ninja answers a method its path lacks with a plain-text 405
+            # before any of its exception handlers could run, and Django has no
+            # handler405: this is the one place the API's JSON body can be put.
+            response = method_not_allowed_response(response)
         response.headers["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
         totals = context.current_totals()
         if totals is not None and (settings.DEBUG or _is_staff(request)):
@@ -85,10 +92,32 @@ class PerfMiddleware:
         return unavailable_response(request)
 
 
+def is_api_path(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
+
+
+def method_not_allowed_response(response: HttpResponse) -> HttpResponse:
+    """The API's 405: its JSON error body, and the Allow header of ``response`` (sorted)."""
+    allowed = ", ".join(sorted(m.strip() for m in response.get("Allow", "").split(",") if m.strip()))
+    json_response = JsonResponse(
+        {"detail": f"Method not allowed; allowed: {allowed or 'none'}.", "code": "method_not_allowed"},
+        status=405,
+        content_type=API_CONTENT_TYPE,
+    )
+    json_response["Allow"] = allowed
+    return json_response
+
+
 def unavailable_response(request: HttpRequest) -> HttpResponse:
     """503 as JSON for the API, as a small page otherwise."""
-    if request.path_info.startswith("/api/"):
-        response: HttpResponse = JsonResponse({"detail": UNAVAILABLE_DETAIL, "code": "unavailable"}, status=503)
+    if is_api_path(request.path_info):
+        response: HttpResponse = JsonResponse(
+            {"detail": UNAVAILABLE_DETAIL, "code": "unavailable"}, status=503, content_type=API_CONTENT_TYPE
+        )
     else:
         response = HttpResponse(
             render_to_string("perf/503.html", {"detail": UNAVAILABLE_DETAIL}), status=503

@@ -190,6 +190,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project-list"
 LOGOUT_REDIRECT_URL = "login"
+# JSON under /api/ (the API's documentation pages are CSRF-checked views), Django's page elsewhere.
+CSRF_FAILURE_VIEW = "chatsite.error_handlers.csrf_failure"
 
 # --- I18N / static --------------------------------------------------------
 LANGUAGE_CODE = "en-us"
