@@ -144,7 +144,10 @@ def demo_seed() -> DemoResult:
     member_ids = set(Membership.objects.filter(project=project).values_list("user_id", flat=True))
     for username in ("bob", "carol"):
         if users[username].pk not in member_ids:
-            project_services.membership_add(project=project, username=username, by=owner)
+            # People join by accepting an invitation, here as in the app.
+            project_services.invitation_create(project=project, username=username, by=owner)
+            invitation = project.invitations.get(user=users[username])
+            project_services.invitation_accept(invitation=invitation, user=users[username])
 
     if not Room.objects.filter(project=project, slug="general").exists():
         chat_services.room_create(project=project, user=owner, name="general", topic="Everything and anything")

@@ -139,6 +139,7 @@ RATE_LIMIT_LOGIN_ACCOUNT = env_str("RATE_LIMIT_LOGIN_ACCOUNT", "10/300")
 RATE_LIMIT_LOGIN_IP = env_str("RATE_LIMIT_LOGIN_IP", "50/300")
 RATE_LIMIT_TOKENS = env_str("RATE_LIMIT_TOKENS", "10/300")
 RATE_LIMIT_ROOMS = env_str("RATE_LIMIT_ROOMS", "30/3600")
+RATE_LIMIT_INVITES = env_str("RATE_LIMIT_INVITES", "50/3600")
 
 # Metrics and profiling (perf.metrics, perf.exporter; docs/MONITORING.md)
 # Prometheus metrics: django-prometheus and the project's own. Served by the

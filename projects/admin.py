@@ -1,4 +1,4 @@
-"""Admin for projects and memberships.
+"""Admin for projects, memberships and pending invitations.
 
 Projects are created through the app (projects.services.project_create makes
 the owner membership and the "general" room), so the admin has no "add
@@ -12,7 +12,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from projects.models import Membership, Project
+from projects.models import Invitation, Membership, Project
 
 
 class MembershipInline(admin.TabularInline):
@@ -61,5 +61,19 @@ class MembershipAdmin(admin.ModelAdmin):
     search_fields = ("=user__username", "=project__slug")
     autocomplete_fields = ("project", "user")
     readonly_fields = ("joined_at",)
+    ordering = ("-id",)
+    show_full_result_count = False
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Pending invitations; people join by accepting them in the app."""
+
+    list_display = ("id", "project", "user", "role", "invited_by", "created_at")
+    list_select_related = ("project", "user", "invited_by")
+    list_filter = ("role",)
+    search_fields = ("=user__username", "=project__slug", "=invited_by__username")
+    autocomplete_fields = ("project", "user", "invited_by")
+    readonly_fields = ("created_at",)
     ordering = ("-id",)
     show_full_result_count = False

@@ -54,3 +54,42 @@ class Membership(models.Model):
     @property
     def is_admin(self) -> bool:
         return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class Invitation(models.Model):
+    """An offer to join a project, waiting for the invited person to accept or decline it.
+
+    Accepting makes the Membership and deletes the invitation; declining
+    deletes it. Only pending invitations exist.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations", db_index=False
+    )
+    role = models.CharField(
+        max_length=16,
+        choices=[(Membership.Role.ADMIN, "Admin"), (Membership.Role.MEMBER, "Member")],
+        default=Membership.Role.MEMBER,
+    )
+    # Pending invitations are few and users are rarely deleted, so the
+    # SET NULL on a user's deletion does without an index of its own.
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # one pending invitation per person and project (invitation_create's
+            # "already invited" check), and the project's invitations (deleted
+            # with the project)
+            models.UniqueConstraint(fields=["project", "user"], name="invitation_project_user_uniq"),
+        ]
+        indexes = [
+            # invitations_for_user: the invitee's pending list, paged by id
+            models.Index(fields=["user", "id"], name="invitation_user_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} invited to {self.project_id} ({self.role})"

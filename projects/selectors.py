@@ -1,4 +1,4 @@
-"""Reads of projects and memberships."""
+"""Reads of projects, memberships and invitations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from chatsite.errors import NotFound
 from perf import cache as perf_cache
 from perf.cache import cache_key
-from projects.models import Membership, Project
+from projects.models import Invitation, Membership, Project
 
 
 def project_cache_key(slug: str) -> str:
@@ -45,7 +45,7 @@ def project_get_for_user(*, user: AbstractBaseUser, slug: str) -> tuple[Project,
 
     Cached: the project (family ``projects``, invalidated by project_update
     and project_create) and the membership (family ``access``, invalidated by
-    membership_add / membership_remove). Memoized per request.
+    invitation_accept / membership_remove). Memoized per request.
     """
     if not user.is_authenticated:
         raise NotFound("Project not found.")
@@ -126,3 +126,51 @@ def project_members(*, project: Project) -> QuerySet[Membership]:
         .only("id", "role", "joined_at", "project_id", "user__id", "user__username", "user__first_name", "user__last_name")
         .order_by("user__username")
     )
+
+
+def project_member_get(*, project: Project, user_id: int) -> Membership:
+    """The membership of user ``user_id`` in ``project``, with the user.
+
+    Raises NotFound alike for an unknown user id and for a user outside the
+    project.
+    """
+    membership = Membership.objects.select_related("user").filter(project=project, user_id=user_id).first()
+    if membership is None:
+        raise NotFound("Member not found.")
+    return membership
+
+
+def invitations_for_user(*, user: AbstractBaseUser) -> QuerySet[Invitation]:
+    """The user's pending invitations, oldest first, with their project and inviter in the same query."""
+    return (
+        Invitation.objects.filter(user=user)
+        .select_related("project", "invited_by")
+        .only(
+            "id",
+            "role",
+            "created_at",
+            "user_id",
+            "project__id",
+            "project__slug",
+            "project__name",
+            "invited_by__id",
+            "invited_by__username",
+            "invited_by__first_name",
+            "invited_by__last_name",
+        )
+        .order_by("id")
+    )
+
+
+def invitation_get_for_user(*, user: AbstractBaseUser, invitation_id: int) -> Invitation:
+    """The user's own pending invitation ``invitation_id``, with its project.
+
+    Raises NotFound alike when it does not exist and when it is someone
+    else's, so an id tells nothing about other people's invitations.
+    """
+    invitation = None
+    if user.is_authenticated:
+        invitation = Invitation.objects.select_related("project").filter(pk=invitation_id, user=user).first()
+    if invitation is None:
+        raise NotFound("Invitation not found.")
+    return invitation

@@ -1,14 +1,16 @@
-"""Every write to projects and memberships."""
+"""Every write to projects, memberships and invitations."""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils.text import slugify
 
+from chatsite import ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
-from projects.models import Membership, Project
+from projects.models import Invitation, Membership, Project
 
 User = get_user_model()
 
@@ -84,41 +86,108 @@ def _require_admin(*, project: Project, user: AbstractBaseUser) -> Membership:
     return membership
 
 
-@transaction.atomic
-def membership_add(
-    *, project: Project, username: str, by: AbstractBaseUser, role: str = Membership.Role.MEMBER
-) -> Membership:
-    """Invite an existing user to ``project``. Project admins and owners only.
+INVITABLE_ROLES = (Membership.Role.ADMIN, Membership.Role.MEMBER)
 
-    Raises NotFound for an unknown username and Conflict when already a member.
+
+@transaction.atomic
+def invitation_create(
+    *, project: Project, username: str, by: AbstractBaseUser, role: str = Membership.Role.MEMBER
+) -> None:
+    """Invite the user named ``username`` to ``project`` with ``role``. Project admins and owners only.
+
+    Returns nothing and raises nothing that depends on ``username``: when no
+    active user has it, or they are already a member or already invited
+    (that invitation keeps its role), nothing happens. Every call that passes
+    the permission and role checks counts against the inviter's ``invite``
+    rate limit, whatever it did, so the limit tells nothing either.
     """
     _require_admin(project=project, user=by)
-    if role not in (Membership.Role.ADMIN, Membership.Role.MEMBER):
+    if role not in INVITABLE_ROLES:
         raise InvalidInput("Role must be 'admin' or 'member'.")
-    user = User.objects.filter(username=(username or "").strip()).first()
-    if user is None:
-        raise NotFound(f"No user named '{username}'.", code="user_not_found")
-    try:
-        with transaction.atomic():
-            membership = Membership.objects.create(project=project, user=user, role=role)
-    except IntegrityError:
-        raise Conflict(f"'{user.username}' is already a member.", code="already_member") from None
+    ratelimit.hit("invite", by.pk)
+    invitee = User.objects.filter(username=(username or "").strip(), is_active=True).first()
+    if invitee is None or Membership.objects.filter(project=project, user=invitee).exists():
+        return
+    # ON CONFLICT DO NOTHING: an earlier (or concurrent) invitation stays as it is.
+    Invitation.objects.bulk_create(
+        [Invitation(project=project, user=invitee, role=role, invited_by=by)], ignore_conflicts=True
+    )
+
+
+def _require_invitee(*, invitation: Invitation, user: AbstractBaseUser) -> None:
+    # Someone else's invitation answers like a missing one.
+    if invitation.user_id != user.pk:
+        raise NotFound("Invitation not found.")
+
+
+@transaction.atomic
+def invitation_accept(*, invitation: Invitation, user: AbstractBaseUser) -> Membership:
+    """Accept ``invitation`` as its invitee: join the project with the invited role; the invitation is deleted.
+
+    Idempotent: a second accept (a double click, two racing requests) waits
+    for the first on the invitation's row lock and returns the membership it
+    made. Raises NotFound for someone else's invitation, as for a missing
+    one. The new membership's cache entries are invalidated on commit by the
+    model hooks in chat.signals.
+    """
+    _require_invitee(invitation=invitation, user=user)
+    pending = (
+        Invitation.objects.select_related("project")
+        .select_for_update(of=("self",))
+        .filter(pk=invitation.pk, user=user)
+        .first()
+    )
+    if pending is None:
+        membership = (
+            Membership.objects.select_related("project").filter(project_id=invitation.project_id, user=user).first()
+        )
+        if membership is None:
+            raise NotFound("Invitation not found.")
+        return membership
+    # A membership made meanwhile another way (the admin) keeps its role.
+    membership, _ = Membership.objects.get_or_create(
+        project=pending.project, user=user, defaults={"role": pending.role}
+    )
+    pending.delete()
     return membership
 
 
 @transaction.atomic
+def invitation_decline(*, invitation: Invitation, user: AbstractBaseUser) -> None:
+    """Decline ``invitation`` as its invitee: it is deleted; the inviter is not told.
+
+    Declining twice is harmless. Raises NotFound for someone else's
+    invitation, as for a missing one.
+    """
+    _require_invitee(invitation=invitation, user=user)
+    Invitation.objects.filter(pk=invitation.pk, user=user).delete()
+
+
+@transaction.atomic
 def membership_remove(*, project: Project, user: AbstractBaseUser, by: AbstractBaseUser) -> None:
-    """Remove ``user`` from the project (admins, or the user leaving). The last owner cannot leave."""
+    """Remove ``user`` from the project: an admin or owner removing someone, or the user leaving.
+
+    Only an owner can remove an owner, and the last owner can neither leave
+    nor be removed (Conflict ``last_owner``). Membership caches are
+    invalidated on commit by the model hooks in chat.signals.
+    """
     from chat.models import RoomMember
 
-    if by.pk != user.pk:
-        _require_admin(project=project, user=by)
-    membership = Membership.objects.select_for_update().filter(project=project, user=user).first()
+    remover = None if by.pk == user.pk else _require_admin(project=project, user=by)
+    # The owners are locked with the leaver, in one order, so two owners
+    # leaving at once cannot both see the other one stay.
+    locked = list(
+        Membership.objects.select_for_update()
+        .filter(Q(user=user) | Q(role=Membership.Role.OWNER), project=project)
+        .order_by("pk")
+    )
+    membership = next((m for m in locked if m.user_id == user.pk), None)
     if membership is None:
-        raise NotFound("Not a member.")
-    if membership.role == Membership.Role.OWNER and not Membership.objects.filter(
-        project=project, role=Membership.Role.OWNER
-    ).exclude(pk=membership.pk).exists():
-        raise Conflict("The last owner cannot leave the project.", code="last_owner")
+        raise NotFound("Member not found.")
+    if membership.role == Membership.Role.OWNER:
+        if remover is not None and remover.role != Membership.Role.OWNER:
+            raise Forbidden("Only an owner can remove an owner.")
+        if not any(m.role == Membership.Role.OWNER and m.pk != membership.pk for m in locked):
+            raise Conflict("The last owner cannot leave the project.", code="last_owner")
     membership.delete()
     RoomMember.objects.filter(room__project=project, user=user).delete()

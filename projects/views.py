@@ -1,4 +1,4 @@
-"""Project pages: the project list with its create form, and a project's page.
+"""Project pages: the project list with its create form and the user's invitations, and a project's page.
 
 Views are thin: they validate the form, call one selector or service, and
 render or redirect. A project the user may not see answers 404 whether or not
@@ -16,10 +16,18 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from chat import selectors as chat_selectors
 from chat.forms import RoomCreateForm, add_chat_error
+from chatsite import ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from projects import selectors, services
 from projects.forms import InviteForm, ProjectCreateForm
 from projects.models import Membership, Project
+
+# The one answer to an invitation, whatever the username (no enumeration).
+INVITED_MESSAGE = "If that user exists and is not a member, they have been invited."
+# The one answer to someone else's invitation, a missing one and one answered already.
+NOT_PENDING_MESSAGE = "That invitation is no longer pending."
+# Pending invitations shown on the project list; the API pages through all of them.
+LIST_INVITATIONS = 50
 
 
 def project_for_request(*, request: HttpRequest, slug: str) -> tuple[Project, Membership]:
@@ -39,11 +47,22 @@ def project_page(
     room_form: RoomCreateForm | None = None,
 ) -> HttpResponse:
     """Render a project's page; the forms are passed back bound when they had errors."""
+    members = list(selectors.project_members(project=project))
+    owners = sum(m.role == Membership.Role.OWNER for m in members)
+    for m in members:
+        # Admins remove others; only an owner removes an owner (projects.services.membership_remove).
+        m.removable = (
+            membership.is_admin
+            and m.user_id != request.user.pk
+            and (m.role != Membership.Role.OWNER or membership.role == Membership.Role.OWNER)
+        )
     context = {
         "project": project,
         "membership": membership,
         "rooms": chat_selectors.rooms_for_user(user=request.user, project=project),
-        "members": selectors.project_members(project=project),
+        "members": members,
+        # The last owner cannot leave, so they get no button for it.
+        "can_leave": membership.role != Membership.Role.OWNER or owners > 1,
         "invite_form": (invite_form or InviteForm()) if membership.is_admin else None,
         "room_form": room_form or RoomCreateForm(),
     }
@@ -71,7 +90,14 @@ def project_list(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Project “{project.name}” created.")
             return redirect("project-detail", slug=project.slug)
     projects = selectors.projects_for_user(user=request.user)
-    return render(request, "projects/project_list.html", {"projects": projects, "form": form})
+    invitations = list(selectors.invitations_for_user(user=request.user)[: LIST_INVITATIONS + 1])
+    context = {
+        "projects": projects,
+        "form": form,
+        "invitations": invitations[:LIST_INVITATIONS],
+        "more_invitations": len(invitations) > LIST_INVITATIONS,
+    }
+    return render(request, "projects/project_list.html", context)
 
 
 @login_required
@@ -83,21 +109,93 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def project_invite(request: HttpRequest, slug: str) -> HttpResponse:
-    """Add an existing user to the project. Admins and owners only (403 for others)."""
+    """Invite someone by username. Admins and owners only (403 for others).
+
+    The page says the same whatever the username (projects.services.invitation_create).
+    """
     project, membership = project_for_request(request=request, slug=slug)
     if not membership.is_admin:
         raise PermissionDenied("Only project admins can invite.")
     form = InviteForm(request.POST)
     if form.is_valid():
         try:
-            added = services.membership_add(
+            services.invitation_create(
                 project=project, username=form.cleaned_data["username"], by=request.user, role=form.cleaned_data["role"]
             )
         except Forbidden:
             raise PermissionDenied("Only project admins can invite.") from None
-        except (NotFound, Conflict, InvalidInput) as exc:
-            add_chat_error(form, exc, field="username")
+        except ratelimit.RateLimited as exc:
+            form.add_error(None, f"Too many invitations; try again in {exc.retry_after} seconds.")
+        except InvalidInput as exc:
+            add_chat_error(form, exc, field="role")
         else:
-            messages.success(request, f"{added.user.username} was added to {project.name}.")
+            messages.info(request, INVITED_MESSAGE)
             return redirect("project-detail", slug=project.slug)
     return project_page(request, project=project, membership=membership, invite_form=form)
+
+
+@login_required
+@require_POST
+def project_leave(request: HttpRequest, slug: str) -> HttpResponse:
+    """Leave the project. The last owner cannot: they are sent back with the reason."""
+    project, _ = project_for_request(request=request, slug=slug)
+    try:
+        services.membership_remove(project=project, user=request.user, by=request.user)
+    except Conflict as exc:
+        messages.error(request, exc.message)
+        return redirect("project-detail", slug=project.slug)
+    messages.success(request, f"You left {project.name}.")
+    return redirect("project-list")
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    """Remove a member. Admins and owners (403 for others; only an owner removes an owner)."""
+    project, membership = project_for_request(request=request, slug=slug)
+    if user_id == request.user.pk:
+        return project_leave(request, slug)
+    if not membership.is_admin:
+        raise PermissionDenied("Only project admins can remove members.")
+    try:
+        target = selectors.project_member_get(project=project, user_id=user_id)
+    except NotFound:
+        raise Http404("Member not found.") from None
+    try:
+        services.membership_remove(project=project, user=target.user, by=request.user)
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+    except (Conflict, NotFound) as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{target.user.username} was removed from {project.name}.")
+    return redirect("project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
+def invitation_accept(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    """Accept one of the user's invitations and go to the project."""
+    try:
+        invitation = selectors.invitation_get_for_user(user=request.user, invitation_id=invitation_id)
+        membership = services.invitation_accept(invitation=invitation, user=request.user)
+    except NotFound:
+        # Answered already (a second click), or never the user's: say only that.
+        messages.info(request, NOT_PENDING_MESSAGE)
+        return redirect("project-list")
+    messages.success(request, f"You joined {membership.project.name}.")
+    return redirect("project-detail", slug=membership.project.slug)
+
+
+@login_required
+@require_POST
+def invitation_decline(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    """Decline one of the user's invitations."""
+    try:
+        invitation = selectors.invitation_get_for_user(user=request.user, invitation_id=invitation_id)
+    except NotFound:
+        messages.info(request, NOT_PENDING_MESSAGE)
+        return redirect("project-list")
+    services.invitation_decline(invitation=invitation, user=request.user)
+    messages.info(request, f"You declined the invitation to {invitation.project.name}.")
+    return redirect("project-list")

@@ -227,6 +227,7 @@ RATE_LIMITS = {
     "login_ip": env.RATE_LIMIT_LOGIN_IP,  # per client address
     "token": env.RATE_LIMIT_TOKENS,  # tokens issued per user
     "room_create": env.RATE_LIMIT_ROOMS,  # per user
+    "invite": env.RATE_LIMIT_INVITES,  # project invitations sent per inviter, pages and API
 }
 
 # Request bodies above this are refused with 400 before parsing.

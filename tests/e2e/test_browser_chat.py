@@ -27,7 +27,8 @@ def world(live_server_url) -> dict[str, Any]:
     alice = chat_services.user_create(username="alice", password=PASSWORD, first_name="Alice")
     bob = chat_services.user_create(username="bob", password=PASSWORD, first_name="Bob")
     project = project_services.project_create(user=alice, name="E2E", slug="e2e")
-    project_services.membership_add(project=project, username="bob", by=alice)
+    project_services.invitation_create(project=project, username="bob", by=alice)
+    project_services.invitation_accept(invitation=project.invitations.get(user=bob), user=bob)
     general = Room.objects.select_related("project").get(project=project, slug="general")
     random = chat_services.room_create(project=project, user=alice, name="random")
     return {"alice": alice, "bob": bob, "project": project, "general": general, "random": random}

@@ -88,7 +88,9 @@ def test_every_write_path_is_seen_by_the_next_read(chat_world, api_client, make_
     newcomer_client = api_client(newcomer)
     assert newcomer_client.get(f"{API}/projects/world").status_code == 404
     assert newcomer_client.get(f"{API}/rooms/{room.id}/messages").status_code == 404
-    project_services.membership_add(project=chat_world["project"], username="newcomer", by=chat_world["owner"])
+    project_services.invitation_create(project=chat_world["project"], username="newcomer", by=chat_world["owner"])
+    invitation = chat_world["project"].invitations.get(user=newcomer)
+    project_services.invitation_accept(invitation=invitation, user=newcomer)
     assert newcomer_client.get(f"{API}/projects/world").status_code == 200
     assert newcomer_client.get(f"{API}/rooms/{room.id}/messages").status_code == 200
     project_services.membership_remove(project=chat_world["project"], user=newcomer, by=chat_world["owner"])
@@ -180,7 +182,8 @@ def test_rendered_pages_follow_profile_changes_and_user_deletion_but_not_logins(
     room = chat_world["public"]
     owner = api_client(chat_world["owner"])
     author = make_user("leaving")
-    project_services.membership_add(project=chat_world["project"], username="leaving", by=chat_world["owner"])
+    project_services.invitation_create(project=chat_world["project"], username="leaving", by=chat_world["owner"])
+    project_services.invitation_accept(invitation=chat_world["project"].invitations.get(user=author), user=author)
     services.message_create(room=room, author=author, body="mine")
     services.message_create(room=room, author=chat_world["member"], body="theirs")
     path = f"/rooms/{room.id}/messages"

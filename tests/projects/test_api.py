@@ -1,12 +1,17 @@
-"""The projects and members endpoints of /api/v1/."""
+"""The projects, members and invitations endpoints of /api/v1/."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import orjson
 import pytest
+from django.db import connections, transaction
 
 from chat.models import Room
-from projects.models import Membership, Project
+from projects import services as project_services
+from projects.models import Invitation, Membership, Project
 
 API = "/api/v1"
 
@@ -199,42 +204,279 @@ def test_member_list_query_count_does_not_grow(chat_world, api_client, make_user
     assert len(small.json()["items"]) == 1 and len(large.json()["items"]) == 14
 
 
+# --- Invitations ---------------------------------------------------------------
+
+INVITED = b'{"detail":"If that user exists and is not a member, they have been invited.","code":"invited"}'
+
+
+def invite(client, username: str, role: str | None = None, *, slug: str = "world"):
+    body = {"username": username, **({"role": role} if role else {})}
+    return post_json(client, f"/projects/{slug}/invitations", body)
+
+
+def test_invite_answer_is_byte_for_byte_the_same_whatever_the_username(chat_world, api_client, make_user):
+    owner = api_client(chat_world["owner"])
+    invite(owner, "staff")  # already invited below
+    sleeper = make_user("sleeper")
+    sleeper.is_active = False
+    sleeper.save()
+    answers = {
+        username: invite(owner, username)
+        for username in ("outsider", "ghost", "member", "staff", "owner", "sleeper", "OUTSIDER2")
+    }
+    for username, response in answers.items():
+        assert response.status_code == 202, username
+        assert response.content == INVITED, username
+        assert response["Content-Type"] == answers["outsider"]["Content-Type"]
+    invited = set(Invitation.objects.values_list("user__username", flat=True))
+    assert invited == {"outsider", "staff"}
+
+
 @pytest.mark.parametrize("who", ["owner", "admin"])
-def test_member_add_by_admin(chat_world, api_client, who):
-    client = api_client(chat_world[who])
-    response = post_json(client, "/projects/world/members", {"username": "outsider", "role": "admin"})
-    assert response.status_code == 201
-    data = response.json()
-    assert data["username"] == "outsider" and data["role"] == "admin" and data["id"] == chat_world["outsider"].id
-    assert api_client(chat_world["outsider"]).get(f"{API}/projects/world").json()["role"] == "admin"
+def test_invited_user_accepts_and_gets_the_project(chat_world, api_client, who):
+    response = invite(api_client(chat_world[who]), "outsider", "admin")
+    assert response.status_code == 202
+    outsider = api_client(chat_world["outsider"])
+    assert outsider.get(f"{API}/projects/world").status_code == 404  # not a member before accepting
+    (item,) = outsider.get(f"{API}/invitations").json()["items"]
+    assert item["project"] == {"slug": "world", "name": "World"} and item["role"] == "admin"
+    assert item["invited_by"]["username"] == chat_world[who].username
+
+    accepted = outsider.post(f"{API}/invitations/{item['id']}/accept")
+    assert accepted.status_code == 201
+    assert accepted.json() == outsider.get(f"{API}/projects/world").json()
+    assert accepted.json()["role"] == "admin"
+    assert outsider.get(f"{API}/invitations").json() == {"items": [], "next_cursor": None}
+    # Accepted: the invitation is gone, a repeat is a 404.
+    again = outsider.post(f"{API}/invitations/{item['id']}/accept")
+    assert again.status_code == 404 and again.json() == {"detail": "Invitation not found.", "code": "not_found"}
 
 
-def test_member_add_default_role_is_member(chat_world, api_client):
+def test_invite_default_role_is_member(chat_world, api_client):
+    invite(api_client(chat_world["owner"]), "outsider")
+    assert Invitation.objects.get().role == "member"
+
+
+def test_invite_by_non_admin_is_403_and_by_outsider_404(chat_world, api_client):
+    response = invite(api_client(chat_world["member"]), "outsider")
+    assert response.status_code == 403 and response.json()["code"] == "forbidden"
+    outsider = api_client(chat_world["outsider"])
+    hidden = invite(outsider, "staff")
+    missing = invite(outsider, "staff", slug="no-such-project")
+    assert hidden.status_code == 404 and (hidden.status_code, hidden.content) == (missing.status_code, missing.content)
+    assert not Invitation.objects.exists()
+
+
+def test_invite_bad_input(chat_world, api_client):
+    owner = api_client(chat_world["owner"])
+    bad_role = invite(owner, "outsider", "owner")
+    assert bad_role.status_code == 400 and bad_role.json()["code"] == "invalid"
+    assert post_json(owner, "/projects/world/invitations", {}).status_code == 422
+    assert post_json(owner, "/projects/world/invitations", {"username": ["outsider"]}).status_code == 422
+    assert post_json(owner, "/projects/world/invitations", {"username": "nul\x00"}).status_code == 422
+    assert post_json(owner, "/projects/world/invitations", b"nope").status_code == 400
+    assert not Invitation.objects.exists()
+
+
+def test_invites_are_rate_limited(chat_world, api_client, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "invite": "2/3600"}
+    owner = api_client(chat_world["owner"])
+    assert invite(owner, "ghost").status_code == 202
+    assert invite(owner, "outsider").status_code == 202
+    limited = invite(owner, "staff")
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+    assert int(limited["Retry-After"]) >= 1
+    assert not Invitation.objects.filter(user=chat_world["staff"]).exists()
+
+
+def test_the_old_add_member_endpoint_is_gone(chat_world, api_client):
     response = post_json(api_client(chat_world["owner"]), "/projects/world/members", {"username": "outsider"})
-    assert response.status_code == 201
-    assert response.json()["role"] == "member"
-
-
-def test_member_add_by_non_admin_is_403(chat_world, api_client):
-    response = post_json(api_client(chat_world["member"]), "/projects/world/members", {"username": "outsider"})
-    assert response.status_code == 403
-    assert response.json()["code"] == "forbidden"
+    assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
     assert not Membership.objects.filter(user=chat_world["outsider"]).exists()
 
 
-def test_member_add_errors(chat_world, api_client):
-    owner = api_client(chat_world["owner"])
-    unknown = post_json(owner, "/projects/world/members", {"username": "ghost"})
-    assert unknown.status_code == 404 and unknown.json()["code"] == "user_not_found"
-    already = post_json(owner, "/projects/world/members", {"username": "member"})
-    assert already.status_code == 409 and already.json()["code"] == "already_member"
-    bad_role = post_json(owner, "/projects/world/members", {"username": "outsider", "role": "owner"})
-    assert bad_role.status_code == 400
-    assert post_json(owner, "/projects/world/members", {}).status_code == 422
-    assert post_json(owner, "/projects/world/members", {"username": ["outsider"]}).status_code == 422
-    assert post_json(owner, "/projects/world/members", b"nope").status_code == 400
-    # A non-member cannot invite, nor learn the project exists.
-    outsider = api_client(chat_world["outsider"])
-    assert post_json(outsider, "/projects/world/members", {"username": "staff"}).status_code == 404
-    assert not Membership.objects.filter(user__in=[chat_world["outsider"], chat_world["staff"]]).exists()
+def test_invitation_list_pages_and_fields(chat_world, api_client, make_project, django_assert_num_queries):
+    outsider = chat_world["outsider"]
+    projects = [make_project(name=f"Team {i}") for i in range(5)]
+    for project in projects:
+        owner = project.memberships.get().user
+        project_services.invitation_create(project=project, username="outsider", by=owner)
+    project_services.invitation_create(project=chat_world["project"], username="staff", by=chat_world["owner"])
+    client = api_client(outsider)
+    items, pages = walk(client, "/invitations", limit=2)
+    assert [i["project"]["slug"] for i in items] == [p.slug for p in projects]
+    assert pages == 3
+    assert set(items[0]) == {"id", "project", "role", "invited_by", "created_at"}
+    picked = client.get(f"{API}/invitations?fields=id,project").json()["items"]
+    assert [set(i) for i in picked] == [{"id", "project"}] * 5
+    assert client.get(f"{API}/invitations?fields=email").json()["code"] == "invalid_fields"
+    # One query for the page, however long it is (the token is cached after the first request).
+    with django_assert_num_queries(1):
+        small = client.get(f"{API}/invitations?limit=1")
+    with django_assert_num_queries(1):
+        large = client.get(f"{API}/invitations?limit=100")
+    assert len(small.json()["items"]) == 1 and len(large.json()["items"]) == 5
 
+
+def test_invitation_of_a_deleted_inviter_shows_no_inviter(chat_world, api_client, make_user):
+    deputy = make_user("deputy")
+    Membership.objects.create(project=chat_world["project"], user=deputy, role=Membership.Role.ADMIN)
+    project_services.invitation_create(project=chat_world["project"], username="outsider", by=deputy)
+    deputy.delete()
+    (item,) = api_client(chat_world["outsider"]).get(f"{API}/invitations").json()["items"]
+    assert item["invited_by"] is None
+
+
+def test_decline(chat_world, api_client):
+    invite(api_client(chat_world["owner"]), "outsider")
+    invitation = Invitation.objects.get()
+    outsider = api_client(chat_world["outsider"])
+    response = outsider.post(f"{API}/invitations/{invitation.id}/decline")
+    assert response.status_code == 204 and response.content == b""
+    assert not Invitation.objects.exists()
+    assert outsider.get(f"{API}/projects/world").status_code == 404
+    assert outsider.post(f"{API}/invitations/{invitation.id}/decline").status_code == 404
+
+
+@pytest.mark.parametrize("action", ["accept", "decline"])
+@pytest.mark.parametrize("who", ["owner", "member", "staff"])
+def test_someone_elses_invitation_is_404_like_a_missing_one(chat_world, api_client, action, who):
+    invite(api_client(chat_world["owner"]), "outsider")
+    invitation = Invitation.objects.get()
+    client = api_client(chat_world[who])
+    theirs = client.post(f"{API}/invitations/{invitation.id}/{action}")
+    missing = client.post(f"{API}/invitations/{invitation.id + 1000}/{action}")
+    assert theirs.status_code == 404
+    assert (theirs.status_code, theirs.content) == (missing.status_code, missing.content)
+    assert Invitation.objects.filter(pk=invitation.pk).exists()
+    assert not Membership.objects.filter(user=chat_world["outsider"]).exists()
+
+
+# --- Removing members and leaving ------------------------------------------------
+
+
+def test_admin_removes_a_member(chat_world, api_client):
+    member = chat_world["member"]
+    response = api_client(chat_world["admin"]).delete(f"{API}/projects/world/members/{member.id}")
+    assert response.status_code == 204 and response.content == b""
+    assert not Membership.objects.filter(user=member).exists()
+    assert api_client(member).get(f"{API}/projects/world").status_code == 404
+
+
+def test_remove_rules(chat_world, api_client, make_user):
+    owner, admin, member = (chat_world[w] for w in ("owner", "admin", "member"))
+    as_member = api_client(member).delete(f"{API}/projects/world/members/{chat_world['insider'].id}")
+    assert as_member.status_code == 403 and as_member.json()["code"] == "forbidden"
+    as_admin = api_client(admin).delete(f"{API}/projects/world/members/{owner.id}")
+    assert as_admin.status_code == 403 and as_admin.json()["detail"] == "Only an owner can remove an owner."
+    # A user outside the project answers like an id nobody has.
+    client = api_client(owner)
+    outside = client.delete(f"{API}/projects/world/members/{chat_world['outsider'].id}")
+    nobody = client.delete(f"{API}/projects/world/members/987654321")
+    assert outside.status_code == 404 and (outside.status_code, outside.content) == (nobody.status_code, nobody.content)
+    # An outsider learns nothing about the project.
+    hidden = api_client(chat_world["outsider"]).delete(f"{API}/projects/world/members/{member.id}")
+    missing = api_client(chat_world["outsider"]).delete(f"{API}/projects/no-such-project/members/{member.id}")
+    assert hidden.status_code == 404 and hidden.content == missing.content
+    assert Membership.objects.filter(project=chat_world["project"]).count() == 4
+
+
+def test_deleting_ones_own_membership_is_leaving(chat_world, api_client):
+    member = chat_world["member"]
+    assert api_client(member).delete(f"{API}/projects/world/members/{member.id}").status_code == 204
+    assert not Membership.objects.filter(user=member).exists()
+    owner = chat_world["owner"]
+    last = api_client(owner).delete(f"{API}/projects/world/members/{owner.id}")
+    assert last.status_code == 409 and last.json()["code"] == "last_owner"
+
+
+@pytest.mark.parametrize("who", ["member", "admin"])
+def test_leave(chat_world, api_client, who):
+    client = api_client(chat_world[who])
+    response = client.post(f"{API}/projects/world/leave")
+    assert response.status_code == 204 and response.content == b""
+    assert client.get(f"{API}/projects/world").status_code == 404
+    assert client.post(f"{API}/projects/world/leave").status_code == 404
+
+
+def test_last_owner_cannot_leave(chat_world, api_client):
+    response = api_client(chat_world["owner"]).post(f"{API}/projects/world/leave")
+    assert response.status_code == 409
+    assert response.json() == {"detail": "The last owner cannot leave the project.", "code": "last_owner"}
+    assert Membership.objects.filter(user=chat_world["owner"], role="owner").exists()
+
+
+def test_outsider_leaving_is_404_like_a_missing_project(chat_world, api_client):
+    client = api_client(chat_world["outsider"])
+    hidden = client.post(f"{API}/projects/world/leave")
+    missing = client.post(f"{API}/projects/no-such-project/leave")
+    assert hidden.status_code == 404 and hidden.content == missing.content
+
+
+# --- Races -------------------------------------------------------------------------
+
+
+def _wait_for_a_lock_wait() -> None:
+    """Wait until another connection of this test database waits for a row lock."""
+    deadline = time.monotonic() + 30
+    with connections["default"].cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the second request never waited for the lock")
+
+
+def _in_thread(call) -> tuple[threading.Thread, list]:
+    result: list = []
+
+    def run():
+        try:
+            result.append(call())
+        except BaseException as exc:  # pragma: no cover - surfaced by the caller
+            result.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_accept_joins_once_and_both_answer_201(chat_world, api_client):
+    """The second accept arrives while the first holds the invitation: it waits, then answers as the first did."""
+    outsider = chat_world["outsider"]
+    project_services.invitation_create(project=chat_world["project"], username="outsider", by=chat_world["owner"])
+    invitation = Invitation.objects.get()
+    client = api_client(outsider)
+    with transaction.atomic():
+        first = project_services.invitation_accept(invitation=invitation, user=outsider)
+        thread, result = _in_thread(lambda: client.post(f"{API}/invitations/{invitation.id}/accept"))
+        _wait_for_a_lock_wait()
+    thread.join()
+    (second,) = result
+    assert second.status_code == 201, second.content
+    assert second.json()["slug"] == "world" and second.json()["role"] == first.role == "member"
+    assert Membership.objects.filter(project=chat_world["project"], user=outsider).count() == 1
+    assert not Invitation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_owners_leaving_at_once_leave_one_owner(chat_world, api_client, make_user):
+    project, owner = chat_world["project"], chat_world["owner"]
+    second = make_user("second-owner")
+    Membership.objects.create(project=project, user=second, role=Membership.Role.OWNER)
+    client = api_client(second)
+    with transaction.atomic():
+        project_services.membership_remove(project=project, user=owner, by=owner)
+        thread, result = _in_thread(lambda: client.post(f"{API}/projects/world/leave"))
+        _wait_for_a_lock_wait()
+    thread.join()
+    (response,) = result
+    assert response.status_code == 409 and response.json()["code"] == "last_owner"
+    assert list(Membership.objects.filter(project=project, role="owner").values_list("user", flat=True)) == [second.id]

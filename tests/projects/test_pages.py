@@ -9,7 +9,8 @@ from django.urls import reverse
 
 from chat import services as chat_services
 from chat.models import Room
-from projects.models import Membership, Project
+from projects import services as project_services
+from projects.models import Invitation, Membership, Project
 
 
 def client_for(user) -> Client:
@@ -142,48 +143,221 @@ def test_invite_form_is_shown_to_admins_only(chat_world):
     assert 'id="invite-form"' not in client_for(chat_world["member"]).get(project_url(project)).content.decode()
 
 
-def test_admin_invites_by_username(chat_world, make_user):
-    project = chat_world["project"]
-    newcomer = make_user("newcomer")
+INVITED = "If that user exists and is not a member, they have been invited."
+
+
+def _flash(client: Client, response) -> str:
+    """The page a redirect leads to, with its flash messages."""
+    assert response.status_code == 302
+    return client.get(response["Location"]).content.decode()
+
+
+def test_admin_invites_and_the_invitee_accepts(chat_world):
+    project, outsider = chat_world["project"], chat_world["outsider"]
     client = client_for(chat_world["admin"])
-    response = client.post(invite_url(project), {"username": "newcomer", "role": "member"})
+    response = client.post(invite_url(project), {"username": "outsider", "role": "admin"})
     assert response.status_code == 302 and response["Location"] == project_url(project)
-    assert Membership.objects.get(project=project, user=newcomer).role == "member"
-    assert client_for(newcomer).get(project_url(project)).status_code == 200
+    assert INVITED in _flash(client, response)
+    assert not Membership.objects.filter(project=project, user=outsider).exists()
 
-    make_user("deputy")
-    client.post(invite_url(project), {"username": "deputy", "role": "admin"})
-    assert Membership.objects.get(project=project, user__username="deputy").role == "admin"
+    invitee = client_for(outsider)
+    listing = invitee.get(reverse("project-list")).content.decode()
+    invitation = Invitation.objects.get()
+    assert 'id="invitations"' in listing and "World" in listing and "from @admin1" in listing
+    assert reverse("invitation-accept", kwargs={"invitation_id": invitation.id}) in listing
+    assert reverse("invitation-decline", kwargs={"invitation_id": invitation.id}) in listing
+
+    accepted = invitee.post(reverse("invitation-accept", kwargs={"invitation_id": invitation.id}))
+    assert accepted["Location"] == project_url(project)
+    assert "You joined World." in _flash(invitee, accepted)
+    assert Membership.objects.get(project=project, user=outsider).role == "admin"
+    assert 'id="invitations"' not in invitee.get(reverse("project-list")).content.decode()
+    # A second click finds the invitation gone and says only that.
+    again = invitee.post(reverse("invitation-accept", kwargs={"invitation_id": invitation.id}))
+    assert again["Location"] == reverse("project-list")
+    assert "That invitation is no longer pending." in _flash(invitee, again)
 
 
-def test_invite_errors_show_on_the_form(chat_world):
+def test_invite_page_answer_is_the_same_whatever_the_username(chat_world):
+    project = chat_world["project"]
+    client_for(chat_world["owner"]).post(invite_url(project), {"username": "staff", "role": "member"})
+    pages = set()
+    for username in ("outsider", "ghost", "member", "staff"):
+        client = client_for(chat_world["owner"])  # a fresh session each time: only this answer's flash
+        response = client.post(invite_url(project), {"username": username, "role": "member"})
+        assert response.status_code == 302 and response["Location"] == project_url(project)
+        page = _flash(client, response)
+        assert INVITED in page
+        pages.add(re.search(r'<ul class="flash">.*?</ul>', page, re.S).group(0))
+    assert len(pages) == 1
+    assert set(Invitation.objects.values_list("user__username", flat=True)) == {"outsider", "staff"}
+
+
+def test_invitee_declines(chat_world):
+    project, outsider = chat_world["project"], chat_world["outsider"]
+    client_for(chat_world["owner"]).post(invite_url(project), {"username": "outsider", "role": "member"})
+    invitation = Invitation.objects.get()
+    invitee = client_for(outsider)
+    declined = invitee.post(reverse("invitation-decline", kwargs={"invitation_id": invitation.id}))
+    assert declined["Location"] == reverse("project-list")
+    assert "You declined the invitation to World." in _flash(invitee, declined)
+    assert not Invitation.objects.exists()
+    assert not Membership.objects.filter(project=project, user=outsider).exists()
+
+
+def test_someone_elses_invitation_changes_nothing(chat_world):
+    client_for(chat_world["owner"]).post(invite_url(chat_world["project"]), {"username": "outsider", "role": "member"})
+    invitation = Invitation.objects.get()
+    other = client_for(chat_world["staff"])
+    for name in ("invitation-accept", "invitation-decline"):
+        theirs = other.post(reverse(name, kwargs={"invitation_id": invitation.id}))
+        missing = other.post(reverse(name, kwargs={"invitation_id": invitation.id + 1000}))
+        assert theirs["Location"] == missing["Location"] == reverse("project-list")
+        assert "That invitation is no longer pending." in _flash(other, theirs)
+    assert Invitation.objects.filter(pk=invitation.pk).exists()
+    assert not Membership.objects.filter(user__in=[chat_world["staff"], chat_world["outsider"]]).exists()
+
+
+def test_invitation_answers_need_post(chat_world):
+    client_for(chat_world["owner"]).post(invite_url(chat_world["project"]), {"username": "outsider", "role": "member"})
+    invitation = Invitation.objects.get()
+    invitee = client_for(chat_world["outsider"])
+    assert invitee.get(reverse("invitation-accept", kwargs={"invitation_id": invitation.id})).status_code == 405
+    assert Invitation.objects.exists()
+
+
+def test_invite_form_errors(chat_world, settings):
     project = chat_world["project"]
     client = client_for(chat_world["owner"])
-    unknown = client.post(invite_url(project), {"username": "ghost", "role": "member"})
-    assert unknown.status_code == 200
-    html = unknown.content.decode()
-    assert "No user named &#x27;ghost&#x27;." in html and 'id="invite-form"' in html
-
-    already = client.post(invite_url(project), {"username": "member", "role": "member"})
-    assert already.status_code == 200 and "already a member" in already.content.decode()
-
     bad_role = client.post(invite_url(project), {"username": "outsider", "role": "owner"})
     assert bad_role.status_code == 200 and "Select a valid choice" in bad_role.content.decode()
-    assert not Membership.objects.filter(project=project, user=chat_world["outsider"]).exists()
+    empty = client.post(invite_url(project), {"username": "", "role": "member"})
+    assert empty.status_code == 200 and "This field is required" in empty.content.decode()
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "invite": "1/3600"}
+    client.post(invite_url(project), {"username": "ghost", "role": "member"})
+    limited = client.post(invite_url(project), {"username": "outsider", "role": "member"})
+    assert limited.status_code == 200 and "Too many invitations" in limited.content.decode()
+    assert not Invitation.objects.exists()
 
 
 def test_members_cannot_invite(chat_world):
     project = chat_world["project"]
     response = client_for(chat_world["member"]).post(invite_url(project), {"username": "outsider", "role": "member"})
     assert response.status_code == 403
-    assert not Membership.objects.filter(project=project, user=chat_world["outsider"]).exists()
+    assert not Invitation.objects.exists()
 
 
 def test_outsiders_get_404_from_invite(chat_world):
     project = chat_world["project"]
     response = client_for(chat_world["outsider"]).post(invite_url(project), {"username": "outsider", "role": "member"})
     assert response.status_code == 404
-    assert not Membership.objects.filter(project=project, user=chat_world["outsider"]).exists()
+    assert not Invitation.objects.exists()
+
+
+def test_project_list_shows_at_most_a_page_of_invitations(chat_world, make_project, monkeypatch):
+    from projects import views
+
+    monkeypatch.setattr(views, "LIST_INVITATIONS", 2)
+    for _ in range(3):
+        other = make_project()
+        project_services.invitation_create(project=other, username="outsider", by=other.memberships.get().user)
+    html = client_for(chat_world["outsider"]).get(reverse("project-list")).content.decode()
+    assert html.count("data-invitation-id=") == 2 and "Showing your oldest invitations" in html
+
+
+# --- Leaving and removing ------------------------------------------------------------
+
+
+def leave_url(project: Project) -> str:
+    return reverse("project-leave", kwargs={"slug": project.slug})
+
+
+def remove_url(project: Project, user) -> str:
+    return reverse("project-member-remove", kwargs={"slug": project.slug, "user_id": user.id})
+
+
+def test_leave_button_for_members_but_not_the_last_owner(chat_world, make_user):
+    project = chat_world["project"]
+    for who in ("member", "admin"):
+        assert 'id="leave-form"' in client_for(chat_world[who]).get(project_url(project)).content.decode()
+    assert 'id="leave-form"' not in client_for(chat_world["owner"]).get(project_url(project)).content.decode()
+    Membership.objects.create(project=project, user=make_user("co-owner"), role=Membership.Role.OWNER)
+    assert 'id="leave-form"' in client_for(chat_world["owner"]).get(project_url(project)).content.decode()
+
+
+def test_member_leaves(chat_world):
+    project, member = chat_world["project"], chat_world["member"]
+    client = client_for(member)
+    response = client.post(leave_url(project))
+    assert response["Location"] == reverse("project-list")
+    assert "You left World." in _flash(client, response)
+    assert not Membership.objects.filter(project=project, user=member).exists()
+    assert client.get(project_url(project)).status_code == 404
+    assert client.post(leave_url(project)).status_code == 404
+
+
+def test_last_owner_leaving_is_refused_on_the_page(chat_world):
+    project, owner = chat_world["project"], chat_world["owner"]
+    client = client_for(owner)
+    response = client.post(leave_url(project))
+    assert response["Location"] == project_url(project)
+    assert "The last owner cannot leave the project." in _flash(client, response)
+    assert Membership.objects.filter(project=project, user=owner).exists()
+
+
+def _remove_buttons(html: str) -> set[str]:
+    return set(re.findall(r'action="(/p/world/members/\d+/remove/)"', html))
+
+
+def test_remove_buttons_follow_the_rules(chat_world):
+    project = chat_world["project"]
+    owner, admin, member, insider = (chat_world[w] for w in ("owner", "admin", "member", "insider"))
+    as_owner = _remove_buttons(client_for(owner).get(project_url(project)).content.decode())
+    assert as_owner == {remove_url(project, u) for u in (admin, member, insider)}
+    as_admin = _remove_buttons(client_for(admin).get(project_url(project)).content.decode())
+    assert as_admin == {remove_url(project, u) for u in (member, insider)}  # not the owner, not themself
+    assert _remove_buttons(client_for(member).get(project_url(project)).content.decode()) == set()
+
+
+def test_admin_removes_a_member(chat_world):
+    project, member = chat_world["project"], chat_world["member"]
+    client = client_for(chat_world["admin"])
+    response = client.post(remove_url(project, member))
+    assert response["Location"] == project_url(project)
+    assert "member was removed from World." in _flash(client, response)
+    assert not Membership.objects.filter(project=project, user=member).exists()
+
+
+def test_remove_refusals(chat_world):
+    project = chat_world["project"]
+    assert client_for(chat_world["member"]).post(remove_url(project, chat_world["insider"])).status_code == 403
+    assert client_for(chat_world["admin"]).post(remove_url(project, chat_world["owner"])).status_code == 403
+    owner = client_for(chat_world["owner"])
+    assert owner.post(remove_url(project, chat_world["outsider"])).status_code == 404
+    nobody = reverse("project-member-remove", kwargs={"slug": "world", "user_id": 987654321})
+    assert owner.post(nobody).status_code == 404
+    assert client_for(chat_world["outsider"]).post(remove_url(project, chat_world["member"])).status_code == 404
+    assert Membership.objects.filter(project=project).count() == 4
+
+
+def test_removing_oneself_is_leaving(chat_world):
+    project, member = chat_world["project"], chat_world["member"]
+    response = client_for(member).post(remove_url(project, member))
+    assert response["Location"] == reverse("project-list")
+    assert not Membership.objects.filter(project=project, user=member).exists()
+
+
+def test_new_project_routes_need_login(chat_world):
+    project = chat_world["project"]
+    client = Client()
+    for url in (
+        leave_url(project),
+        remove_url(project, chat_world["member"]),
+        reverse("invitation-accept", kwargs={"invitation_id": 1}),
+        reverse("invitation-decline", kwargs={"invitation_id": 1}),
+    ):
+        response = client.post(url)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login") + "?next="), url
 
 
 def test_project_page_shows_room_form_errors(chat_world):

@@ -24,6 +24,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from chat import services as chat_services
+from projects import services as project_services
+from projects.models import Invitation, Project
 from tests.security.conftest import World
 
 MAX_EXAMPLES = 20
@@ -73,7 +75,20 @@ def _pin_to_world(case, world: World) -> None:
 def test_api_has_no_server_errors_and_matches_its_schema(case, paths: str, world: World, in_test_transaction) -> None:
     if paths == "seeded":
         _pin_to_world(case, world)
+        _pin_membership_paths(case, world)
     case.call_and_validate(
         headers={"Authorization": f"Bearer {world.tokens['member']}"},
         checks=[not_a_server_error, response_schema_conformance],
     )
+
+
+def _pin_membership_paths(case, world: World) -> None:
+    """An invitation of the member's own (to another project), and the member's own id (removing oneself is leaving)."""
+    other = Project.objects.filter(slug="fuzz-other").first() or project_services.project_create(
+        user=world.user("admin"), name="Fuzz other", slug="fuzz-other"
+    )
+    invitation, _ = Invitation.objects.get_or_create(project=other, user=world.user("member"))
+    real = {"invitation_id": invitation.id, "user_id": world.user("member").id}
+    for name in list(case.path_parameters or {}):
+        if name in real:
+            case.path_parameters[name] = real[name]

@@ -28,7 +28,7 @@ from django.test import Client
 
 from chat.models import Message, RoomMember
 from chatsite.asgi import application
-from projects.models import Membership
+from projects.models import Invitation, Membership
 from tests.security.conftest import MISSING_ID, MISSING_SLUG, PRIVATE_ROOM_NAME, ROLES, World, page_client, session_api_client
 
 OK, FORBIDDEN, HIDDEN, LOGIN = "ok", "forbidden", "hidden", "login"
@@ -39,6 +39,11 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "read_project":             (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
     "list_rooms":               (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
     "invite_to_project":        (LOGIN,     HIDDEN,     HIDDEN, FORBIDDEN, FORBIDDEN,      OK),
+    # the invitation is the non-member's: only they may answer it
+    "accept_invitation":        (LOGIN,     OK,         HIDDEN, HIDDEN,    HIDDEN,         HIDDEN),
+    "decline_invitation":       (LOGIN,     OK,         HIDDEN, HIDDEN,    HIDDEN,         HIDDEN),
+    "leave_project":            (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
+    "remove_member":            (LOGIN,     HIDDEN,     HIDDEN, FORBIDDEN, FORBIDDEN,      OK),
     "public.read_history":      (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
     "public.post":              (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
     "public.edit_others":       (LOGIN,     HIDDEN,     HIDDEN, FORBIDDEN, FORBIDDEN,      OK),
@@ -56,8 +61,10 @@ MATRIX: dict[str, tuple[str, ...]] = {
 # fmt: on
 
 # Which surface offers which action (the verb after the room prefix).
-PAGE_ACTIONS = {"read_project", "list_rooms", "invite_to_project", "read_history", "add_member"}
-API_ACTIONS = {"read_project", "list_rooms", "invite_to_project", "read_history", "post", "edit_others", "delete_others", "add_member"}
+PROJECT_MEMBERSHIP_ACTIONS = {"invite_to_project", "accept_invitation", "decline_invitation", "leave_project", "remove_member"}
+INVITATION_ACTIONS = {"accept_invitation", "decline_invitation"}
+PAGE_ACTIONS = {"read_project", "list_rooms", "read_history", "add_member"} | PROJECT_MEMBERSHIP_ACTIONS
+API_ACTIONS = {"read_project", "list_rooms", "read_history", "post", "edit_others", "delete_others", "add_member"} | PROJECT_MEMBERSHIP_ACTIONS
 WS_ACTIONS = {"post", "subscribe", "resume"}
 
 
@@ -73,6 +80,20 @@ def cases(surface_actions: set[str]) -> list[Any]:
 def split(action: str) -> tuple[str | None, str]:
     room, _, verb = action.rpartition(".")
     return room or None, verb
+
+
+def _invitation_id(world: World, *, missing: bool) -> int:
+    """The non-member's pending invitation to the project (made on first use), or an id nobody has."""
+    if missing:
+        return MISSING_ID
+    invitation, _ = Invitation.objects.get_or_create(
+        project=world.project, user=world.user("non_member"), defaults={"invited_by": world.project.created_by}
+    )
+    return invitation.id
+
+
+def _bystander_id(world: World) -> int:
+    return Membership.objects.get(project=world.project, user__username="bystander").user_id
 
 
 def test_matrix_covers_every_role_and_action():
@@ -92,6 +113,12 @@ def _page_request(client: Client, world: World, room_kind: str | None, verb: str
         return client.get(f"/p/{project}/")
     if verb == "invite_to_project":
         return client.post(f"/p/{project}/invite/", {"username": "newbie", "role": "member"})
+    if verb in INVITATION_ACTIONS:
+        return client.post(f"/invitations/{_invitation_id(world, missing=missing)}/{verb.partition('_')[0]}/")
+    if verb == "leave_project":
+        return client.post(f"/p/{project}/leave/")
+    if verb == "remove_member":
+        return client.post(f"/p/{project}/members/{_bystander_id(world)}/remove/")
     if verb == "read_history":
         return client.get(f"/p/{project}/r/{room_slug}/")
     if verb == "add_member":
@@ -112,7 +139,11 @@ def test_pages(world: World, role: str, action: str, expected: str) -> None:
     elif expected == HIDDEN:
         probe = _page_request(client, world, room_kind, verb, missing=True)
         assert (response.status_code, response.content) == (probe.status_code, probe.content)
-        assert response.status_code == 404
+        if verb in INVITATION_ACTIONS:
+            # Answered like an invitation already answered: back to the project list, "no longer pending".
+            assert response.status_code == 302 and response["Location"] == probe["Location"] == "/"
+        else:
+            assert response.status_code == 404
     elif expected == FORBIDDEN:
         assert response.status_code == 403
     else:
@@ -126,13 +157,35 @@ def test_pages(world: World, role: str, action: str, expected: str) -> None:
         elif verb == "read_history":
             messages = world.public_messages if room_kind == "public" else world.private_messages
             assert response.status_code == 200 and all(m.body in body for m in messages)
-        elif verb in ("invite_to_project", "add_member"):
+        elif verb in ("invite_to_project", "add_member", "leave_project", "remove_member") or verb in INVITATION_ACTIONS:
             assert response.status_code == 302
 
-    invited = Membership.objects.filter(project=world.project, user__username="newbie").exists()
-    assert invited == (verb == "invite_to_project" and expected == OK)
+    _assert_membership_writes(world, role, verb, expected)
     added = RoomMember.objects.filter(room=world.private, user__username="bystander").exists()
     assert added == (verb == "add_member" and expected == OK)
+
+
+def _assert_membership_writes(world: World, role: str, verb: str, expected: str) -> None:
+    """Invitations and memberships changed exactly as an allowed action would, and not at all otherwise."""
+    allowed = expected == OK
+    assert Invitation.objects.filter(project=world.project, user__username="newbie").exists() == (
+        verb == "invite_to_project" and allowed
+    )
+    assert not Membership.objects.filter(project=world.project, user__username="newbie").exists()
+    outsider = world.user("non_member")
+    assert Membership.objects.filter(project=world.project, user=outsider).exists() == (
+        verb == "accept_invitation" and allowed
+    )
+    if verb in INVITATION_ACTIONS:
+        assert Invitation.objects.filter(project=world.project, user=outsider).exists() == (not allowed)
+    user = world.user(role)
+    if verb == "leave_project" and user is not None:
+        assert Membership.objects.filter(project=world.project, user=user).exists() == (not allowed and role in (
+            "member", "private_member", "admin"
+        ))
+    assert Membership.objects.filter(project=world.project, user__username="bystander").exists() == (
+        not (verb == "remove_member" and allowed)
+    )
 
 
 # --- JSON API ---------------------------------------------------------------
@@ -163,7 +216,13 @@ def _api_request(
     if verb == "list_rooms":
         return [read(f"/projects/{slug}/rooms")]
     if verb == "invite_to_project":
-        return [write("post", f"/projects/{slug}/members", {"username": "newbie"})]
+        return [write("post", f"/projects/{slug}/invitations", {"username": "newbie"})]
+    if verb in INVITATION_ACTIONS:
+        return [write("post", f"/invitations/{_invitation_id(world, missing=missing)}/{verb.partition('_')[0]}")]
+    if verb == "leave_project":
+        return [write("post", f"/projects/{slug}/leave")]
+    if verb == "remove_member":
+        return [write("delete", f"/projects/{slug}/members/{_bystander_id(world)}")]
     if verb == "read_history":
         return [read(f"/rooms/{room_id}"), read(f"/rooms/{room_id}/messages")]
     if verb == "post":
@@ -208,7 +267,16 @@ def test_api(world: World, role: str, action: str, expected: str, auth: str) -> 
             assert response.status_code == 403
             assert response.json()["code"] == "forbidden"
     else:
-        expected_status = {"invite_to_project": 201, "post": 201, "add_member": 201, "delete_others": 204}.get(verb, 200)
+        expected_status = {
+            "invite_to_project": 202,
+            "accept_invitation": 201,
+            "decline_invitation": 204,
+            "leave_project": 204,
+            "remove_member": 204,
+            "post": 201,
+            "add_member": 201,
+            "delete_others": 204,
+        }.get(verb, 200)
         for response in responses:
             assert response.status_code == expected_status, response.content
         if verb == "list_rooms":
@@ -219,15 +287,13 @@ def test_api(world: World, role: str, action: str, expected: str, auth: str) -> 
             messages = world.public_messages if room_kind == "public" else world.private_messages
             assert [m["id"] for m in responses[1].json()["items"]] == [m.id for m in messages]
 
-    _assert_writes(world, room_kind, verb, expected)
+    _assert_writes(world, role, room_kind, verb, expected)
 
 
-def _assert_writes(world: World, room_kind: str | None, verb: str, expected: str) -> None:
+def _assert_writes(world: World, role: str, room_kind: str | None, verb: str, expected: str) -> None:
     """A denied write changed nothing; an allowed one happened."""
     allowed = expected == OK
-    assert Membership.objects.filter(project=world.project, user__username="newbie").exists() == (
-        verb == "invite_to_project" and allowed
-    )
+    _assert_membership_writes(world, role, verb, expected)
     assert RoomMember.objects.filter(room=world.private, user__username="bystander").exists() == (
         verb == "add_member" and allowed
     )
@@ -244,7 +310,7 @@ def _assert_writes(world: World, room_kind: str | None, verb: str, expected: str
 
 async def _open(world: World, role: str) -> WebsocketCommunicator:
     token = world.tokens.get(role)
-    headers = [(b"authorization", f"Bearer {token}".encode())] if token else [(b"origin", b"http://127.0.0.1")]
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
     communicator = WebsocketCommunicator(application, "/ws/", headers=headers)
     connected, _ = await communicator.connect()
     assert connected

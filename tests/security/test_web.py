@@ -24,8 +24,9 @@ from chat import services as chat_services
 from chatsite import env
 from chatsite.asgi import application
 from chatsite.api import api
+from projects.models import Invitation
 from tests.conftest import PASSWORD
-from tests.security.conftest import PRIVATE_ROOM_NAME, World
+from tests.security.conftest import MISSING_ID, PRIVATE_ROOM_NAME, World
 from tests.servers import server_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,21 +44,35 @@ FORMS = [
     ("/", "admin", "/", {"name": "Another project"}),
     ("/p/world/", "admin", "/p/world/rooms/", {"name": "csrf-room"}),
     ("/p/world/", "admin", "/p/world/invite/", {"username": "newbie", "role": "member"}),
+    ("/p/world/", "admin", "/p/world/leave/", {}),
+    ("/p/world/", "admin", "/p/world/members/{id}/remove/", {}),
+    ("/", "non_member", "/invitations/{id}/accept/", {}),
+    ("/", "non_member", "/invitations/{id}/decline/", {}),
     (f"/p/world/r/{PRIVATE_ROOM_NAME}/", "private_member", f"/p/world/r/{PRIVATE_ROOM_NAME}/members/", {"username": "bystander"}),
 ]
 
 
+def _form_action(world: World, action: str) -> str:
+    """``action`` with its ``{id}``: the member "bystander" to remove, or the non-member's invitation (made here)."""
+    if "/invitations/" in action:
+        invitation, _ = Invitation.objects.get_or_create(project=world.project, user=world.user("non_member"))
+        return action.replace("{id}", str(invitation.id))
+    return action.replace("{id}", str(world.project.memberships.get(user__username="bystander").user_id))
+
+
 @pytest.mark.django_db
 def test_every_post_form_on_the_pages_is_in_the_csrf_list(world: World) -> None:
-    """The forms the pages actually render are exactly the ones tested below."""
+    """The forms the pages actually render are exactly the ones tested below (any id standing for ``{id}``)."""
     found = set()
+    for _, _, action, _ in FORMS:
+        _form_action(world, action)  # the invitation the non-member's page shows
     for page, role, _, _ in FORMS:
         client = Client()
         if role:
             client.force_login(world.user(role))
         response = client.get(page)
         assert response.status_code == 200, page
-        found |= set(FORM.findall(response.content.decode()))
+        found |= {re.sub(r"/\d+/", "/{id}/", action) for action in FORM.findall(response.content.decode())}
     assert found == {action for _, _, action, _ in FORMS}
 
 
@@ -67,6 +82,7 @@ def test_page_forms_refuse_a_post_without_the_csrf_token(world: World, page: str
     client = Client(enforce_csrf_checks=True)
     if role:
         client.force_login(world.user(role))
+    action = _form_action(world, action)
     html = client.get(page).content.decode()
     token = CSRF_INPUT.search(html).group(1)
 
@@ -98,6 +114,8 @@ def test_session_api_writes_need_the_csrf_header(world: World, method: str, path
         path.replace("{slug}", world.project.slug)
         .replace("{room_id}", str(world.public.id))
         .replace("{message_id}", str(world.public_messages[0].id))
+        .replace("{user_id}", str(world.user("member").id))
+        .replace("{invitation_id}", str(MISSING_ID))
     )
     client = Client(enforce_csrf_checks=True)
     client.force_login(world.user("admin"))
