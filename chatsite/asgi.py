@@ -20,6 +20,7 @@ from chat.fastlane import HistoryFastLane  # noqa: E402
 from chat.auth import SocketSetupGuard, TokenAuthMiddleware  # noqa: E402
 from chat.background import BackgroundConsumer  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chatsite.http_timeouts import RequestBodyTimeout  # noqa: E402
 
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
@@ -29,6 +30,8 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 # Shared history pages are answered from the cache in front of Django when
 # everything they need is cached (chat.fastlane); it passes on everything else.
 http_application = HistoryFastLane(ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app)
+# A request body that does not arrive within HTTP_BODY_TIMEOUT gets a 408 (chatsite.http_timeouts).
+http_application = RequestBodyTimeout(http_application, timeout=env.HTTP_BODY_TIMEOUT)
 
 application = ProtocolTypeRouter(
     {

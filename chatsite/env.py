@@ -117,6 +117,11 @@ HTTP_THREADS = env_int("HTTP_THREADS", 8)
 # HTTP: answer a shared history page straight from the cache, in front of
 # Django's handler, when everything it needs is cached (chat.fastlane).
 HTTP_FAST_LANE = env_bool("HTTP_FAST_LANE", True)
+# HTTP: seconds a request's whole body has to arrive once its headers are in,
+# else 408 (chatsite.http_timeouts; uvicorn only, daphne buffers bodies first). 0: no deadline.
+HTTP_BODY_TIMEOUT = env_float("HTTP_BODY_TIMEOUT", 30.0)
+# HTTP: seconds uvicorn keeps an idle connection open after a response, waiting for the next request.
+HTTP_KEEPALIVE_TIMEOUT = env_int("HTTP_KEEPALIVE_TIMEOUT", 5)
 
 # Real-time delivery (chat.consumers)
 WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)

@@ -27,6 +27,8 @@ import gc
 import os
 import sys
 
+from chatsite import env
+
 SERVERS = ("uvicorn", "daphne")
 
 
@@ -40,6 +42,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ping-timeout", type=float, default=30.0, help="seconds to wait for a pong before closing")
     p.add_argument("--max-message-size", type=int, default=1024 * 1024, help="largest WebSocket message (bytes); bigger: 1009")
     p.add_argument("--backlog", type=int, default=4096, help="listen backlog (thousands of sockets may connect at once)")
+    p.add_argument(
+        "--keepalive-timeout", type=int, default=env.HTTP_KEEPALIVE_TIMEOUT,
+        help="seconds an idle HTTP connection is kept open after a response (uvicorn only; HTTP_KEEPALIVE_TIMEOUT)",
+    )  # fmt: skip
     p.add_argument(
         "--ws-deflate", action="store_true",
         help="accept permessage-deflate (uvicorn only; off: measured 1.6x the CPU per delivered frame and +131 KB per socket)",
@@ -144,6 +150,10 @@ def run_uvicorn(args: argparse.Namespace) -> None:
         access_log=False,
         log_level="info" if args.verbosity >= 1 else "warning",
         backlog=args.backlog,
+        # Bounds only the wait for a next request on a connection that has had
+        # one; uvicorn has no deadline for a request's headers (docs/SECURITY.md,
+        # "Slow clients"), and the body's is the application's (chatsite.http_timeouts).
+        timeout_keep_alive=args.keepalive_timeout,
         timeout_graceful_shutdown=5,
     )
 
