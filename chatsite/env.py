@@ -51,6 +51,8 @@ DATABASE_URL = env_str("DATABASE_URL", "")
 REDIS_URL = env_str("REDIS_URL", "")
 # Where the embedded SQLite database lives when DATABASE_URL is empty.
 SQLITE_PATH = env_str("SQLITE_PATH", "var/db.sqlite3")
+# Where collectstatic writes (relative paths are under the project directory).
+STATIC_ROOT = env_str("STATIC_ROOT", "var/staticfiles")
 
 # Database pool (ADR-008 names; mapped onto psycopg_pool min/max size).
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)

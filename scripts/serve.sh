@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Serve the app with uvicorn (chatsite.server; ASGI_SERVER=daphne for daphne; heartbeats on) and beside it, when Redis is
+# Collect the static files if the production storage has no manifest yet (manage.py collectstatic_if_missing),
+# then serve the app with uvicorn (chatsite.server; ASGI_SERVER=daphne for daphne; heartbeats on) and beside it, when Redis is
 # configured, the background worker, and, unless ENABLE_METRICS=false, the
 # metrics exporter (manage.py serve_metrics on METRICS_BIND:METRICS_PORT).
 # Stops them all when the server stops, on Ctrl-C or on SIGTERM.
@@ -27,6 +28,11 @@ enabled() {  # the same reading as chatsite.env.env_bool: empty means the defaul
     *) return 1 ;;
   esac
 }
+
+# The production storage names every asset from collectstatic's manifest: without it every page is a 500.
+# Collecting here (a no-op in the image, which collects at build time) lets the documented start work
+# on a fresh checkout; a STATIC_ROOT this user cannot write stops the start with one line saying what to run.
+"$PY" manage.py collectstatic_if_missing
 
 if enabled "${ENABLE_METRICS:-}" true; then
   # Every process of this stack writes its metrics to one directory

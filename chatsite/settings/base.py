@@ -201,7 +201,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATIC_ROOT = BASE_DIR / env.STATIC_ROOT
 
 # --- Chat -----------------------------------------------------------------
 CHAT_MESSAGE_MAX_LENGTH = 10_000
