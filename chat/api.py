@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from django.contrib.auth import authenticate
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Status
 
@@ -31,6 +30,7 @@ from chat.api_schemas import (
     RoomMemberAddIn,
     RoomMemberOut,
     RoomOut,
+    RateLimitedOut,
     RoomPage,
     TokenIn,
     TokenOut,
@@ -43,7 +43,7 @@ from chat.api_schemas import (
 )
 from chat.models import Room
 from chat.serialization import message_dict, room_dict, user_dict
-from chatsite import ratelimit
+from chatsite import login_policy, ratelimit
 from chatsite.errors import ChatError, InvalidInput
 from perf.compression import encoded_response, precompress
 from projects.selectors import project_get_for_user
@@ -62,15 +62,16 @@ class InvalidCredentials(ChatError):
 # --- Auth and the current user -------------------------------------------
 
 
-@router.post("/auth/token", auth=None, response={201: TokenOut, 401: ErrorOut}, tags=["auth"])
+@router.post(
+    "/auth/token", auth=None, response={201: TokenOut, 401: ErrorOut, 429: RateLimitedOut}, tags=["auth"]
+)
 def token_obtain(request: HttpRequest, payload: TokenIn) -> Status:
     """Exchange a username and password for a bearer token. Creates one ApiToken.
 
-    Rate-limited per username and per client address (429 with Retry-After).
+    Under the log-in limits (chatsite.login_policy, as /login/): a refused try
+    is 429 with Retry-After and the password is not checked.
     """
-    ratelimit.hit("login_ip", ratelimit.client_ip(request.META))
-    ratelimit.hit("login_account", payload.username.lower())
-    user = authenticate(request, username=payload.username, password=payload.password)
+    user = login_policy.login_authenticate(request, username=payload.username, password=payload.password)
     if user is None:
         raise InvalidCredentials("Invalid username or password.")
     ratelimit.hit("token", user.pk)

@@ -28,10 +28,17 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from chat import selectors, services
-from chat.forms import RoomCreateForm, RoomMemberAddForm, SignupForm, add_chat_error
+from chat.forms import (
+    LoginForm,
+    RoomCreateForm,
+    RoomMemberAddForm,
+    SignupForm,
+    add_chat_error,
+    login_response,
+)
 from chat.models import Room
 from chat.serialization import user_display_name
-from chatsite import ratelimit
+from chatsite import login_policy, ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from projects.models import Membership, Project
 from perf import cache as perf_cache
@@ -46,42 +53,36 @@ def _too_many(exc: ratelimit.RateLimited) -> str:
 
 
 class RateLimitedLoginView(LoginView):
-    """Django's login page, with the per-address and per-account limits of the token API.
+    """Django's login page, through the log-in limits (chatsite.login_policy) like the admin login and the token API.
 
-    Side effect: every POST counts against ``login_ip`` and ``login_account``
-    (chatsite.ratelimit). Past a limit the password is not even checked: the
-    page answers 429 with the form and a message.
+    Side effect: a wrong password counts against the policy's counters. A try
+    the policy refuses is not checked: the page answers 429 with the form and
+    the wait.
     """
 
     template_name = "registration/login.html"
+    authentication_form = LoginForm
     redirect_authenticated_user = True
 
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        username = str(request.POST.get("username", ""))[:150]
-        try:
-            ratelimit.hit("login_ip", ratelimit.client_ip(request.META))
-            ratelimit.hit("login_account", username.lower())
-        except ratelimit.RateLimited as exc:
-            form = self.get_form_class()(request, initial={"username": username})
-            context = self.get_context_data(form=form, rate_limited=_too_many(exc))
-            return self.render_to_response(context, status=429)
-        return super().post(request, *args, **kwargs)
+    def form_invalid(self, form: Any) -> HttpResponse:
+        return login_response(super().form_invalid(form), form)
 
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     """Create an account and log it in. Side effect: a new user and a session.
 
-    Sign-up attempts count against the ``login_ip`` limit of the client address.
+    Sign-up attempts count against the ``login_ip`` limit of the client address
+    (chatsite.login_policy.signup_attempt).
     """
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST or None)
     if request.method == "POST":
         try:
-            ratelimit.hit("login_ip", ratelimit.client_ip(request.META))
+            login_policy.signup_attempt(request)
         except ratelimit.RateLimited as exc:
-            return render(request, "registration/signup.html", {"form": SignupForm(), "rate_limited": _too_many(exc)}, status=429)
+            return render(request, "registration/signup.html", {"form": SignupForm(), "rate_limited": exc.message}, status=429)
     if request.method == "POST" and form.is_valid():
         try:
             user = services.user_create(

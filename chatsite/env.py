@@ -142,8 +142,12 @@ BENCH_REFERENCE_CONSUMER = env_bool("BENCH_REFERENCE_CONSUMER", False)
 
 # Rate limits as "count/seconds" (chatsite.ratelimit). Empty disables one.
 RATE_LIMIT_MESSAGES = env_str("RATE_LIMIT_MESSAGES", "120/60")
-RATE_LIMIT_LOGIN_ACCOUNT = env_str("RATE_LIMIT_LOGIN_ACCOUNT", "10/300")
+# Failed log-ins (chatsite.login_policy): per username and address, per address
+# (sign-ups count too), and per username across addresses. Past the account
+# limit only addresses that have not failed for that username may still try.
+RATE_LIMIT_LOGIN_PAIR = env_str("RATE_LIMIT_LOGIN_PAIR", "5/300")
 RATE_LIMIT_LOGIN_IP = env_str("RATE_LIMIT_LOGIN_IP", "50/300")
+RATE_LIMIT_LOGIN_ACCOUNT = env_str("RATE_LIMIT_LOGIN_ACCOUNT", "20/300")
 RATE_LIMIT_TOKENS = env_str("RATE_LIMIT_TOKENS", "10/300")
 RATE_LIMIT_ROOMS = env_str("RATE_LIMIT_ROOMS", "30/3600")
 RATE_LIMIT_INVITES = env_str("RATE_LIMIT_INVITES", "50/3600")

@@ -6,6 +6,10 @@ window as its TTL, later hits increment it. A limited caller gets
 frame with ``retry_after``). Limits come from settings (``RATE_LIMITS``,
 environment ``RATE_LIMIT_<NAME>`` as ``count/seconds``).
 
+:func:`hit` counts and refuses in one step. Policies that count only some
+outcomes (chatsite.login_policy counts failed log-ins) read the counters
+with :func:`usage` before acting and add to them with :func:`record` after.
+
 If the cache is down the limiter fails open: chat keeps working.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -48,10 +53,15 @@ class _Window:
         self.bucket = int(self.now // self.seconds)
         self.key = cache_key("ratelimit", action, ident, self.bucket)
 
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds until this window ends (at least 1)."""
+        return max(1, int((self.bucket + 1) * self.seconds - self.now) + 1)
+
     def check(self, count: int | None) -> None:
         """Raise RateLimited when ``count`` hits (this one included) exceed the limit."""
         if count is not None and count > self.limit:
-            retry_after = max(1, int((self.bucket + 1) * self.seconds - self.now) + 1)
+            retry_after = self.retry_after
             raise RateLimited(f"Too many requests ({self.action}); retry in {retry_after} s.", retry_after=retry_after)
 
 
@@ -60,23 +70,65 @@ def _window(action: str, ident: object) -> _Window | None:
     return _Window(action, ident, rate) if rate else None
 
 
+def _count(window: _Window) -> int | None:
+    """Add one to ``window``'s counter; its new value, or None when the cache is unavailable."""
+    try:
+        if cache.add(window.key, 1, window.seconds + 1):
+            return 1
+        return cache.incr(window.key)
+    except ValueError:  # expired between add and incr
+        cache.add(window.key, 1, window.seconds + 1)
+        return 1
+    except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
+        logger.warning("rate limiter unavailable for %s", window.action, exc_info=True)
+        return None
+
+
 def hit(action: str, ident: object) -> None:
     """Count one ``action`` by ``ident``; raise RateLimited past the configured rate."""
     window = _window(action, ident)
-    if window is None:
-        return
+    if window is not None:
+        window.check(_count(window))
+
+
+def record(action: str, ident: object) -> None:
+    """Count one ``action`` by ``ident`` and never refuse it: the caller decides with :func:`usage`."""
+    window = _window(action, ident)
+    if window is not None:
+        _count(window)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How much of a limit one identity has used in the current window."""
+
+    count: int
+    limit: int
+    retry_after: int
+
+    @property
+    def exhausted(self) -> bool:
+        """True when the limit is used up: one more counted action would be refused."""
+        return self.count >= self.limit
+
+
+def usage(*limits: tuple[str, object]) -> list[Usage | None]:
+    """The counters of each ``(action, ident)`` in its current window, in one round trip; nothing is counted.
+
+    None for a limit that is off. When the cache is unavailable every count
+    reads 0 (fail open, as :func:`hit` does).
+    """
+    windows = [_window(action, ident) for action, ident in limits]
+    keys = [window.key for window in windows if window is not None]
     try:
-        if cache.add(window.key, 1, window.seconds + 1):
-            count = 1
-        else:
-            count = cache.incr(window.key)
-    except ValueError:  # expired between add and incr
-        cache.add(window.key, 1, window.seconds + 1)
-        count = 1
+        found = cache.get_many(keys) if keys else {}
     except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
-        logger.warning("rate limiter unavailable for %s", action, exc_info=True)
-        return
-    window.check(count)
+        logger.warning("rate limiter unavailable for %s", ", ".join(action for action, _ in limits), exc_info=True)
+        found = {}
+    return [
+        None if window is None else Usage(int(found.get(window.key) or 0), window.limit, window.retry_after)
+        for window in windows
+    ]
 
 
 async def ahit(action: str, ident: object) -> None:

@@ -19,7 +19,8 @@ CSRF_TRUSTED_ORIGINS = env.CSRF_TRUSTED_ORIGINS
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # django.contrib.admin, with its log-in under the log-in limits (chat.admin_site).
+    "chatsite.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -223,8 +224,10 @@ CHAT_PRESENCE_TTL = env.PRESENCE_TTL
 
 RATE_LIMITS = {
     "message": env.RATE_LIMIT_MESSAGES,  # per user, WebSocket and API together
-    "login_account": env.RATE_LIMIT_LOGIN_ACCOUNT,  # per username, pages and token API
-    "login_ip": env.RATE_LIMIT_LOGIN_IP,  # per client address
+    # Failed log-ins (chatsite.login_policy: /login/, /admin/login/, the token API).
+    "login_pair": env.RATE_LIMIT_LOGIN_PAIR,  # per username and client address
+    "login_ip": env.RATE_LIMIT_LOGIN_IP,  # per client address, across usernames (sign-ups count too)
+    "login_account": env.RATE_LIMIT_LOGIN_ACCOUNT,  # per username, across addresses
     "token": env.RATE_LIMIT_TOKENS,  # tokens issued per user
     "room_create": env.RATE_LIMIT_ROOMS,  # per user
     "invite": env.RATE_LIMIT_INVITES,  # project invitations sent per inviter, pages and API

@@ -40,15 +40,18 @@ def test_api_message_sends_are_limited_per_user(chat_world, api_client, settings
     assert post_json(api_client(chat_world["owner"]), f"/rooms/{room.id}/messages", {"body": "x"}).status_code == 201
 
 
-def test_token_endpoint_limits_per_account_and_per_ip(make_user, settings):
+def test_token_endpoint_limits_failures_per_account_and_per_ip(make_user, settings):
+    """The token API under chatsite.login_policy (tests/chatsite/test_login_policy.py has the rest)."""
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "login_account": "2/300", "login_ip": "4/300"}
     make_user("target")
     client = Client()
     for _ in range(2):
         assert post_json(client, "/auth/token", {"username": "target", "password": "wrong"}).status_code == 401
+    # The account's limit is used up and this address failed for it: refused unchecked.
     assert post_json(client, "/auth/token", {"username": "target", "password": PASSWORD}).status_code == 429
-    # per IP: other accounts from the same address run into the IP limit
-    assert post_json(client, "/auth/token", {"username": "other", "password": "x"}).status_code == 401
+    # per IP: failures for other accounts from the same address run into the IP limit (refusals do not count)
+    for _ in range(2):
+        assert post_json(client, "/auth/token", {"username": "other", "password": "x"}).status_code == 401
     assert post_json(client, "/auth/token", {"username": "other", "password": "x"}).status_code == 429
     # another address is fine for another account
     other_ip = post_json(client, "/auth/token", {"username": "other2", "password": "x"}, REMOTE_ADDR="10.9.9.9")
@@ -85,3 +88,19 @@ async def test_websocket_sends_share_the_limit_and_get_an_error_frame(chat_world
     assert orjson.loads(await ws.receive_from()) == {"type": "pong", "ref": 1}
     assert await database_sync_to_async(Message.objects.count)() == 2
     await ws.disconnect()
+
+
+def test_record_counts_without_refusing_and_usage_reads_without_counting(settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "probe": "2/300"}
+    fresh, off = ratelimit.usage(("probe", "a"), ("off", "a"))
+    assert off is None and fresh.count == 0 and fresh.limit == 2 and not fresh.exhausted
+    for _ in range(3):
+        ratelimit.record("probe", "a")  # past the limit, and never raises
+    (used,) = ratelimit.usage(("probe", "a"))
+    assert used.count == 3 and used.exhausted and 1 <= used.retry_after <= 301
+    assert ratelimit.usage(("probe", "a"))[0].count == 3
+    # hit shares the counter and refuses past the limit
+    with pytest.raises(ratelimit.RateLimited):
+        ratelimit.hit("probe", "a")
+    ratelimit.hit("probe", "b")
+    assert ratelimit.usage(("probe", "b"))[0].count == 1
