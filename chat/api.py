@@ -1,4 +1,4 @@
-"""JSON API endpoints for tokens, the current user, rooms and messages.
+"""JSON API endpoints for tokens (issue, list, revoke), the current user, rooms and messages.
 
 Thin: parse, call one selector/service, serialize. Permissions live in the
 selectors (NotFound for what the user may not see) and the services
@@ -16,6 +16,9 @@ from ninja import Query, Router, Status
 from chat import selectors, services
 from chat.api_schemas import (
     ERROR_RESPONSES,
+    ApiTokenCreatedOut,
+    ApiTokenOut,
+    ApiTokenPage,
     ErrorOut,
     MeOut,
     MessageCreateIn,
@@ -32,6 +35,7 @@ from chat.api_schemas import (
     RoomOut,
     RateLimitedOut,
     RoomPage,
+    TokenCreateIn,
     TokenIn,
     TokenOut,
     fields_parse,
@@ -41,10 +45,10 @@ from chat.api_schemas import (
     page_cursor_encode,
     page_cursor_key,
 )
-from chat.models import Room
+from chat.models import ApiToken, Room
 from chat.serialization import message_dict, room_dict, user_dict
 from chatsite import login_policy, ratelimit
-from chatsite.errors import ChatError, InvalidInput
+from chatsite.errors import ChatError, Forbidden, InvalidInput
 from perf.compression import encoded_response, precompress
 from projects.selectors import project_get_for_user
 
@@ -77,6 +81,83 @@ def token_obtain(request: HttpRequest, payload: TokenIn) -> Status:
     ratelimit.hit("token", user.pk)
     _, raw = services.token_create(user=user)
     return Status(201, {"token": raw})
+
+
+def _bearer_token(request: HttpRequest) -> ApiToken | None:
+    """The caller's token this request was authenticated with, or None (session authentication).
+
+    chatsite.api tries the bearer token first, so a valid one of the caller's
+    own in the Authorization header is what authenticated the request.
+    """
+    scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return selectors.token_get_by_key_for_user(user=request.auth, raw_key=raw_key.strip())
+
+
+def _token_dict(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "created_at": token.created_at.isoformat(),
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+    }
+
+
+@router.delete("/auth/token", response={204: None, **ERROR_RESPONSES}, tags=["auth"])
+def token_revoke_current(request: HttpRequest) -> Status:
+    """Revoke the bearer token this request is made with: it stops working at once.
+
+    With session authentication there is no such token: 400 `no_bearer_token`
+    (revoke a token by id with `DELETE /auth/tokens/{token_id}`).
+    """
+    token = _bearer_token(request)
+    if token is None:
+        raise InvalidInput(
+            "This request was not made with a bearer token; revoke a token by id at /auth/tokens/{token_id}.",
+            code="no_bearer_token",
+        )
+    services.token_revoke(token=token, by=request.auth)
+    return Status(204, None)
+
+
+@router.get("/auth/tokens", response={200: ApiTokenPage, **ERROR_RESPONSES}, tags=["auth"], exclude_unset=True)
+def token_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
+    """Your own API tokens, newest first; never their keys.
+
+    Page size: `limit` (default 50; values above 100 are treated as 100).
+    `fields` picks the token fields returned.
+    """
+    fields = fields_parse(page.fields, schema=ApiTokenOut)
+    limit = selectors.page_limit(page.limit)
+    before = page_cursor_key(page.cursor, key="b", kind=int)
+    tokens = selectors.tokens_for_user(user=request.auth, before=before, limit=limit + 1)
+    items = tokens[:limit]
+    next_cursor = page_cursor_encode({"b": items[-1].id}) if len(tokens) > limit else None
+    return {"items": fields_select(map(_token_dict, items), fields), "next_cursor": next_cursor}
+
+
+@router.post("/auth/tokens", response={201: ApiTokenCreatedOut, **ERROR_RESPONSES}, tags=["auth"])
+def token_create(request: HttpRequest, payload: TokenCreateIn) -> Status:
+    """Create a named token for a signed-in browser session; the key is in this answer only.
+
+    Session only (403 `session_required` with a bearer token), so a leaked
+    token cannot mint others that outlive its revocation. Counts against the
+    user's token limit, as `POST /auth/token` does.
+    """
+    if _bearer_token(request) is not None:
+        raise Forbidden("Tokens are created from a signed-in session, not with a token.", code="session_required")
+    ratelimit.hit("token", request.auth.pk)
+    token, raw = services.token_create(user=request.auth, name=payload.name)
+    return Status(201, {**_token_dict(token), "token": raw})
+
+
+@router.delete("/auth/tokens/{token_id}", response={204: None, **ERROR_RESPONSES}, tags=["auth"])
+def token_delete(request: HttpRequest, token_id: int) -> Status:
+    """Revoke one of your tokens by id. Anyone else's id is 404, exactly like a missing one."""
+    token = selectors.token_get_for_user(user=request.auth, token_id=token_id)
+    services.token_revoke(token=token, by=request.auth)
+    return Status(204, None)
 
 
 @router.get("/me", response={200: MeOut, 401: ErrorOut}, tags=["auth"])

@@ -162,6 +162,10 @@ class TokenIn(Schema):
     password: Text
 
 
+class TokenCreateIn(Schema):
+    name: Text = Field(..., description="What the token is for: up to 100 characters (blank: `api`).")
+
+
 class RoomCreateIn(Schema):
     name: Text
     slug: Text | None = None
@@ -220,6 +224,27 @@ ERROR_RESPONSES: dict[int, Any] = {
 
 class TokenOut(Schema):
     token: str
+
+
+class ApiTokenOut(Schema):
+    """One of your API tokens. The key itself is never shown again after it was issued."""
+
+    id: int
+    name: str
+    created_at: str
+    last_used_at: str | None
+
+
+ApiTokenItem = selectable(ApiTokenOut, name="ApiTokenItem")
+
+
+class ApiTokenPage(Schema):
+    items: list[ApiTokenItem]  # type: ignore[valid-type]
+    next_cursor: str | None
+
+
+class ApiTokenCreatedOut(ApiTokenOut):
+    token: str = Field(..., description="The bearer token: shown in this answer only.")
 
 
 class UserOut(Schema):

@@ -68,6 +68,10 @@ def login_response(response: HttpResponse, form: Any) -> HttpResponse:
     return response
 
 
+class TokenCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. the program that uses it.")
+
+
 class RoomCreateForm(forms.Form):
     name = forms.CharField(max_length=100)
     topic = forms.CharField(max_length=250, required=False)

@@ -657,6 +657,14 @@ def room_members(*, room: Room) -> QuerySet[Any]:
     return qs.only("id", *USER_DISPLAY_FIELDS).order_by("username")
 
 
+def room_member_get(*, room: Room, user_id: int) -> Any:
+    """A member of ``room`` (the user), or NotFound."""
+    user = User.objects.filter(pk=user_id, room_memberships__room=room).first()
+    if user is None:
+        raise NotFound("Not a member of this room.", code="not_a_member")
+    return user
+
+
 def user_profile(*, user_id: int) -> dict[str, Any] | None:
     """Display data of a user (id, username, display_name), cached (family ``profiles``).
 

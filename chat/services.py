@@ -1,4 +1,4 @@
-"""Every write to rooms, messages, read state, users and API tokens.
+"""Every write to rooms, messages, read state, users and API tokens (issue and revoke).
 
 Real-time events are published with ``transaction.on_commit`` only: a write
 that rolls back never reaches a socket.
@@ -402,10 +402,30 @@ def user_update_profile(*, user: Any, first_name: str | None = None, last_name: 
     return user
 
 
+TOKEN_NAME_MAX = 100
+
+
 def token_create(*, user: Any, name: str = "api") -> tuple[ApiToken, str]:
-    """Issue a bearer token. Returns ``(token, raw_key)``; only the hash is stored."""
+    """Issue a bearer token named ``name`` (blank: "api"). Returns ``(token, raw_key)``; only the hash is stored.
+
+    The raw key exists only in the return value: it can be shown once.
+    InvalidInput (``invalid_name``) for a name over 100 characters or with NUL.
+    """
+    if not isinstance(name, str) or "\x00" in name or len(name.strip()) > TOKEN_NAME_MAX:
+        raise InvalidInput(f"The token name must be text of at most {TOKEN_NAME_MAX} characters.", code="invalid_name")
     raw = secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=user, name=(name or "api")[:100], key_hash=ApiToken.hash_key(raw)
-    )
+    token = ApiToken.objects.create(user=user, name=name.strip() or "api", key_hash=ApiToken.hash_key(raw))
     return token, raw
+
+
+@transaction.atomic
+def token_revoke(*, token: ApiToken, by: Any) -> None:
+    """Delete ``token``: only its owner may (NotFound for anyone else, the answer for a missing token).
+
+    Every revocation comes here. A plain ``delete()``, so the post_delete
+    receivers of chat.signals run: the token's cached lookup is dropped after
+    commit, and the token stops working at the next request.
+    """
+    if token.user_id != by.pk:
+        raise NotFound("Token not found.")
+    token.delete()

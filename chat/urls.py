@@ -1,4 +1,4 @@
-"""Every page route: accounts, projects and rooms. The JSON API lives at /api/v1/."""
+"""Every page route: accounts (and their API tokens), projects and rooms. The JSON API lives at /api/v1/."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -10,6 +10,8 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("login/", views.RateLimitedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/tokens/", views.token_list, name="account-tokens"),
+    path("account/tokens/revoke/", views.token_revoke, name="account-token-revoke"),
     path("", project_views.project_list, name="project-list"),
     path("p/<slug:slug>/", project_views.project_detail, name="project-detail"),
     path("p/<slug:slug>/invite/", project_views.project_invite, name="project-invite"),

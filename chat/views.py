@@ -1,4 +1,4 @@
-"""Chat pages: sign-up, room creation and the room page.
+"""Chat pages: sign-up, log-in, API tokens, room creation and the room page.
 
 Views are thin: validate the form, call the selector or service, render or
 redirect. A room the user may not read answers 404 whether or not it exists
@@ -33,6 +33,7 @@ from chat.forms import (
     RoomCreateForm,
     RoomMemberAddForm,
     SignupForm,
+    TokenCreateForm,
     add_chat_error,
     login_response,
 )
@@ -293,3 +294,66 @@ def room_member_add(request: HttpRequest, slug: str, room_slug: str) -> HttpResp
             messages.success(request, f"{member.user.username} can now read #{room.name}.")
             return redirect("room-detail", slug=project.slug, room_slug=room.slug)
     return room_page(request, project=project, room=room, member_form=form)
+
+
+# --- API tokens -------------------------------------------------------------
+
+
+def _token_page(request: HttpRequest, *, form: TokenCreateForm, created: Any = None, status: int = 200) -> HttpResponse:
+    """The tokens page, newest first, a page at a time (``?before=<id>`` continues below that id)."""
+    before = request.GET.get("before", "")
+    page_size = settings.CHAT_PAGE_SIZE
+    tokens = selectors.tokens_for_user(
+        user=request.user, before=int(before) if before.isascii() and before.isdigit() else None, limit=page_size + 1
+    )
+    context = {
+        "tokens": tokens[:page_size],
+        "older": tokens[page_size - 1].id if len(tokens) > page_size else None,
+        "form": form,
+        "created": created,
+    }
+    response = render(request, "account/tokens.html", context, status=status)
+    if created is not None:
+        # The raw key is in this page only: no cache may keep it.
+        patch_cache_control(response, no_store=True)
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_list(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's API tokens; a POST creates one and shows its key, once.
+
+    Creating counts against the user's ``token`` limit, as POST /api/v1/auth/token does.
+    """
+    if request.method == "GET":
+        return _token_page(request, form=TokenCreateForm())
+    form = TokenCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            ratelimit.hit("token", request.user.pk)
+            token, raw = services.token_create(user=request.user, name=form.cleaned_data["name"])
+        except ratelimit.RateLimited as exc:
+            form.add_error(None, _too_many(exc))
+            return _token_page(request, form=form, status=429)
+        except InvalidInput as exc:
+            add_chat_error(form, exc, field="name")
+        else:
+            return _token_page(request, form=TokenCreateForm(), created={"token": token, "raw": raw})
+    return _token_page(request, form=form)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest) -> HttpResponse:
+    """Revoke one of the signed-in user's tokens (form field ``token``: its id); 404 for any other id."""
+    raw_id = request.POST.get("token", "")
+    try:
+        if not (raw_id.isascii() and raw_id.isdigit()):
+            raise NotFound("Token not found.")
+        token = selectors.token_get_for_user(user=request.user, token_id=int(raw_id))
+    except NotFound:
+        raise Http404("Token not found.") from None
+    services.token_revoke(token=token, by=request.user)
+    messages.success(request, f"Token '{token.name}' revoked: programs using it can no longer sign in with it.")
+    return redirect("account-tokens")

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
@@ -157,12 +159,12 @@ class ExplodingMiddleware:
             raise OperationalError("the pool timed out")
         if kind == "bug":
             raise RuntimeError("a bug in a middleware")
+        if kind == "denied":
+            raise PermissionDenied
         return self.get_response(request)
 
 
 def _with_exploding_middleware():
-    from django.conf import settings
-
     return override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, f"{__name__}.ExplodingMiddleware"])
 
 
@@ -174,6 +176,26 @@ def test_an_error_raised_by_a_middleware_answers_a_json_500_under_the_api() -> N
         page = client.get("/login/", headers={"X-Explode": "bug"})
         assert page.status_code == 500
         assert not page["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.django_db
+def test_a_permission_denied_outside_a_view_answers_a_json_403_under_the_api() -> None:
+    with _with_exploding_middleware():
+        client = Client(raise_request_exception=False)
+        assert_api_error(client.get(f"{API}/projects", headers={"X-Explode": "denied"}), 403, "forbidden")
+        page = client.get("/login/", headers={"X-Explode": "denied"})
+        assert page.status_code == 403
+        assert not page["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.django_db
+def test_a_body_too_large_for_the_csrf_check_answers_a_json_413_under_the_api() -> None:
+    # The CSRF check of the documentation views reads a form body before any API code runs.
+    client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    client.cookies[settings.CSRF_COOKIE_NAME] = "a" * 32
+    oversized = "x=" + "a" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    response = client.post(f"{API}/openapi.json", data=oversized, content_type="application/x-www-form-urlencoded")
+    assert_api_error(response, 413, "too_large")
 
 
 @pytest.mark.django_db

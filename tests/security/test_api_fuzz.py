@@ -24,6 +24,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from chat import services as chat_services
+from chat.models import ApiToken
 from projects import services as project_services
 from projects.models import Invitation, Project
 from tests.security.conftest import World
@@ -56,6 +57,12 @@ def _pin_to_world(case, world: World) -> None:
         "slug": world.project.slug,
         "room_id": world.public.id,
         "message_id": own.id,
+        # A spare token of the member's own (revoking it leaves the one the requests use); one
+        # at a time, so the token list stays the size of the others.
+        "token_id": (
+            ApiToken.objects.filter(user=world.user("member"), name="spare").first()
+            or chat_services.token_create(user=world.user("member"), name="spare")[0]
+        ).id,
     }
     for name in list(case.path_parameters or {}):
         if name in real:

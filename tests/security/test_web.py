@@ -49,6 +49,8 @@ FORMS = [
     ("/", "non_member", "/invitations/{id}/accept/", {}),
     ("/", "non_member", "/invitations/{id}/decline/", {}),
     (f"/p/world/r/{PRIVATE_ROOM_NAME}/", "private_member", f"/p/world/r/{PRIVATE_ROOM_NAME}/members/", {"username": "bystander"}),
+    ("/account/tokens/", "member", "/account/tokens/", {"name": "csrf-token"}),
+    ("/account/tokens/", "member", "/account/tokens/revoke/", {"token": "987654321"}),
 ]
 
 
