@@ -34,7 +34,8 @@ def report(request: HttpRequest) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """``handler500``: a database that is busy or down is a 503 here too.
+    """The 500 page, reached through ``handler500`` (chatsite.urls): a database that is
+    busy or down is a 503 here too (JSON under /api/).
 
     PerfMiddleware.process_exception only sees exceptions raised by views; one
     raised by a middleware (a session saved after the view, say) reaches this
