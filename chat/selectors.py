@@ -720,6 +720,38 @@ def token_cache_key(key_hash: str) -> str:
     return cache_key("token", key_hash)
 
 
+# Largest id a bigint holds: a larger one names no token (and PostgreSQL would refuse it).
+TOKEN_ID_MAX = 2**63 - 1
+
+
+def tokens_for_user(*, user: Any, before: int | None = None, limit: int) -> list[ApiToken]:
+    """The user's own API tokens, newest first: up to ``limit`` with an id below ``before``.
+
+    Never cached; the key hash is not loaded.
+    """
+    tokens = ApiToken.objects.filter(user=user).only("id", "user_id", "name", "created_at", "last_used_at")
+    if before is not None and before <= TOKEN_ID_MAX:  # every id is below a larger one
+        tokens = tokens.filter(id__lt=before)
+    return list(tokens.order_by("-id")[:limit])
+
+
+def token_get_for_user(*, user: Any, token_id: int) -> ApiToken:
+    """One of the user's own tokens; NotFound for an id that is missing or anyone else's (the same answer)."""
+    token = None
+    if 0 < token_id <= TOKEN_ID_MAX:
+        token = ApiToken.objects.filter(user=user, id=token_id).first()
+    if token is None:
+        raise NotFound("Token not found.")
+    return token
+
+
+def token_get_by_key_for_user(*, user: Any, raw_key: str) -> ApiToken | None:
+    """The user's own token whose raw key is ``raw_key``, or None."""
+    if not raw_key:
+        return None
+    return ApiToken.objects.filter(user=user, key_hash=ApiToken.hash_key(raw_key)).first()
+
+
 def page_limit(limit: int | None) -> int:
     """Clamp a requested page size to [1, CHAT_PAGE_SIZE_MAX]; None means the default."""
     if limit is None:
