@@ -1,4 +1,4 @@
-"""The protocol router: HTTP to Django, WebSocket to the chat consumer."""
+"""The protocol router (HTTP to Django, WebSocket to the chat consumer), behind the trusted-proxy check."""
 
 import os
 
@@ -24,6 +24,7 @@ from chatsite.http_timeouts import RequestBodyTimeout  # noqa: E402
 
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware  # noqa: E402
 
 # In development (DEBUG) the ASGI server also serves /static/; production
 # serves collected, fingerprinted files (see docs/ARCHITECTURE.md).
@@ -33,10 +34,18 @@ http_application = HistoryFastLane(ASGIStaticFilesHandler(django_asgi_app) if se
 # A request body that does not arrive within HTTP_BODY_TIMEOUT gets a 408 (chatsite.http_timeouts).
 http_application = RequestBodyTimeout(http_application, timeout=env.HTTP_BODY_TIMEOUT)
 
-application = ProtocolTypeRouter(
+protocol_router = ProtocolTypeRouter(
     {
         "http": http_application,
         "websocket": SocketSetupGuard(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))),
         "channel": ChannelNameRouter({events.background_channel(): BackgroundConsumer.as_asgi()}),
     }
 )
+
+# The client address and scheme of HTTP and WebSocket scopes come from
+# X-Forwarded-For / X-Forwarded-Proto only when the peer is one of
+# TRUSTED_PROXIES (none by default); the servers' own handling of those
+# headers is off (chatsite.server), so this is the one place that decides,
+# under uvicorn and daphne alike. Per-address limits and request.is_secure()
+# read what it leaves in the scope.
+application = ProxyHeadersMiddleware(protocol_router, trusted_hosts=settings.TRUSTED_PROXIES)

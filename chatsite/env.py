@@ -42,6 +42,10 @@ SECRET_KEY = env_str("SECRET_KEY", "")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Addresses (IPs or CIDR networks) of the reverse proxies whose X-Forwarded-For
+# and X-Forwarded-Proto are believed (chatsite.asgi). Empty: nobody's; the
+# client address is the socket's peer and the scheme the connection's.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 # Port `make run` serves on (and seed_demo prints).
 PORT = env_int("PORT", 8000)

@@ -148,6 +148,10 @@ def run_uvicorn(args: argparse.Namespace) -> None:
         lifespan="off",
         # The app writes its own JSON request log (perf.middleware).
         access_log=False,
+        # Forwarded headers are believed only from TRUSTED_PROXIES, by the
+        # application itself (chatsite.asgi); uvicorn's default would believe
+        # them from any peer on 127.0.0.1.
+        proxy_headers=False,
         log_level="info" if args.verbosity >= 1 else "warning",
         backlog=args.backlog,
         # Bounds only the wait for a next request on a connection that has had
@@ -169,6 +173,7 @@ def run_daphne(args: argparse.Namespace) -> None:
         self.failByDrop = False
 
     WebSocketFactory.resetProtocolOptions = reset_with_close_frames
+    # No --proxy-headers: forwarded headers are the application's to judge (chatsite.asgi).
     CommandLineInterface().run(
         [
             "-e", f"tcp:port={args.port}:interface={args.bind}:backlog={args.backlog}",

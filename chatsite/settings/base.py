@@ -16,6 +16,8 @@ SECRET_KEY = env.SECRET_KEY or "insecure-development-key-change-me"
 DEBUG = env.DEBUG
 ALLOWED_HOSTS = env.ALLOWED_HOSTS
 CSRF_TRUSTED_ORIGINS = env.CSRF_TRUSTED_ORIGINS
+# Proxies whose forwarded headers set the client address and scheme (chatsite.asgi).
+TRUSTED_PROXIES = env.TRUSTED_PROXIES
 
 INSTALLED_APPS = [
     "daphne",

@@ -12,8 +12,12 @@ if not env.DATABASE_URL or not env.REDIS_URL:
     raise ImproperlyConfigured("DATABASE_URL and REDIS_URL must be set in production")
 
 DEBUG = False
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# No SECURE_PROXY_SSL_HEADER: a TLS proxy listed in TRUSTED_PROXIES has its
+# X-Forwarded-Proto put into the ASGI scope's scheme (chatsite.asgi), which is
+# what request.is_secure() reads; from anyone else the header means nothing.
 SECURE_SSL_REDIRECT = env.env_bool("SECURE_SSL_REDIRECT", True)
+# The container health check asks over plain HTTP from inside the container.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env.env_int("SECURE_HSTS_SECONDS", 31536000)

@@ -300,7 +300,7 @@ def dump(response):
 
 client = Client(HTTP_HOST="localhost")
 out = {
-    "plain_http": dump(client.get("/healthz")),
+    "plain_http": dump(client.get("/api/v1/me")),
     "healthz": dump(client.get("/healthz", secure=True)),
     "login": dump(client.post("/login/", {"username": os.environ["PROBE_USER"], "password": os.environ["PROBE_PASSWORD"]}, secure=True)),
     "api": dump(client.get("/api/v1/me", secure=True)),
