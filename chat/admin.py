@@ -25,6 +25,16 @@ from django.utils.text import Truncator
 from chat.models import ApiToken, Message, Room, RoomMember
 
 
+class RoomMemberInline(admin.TabularInline):
+    """A room's members: who reads it while it is private, and who stays when it is made private."""
+
+    model = RoomMember
+    extra = 0
+    autocomplete_fields = ("user",)
+    readonly_fields = ("joined_at",)
+    verbose_name = "member (reads the room when it is private)"
+
+
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "slug", "project", "is_private", "last_message_seq", "last_message_at")
@@ -32,7 +42,8 @@ class RoomAdmin(admin.ModelAdmin):
     list_filter = ("is_private",)
     search_fields = ("name", "slug", "project__slug")
     autocomplete_fields = ("project", "created_by")
-    readonly_fields = ("created_at", "last_message_seq", "last_message_at")
+    readonly_fields = ("created_at", "last_message_seq", "last_message_at", "messages_deleted")
+    inlines = (RoomMemberInline,)
     ordering = ("-id",)
     show_full_result_count = False
 
@@ -42,7 +53,7 @@ class RoomAdmin(admin.ModelAdmin):
 
 @admin.register(RoomMember)
 class RoomMemberAdmin(admin.ModelAdmin):
-    list_display = ("id", "room", "user", "last_read_message_id", "joined_at")
+    list_display = ("id", "room", "user", "joined_at")
     list_select_related = ("room", "user")
     search_fields = ("user__username", "room__slug")
     autocomplete_fields = ("room", "user")

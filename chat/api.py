@@ -226,6 +226,19 @@ def room_member_add(request: HttpRequest, room_id: int, payload: RoomMemberAddIn
     return Status(201, {"room": room.id, "user": user_dict(member.user)})
 
 
+@router.delete("/rooms/{room_id}/members/{user_id}", response={204: None, **ERROR_RESPONSES}, tags=["rooms"])
+def room_member_remove(request: HttpRequest, room_id: int, user_id: int) -> Status:
+    """Leave a room (your own id) or, as a project admin, remove a member.
+
+    Leaving a private room ends your access to it, on open sockets too. The
+    last member of a private room cannot leave (409 `last_member`).
+    """
+    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    member = selectors.room_member_get(room=room, user_id=user_id)
+    services.room_member_remove(room=room, user=member, by=request.auth)
+    return Status(204, None)
+
+
 @router.post("/rooms/{room_id}/read", response={200: ReadMarkOut, **ERROR_RESPONSES}, tags=["rooms"])
 def room_read(request: HttpRequest, room_id: int, payload: ReadMarkIn) -> dict[str, int]:
     """Move the caller's read marker forward (never back; clamped to the newest message)."""

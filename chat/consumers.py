@@ -24,6 +24,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 
 from chat import events, fanout, metrics, presence, selectors, services
 from chat.asyncdb import db_async, direct_writes_enabled
+from chat.auth import credentials_valid, session_key
+from chat.signals import session_key_digest
 from chat.outbox import (
     PRIORITY_CHANGE,
     PRIORITY_EPHEMERAL,
@@ -34,15 +36,16 @@ from chat.outbox import (
 )
 from chat.serialization import message_dict, user_dict
 from chatsite import ratelimit
-from chatsite.errors import ChatError, InvalidInput
+from chatsite.errors import ChatError, InvalidInput, NotFound
 from perf import context as perf_context
 from perf import metrics as perf_metrics
 
 logger = logging.getLogger(__name__)
 
 # Close codes (docs/PROTOCOL.md).
-CLOSE_UNAUTHENTICATED = 4401
+CLOSE_UNAUTHENTICATED = 4401  # also: the credentials were revoked while the socket was open
 CLOSE_SLOW_CONSUMER = 4408
+CLOSE_TOO_MANY_SOCKETS = 4429
 
 EVENT_PRIORITY = {
     "message.new": PRIORITY_MESSAGE,
@@ -83,22 +86,27 @@ def _ack(room_id: int, client_id: str, message: Any, created: bool) -> dict[str,
     }
 
 
-def _resume(user: Any, room_id: int, last_id: int | None, cap: int) -> tuple[int, list[str], bool]:
-    """(cursor seq, missed message.new frames as text, overflowed) for a (re)subscribe.
+def _resume(user: Any, room_id: int, last_id: int | None, cap: int, budget: int) -> tuple[int, int, list[str], bool]:
+    """(project id, cursor seq, missed message.new frames as text, overflowed) for a (re)subscribe.
 
     Called after joining the room's group. The room counter is read *before*
     the missed messages, so every message is either in the backlog or arrives
     later as a live event with a higher seq; live duplicates are dropped by seq.
+    More than ``cap`` messages, or more than ``budget`` bytes of them, is an
+    overflow: the client reloads history over HTTP instead.
     """
-    selectors.room_get_for_user(user=user, room_id=room_id)
+    room = selectors.room_get_for_user(user=user, room_id=room_id)
     last_seq = selectors.room_last_seq(room_id=room_id)
     if last_id is None:
-        return last_seq, [], False
+        return room.project_id, last_seq, [], False
     missed = selectors.messages_after(room_id=room_id, after_id=last_id, limit=cap + 1)
     if len(missed) > cap:
-        return last_seq, [], True
+        return room.project_id, last_seq, [], True
+    frames = [_new_frame(m) for m in missed]
+    if sum(len(f) for f in frames) > budget:
+        return room.project_id, last_seq, [], True
     cursor = max(last_seq, missed[-1].seq) if missed else last_seq
-    return cursor, [_new_frame(m) for m in missed], False
+    return room.project_id, cursor, frames, False
 
 
 def _new_frame(message: Any) -> str:
@@ -150,6 +158,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.fill_tasks: set[asyncio.Future] = set()
         # Names this socket in presence (it has no channel-layer channel).
         self.socket_id = uuid.uuid4().hex
+        # room id -> its project, for a project's access check
+        self.room_projects: dict[int, int] = {}
+        # room id -> events held back while the socket checks its access to the room again
+        self.checking: dict[int, list[dict[str, Any]]] = {}
+        # Bumped by every access check: a subscribe that overlapped one checks its room again.
+        self.access_epoch = 0
+        self.revoked = False
+        self.credentials_checked = time.monotonic()
+        self.subscribes: list[float] = []
+        self.registered = False
         authenticated = self.user is not None and self.user.is_authenticated
         if authenticated:
             # Personal events through the process's hub. Before accept: with the
@@ -160,9 +178,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        self.registered = await presence.socket_register(
+            user_id=self.user.id, socket_id=self.socket_id, limit=settings.CHAT_WS_MAX_SOCKETS_PER_USER
+        )
+        if not self.registered:
+            metrics.WS_ERRORS.labels("too_many_sockets").inc()
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return
         self.outbox = Outbox(
             self._write,
-            limit=settings.CHAT_WS_SEND_BUFFER,
+            limit=settings.CHAT_WS_SEND_BUFFER_BYTES,
             window=settings.CHAT_WS_BATCH_WINDOW,
             on_overflow=self._slow_consumer,
             on_shed=lambda priority, n: metrics.WS_SHED.labels(str(priority)).inc(n),
@@ -178,6 +203,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await fanout.hub().leave_user(self.user.id, self)
             except Exception:  # noqa: BLE001 - a layer that is down has forgotten the membership anyway
                 logger.warning("leaving the user's group failed", exc_info=True)
+        if self.registered:
+            await presence.socket_unregister(user_id=self.user.id, socket_id=self.socket_id)
         if self.outbox is None:
             return
         metrics.WS_CONNECTIONS.dec()
@@ -200,7 +227,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _slow_consumer(self) -> None:
         metrics.WS_SLOW_CLOSES.inc()
         logger.info("closing slow consumer user=%s", getattr(self.user, "id", None))
-        await self.close(code=CLOSE_SLOW_CONSUMER)
+        await self._close_quietly(CLOSE_SLOW_CONSUMER)
+
+    async def _close_quietly(self, code: int) -> None:
+        """Close with ``code``; a client that has already gone is no error (the server says so by raising)."""
+        try:
+            await self.close(code=code)
+        except OSError:
+            logger.debug("client gone before the close frame (code %s)", code)
 
     def send_frame(self, frame: dict[str, Any], priority: int = PRIORITY_REPLY) -> None:
         self.outbox.put(priority, orjson.dumps(frame).decode())
@@ -226,9 +260,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # dispatched.
 
     def deliver_user_event(self, event: dict[str, Any]) -> None:
-        """Queue one personal event (a mention, …) from the RoomHub."""
-        if self.outbox is not None:
-            self.outbox.put(EVENT_PRIORITY.get(event["kind"], PRIORITY_CHANGE), event["text"])
+        """Queue one personal event (a mention, …) from the RoomHub, or act on a control event."""
+        if self.outbox is None or self.revoked:
+            return
+        kind = event["kind"]
+        if kind == events.AUTH_CHECK:
+            ended = event.get("session")
+            key = session_key(self.scope)
+            if ended is not None and key is not None and ended == session_key_digest(key):
+                self._revoke()  # this very session was logged out: no check needed
+            else:
+                self._spawn(self._check_credentials())
+        elif kind == events.ACCESS_CHECK:
+            rooms = event.get("rooms")
+            project = event.get("project")
+            affected = [
+                rid
+                for rid in [*self.cursors, *self.filling]
+                if (rooms is None or rid in rooms) and (project is None or self.room_projects.get(rid) in (project, None))
+            ]
+            self._check_access(affected)
+        else:
+            self.outbox.put(EVENT_PRIORITY.get(kind, PRIORITY_CHANGE), event["text"])
 
     def deliver_room_event(self, event: dict[str, Any]) -> bool:
         """Queue one room event (from the RoomHub) on this socket; True if it was queued.
@@ -239,8 +292,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         arrive meanwhile wait behind the fill.
         """
         room_id = event["room"]
-        if self.outbox is None:
+        if self.outbox is None or self.revoked:
             return False
+        if event["kind"] == events.ACCESS_CHECK:
+            self._check_access([room_id])
+            return False
+        held = self.checking.get(room_id)
+        if held is not None:
+            held.append(event)
+            return True
         waiting = self.filling.get(room_id)
         if waiting is not None:
             waiting.append(event)
@@ -284,10 +344,78 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for event in waiting:
             self.deliver_room_event(event)
 
+    # -- access and credentials that end -------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.fill_tasks.add(task)
+        task.add_done_callback(self.fill_tasks.discard)
+
+    def _check_access(self, room_ids: list[int]) -> None:
+        """Hold the events of ``room_ids`` from now on and check the user's access to them again.
+
+        Rooms still readable get their held events; the others are dropped
+        with an ``access_revoked`` error frame, and nothing of them is sent again.
+        """
+        self.access_epoch += 1
+        fresh = [rid for rid in dict.fromkeys(room_ids) if rid not in self.checking]
+        if not fresh:
+            return
+        for rid in fresh:
+            self.checking[rid] = []
+        self._spawn(self._recheck_rooms(fresh))
+
+    async def _recheck_rooms(self, room_ids: list[int]) -> None:
+        try:
+            readable = await db_async(selectors.rooms_readable)(user=self.user, room_ids=room_ids)
+        except Exception:  # noqa: BLE001 - when in doubt, drop: the client can subscribe again
+            logger.exception("access check failed user=%s", self.user.id)
+            readable = set()
+        for rid in room_ids:
+            held = self.checking.pop(rid, [])
+            if rid in readable:
+                for event in held:
+                    self.deliver_room_event(event)
+            elif rid in self.cursors or rid in self.filling:
+                await self._leave(rid)
+                metrics.WS_ACCESS_REVOKED.inc()
+                self.send_error("access_revoked", "You can no longer read this room.", ref=rid)
+
+    def check_credentials_if_due(self) -> None:
+        """Check the credentials again if the last check is older than WS_AUTH_RECHECK (the RoomHub asks).
+
+        A session can also end without an event (it expires): this bounds how long a socket outlives it.
+        """
+        if self.outbox is None or self.revoked:
+            return
+        if time.monotonic() - self.credentials_checked > settings.CHAT_WS_AUTH_RECHECK:
+            self.credentials_checked = time.monotonic()
+            self._spawn(self._check_credentials())
+
+    async def _check_credentials(self) -> None:
+        self.credentials_checked = time.monotonic()
+        try:
+            valid = await db_async(credentials_valid)(self.scope, self.user.id)
+        except Exception:  # noqa: BLE001 - the store is down: keep the socket, check at the next event
+            logger.warning("credential check failed user=%s", self.user.id, exc_info=True)
+            return
+        if not valid:
+            self._revoke()
+
+    def _revoke(self) -> None:
+        """The socket's credentials ended: stop delivering and accepting at once, then close with 4401."""
+        if self.revoked:
+            return
+        self.revoked = True
+        metrics.WS_REVOKED.inc()
+        if self.outbox is not None:
+            self._spawn(self.outbox.close())
+        self._spawn(self._close_quietly(CLOSE_UNAUTHENTICATED))
+
     # -- incoming ------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.outbox is None:
+        if self.outbox is None or self.revoked:
             return
         if text_data is None:
             self.send_error("binary_not_supported", "Send JSON text frames, not binary frames.")
@@ -333,8 +461,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
         last_id = _int_field(frame, "last_id", required=False)
+        self._count_subscribe()
+        await ratelimit.ahit("subscribe", self.user.pk)
         cap = settings.CHAT_RESUME_MAX_MESSAGES
         joined = room_id in self.cursors
+        epoch = self.access_epoch
         # Join before reading the backlog so no event falls between the two.
         if not joined:
             # Live events that arrive before the cursor is known wait here.
@@ -347,12 +478,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.send_error("unavailable", "Real-time delivery is unavailable; retry.", ref=room_id, retryable=True)
                 return
         try:
-            cursor, missed, overflowed = await db_async(_resume)(self.user, room_id, last_id, cap)
-        except BaseException:
+            project_id, cursor, missed, overflowed = await db_async(_resume)(
+                self.user, room_id, last_id, cap, self.outbox.limit // 2
+            )
+            if self.access_epoch != epoch and not await db_async(selectors.rooms_readable)(user=self.user, room_ids=[room_id]):
+                # Access changed while this subscribe read the (possibly older) cache.
+                raise NotFound("Room not found.")
+        except BaseException as exc:
             if not joined:
                 self.filling.pop(room_id, None)
                 await fanout.hub().leave(room_id, self)
+            elif isinstance(exc, NotFound):
+                # A re-subscribe to a room the user can no longer read ends the subscription too.
+                await self._leave(room_id)
             raise
+        self.room_projects[room_id] = project_id
         for text in missed:
             self.outbox.put(PRIORITY_MESSAGE, text)
         self.cursors[room_id] = cursor
@@ -373,13 +513,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not joined and self.user.id not in online:
             await self._publish_presence(room_id, "online")
 
+    def _count_subscribe(self) -> None:
+        """The socket's own subscribe limit (WS_SUBSCRIBE_RATE), kept in memory: no I/O for the common case."""
+        limit, seconds = ratelimit.parse_rate(settings.CHAT_WS_SUBSCRIBE_RATE)
+        now = time.monotonic()
+        self.subscribes = [t for t in self.subscribes if t > now - seconds]
+        if len(self.subscribes) >= limit:
+            retry_after = max(1, int(self.subscribes[0] + seconds - now) + 1)
+            raise ratelimit.RateLimited(f"Too many subscribes on this socket; retry in {retry_after} s.", retry_after=retry_after)
+        self.subscribes.append(now)
+
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
         await self._leave(room_id)
         self.send_frame({"type": "unsubscribed", "room": room_id})
 
     async def _leave(self, room_id: int) -> None:
+        self.room_projects.pop(room_id, None)
         if self.cursors.pop(room_id, None) is None:
+            if self.filling.pop(room_id, None) is not None:
+                await fanout.hub().leave(room_id, self)  # a subscribe still reading its backlog
             return
         metrics.WS_SUBSCRIPTIONS.dec()
         self.filling.pop(room_id, None)

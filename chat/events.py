@@ -130,6 +130,33 @@ def publish_user_event(*, user_id: int, kind: str, payload: dict[str, Any]) -> N
     _layer_call("group_send", user_group(user_id), message, what=f"user={user_id} kind={kind}")
 
 
+# Control events: read by each socket of the server, never forwarded to the client.
+# "auth.check": the user's credentials changed (a token deleted, a logout, the user
+# saved or deleted); each of their sockets checks its own again, and one whose
+# session is ``session`` (its hash) closes at once. "access.check": what the user
+# (user group; ``project`` or ``rooms`` narrow it) or anyone (room group) may read
+# changed; each socket checks its subscriptions again.
+AUTH_CHECK = "auth.check"
+ACCESS_CHECK = "access.check"
+CONTROL_KINDS = frozenset({AUTH_CHECK, ACCESS_CHECK})
+
+
+def publish_user_control(*, user_id: int, kind: str, **fields: Any) -> None:
+    """Send a control event to every socket of a user, on every server process. Call it after commit."""
+    if get_channel_layer() is None:
+        return
+    message = {"type": USER_EVENT, "user": user_id, "kind": kind, "text": None, **fields}
+    _layer_call("group_send", user_group(user_id), message, what=f"user={user_id} kind={kind}")
+
+
+def publish_room_control(*, room_id: int, kind: str) -> None:
+    """Send a control event to every socket subscribed to a room. Call it after commit."""
+    if get_channel_layer() is None:
+        return
+    message = {"type": ROOM_EVENT, "room": room_id, "kind": kind, "seq": None, "text": None, "ts": None}
+    _layer_call("group_send", room_group(room_id), message, what=f"room={room_id} kind={kind}")
+
+
 def publish_room_event(*, room_id: int, kind: str, payload: dict[str, Any], seq: int | None = None) -> None:
     """Send one event to a room's group. Call it from ``transaction.on_commit``.
 

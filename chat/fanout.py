@@ -26,12 +26,16 @@ from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 
-from chat import events, metrics
+from chat import events, metrics, presence
 
 logger = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
+    socket_id: str
+
+    def check_credentials_if_due(self) -> None: ...
+
     def deliver_room_event(self, event: dict[str, Any]) -> bool: ...
 
     def deliver_user_event(self, event: dict[str, Any]) -> None: ...
@@ -47,6 +51,7 @@ class RoomHub:
         self.users: dict[int, set[Subscriber]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._task: asyncio.Task | None = None
+        self._refresh_task: asyncio.Task | None = None
         self._start_lock = asyncio.Lock()
 
     async def join(self, room_id: int, subscriber: Subscriber) -> None:
@@ -108,6 +113,21 @@ class RoomHub:
                     self.channel = await self.layer.new_channel("room-hub.")
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.ensure_future(self._refresh_sockets())
+
+    async def _refresh_sockets(self) -> None:
+        """Keep this process's sockets counted in their users' socket sets (chat.presence) while they are open,
+        and have each check its credentials again every WS_AUTH_RECHECK seconds."""
+        from django.conf import settings
+
+        while True:
+            await asyncio.sleep(max(1.0, settings.CHAT_PRESENCE_TTL / 3))
+            sockets = [(user_id, subscriber) for user_id, members in list(self.users.items()) for subscriber in list(members)]
+            await presence.refresh_sockets((user_id, subscriber.socket_id) for user_id, subscriber in sockets)
+            # Credentials that end without an event (an expired session) end here too, quiet sockets included.
+            for _, subscriber in sockets:
+                subscriber.check_credentials_if_due()
 
     async def _run(self) -> None:
         while True:
@@ -152,10 +172,14 @@ _hubs: dict[asyncio.AbstractEventLoop, RoomHub] = {}
 async def astop_hub() -> None:
     """Stop this event loop's hub, if it has one (shutdown; tests between event loops)."""
     found = _hubs.pop(asyncio.get_running_loop(), None)
-    if found is not None and found._task is not None:
-        found._task.cancel()
+    if found is None:
+        return
+    for task in (found._task, found._refresh_task):
+        if task is None:
+            continue
+        task.cancel()
         try:
-            await found._task
+            await task
         except (asyncio.CancelledError, Exception):  # noqa: BLE001
             pass
 

@@ -21,6 +21,10 @@ WS_SHED = Counter("chat_ws_shed_events_total", "Low-priority events dropped unde
 WS_SLOW_CLOSES = Counter("chat_ws_slow_consumer_closes_total", "Sockets closed because they could not keep up.")
 WS_GAP_FILLS = Counter("chat_ws_gap_fills_total", "Live-event gaps filled from the database (lost or reordered publishes).")
 WS_RESYNCS = Counter("chat_ws_resyncs_total", "resync events sent (resume beyond the replay cap).")
+WS_ACCESS_REVOKED = Counter(
+    "chat_ws_access_revoked_total", "Subscriptions dropped because the user could no longer read the room."
+)
+WS_REVOKED = Counter("chat_ws_revoked_total", "Sockets closed because their credentials ended (4401).")
 WS_ERRORS = Counter("chat_ws_error_frames_total", "Error frames sent, by code.", ["code"])
 WS_DELIVERY_LATENCY = Histogram(
     "chat_ws_delivery_seconds",

@@ -10,7 +10,7 @@ from projects.models import Project
 
 
 class Room(models.Model):
-    """A conversation inside a project: public to project members, or private to RoomMembers.
+    """A conversation inside a project: public to project members, or private to its RoomMembers.
 
     ``last_message_seq`` is the per-room message counter. message_create takes
     this row's lock to bump it, which also makes message ids in one room commit
@@ -44,11 +44,15 @@ class Room(models.Model):
 
 
 class RoomMember(models.Model):
-    """Membership of a private room, and read state for any room."""
+    """Membership of a room: who may read a private room, and who stays if a public room is made private.
+
+    Public rooms are read by every project member whether or not they are
+    room members; reading a room never makes anyone a member (ReadMarker
+    holds read state).
+    """
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships", db_index=False)
-    last_read_message_id = models.BigIntegerField(default=0)
     joined_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -57,8 +61,26 @@ class RoomMember(models.Model):
             models.UniqueConstraint(fields=["room", "user"], name="roommember_room_user_uniq"),
         ]
         indexes = [
-            # rooms_for_user / unread counts: a user's read state across rooms
+            # a user's room memberships (leaving a project removes them)
             models.Index(fields=["user", "room"], name="roommember_user_room_idx"),
+        ]
+
+
+class ReadMarker(models.Model):
+    """How far a user has read a room: the newest message id they have seen. Any room, public or private."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    last_read_message_id = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # rooms_for_user / unread counts: a user's marker in each room
+            models.UniqueConstraint(fields=["user", "room"], name="readmarker_user_room_uniq"),
+        ]
+        indexes = [
+            # deleting a room deletes its markers
+            models.Index(fields=["room"], name="readmarker_room_idx"),
         ]
 
 
@@ -88,10 +110,6 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.id} in {self.room_id}"
-
-    @property
-    def is_deleted(self) -> bool:
-        return self.deleted_at is not None
 
 
 class ApiToken(models.Model):

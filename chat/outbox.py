@@ -5,11 +5,13 @@ the buffer: when several frames are pending they leave as one WebSocket frame
 holding a JSON array of the events (each event's text is already serialized,
 so batching is string joining, not re-encoding).
 
-Under pressure (more than ``limit`` frames pending) the lowest-priority
-frames are shed first: typing/presence, then read markers. Messages, edits,
-deletes and replies are never shed; if they alone exceed the limit the
-socket is a slow consumer and ``on_overflow`` is called (the consumer closes
-it with 4408 and the client resumes from its last id).
+Under pressure (more than ``limit`` bytes of frames pending) the
+lowest-priority frames are shed first: typing/presence, then read markers.
+Messages, edits, deletes and replies are never shed; if they alone exceed the
+limit the socket is a slow consumer and ``on_overflow`` is called (the
+consumer closes it with 4408 and the client resumes from its last id). The
+limit is in bytes, not events, so a socket's buffer is bounded in memory
+whatever the size of its events.
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ class Outbox:
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
         self._send_text = send_text
-        self._limit = limit
+        self.limit = limit
         self._window = window
         self._on_overflow = on_overflow
         self._on_shed = on_shed
         self._on_batch = on_batch
         self._items: deque[tuple[int, str]] = deque()
+        self._bytes = 0  # pending text, in characters (frames are mostly ASCII JSON)
         self._closed = False
         self._failed = False
         self.overflowed = False
@@ -59,11 +62,16 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
     def put(self, priority: int, text: str) -> None:
         if self._closed:
             return
         self._items.append((priority, text))
-        if len(self._items) > self._limit:
+        self._bytes += len(text)
+        if self._bytes > self.limit:
             self._shed()
         if self._task is None and not self._closed and not self._failed:
             self._task = asyncio.ensure_future(self._run())
@@ -73,24 +81,29 @@ class Outbox:
             before = len(self._items)
             self._items = deque(item for item in self._items if item[0] != level)
             dropped = before - len(self._items)
-            if dropped and self._on_shed:
-                self._on_shed(level, dropped)
-            if len(self._items) <= self._limit:
+            if dropped:
+                self._bytes = sum(len(text) for _, text in self._items)
+                if self._on_shed:
+                    self._on_shed(level, dropped)
+            if self._bytes <= self.limit:
                 return
         if not self.overflowed:
             self.overflowed = True
             self._items.clear()
+            self._bytes = 0
             self._closed = True
             asyncio.ensure_future(self._on_overflow())
 
     def _take_batch(self) -> str:
         first = self._items.popleft()[1]
+        self._bytes -= len(first)
         if not self._items:
             return first
         parts = [first]
         size = len(first)
         while self._items and size + len(self._items[0][1]) < MAX_BATCH_BYTES:
             text = self._items.popleft()[1]
+            self._bytes -= len(text)
             parts.append(text)
             size += len(text) + 1
         if len(parts) == 1:
@@ -118,6 +131,8 @@ class Outbox:
 
     async def close(self) -> None:
         self._closed = True
+        self._items.clear()
+        self._bytes = 0
         task = self._task
         if task is None:
             return

@@ -1,4 +1,6 @@
-"""Who is online in a room: a Redis sorted set per room, entries expire by TTL.
+"""Who is online: per room (presence), and per user (open sockets, for the per-user cap).
+
+Rooms: a Redis sorted set per room, entries expire by TTL.
 
 Each socket subscribed to a room is one entry ``<user_id>:<socket_id>``
 scored with its last heartbeat. A user is online in a room while any of
@@ -23,11 +25,16 @@ from chatsite import env
 logger = logging.getLogger(__name__)
 
 _local: dict[int, dict[str, float]] = {}
+_local_sockets: dict[int, dict[str, float]] = {}
 _clients: dict[int, object] = {}
 
 
 def presence_key(room_id: int) -> str:
     return f"chat:presence:room:{int(room_id)}"
+
+
+def sockets_key(user_id: int) -> str:
+    return f"chat:sockets:user:{int(user_id)}"
 
 
 def _client():
@@ -140,3 +147,79 @@ def _fresh_members(pipe: Any, key: str, cutoff: float) -> Any:
 
 def _users(members: list[bytes]) -> set[int]:
     return {int(m.split(b":", 1)[0]) for m in members}
+
+
+# --- a user's open sockets -----------------------------------------------------------
+#
+# One sorted set per user, entry = socket id, score = when its server process
+# last vouched for it. Each process refreshes the entries of its own sockets
+# (refresh_sockets, from its RoomHub), so a crashed process's sockets age out
+# after CHAT_PRESENCE_TTL, and a client cannot hide a socket by never pinging.
+
+
+async def socket_register(*, user_id: int, socket_id: str, limit: int) -> bool:
+    """Count a new socket of the user; False (and nothing counted) when the user already has ``limit`` open.
+
+    One round trip: prune stale entries, add this one, count. Fails open
+    (True) when Redis is down: the cap is a guard, not a dependency.
+    """
+    if limit <= 0:
+        return True
+    now = time.time()
+    cutoff = now - settings.CHAT_PRESENCE_TTL
+    try:
+        if env.REDIS_URL:
+            key = sockets_key(user_id)
+            pipe = _client().pipeline(transaction=True)
+            pipe.zremrangebyscore(key, "-inf", cutoff)
+            pipe.zadd(key, {socket_id: now})
+            pipe.zcard(key)
+            pipe.expire(key, settings.CHAT_PRESENCE_TTL * 2)
+            count = (await pipe.execute())[2]
+            if count > limit:
+                await _client().zrem(key, socket_id)
+                return False
+            return True
+        entries = _local_sockets.setdefault(user_id, {})
+        for name in [n for n, seen in entries.items() if seen < cutoff]:
+            del entries[name]
+        if len(entries) >= limit:
+            return False
+        entries[socket_id] = now
+        return True
+    except Exception:  # noqa: BLE001
+        logger.warning("socket_register failed user=%s", user_id, exc_info=True)
+        return True
+
+
+async def socket_unregister(*, user_id: int, socket_id: str) -> None:
+    try:
+        if env.REDIS_URL:
+            await _client().zrem(sockets_key(user_id), socket_id)
+        else:
+            _local_sockets.get(user_id, {}).pop(socket_id, None)
+    except Exception:  # noqa: BLE001
+        logger.warning("socket_unregister failed user=%s", user_id, exc_info=True)
+
+
+async def refresh_sockets(sockets: Iterable[tuple[int, str]]) -> None:
+    """Vouch for this process's open sockets ((user id, socket id) pairs): one pipelined round trip."""
+    now = time.time()
+    sockets = list(sockets)
+    if not sockets:
+        return
+    try:
+        if env.REDIS_URL:
+            pipe = _client().pipeline(transaction=False)
+            for user_id, socket_id in sockets:
+                key = sockets_key(user_id)
+                pipe.zadd(key, {socket_id: now}, xx=True)
+                pipe.expire(key, settings.CHAT_PRESENCE_TTL * 2)
+            await pipe.execute()
+        else:
+            for user_id, socket_id in sockets:
+                entries = _local_sockets.get(user_id)
+                if entries is not None and socket_id in entries:
+                    entries[socket_id] = now
+    except Exception:  # noqa: BLE001
+        logger.warning("refresh_sockets failed", exc_info=True)

@@ -46,7 +46,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from chat import services as chat_services
-from chat.models import Message, Room, RoomMember
+from chat.models import Message, ReadMarker, Room, RoomMember
 from projects import services as project_services
 from projects.models import Membership, Project
 
@@ -711,22 +711,22 @@ def _load_read_markers(*, plans: list[_RoomPlan], members_of: dict[int, set[int]
         return 0
 
     log(f"Setting read markers for {sum(len(m) for m in wanted.values())} room members...")
-    members: list[RoomMember] = []
+    markers: list[ReadMarker] = []
     for room_id, marks in wanted.items():
         seqs = {s for s in marks.values() if s > 0}
         id_of = dict(Message.objects.filter(room_id=room_id, seq__in=seqs).values_list("seq", "id")) if seqs else {}
-        members.extend(
-            RoomMember(room_id=room_id, user_id=user_id, last_read_message_id=id_of.get(s, 0))
+        markers.extend(
+            ReadMarker(room_id=room_id, user_id=user_id, last_read_message_id=id_of.get(s, 0))
             for user_id, s in marks.items()
         )
-    RoomMember.objects.bulk_create(
-        members,
+    ReadMarker.objects.bulk_create(
+        markers,
         batch_size=BATCH,
         update_conflicts=True,
-        unique_fields=["room", "user"],
+        unique_fields=["user", "room"],
         update_fields=["last_read_message_id"],
     )
-    return len(members)
+    return len(markers)
 
 
 def _progress(*, total: int, enabled: bool) -> Any:
@@ -745,7 +745,7 @@ def _analyze(*, log: Log) -> None:
     if connection.vendor != "postgresql":
         return
     qn = connection.ops.quote_name
-    tables = ", ".join(qn(m._meta.db_table) for m in (User, Project, Membership, Room, RoomMember, Message))
+    tables = ", ".join(qn(m._meta.db_table) for m in (User, Project, Membership, Room, RoomMember, ReadMarker, Message))
     command = "ANALYZE" if connection.in_atomic_block else "VACUUM (ANALYZE)"
     log(f"{command} {tables}...")
     with connection.cursor() as cursor:

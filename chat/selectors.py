@@ -12,7 +12,7 @@ from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QueryS
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 
-from chat.models import ApiToken, Message, Room, RoomMember
+from chat.models import ApiToken, Message, ReadMarker, Room, RoomMember
 from chat.serialization import USER_DISPLAY_FIELDS, message_dict
 from chatsite import env
 from chatsite.errors import NotFound
@@ -64,8 +64,8 @@ def room_get_for_user(*, user: Any, room_id: int) -> Room:
     Cached: the room with its project (family ``rooms``, without the
     fast-changing ``last_message_*`` columns, which load lazily if read) and
     the user's access to it (family ``access``: the role, or "" for none).
-    Memoized per request. Invalidated by project_update, membership_add/
-    membership_remove and room_member_add.
+    Memoized per request. Invalidated (chat.signals) when the project, a
+    membership or a room membership changes, whoever changes it.
     """
     if not user.is_authenticated:
         raise NotFound("Room not found.")
@@ -175,6 +175,13 @@ def room_access_room_pattern(room_id: int) -> str:
     return cache_key("room_access", "*", room_id)
 
 
+def rooms_readable(*, user: Any, room_ids: list[int]) -> set[int]:
+    """Which of ``room_ids`` the user may read now: one query, never the cache (an open socket checking again)."""
+    if not room_ids or not user.is_authenticated:
+        return set()
+    return set(_readable_rooms(user).filter(id__in=room_ids).values_list("id", flat=True))
+
+
 def room_get_by_slug_for_user(*, user: Any, project: Project, slug: str) -> Room:
     if not user.is_authenticated:
         raise NotFound("Room not found.")
@@ -212,7 +219,7 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     With caching off there is nothing to share, and the whole list, markers
     and capped counts included, is one statement.
     """
-    last_read = RoomMember.objects.filter(room=OuterRef("pk"), user=user).values("last_read_message_id")[:1]
+    last_read = ReadMarker.objects.filter(room=OuterRef("pk"), user=user).values("last_read_message_id")[:1]
     marker = Coalesce(Subquery(last_read), Value(0))
     if not perf_cache.caching_enabled():
         # No cache to share tails or keep the list: one statement, the readable
@@ -299,7 +306,7 @@ def _unread_count_sql(user_id: int) -> RawSQL:
     qn = connection.ops.quote_name
     room = f"{qn(Room._meta.db_table)}.{qn('id')}"
     marker = (
-        f"COALESCE((SELECT {qn('last_read_message_id')} FROM {qn(RoomMember._meta.db_table)} "
+        f"COALESCE((SELECT {qn('last_read_message_id')} FROM {qn(ReadMarker._meta.db_table)} "
         f"WHERE {qn('room_id')} = {room} AND {qn('user_id')} = %s), 0)"
     )
     sql = _UNREAD_COUNT.format(table=qn(Message._meta.db_table), room=room, arg=marker)

@@ -12,6 +12,7 @@ through the admin, so their cache entries are invalidated by model hooks
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from functools import partial
 from typing import Any
 
@@ -23,7 +24,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from chat import events, metrics
-from chat.models import ApiToken, Message, Room, RoomMember
+from chat.models import ApiToken, Message, ReadMarker, Room, RoomMember
 from chat.serialization import message_dict
 from chat import selectors
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -36,10 +37,21 @@ User = get_user_model()
 CLIENT_ID_MAX = 64
 
 
+# Characters that draw nothing: format controls (zero-width spaces and joiners,
+# the BOM, bidi controls), separators, marks with no base, and the Hangul and
+# braille fillers that look like letters to a "not blank" check.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+_INVISIBLE_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _draws_nothing(char: str) -> bool:
+    return char.isspace() or char in _INVISIBLE_FILLERS or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+
+
 def _clean_body(body: Any) -> str:
     if not isinstance(body, str):
         raise InvalidInput("Message body must be a string.", code="invalid_body")
-    if not body.strip():
+    if all(_draws_nothing(char) for char in body):
         raise InvalidInput("Message body must not be empty.", code="empty_body")
     if "\x00" in body:
         raise InvalidInput("Message body must not contain NUL characters.", code="invalid_body")
@@ -318,13 +330,13 @@ def room_mark_read(*, room: Room, user: Any, last_read_message_id: int) -> int:
         raise InvalidInput("last_id must be a non-negative integer.")
     newest = Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first() or 0
     marker = min(last_read_message_id, newest)
-    updated = RoomMember.objects.filter(room=room, user=user, last_read_message_id__lt=marker).update(
+    updated = ReadMarker.objects.filter(room=room, user=user, last_read_message_id__lt=marker).update(
         last_read_message_id=marker
     )
     if not updated:
         try:
             with transaction.atomic():
-                RoomMember.objects.get_or_create(room=room, user=user, defaults={"last_read_message_id": marker})
+                ReadMarker.objects.get_or_create(room=room, user=user, defaults={"last_read_message_id": marker})
         except IntegrityError:
             pass
     return marker
@@ -372,6 +384,26 @@ def room_member_add(*, room: Room, username: str, by: Any) -> RoomMember:
         raise NotFound(f"No project member named '{username}'.", code="user_not_found")
     member, _ = RoomMember.objects.get_or_create(room=room, user=user)
     return member
+
+
+@transaction.atomic
+def room_member_remove(*, room: Room, user: Any, by: Any) -> None:
+    """Take ``user`` out of the room's members: themselves leaving, or a project admin removing them.
+
+    Their open sockets drop the room at once if it is private (chat.signals).
+    The last member of a private room cannot leave it: nobody could read it
+    or add anyone again.
+    """
+    if by.pk != user.pk:
+        by_role = Membership.objects.filter(project_id=room.project_id, user=by).values_list("role", flat=True).first()
+        if by_role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
+            raise Forbidden("Only project admins can remove someone else from a room.")
+    member = RoomMember.objects.select_for_update().filter(room=room, user=user).first()
+    if member is None:
+        raise NotFound("Not a member of this room.", code="not_a_member")
+    if room.is_private and not RoomMember.objects.filter(room=room).exclude(pk=member.pk).exists():
+        raise Conflict("The last member of a private room cannot leave it.", code="last_member")
+    member.delete()
 
 
 def user_create(*, username: str, password: str, first_name: str = "", last_name: str = "", is_staff: bool = False) -> Any:

@@ -1,15 +1,27 @@
-"""Cache coherence for writes that bypass the services (the admin, a shell, data migrations).
+"""Reactions to changes of access and credentials, whoever makes them (services, the admin, a shell).
 
-The services invalidate exactly what they change; these receivers are the
-safety net for model saves and deletes made any other way. They run on
-commit, like the services' own invalidation.
+Two jobs, both after commit:
+
+* cache coherence: the services invalidate exactly what they change; these
+  receivers are the safety net for model saves and deletes made any other way;
+* open sockets: when access ends (a membership or room membership removed, a
+  room made private or deleted) or credentials end (a token deleted, a
+  logout, a user deactivated or deleted), a control event reaches the user's
+  (or the room's) sockets on every server process, which check again and
+  drop what is no longer allowed (chat.consumers). Each publish is registered
+  after the invalidation, so the check never reads a stale entry.
 """
 
 from __future__ import annotations
 
+import hashlib
+from functools import partial
 from typing import Any
 
-from chat import selectors
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+from chat import events, selectors
 from chat.serialization import USER_DISPLAY_FIELDS
 from perf.cache import invalidate_on_commit
 from projects.selectors import membership_cache_key, project_cache_key, project_stats_key
@@ -18,6 +30,10 @@ from projects.selectors import membership_cache_key, project_cache_key, project_
 def project_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     room_keys = [selectors.room_cache_key(rid) for rid in instance.rooms.values_list("id", flat=True)] if instance.pk else []
     invalidate_on_commit(project_cache_key(instance.slug), project_stats_key(instance.pk), *room_keys)
+
+
+def _on_commit(func: Any, **kwargs: Any) -> None:
+    transaction.on_commit(partial(func, **kwargs), robust=True)
 
 
 def membership_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -29,6 +45,11 @@ def membership_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     )
 
 
+def membership_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    membership_changed(sender, instance, **kwargs)
+    _on_commit(events.publish_user_control, user_id=instance.user_id, kind=events.ACCESS_CHECK, project=instance.project_id)
+
+
 def room_member_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     room = instance.room
     invalidate_on_commit(
@@ -37,16 +58,25 @@ def room_member_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     )
 
 
+def room_member_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    room_member_changed(sender, instance, **kwargs)
+    _on_commit(events.publish_user_control, user_id=instance.user_id, kind=events.ACCESS_CHECK, rooms=[instance.room_id])
+
+
 def room_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     invalidate_on_commit(
         selectors.room_cache_key(instance.pk),
         project_stats_key(instance.project_id),
         patterns=[selectors.room_list_pattern(instance.project_id), selectors.room_access_room_pattern(instance.pk)],
     )
+    # A private room (perhaps just made private) or a deleted one: its subscribers check again.
+    if instance.is_private or kwargs.get("signal") is post_delete:
+        _on_commit(events.publish_room_control, room_id=instance.pk, kind=events.ACCESS_CHECK)
 
 
 def token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     invalidate_on_commit(selectors.token_cache_key(instance.key_hash))
+    _on_commit(events.publish_user_control, user_id=instance.user_id, kind=events.AUTH_CHECK)
 
 
 def user_changed(sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any) -> None:
@@ -63,17 +93,34 @@ def user_changed(sender: Any, instance: Any, created: bool = False, update_field
     if not created and (update_fields is None or set(USER_DISPLAY_FIELDS) & set(update_fields)):
         keys.append(selectors.profiles_stamp_key())
     invalidate_on_commit(*keys)
+    # Deactivated, a new password, …: their sockets check their credentials again (a login,
+    # which saves only last_login, changes none).
+    if not created and set(update_fields or ()) != {"last_login"}:
+        _on_commit(events.publish_user_control, user_id=instance.pk, kind=events.AUTH_CHECK)
 
 
 def user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     """A user was deleted, and their messages with them: no rendered page may show those any more."""
     invalidate_on_commit(selectors.profile_key(instance.pk), selectors.profiles_stamp_key())
+    _on_commit(events.publish_user_control, user_id=instance.pk, kind=events.AUTH_CHECK)
+
+
+def session_key_digest(session_key: str) -> str:
+    """How a session is named in a control event: the key itself never leaves the process."""
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+def user_logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """A session ends: its sockets close at once (the session is flushed right after this signal)."""
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is None or not key:
+        return
+    _on_commit(events.publish_user_control, user_id=user.pk, kind=events.AUTH_CHECK, session=session_key_digest(key))
 
 
 def connect() -> None:
-    from django.db.models.signals import post_delete, post_save
-
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.signals import user_logged_out as logged_out
 
     from chat.models import ApiToken, Room, RoomMember
     from projects.models import Membership, Project
@@ -81,10 +128,13 @@ def connect() -> None:
     post_delete.connect(token_deleted, sender=ApiToken, dispatch_uid="chat.cache.token.delete")
     post_save.connect(user_changed, sender=get_user_model(), dispatch_uid="chat.cache.user.save")
     post_delete.connect(user_deleted, sender=get_user_model(), dispatch_uid="chat.cache.user.delete")
+    logged_out.connect(user_logged_out, dispatch_uid="chat.sockets.user.logout")
 
+    post_save.connect(membership_changed, sender=Membership, dispatch_uid="chat.cache.membership.save")
+    post_delete.connect(membership_deleted, sender=Membership, dispatch_uid="chat.cache.membership.delete")
+    post_save.connect(room_member_changed, sender=RoomMember, dispatch_uid="chat.cache.roommember.save")
+    post_delete.connect(room_member_deleted, sender=RoomMember, dispatch_uid="chat.cache.roommember.delete")
     for signal in (post_save, post_delete):
         name = signal is post_save and "save" or "delete"
         signal.connect(project_changed, sender=Project, dispatch_uid=f"chat.cache.project.{name}")
-        signal.connect(membership_changed, sender=Membership, dispatch_uid=f"chat.cache.membership.{name}")
-        signal.connect(room_member_changed, sender=RoomMember, dispatch_uid=f"chat.cache.roommember.{name}")
         signal.connect(room_changed, sender=Room, dispatch_uid=f"chat.cache.room.{name}")

@@ -74,6 +74,9 @@ CACHE_TTL = env_int("CACHE_TTL", 300)
 # memory; at CACHE_TTL, what a reader opened five minutes ago was read from the
 # database again (docs/PERFORMANCE.md).
 CACHE_TTL_ENTRIES = env_int("CACHE_TTL_ENTRIES", 3600)
+# TTL of a "no such thing" entry (a room, token or project id that does not
+# exist): short, so whoever sends unknown ids cannot fill the cache with them.
+CACHE_TTL_MISSING = env_int("CACHE_TTL_MISSING", 15)
 # Cache key prefix. Default: "chat:<database name>", so two databases that share
 # one Redis database never read each other's entries (ids repeat across them).
 CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "")
@@ -137,7 +140,16 @@ WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
 # async pool (chat.asyncdb.apool, PostgreSQL only); false: through WS_DB_THREADS.
 WS_DIRECT_WRITES = env_bool("WS_DIRECT_WRITES", True)
 WS_DIRECT_POOL = env_int("WS_DIRECT_POOL", 4)
-WS_SEND_BUFFER = env_int("WS_SEND_BUFFER", 2000)
+# Bytes of frames a socket may have pending before low-priority ones are dropped
+# and, past that, it is closed (4408); a resume replays at most half of it.
+WS_SEND_BUFFER_BYTES = env_int("WS_SEND_BUFFER_BYTES", 1024 * 1024)
+# Open sockets per user, across every server process (more: closed with 4429).
+WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 30)
+# Subscribes per socket, as count/seconds (kept in the socket; RATE_LIMIT_SUBSCRIBES is per user).
+WS_SUBSCRIBE_RATE = env_str("WS_SUBSCRIBE_RATE", "300/60")
+# How often (seconds) an open socket's credentials are checked again: an expired
+# session ends it within this (a logout, a deleted token or user act at once, by an event).
+WS_AUTH_RECHECK = env_int("WS_AUTH_RECHECK", 300)
 WS_TYPING_INTERVAL = env_float("WS_TYPING_INTERVAL", 3.0)
 WS_PING_INTERVAL = env_int("WS_PING_INTERVAL", 20)
 WS_PING_TIMEOUT = env_int("WS_PING_TIMEOUT", 30)
@@ -154,6 +166,7 @@ RATE_LIMIT_LOGIN_IP = env_str("RATE_LIMIT_LOGIN_IP", "50/300")
 RATE_LIMIT_LOGIN_ACCOUNT = env_str("RATE_LIMIT_LOGIN_ACCOUNT", "20/300")
 RATE_LIMIT_TOKENS = env_str("RATE_LIMIT_TOKENS", "10/300")
 RATE_LIMIT_ROOMS = env_str("RATE_LIMIT_ROOMS", "30/3600")
+RATE_LIMIT_SUBSCRIBES = env_str("RATE_LIMIT_SUBSCRIBES", "600/60")
 RATE_LIMIT_INVITES = env_str("RATE_LIMIT_INVITES", "50/3600")
 
 # Metrics and profiling (perf.metrics, perf.exporter; docs/MONITORING.md)

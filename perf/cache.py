@@ -126,9 +126,9 @@ def cache_stats_reset() -> None:
 # than CACHE_TTL.
 # Rendered pages (large) and per-reader unread counts (a new key per message)
 # keep CACHE_TTL (a room's current unread tail has its own TTL, see
-# chat.selectors.UNREAD_TAIL_TTL), and so does a miss marker (None: "no such
-# token / room / project") in any family: whoever sends unknown ids should not
-# fill the cache for an hour.
+# chat.selectors.UNREAD_TAIL_TTL). A miss marker (None: "no such token / room /
+# project") in any family lives CACHE_TTL_MISSING: whoever sends unknown ids
+# should not fill the cache with them.
 FAMILY_TTLS = {
     family: env.CACHE_TTL_ENTRIES
     for family in ("messages", "profiles", "rooms", "access", "room_lists", "tokens", "projects")
@@ -138,7 +138,9 @@ FAMILY_TTLS = {
 def _ttl(ttl: int | None, family: str | None = None, value: Any = True) -> int:
     if ttl is not None:
         return ttl
-    if family in FAMILY_TTLS and value is not None:
+    if value is None:
+        return env.CACHE_TTL_MISSING
+    if family in FAMILY_TTLS:
         return FAMILY_TTLS[family]
     return settings.CACHES["default"].get("TIMEOUT", 300)
 

@@ -46,6 +46,9 @@ def server_env(**extra: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "chatsite.settings.test",
         "DATABASE_URL": database_url,
         "REDIS_URL": env.REDIS_URL,
+        # The prefix this process's cache uses (named before the test database
+        # was), so a change made here invalidates what the servers cached.
+        "CACHE_KEY_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
         "PYTHONPATH": str(ROOT),
         **extra,
     }

@@ -217,7 +217,10 @@ CHAT_CACHE_WARM_CHECK = env.CACHE_WARM_CHECK
 CHAT_RESUME_MAX_MESSAGES = env.RESUME_MAX_MESSAGES
 DEMO_PASSWORD = env.DEMO_PASSWORD
 CHAT_WS_BATCH_WINDOW = env.WS_BATCH_WINDOW_MS / 1000
-CHAT_WS_SEND_BUFFER = env.WS_SEND_BUFFER
+CHAT_WS_SEND_BUFFER_BYTES = env.WS_SEND_BUFFER_BYTES
+CHAT_WS_MAX_SOCKETS_PER_USER = env.WS_MAX_SOCKETS_PER_USER
+CHAT_WS_SUBSCRIBE_RATE = env.WS_SUBSCRIBE_RATE
+CHAT_WS_AUTH_RECHECK = env.WS_AUTH_RECHECK
 CHAT_DB_THREADS = env.WS_DB_THREADS
 CHAT_WS_DIRECT_WRITES = env.WS_DIRECT_WRITES
 CHAT_WS_DIRECT_POOL = env.WS_DIRECT_POOL
@@ -232,6 +235,7 @@ RATE_LIMITS = {
     "login_account": env.RATE_LIMIT_LOGIN_ACCOUNT,  # per username, across addresses
     "token": env.RATE_LIMIT_TOKENS,  # tokens issued per user
     "room_create": env.RATE_LIMIT_ROOMS,  # per user
+    "subscribe": env.RATE_LIMIT_SUBSCRIBES,  # per user, every socket and server process
     "invite": env.RATE_LIMIT_INVITES,  # project invitations sent per inviter, pages and API
 }
 

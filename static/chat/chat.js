@@ -55,6 +55,13 @@ function el(tag, className, text) {
   return node;
 }
 
+/** A message body: its own paragraph direction, so right-to-left text (or an override) cannot spill over. */
+function bodyEl(text) {
+  const node = el("div", "msg-body", text);
+  node.dir = "auto";
+  return node;
+}
+
 function newClientId() {
   if (crypto.randomUUID) return crypto.randomUUID();
   // Plain-http origins other than localhost have no randomUUID.
@@ -168,7 +175,7 @@ function renderMessage(msg) {
     li.append(el("div", "msg-body tombstone", "message deleted"));
   } else {
     if (msg.edited_at) meta.append(" ", el("span", "msg-edited", "(edited)"));
-    li.append(el("div", "msg-body", msg.body));
+    li.append(bodyEl(msg.body));
     if (mine || canModerate) li.append(actionButtons());
   }
   return li;
@@ -257,7 +264,7 @@ function renderPending(item) {
   li.dataset.clientId = item.clientId;
   const meta = el("div", "msg-meta");
   meta.append(el("span", "msg-author", config.user.display_name || config.user.username), " ", el("span", "msg-state", "Sending…"));
-  li.append(meta, el("div", "msg-body", item.body));
+  li.append(meta, bodyEl(item.body));
   return li;
 }
 
@@ -552,7 +559,23 @@ function onAck(ack) {
   scrollToBottom();
 }
 
+/** The server dropped a subscription because the user can no longer read the room. */
+function onAccessRevoked(room) {
+  subscribed.delete(room);
+  const others = config.other_rooms.indexOf(room);
+  if (others >= 0) config.other_rooms.splice(others, 1);
+  els.nav?.querySelector(`[data-room-id="${room}"]`)?.closest("li")?.remove();
+  if (room === config.room) {
+    els.input.disabled = true;
+    showError("You can no longer read this room.");
+  }
+}
+
 function onError(frame) {
+  if (frame.code === "access_revoked" && typeof frame.ref === "number") {
+    onAccessRevoked(frame.ref);
+    return;
+  }
   const ref = frame.ref === undefined || frame.ref === null ? "" : String(frame.ref);
   const item = outbox.get(ref);
   if (ref.startsWith("sub-")) {
@@ -690,6 +713,7 @@ function connect() {
       goToLogin();
       return;
     }
+    if (event.code === 4429) showError("Too many open chat windows; close some and this one reconnects.");
     scheduleReconnect();
   });
 }

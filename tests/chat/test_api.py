@@ -16,7 +16,7 @@ from django.db import connection
 
 from chat import events
 from chat.api_schemas import page_cursor_decode, page_cursor_encode
-from chat.models import Message, Room, RoomMember
+from chat.models import Message, ReadMarker, Room, RoomMember
 from chatsite.errors import InvalidInput
 
 API = "/api/v1"
@@ -232,6 +232,30 @@ def test_room_member_add_errors(chat_world, api_client):
     assert forbidden.status_code == 403 and forbidden.json()["code"] == "forbidden"
 
 
+def test_room_member_leave_and_remove(chat_world, api_client):
+    private = chat_world["private"]
+    insider, member = chat_world["insider"], chat_world["member"]
+    assert post_json(api_client(insider), f"/rooms/{private.id}/members", {"username": "member"}).status_code == 201
+    assert post_json(api_client(insider), f"/rooms/{private.id}/members", {"username": "admin1"}).status_code == 201
+    # a room member who is not a project admin removes nobody else
+    refused = api_client(insider).delete(f"{API}/rooms/{private.id}/members/{member.id}")
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    # a project admin in the room does; then the member no longer sees the room
+    assert api_client(chat_world["admin"]).delete(f"{API}/rooms/{private.id}/members/{member.id}").status_code == 204
+    gone = api_client(member).get(f"{API}/rooms/{private.id}")
+    assert gone.status_code == 404
+    # leaving: the admin leaves; the last member cannot
+    assert api_client(chat_world["admin"]).delete(f"{API}/rooms/{private.id}/members/{chat_world['admin'].id}").status_code == 204
+    last = api_client(insider).delete(f"{API}/rooms/{private.id}/members/{insider.id}")
+    assert last.status_code == 409 and last.json()["code"] == "last_member"
+    # someone who cannot see the room learns nothing: the room's own 404
+    hidden = api_client(member).delete(f"{API}/rooms/{private.id}/members/{insider.id}")
+    assert hidden.status_code == 404 and hidden.json() == {"detail": "Room not found.", "code": "not_found"}
+    # a user who is not a member of the room
+    absent = api_client(insider).delete(f"{API}/rooms/{private.id}/members/{chat_world['outsider'].id}")
+    assert absent.status_code == 404 and absent.json()["code"] == "not_a_member"
+
+
 def test_room_read_marker(chat_world, api_client, make_message):
     public = chat_world["public"]
     messages = [make_message(public, chat_world["owner"]) for _ in range(3)]
@@ -246,7 +270,7 @@ def test_room_read_marker(chat_world, api_client, make_message):
     # Clamped to the newest message; never moves back.
     assert post_json(client, f"/rooms/{public.id}/read", {"last_id": 10**12}).json() == {"last_id": messages[2].id}
     post_json(client, f"/rooms/{public.id}/read", {"last_id": messages[0].id})
-    assert RoomMember.objects.get(room=public, user=chat_world["member"]).last_read_message_id == messages[2].id
+    assert ReadMarker.objects.get(room=public, user=chat_world["member"]).last_read_message_id == messages[2].id
 
 
 def test_room_read_marker_errors(chat_world, api_client):

@@ -10,7 +10,7 @@ from django.contrib.messages.storage.cookie import CookieStorage
 from django.test import Client, RequestFactory
 
 from chat import services
-from chat.models import RoomMember
+from chat.models import ReadMarker
 from projects.models import Membership
 
 URL = "/p/world/r/general/"
@@ -142,7 +142,7 @@ def test_new_csrf_secret_changes_the_etag(page):
 
 def test_read_marker_is_still_moved_on_304(page, chat_world, make_message):
     client, _ = page
-    marker = RoomMember.objects.get(room=chat_world["public"], user=chat_world["member"])
+    marker = ReadMarker.objects.get(room=chat_world["public"], user=chat_world["member"])
     newest = chat_world["public"].messages.order_by("-id").first()
     assert marker.last_read_message_id == newest.id
     etag = client.get(URL)["ETag"]

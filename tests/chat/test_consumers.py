@@ -84,7 +84,7 @@ def world(chat_world, make_token):
 
 
 async def test_anonymous_socket_is_closed_with_4401():
-    communicator = WebsocketCommunicator(application, "/ws/", headers=[(b"origin", b"http://127.0.0.1")])
+    communicator = WebsocketCommunicator(application, "/ws/", headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
     connected, _ = await communicator.connect()
     assert connected
     output = await communicator.receive_output(timeout=5)
@@ -104,12 +104,12 @@ async def test_session_cookie_needs_an_allowed_origin(world):
     await database_sync_to_async(client.force_login)(world["member"])
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
 
-    bad = WebsocketCommunicator(application, "/ws/", headers=[(b"cookie", cookie), (b"origin", b"http://evil.example")])
+    bad = WebsocketCommunicator(application, "/ws/", headers=[(b"cookie", cookie), (b"origin", b"http://evil.example"), (b"host", b"127.0.0.1")])
     connected, _ = await bad.connect()
     assert not connected
     await bad.disconnect()
 
-    good = WebsocketCommunicator(application, "/ws/", headers=[(b"cookie", cookie), (b"origin", b"http://127.0.0.1")])
+    good = WebsocketCommunicator(application, "/ws/", headers=[(b"cookie", cookie), (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
     connected, _ = await good.connect()
     assert connected
     frame = await recv(good)
@@ -396,7 +396,7 @@ async def test_presence_online_and_offline(world):
 
 async def test_slow_consumer_is_closed_with_4408_and_recovers_everything_by_resume(world, settings):
     room = world["public"]
-    settings.CHAT_WS_SEND_BUFFER = 5
+    settings.CHAT_WS_SEND_BUFFER_BYTES = 1500  # about five message.new events
     settings.CHAT_WS_BATCH_WINDOW = 0.5  # the writer holds events long enough to pile up
     slow = await hello(world["tokens"]["owner"])
     subscribed, _ = await subscribe(slow, room.id)
@@ -408,7 +408,7 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_everything_by_resu
     assert output == {"type": "websocket.close", "code": 4408}
     await slow.disconnect()
 
-    settings.CHAT_WS_SEND_BUFFER = 2000
+    settings.CHAT_WS_SEND_BUFFER_BYTES = 1024 * 1024
     settings.CHAT_WS_BATCH_WINDOW = 0.002
     again = await hello(world["tokens"]["owner"])
     _, backlog = await subscribe(again, room.id, last_id=0)
@@ -428,8 +428,9 @@ async def test_resume_backlog_is_batched_into_few_frames(world):
     await bob.disconnect()
 
 
-async def test_reconnect_storm_every_client_ends_with_every_message_once(world):
+async def test_reconnect_storm_every_client_ends_with_every_message_once(world, settings):
     """200 clients drop and reconnect while messages flow; each ends with every message exactly once."""
+    settings.CHAT_WS_MAX_SOCKETS_PER_USER = 0  # one user holds all 200 sockets here
     room = world["public"]
     token = world["tokens"]["owner"]
     clients = []
@@ -480,9 +481,9 @@ def test_resume_query_count_does_not_grow_with_the_backlog(chat_world, make_mess
     first = make_message(room, chat_world["owner"])
     for _ in range(missed):
         make_message(room, chat_world["admin"])
-    _resume(member, room.id, first.id, 500)  # warms the room and access cache entries
+    _resume(member, room.id, first.id, 500, 10**6)  # warms the room and access cache entries
     with django_assert_num_queries(2):  # room counter; the missed page (ids subquery, authors joined)
-        cursor, frames, overflowed = _resume(member, room.id, first.id, 500)
+        _, cursor, frames, overflowed = _resume(member, room.id, first.id, 500, 10**6)
     assert len(frames) == missed and not overflowed and cursor == missed + 1
 
 

@@ -39,7 +39,7 @@ def ev(n: int, kind: str = "message.new") -> str:
 async def test_pending_events_leave_as_one_array_frame_in_order():
     sink = Sink()
     shed = []
-    outbox = Outbox(sink.write, limit=100, window=0.005, on_overflow=sink.overflow, on_shed=lambda p, n: shed.append((p, n)))
+    outbox = Outbox(sink.write, limit=10_000, window=0.005, on_overflow=sink.overflow, on_shed=lambda p, n: shed.append((p, n)))
     for n in range(10):
         outbox.put(PRIORITY_MESSAGE, ev(n))
     await asyncio.sleep(0.05)
@@ -56,7 +56,8 @@ async def test_low_priority_events_are_shed_first_and_messages_kept():
     sink = Sink()
     sink.gate.clear()  # the client is not reading
     shed: list[tuple[int, int]] = []
-    outbox = Outbox(sink.write, limit=10, window=0, on_overflow=sink.overflow, on_shed=lambda p, n: shed.append((p, n)))
+    # The limit is in bytes: 4 messages, 5 typing and 3 reads are 306.
+    outbox = Outbox(sink.write, limit=300, window=0, on_overflow=sink.overflow, on_shed=lambda p, n: shed.append((p, n)))
     await asyncio.sleep(0)
     outbox.put(PRIORITY_MESSAGE, ev(0))
     await asyncio.sleep(0.01)  # the writer is now blocked sending event 0
@@ -66,9 +67,10 @@ async def test_low_priority_events_are_shed_first_and_messages_kept():
         outbox.put(PRIORITY_EPHEMERAL, ev(100 + n, "typing"))
     for n in range(3):
         outbox.put(PRIORITY_READ, ev(200 + n, "read"))
-    # 4 messages + 5 typing + 3 read = 12 > 10: typing goes first, reads stay
+    # 306 bytes > 300: typing goes first, reads stay
     assert shed == [(PRIORITY_EPHEMERAL, 5)]
-    assert len(outbox) == 7
+    kept = [ev(n) for n in range(1, 5)] + [ev(200 + n, "read") for n in range(3)]
+    assert len(outbox) == 7 and outbox.pending_bytes == sum(map(len, kept))
     sink.gate.set()
     await asyncio.sleep(0.05)
     kinds = [e["type"] for e in sink.events()]
@@ -80,7 +82,7 @@ async def test_low_priority_events_are_shed_first_and_messages_kept():
 async def test_too_many_messages_is_an_overflow_not_a_drop():
     sink = Sink()
     sink.gate.clear()
-    outbox = Outbox(sink.write, limit=5, window=0, on_overflow=sink.overflow)
+    outbox = Outbox(sink.write, limit=100, window=0, on_overflow=sink.overflow)
     outbox.put(PRIORITY_REPLY, ev(0, "hello"))
     await asyncio.sleep(0.01)
     for n in range(6):

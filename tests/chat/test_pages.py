@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from chat import services
-from chat.models import Message, Room, RoomMember
+from chat.models import Message, ReadMarker, Room, RoomMember
 from tests.conftest import PASSWORD
 
 User = get_user_model()
@@ -323,9 +323,11 @@ def test_viewing_a_room_marks_it_read(chat_world, make_message):
     room, member = chat_world["public"], chat_world["member"]
     make_message(room, chat_world["owner"])
     newest = make_message(room, chat_world["owner"])
-    assert not RoomMember.objects.filter(room=room, user=member).exists()
+    assert not ReadMarker.objects.filter(room=room, user=member).exists()
     client_for(member).get(room_url(room))
-    assert RoomMember.objects.get(room=room, user=member).last_read_message_id == newest.id
+    assert ReadMarker.objects.get(room=room, user=member).last_read_message_id == newest.id
+    # reading a public room makes nobody a member of it (who stays if it is made private)
+    assert not RoomMember.objects.filter(room=room, user=member).exists()
 
 
 def test_viewing_a_room_never_moves_the_marker_back(chat_world, make_message):
@@ -334,7 +336,7 @@ def test_viewing_a_room_never_moves_the_marker_back(chat_world, make_message):
     services.room_mark_read(room=room, user=member, last_read_message_id=newest.id)
     client = client_for(member)
     client.get(room_url(room))
-    assert RoomMember.objects.get(room=room, user=member).last_read_message_id == newest.id
+    assert ReadMarker.objects.get(room=room, user=member).last_read_message_id == newest.id
 
 
 def test_sidebar_shows_unread_badges_and_clears_the_current_room(chat_world, make_room, make_message):

@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db.models import Exists, Max, OuterRef
 
 from chat import seeding, services
-from chat.models import Message, Room, RoomMember
+from chat.models import Message, ReadMarker, Room, RoomMember
 from projects.models import Membership, Project
 
 User = get_user_model()
@@ -144,7 +144,7 @@ def test_sized_seed_keeps_the_message_invariants(db):
 
 def test_sized_seed_sets_read_markers_inside_each_room(db):
     seed(**SIZES)
-    markers = RoomMember.objects.filter(room__in=load_rooms(), last_read_message_id__gt=0)
+    markers = ReadMarker.objects.filter(room__in=load_rooms(), last_read_message_id__gt=0)
     assert markers.count() > 10
     for member in markers:
         assert Message.objects.filter(room_id=member.room_id, id=member.last_read_message_id).exists()

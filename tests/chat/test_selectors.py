@@ -6,7 +6,7 @@ import pytest
 from django.core.cache import cache
 
 from chat import selectors
-from chat.models import Message, Room, RoomMember
+from chat.models import Message, ReadMarker, Room
 from chatsite import env
 from perf.cache import cache_stats, cache_stats_reset
 
@@ -119,7 +119,7 @@ def test_a_new_message_moves_the_cached_tail_so_the_next_room_list_reads_no_tail
 
 
 def _exact_unread(room, user) -> int:
-    marker = RoomMember.objects.filter(room=room, user=user).values_list("last_read_message_id", flat=True).first() or 0
+    marker = ReadMarker.objects.filter(room=room, user=user).values_list("last_read_message_id", flat=True).first() or 0
     live = Message.objects.filter(room=room, id__gt=marker, deleted_at__isnull=True).exclude(author=user)
     return min(live.count(), CAP)
 
@@ -142,7 +142,7 @@ def test_unread_counts_match_the_database_in_every_case(chat_world, make_room, m
     services.message_delete(message=selectors.message_get_for_user(user=owner, message_id=gone.id), by=owner)
     markers = {busy: 0, mine: 0, small: first.id}
     for room, marker in markers.items():
-        RoomMember.objects.update_or_create(room=room, user=member, defaults={"last_read_message_id": marker})
+        ReadMarker.objects.update_or_create(room=room, user=member, defaults={"last_read_message_id": marker})
     for attempt in range(2):  # cold, then from the cache
         rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=project)}
         for room in markers:

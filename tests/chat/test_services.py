@@ -6,7 +6,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from chat import events, selectors, services
-from chat.models import Message, Room, RoomMember
+from chat.models import Message, ReadMarker, Room, RoomMember
 from chatsite.errors import Conflict, Forbidden, InvalidInput
 from tests.chat.polling import poll_after_highest
 
@@ -114,7 +114,7 @@ def test_room_mark_read_moves_forward_only_and_clamps(chat_world, make_message):
     messages = [make_message(room, owner) for _ in range(3)]
     assert services.room_mark_read(room=room, user=member, last_read_message_id=messages[1].id) == messages[1].id
     assert services.room_mark_read(room=room, user=member, last_read_message_id=messages[0].id) == messages[0].id
-    assert RoomMember.objects.get(room=room, user=member).last_read_message_id == messages[1].id
+    assert ReadMarker.objects.get(room=room, user=member).last_read_message_id == messages[1].id
     assert services.room_mark_read(room=room, user=member, last_read_message_id=10**12) == messages[2].id
 
 
@@ -179,3 +179,21 @@ def test_concurrent_senders_commit_in_id_order(make_user, make_project):
     assert seen == all_ids  # nothing skipped, nothing repeated, in order
     seqs = list(Message.objects.filter(room=room).order_by("id").values_list("seq", flat=True))
     assert seqs == list(range(1, len(all_ids) + 1))
+
+
+def test_room_member_remove_rules(chat_world):
+    private, insider, member = chat_world["private"], chat_world["insider"], chat_world["member"]
+    services.room_member_add(room=private, username="member", by=insider)
+    # a plain member cannot remove someone else; a project admin can, and anyone can leave
+    with pytest.raises(Forbidden):
+        services.room_member_remove(room=private, user=member, by=insider)
+    services.room_member_remove(room=private, user=member, by=chat_world["admin"])
+    assert not RoomMember.objects.filter(room=private, user=member).exists()
+    from chatsite.errors import NotFound
+
+    with pytest.raises(NotFound):
+        services.room_member_remove(room=private, user=member, by=member)
+    # the last member of a private room stays: nobody could read or rejoin it otherwise
+    with pytest.raises(Conflict) as exc:
+        services.room_member_remove(room=private, user=insider, by=insider)
+    assert exc.value.code == "last_member"

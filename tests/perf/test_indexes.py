@@ -76,14 +76,17 @@ LOAD_SQL = [
         FROM generate_series(1, {PROJECTS}) g CROSS JOIN generate_series(1, {ROOMS_PER_PROJECT}) r
         JOIN projects_project p ON p.slug = 'idx-p' || g
         ORDER BY g, r""",
-    # Read state (and private membership) in a quarter of the project's rooms.
-    """INSERT INTO chat_roommember (room_id, user_id, last_read_message_id, joined_at)
-        SELECT r.id, m.user_id, 0, now()
+    # Read state in a quarter of the project's rooms, and membership of the private ones among them.
+    """INSERT INTO chat_readmarker (room_id, user_id, last_read_message_id)
+        SELECT r.id, m.user_id, 0
         FROM projects_membership m
         JOIN chat_room r ON r.project_id = m.project_id
         JOIN auth_user u ON u.id = m.user_id
         WHERE u.username LIKE 'idx%'
           AND (substring(u.username FROM 4)::int + substring(r.slug FROM 2)::int) % 4 = 0""",
+    """INSERT INTO chat_roommember (room_id, user_id, joined_at)
+        SELECT rm.room_id, rm.user_id, now() FROM chat_readmarker rm JOIN chat_room r ON r.id = rm.room_id
+        WHERE r.is_private""",
     """CREATE TEMP TABLE idx_rooms ON COMMIT DROP AS
         SELECT row_number() OVER (ORDER BY r.id) AS k, r.id AS room_id,
                (SELECT array_agg(m.user_id ORDER BY m.user_id)
@@ -109,7 +112,7 @@ LOAD_SQL = [
     """UPDATE chat_room r SET last_message_seq = s.n, last_message_at = now()
         FROM (SELECT room_id, count(*) AS n FROM chat_message GROUP BY room_id) s WHERE s.room_id = r.id""",
     # Read markers part way through each room.
-    """UPDATE chat_roommember rm SET last_read_message_id = COALESCE(
+    """UPDATE chat_readmarker rm SET last_read_message_id = COALESCE(
             (SELECT id FROM chat_message m WHERE m.room_id = rm.room_id
               ORDER BY id DESC OFFSET 20 LIMIT 1), 0)""",
     """INSERT INTO chat_apitoken (user_id, name, key_hash, created_at)
@@ -131,6 +134,7 @@ UNLOAD_MESSAGES = """
 
 UNLOAD_SQL = [
     "DELETE FROM chat_roommember WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE 'idx%')",
+    "DELETE FROM chat_readmarker WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE 'idx%')",
     "DELETE FROM chat_room WHERE project_id IN (SELECT id FROM projects_project WHERE slug LIKE 'idx-p%')",
     "DELETE FROM projects_membership WHERE project_id IN (SELECT id FROM projects_project WHERE slug LIKE 'idx-p%')",
     "DELETE FROM chat_apitoken WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE 'idx%')",
@@ -150,7 +154,7 @@ def data(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
             # VACUUM too: production tables are vacuumed (autovacuum also runs on
             # inserts), and index-only scans depend on the visibility map.
             cursor.execute("VACUUM ANALYZE auth_user, projects_project, projects_membership, chat_room, "
-                           "chat_roommember, chat_message, chat_apitoken")
+                           "chat_roommember, chat_readmarker, chat_message, chat_apitoken")
     yield
     with django_db_blocker.unblock():
         with transaction.atomic(), connection.cursor() as cursor:
@@ -315,6 +319,7 @@ def test_rooms_for_user_with_unread_counts(data: None) -> None:
     assert rooms and any(r.unread for r in rooms)
     assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
     assert_uses(reading(statements, "projects_membership"), MEMBERSHIP)
+    assert_uses(reading(statements, "chat_readmarker"), "readmarker_user_room_uniq")
 
 
 def test_projects_for_user(data: None) -> None:

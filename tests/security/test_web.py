@@ -136,8 +136,10 @@ def test_session_api_writes_need_the_csrf_header(world: World, method: str, path
 # --- WebSocket Origin -------------------------------------------------------
 
 
-async def _cookie_socket(cookie: bytes, origin: bytes | None, token: str | None = None) -> tuple[bool, WebsocketCommunicator]:
-    headers = [(b"cookie", cookie)]
+async def _cookie_socket(
+    cookie: bytes, origin: bytes | None, token: str | None = None, host: bytes = b"127.0.0.1:8000"
+) -> tuple[bool, WebsocketCommunicator]:
+    headers = [(b"cookie", cookie), (b"host", host)]
     if origin is not None:
         headers.append((b"origin", origin))
     if token is not None:
@@ -151,8 +153,11 @@ async def _cookie_socket(cookie: bytes, origin: bytes | None, token: str | None 
 @pytest.mark.parametrize(
     ("origin", "accepted"),
     [
-        (b"http://127.0.0.1", True),
-        (b"http://localhost", True),
+        (b"http://127.0.0.1:8000", True),
+        (b"http://localhost:8000", False),  # another host than the socket's own
+        (b"http://127.0.0.1:9999", False),  # another port
+        (b"https://127.0.0.1:8000", False),  # another scheme
+        (b"http://127.0.0.1", False),  # the default port is another port
         (b"https://evil.example", False),
         (b"http://127.0.0.1.evil.example", False),
         (b"null", False),
@@ -160,6 +165,7 @@ async def _cookie_socket(cookie: bytes, origin: bytes | None, token: str | None 
     ],
 )
 async def test_cookie_sockets_need_an_allowed_origin(world: World, origin: bytes | None, accepted: bool) -> None:
+    """The Origin must be the socket's own (scheme, host and port), as Django's CSRF check wants for HTTP."""
     client = Client()
     await database_sync_to_async(client.force_login)(world.user("member"))
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
@@ -181,6 +187,42 @@ async def test_a_bad_token_does_not_bypass_the_origin_check(world: World) -> Non
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
     connected, communicator = await _cookie_socket(cookie, b"https://evil.example", token="not-a-token")
     assert not connected
+    await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("host", "origin", "accepted"),
+    [
+        (b"evil.example", b"http://evil.example", False),  # a Host outside ALLOWED_HOSTS
+        (b"localhost", b"http://localhost", True),
+        (b"127.0.0.1:8000", b"https://chat.example", True),  # CSRF_TRUSTED_ORIGINS
+        (b"127.0.0.1:8000", b"http://chat.example", False),  # trusted over https only
+    ],
+)
+async def test_the_origin_rule_follows_allowed_hosts_and_trusted_origins(
+    world: World, settings, host: bytes, origin: bytes, accepted: bool
+) -> None:
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "chat.example"]
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example"]
+    client = Client()
+    await database_sync_to_async(client.force_login)(world.user("member"))
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    connected, communicator = await _cookie_socket(cookie, origin, host=host)
+    assert connected == accepted
+    await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_secure_socket_needs_an_https_origin(world: World) -> None:
+    client = Client()
+    await database_sync_to_async(client.force_login)(world.user("member"))
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    headers = [(b"cookie", cookie), (b"host", b"localhost"), (b"origin", b"https://localhost")]
+    communicator = WebsocketCommunicator(application, "/ws/", headers=headers)
+    communicator.scope["scheme"] = "wss"
+    connected, _ = await communicator.connect()
+    assert connected
     await communicator.disconnect()
 
 

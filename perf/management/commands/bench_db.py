@@ -32,7 +32,7 @@ from django.test.utils import override_settings
 
 from chat import selectors, services
 from chat import signals as chat_signals
-from chat.models import Message, Room, RoomMember
+from chat.models import Message, ReadMarker, Room
 from projects import selectors as project_selectors
 from projects.models import Membership, Project
 
@@ -301,7 +301,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
     resume_args = cycle_to(n, [(room_id, found[i + 1]) for i, (_, room_id, _) in enumerate(resumes) if i + 1 in found])
 
     memberships = list(Membership.objects.order_by("?").values_list("user_id", "project_id")[:n])
-    room_members = list(RoomMember.objects.order_by("?").values_list("user_id", "room_id")[:n])
+    room_members = list(ReadMarker.objects.order_by("?").values_list("user_id", "room_id")[:n])
     users = User.objects.in_bulk({u for u, _ in memberships} | {u for u, _ in room_members})
     projects = Project.objects.in_bulk({p for _, p in memberships})
     room_ids_of: dict[int, list[int]] = {}
