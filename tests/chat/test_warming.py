@@ -5,6 +5,7 @@ and the writers' invalidation still covers what it filled."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -14,9 +15,10 @@ from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from chat import selectors, services
-from chat.warming import CacheWarmer, cache_warm, cache_warm_if_due, warm_marker_key, warm_message_count
+from chat.warming import MAX_PAUSE, CacheWarmer, cache_warm, cache_warm_if_due, warm_marker_key, warm_message_count
 from perf import cache as perf_cache
 from tests.perf.test_cache import DEAD_REDIS
+from tests.waiting import wait_until
 
 API = "/api/v1"
 PAGES = 3  # warmed pages per room in these tests
@@ -163,14 +165,10 @@ def test_the_warmer_thread_warms_and_stops(history, settings):
     assert warmer is not None
     warmer.start()
     try:
-        deadline = time.monotonic() + 20
-        while warmer.runs < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: warmer.runs >= 1, timeout=20, message="the warmer never warmed")
         assert warmer.runs == 1
-        cache.clear()  # emptied: warmed again within a check or two
-        deadline = time.monotonic() + 20
-        while warmer.runs < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        cache.clear()  # emptied: warmed again at a later check
+        wait_until(lambda: warmer.runs >= 2, timeout=20, message="the warmer did not warm the emptied cache")
         assert warmer.runs == 2
     finally:
         warmer.stop()
@@ -199,13 +197,43 @@ def test_a_worker_starting_on_a_warm_cache_says_it_skipped(history, caplog):
     assert [r.getMessage() for r in caplog.records] == ["cache warming skipped: it ran less than 600 s ago against this cache"]
 
 
+def record_rounds_and_sleeps(monkeypatch) -> list:
+    """Patch chat.warming so each round's start logs "round" and each of its sleeps logs the seconds, without sleeping."""
+    log: list = []
+    real_rooms_cached = selectors.rooms_cached
+
+    def rooms_cached(**kwargs):
+        log.append("round")
+        return real_rooms_cached(**kwargs)
+
+    # A stand-in for the module's time: the clock is real, only sleeping is recorded.
+    clock = SimpleNamespace(perf_counter=time.perf_counter, time=time.time, sleep=log.append)
+    monkeypatch.setattr(selectors, "rooms_cached", rooms_cached)
+    monkeypatch.setattr("chat.warming.time", clock)
+    return log
+
+
 def test_the_pause_leaves_time_between_rounds(history, monkeypatch):
     monkeypatch.setattr("chat.warming.ROOMS_PER_ROUND", 1)
     monkeypatch.setattr("chat.warming.MAX_PAUSE", 600.0)  # each sleep as long as its round, however slow the machine
+    log = record_rounds_and_sleeps(monkeypatch)
     report = cache_warm(rooms=10, pages=PAGES, pause=1.0)
     assert report.rooms == 2 and report.filled("messages") == warm_message_count(PAGES)
-    # Two rounds, each followed by a sleep as long as the round: about twice the working time.
-    assert report.seconds >= 1.9 * report.busy
+    # Two rounds, each followed by a sleep as long as the round took: together, the working time.
+    assert [entry if entry == "round" else "sleep" for entry in log] == ["round", "sleep", "round", "sleep"]
+    sleeps = [entry for entry in log if entry != "round"]
+    assert all(seconds > 0 for seconds in sleeps)
+    assert sum(sleeps) == pytest.approx(report.busy)
+
+
+def test_a_pause_is_capped_and_no_pause_never_sleeps(history, monkeypatch):
+    monkeypatch.setattr("chat.warming.ROOMS_PER_ROUND", 1)
+    log = record_rounds_and_sleeps(monkeypatch)
+    cache_warm(rooms=10, pages=PAGES, pause=1e9)
+    assert log == ["round", MAX_PAUSE, "round", MAX_PAUSE]
+    log.clear()
+    cache_warm(rooms=10, pages=PAGES)
+    assert log == ["round", "round"]
 
 
 @pytest.mark.django_db(transaction=True)
