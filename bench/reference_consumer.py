@@ -9,8 +9,8 @@ message.send -> message.new) and does LESS work than chat.consumers: no
 persistence, no room permission check, no ack, no sequence numbers or gap
 fill. A speed-up measured against it therefore understates ours.
 
-Mounted at /ws/reference/ only when BENCH_REFERENCE_CONSUMER=1 (chat/routing.py),
-behind the same TokenAuthMiddleware as /ws/.
+Mounted at /ws/reference/ by bench/reference_asgi.py, which the benchmark
+serves for its reference target, behind the same TokenAuthMiddleware as /ws/.
 """
 
 from __future__ import annotations

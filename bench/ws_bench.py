@@ -9,8 +9,8 @@ itself on 127.0.0.1, opens every socket, subscribes each to its room, offers
 receiver got: deliveries/s, loss, send->receive latency, server CPU and RSS.
 ``--ramp`` steps the offered rate up to find the sustainable rate (every
 message arrives and p99 <= --p99-limit). ``--target both`` measures the naive
-tutorial-style consumer (bench/reference_consumer.py) and ours in the same
-invocation and prints the ratio. ``--idle N`` holds N mostly-idle sockets and
+tutorial-style consumer (bench/reference_consumer.py, served by
+bench/reference_asgi.py) and ours in the same invocation and prints the ratio. ``--idle N`` holds N mostly-idle sockets and
 reports RSS per connection and idle CPU. See bench/README.md.
 
 Every loop here ends by count or deadline, and all traffic goes to 127.0.0.1.
@@ -39,9 +39,11 @@ import orjson
 
 from bench import service_urls
 
-from bench.ws_servers import Sampler, base_env, raise_nofile_limit, run_servers
+from bench.ws_servers import CHAT_APP, Sampler, base_env, raise_nofile_limit, run_servers
 
 PATHS = {"ours": "/ws/", "reference": "/ws/reference/"}
+# The ASGI application each target's servers run: the reference route exists only in the benchmark's own.
+APPS = {"ours": CHAT_APP, "reference": "bench.reference_asgi:application"}
 
 # Where the reference consumer runs. "tutorial" is the deployment the Channels
 # tutorial teaches, which the issue's 800/s was measured on: daphne and
@@ -230,13 +232,12 @@ def ramp_rates(opts: Options) -> list[float]:
     return rates
 
 
-def server_env(opts: Options, target: str, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+def server_env(opts: Options, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     return base_env(
         **extra,
         DJANGO_SETTINGS_MODULE=opts.settings_module,
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
-        BENCH_REFERENCE_CONSUMER="1" if target == "reference" else "0",
         SECRET_KEY=os.environ.get("SECRET_KEY") or "ws-bench-only-" + uuid.uuid4().hex,
         SECURE_SSL_REDIRECT="0",
         DEBUG="0",
@@ -300,16 +301,16 @@ class Run:
     def execute(self) -> dict[str, Any]:
         opts = self.opts
         clear_channel_layer(self.redis_url)
-        env = server_env(opts, self.target, self.database_url, self.redis_url, **self.stack_env)
+        env = server_env(opts, self.database_url, self.redis_url, **self.stack_env)
         result: dict[str, Any] = {
-            "target": self.target, "stack": self.stack, "server": self.server, "layer": env.get("CHANNEL_LAYER", "pubsub"),
-            "processes": self.processes, "steps": [],
+            "target": self.target, "stack": self.stack, "server": self.server, "app": APPS[self.target],
+            "layer": env.get("CHANNEL_LAYER", "pubsub"), "processes": self.processes, "steps": [],
         }  # fmt: skip
         self.log(
             f"\n== {self.label}: {self.server} x{self.processes}, {result['layer']} layer, "
             f"{opts.rooms} rooms x {opts.clients_per_room} sockets, {opts.senders} senders"
         )
-        with run_servers(server=self.server, count=self.processes, env=env) as servers:
+        with run_servers(server=self.server, count=self.processes, env=env, app=APPS[self.target]) as servers:
             self.server_pids = [s.proc.pid for s in servers]
             plan = make_plan(opts, self.fixture.room_ids[: opts.rooms], self.fixture.tokens, [s.port for s in servers], PATHS[self.target])
             workers = Workers(opts.client_procs)
@@ -576,7 +577,7 @@ def run_idle(opts: Options, processes: int, database_url: str, redis_url: str, f
     figure is the RSS slope between them, not the server's one-time start-up costs.
     """
     clear_channel_layer(redis_url)
-    env = server_env(opts, "ours", database_url, redis_url)
+    env = server_env(opts, database_url, redis_url)
     total = opts.idle
     first_wave = max(1, total // 10)
     result: dict[str, Any] = {"target": "ours", "server": opts.server, "processes": processes, "requested": total}

@@ -40,12 +40,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(server: str, port: int) -> list[str]:
-    """The production entry point (chatsite.server) with ``server`` = uvicorn or daphne."""
+CHAT_APP = "chatsite.asgi:application"
+
+
+def server_command(server: str, port: int, app: str = CHAT_APP) -> list[str]:
+    """The production entry point (chatsite.server) with ``server`` = uvicorn or daphne, serving ``app``."""
     if server not in ("daphne", "uvicorn"):
         raise ValueError(f"unknown server {server!r}")
     return [sys.executable, "-m", "chatsite.server", "--server", server, "-b", "127.0.0.1", "-p", str(port), "-v", "0",
-            "chatsite.asgi:application"]  # fmt: skip
+            app]  # fmt: skip
 
 
 @dataclass
@@ -80,8 +83,10 @@ def _wait_for_port(server: ServerProcess, timeout: float) -> None:
 
 
 @contextmanager
-def run_servers(*, server: str, count: int, env: dict[str, str], start_timeout: float = 60) -> Iterator[list[ServerProcess]]:
-    """Start ``count`` server processes on free 127.0.0.1 ports; terminate them on exit."""
+def run_servers(
+    *, server: str, count: int, env: dict[str, str], app: str = CHAT_APP, start_timeout: float = 60
+) -> Iterator[list[ServerProcess]]:
+    """Start ``count`` server processes of ``app`` on free 127.0.0.1 ports; terminate them on exit."""
     logdir = Path(tempfile.mkdtemp(prefix="ws-bench-"))
     servers: list[ServerProcess] = []
     try:
@@ -90,7 +95,7 @@ def run_servers(*, server: str, count: int, env: dict[str, str], start_timeout: 
             log_path = logdir / f"server-{i}.log"
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
-                    server_command(server, port),
+                    server_command(server, port, app),
                     cwd=ROOT,
                     env=env,
                     stdout=subprocess.DEVNULL,

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
-from bench import ws_bench
+from bench import reference_asgi, ws_bench
 from chatsite import env
+from chatsite.asgi import application as chat_application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,6 +63,36 @@ def test_percentile_is_nearest_rank():
     assert ws_bench.percentile([], 99) is None
 
 
+async def _open(application, path: str, token: str | None) -> tuple[WebsocketCommunicator, bool]:
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect()
+    return communicator, connected
+
+
+async def test_the_reference_route_is_served_by_the_benchmarks_application_only(make_user, make_token):
+    token = await database_sync_to_async(lambda: make_token(make_user()))()
+
+    ours, connected = await _open(chat_application, "/ws/reference/", token)
+    assert not connected or (await ours.receive_output(timeout=5))["type"] == "websocket.close"
+    await ours.disconnect()
+
+    anonymous, connected = await _open(reference_asgi.application, "/ws/reference/", None)
+    assert not connected  # the same authentication as /ws/
+    await anonymous.disconnect()
+
+    reference, connected = await _open(reference_asgi.application, "/ws/reference/", token)
+    assert connected
+    await reference.send_to(text_data=orjson.dumps({"type": "subscribe", "room": 7}).decode())
+    assert orjson.loads(await reference.receive_from(timeout=5)) == {"type": "subscribed", "room": 7}
+    await reference.disconnect()
+
+    # Everything else is the project's application, unchanged.
+    chat, connected = await _open(reference_asgi.application, "/ws/", token)
+    assert connected
+    await chat.disconnect()
+
+
 def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field(tmp_path):
     opts = ws_bench.Options(
         rooms=2,
@@ -85,10 +119,11 @@ def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field
     ws_bench.write_report(report, out)
     loaded = json.loads(out.read_text())
 
-    assert [(r["target"], r["stack"], r["server"], r["layer"]) for r in loaded["runs"]] == [
-        ("reference", "tutorial", "daphne", "core"),  # the tutorial's deployment, channels_redis defaults
-        ("reference", "ours", "uvicorn", "pubsub"),
-        ("ours", None, "uvicorn", "pubsub"),
+    assert [(r["target"], r["stack"], r["server"], r["layer"], r["app"]) for r in loaded["runs"]] == [
+        # the tutorial's deployment, channels_redis defaults
+        ("reference", "tutorial", "daphne", "core", "bench.reference_asgi:application"),
+        ("reference", "ours", "uvicorn", "pubsub", "bench.reference_asgi:application"),
+        ("ours", None, "uvicorn", "pubsub", "chatsite.asgi:application"),
     ]
     for run in loaded["runs"]:
         assert run["sockets"] == {**run["sockets"], "requested": 6, "connected": 6, "failed": 0}
