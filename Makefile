@@ -85,7 +85,7 @@ bench-ws: venv
 ## (same DATABASE_URL as that server; serve it with SILKY_INTERCEPT_PERCENT=0 to measure the app, not the profiler)
 loadtest: venv
 	@mkdir -p var/loadtest
-	$(PY) manage.py seed_demo --users $(LOADTEST_USERS) --projects 2 --rooms 10 --messages 20000 --no-progress
+	$(PY) -m bench.seed --users $(LOADTEST_USERS) --projects 2 --rooms 10 --messages 20000 --no-progress
 	$(PY) -m bench.make_tokens --users $(LOADTEST_USERS) --out var/loadtest/tokens.json
 	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -H $(LOADTEST_HOST) \
 		--tokens-file var/loadtest/tokens.json -u $(LOADTEST_USERS) -r 50 -t $(LOADTEST_TIME) --only-summary $(LOADTEST_ARGS)

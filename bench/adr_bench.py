@@ -237,12 +237,12 @@ def seed(opts: Options, env: dict[str, str]) -> dict[str, Any]:
         raise RuntimeError(f"migrate failed:\n{tail(path)}")
     if opts.no_seed:
         return part_result("skipped", "--no-seed")
-    log("Data set: seed_demo " + " ".join(f"--{k} {v}" for k, v in SEED_SIZES.items()) + " (nothing to do when present)")
+    log("Data set: python -m bench.seed " + " ".join(f"--{k} {v}" for k, v in SEED_SIZES.items()) + " (nothing to do when present)")
     sizes = [f"--{k}={v}" for k, v in SEED_SIZES.items()]
     started = time.monotonic()
-    code, _ = run_logged("seed", [py, "manage.py", "seed_demo", *sizes], env=env, timeout=3600, logs=logs_dir(opts), attach=True)
+    code, _ = run_logged("seed", [py, "-m", "bench.seed", *sizes], env=env, timeout=3600, logs=logs_dir(opts), attach=True)
     if code != 0:
-        raise RuntimeError("seed_demo failed (see above)")
+        raise RuntimeError("bench.seed failed (see above)")
     return part_result("ok", seconds=round(time.monotonic() - started, 1))
 
 
@@ -1029,7 +1029,7 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--http-requests", type=int, default=None)
     p.add_argument("--http-duration", type=float, default=None)
     p.add_argument("--skip", default="", help=f"parts to leave out, comma-separated: {', '.join(PARTS)}")
-    p.add_argument("--no-seed", action="store_true", help="do not run seed_demo")
+    p.add_argument("--no-seed", action="store_true", help="do not run bench.seed")
     p.add_argument("--quick", action="store_true", help="30 s windows, shorter sub-benchmarks")
     p.add_argument("--work-dir", default=d.work_dir, help="logs, sub-benchmark reports and the token file go here")
     p.add_argument("--json", default=d.json)

@@ -25,7 +25,7 @@ writes JSON; the tokens and sessions it made are deleted at the end.
 
 The server's Redis database (``--redis-url``) is used as it is, never flushed.
 
-Load the data set first: ``manage.py seed_demo --users 10000 --projects 20
+Load the data set first: ``python -m bench.seed --users 10000 --projects 20
 --rooms 500 --messages 1000000`` with the same DATABASE_URL.
 """
 
@@ -515,7 +515,7 @@ def main() -> None:
     setup_django(args.database_url, args.redis_url, args.settings)
     readers = pick_readers(rooms=args.rooms, cursors_per_room=5, seed=args.seed)
     if not readers:
-        raise SystemExit("no room with messages: load a data set first (manage.py seed_demo ...)")
+        raise SystemExit("no room with messages: load a data set first (python -m bench.seed ...)")
     sign_in(readers)
     proc = None
     out_path = ROOT / args.json

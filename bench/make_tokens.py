@@ -3,7 +3,7 @@
     python -m bench.make_tokens --users 5000 --out var/loadtest/tokens.json
 
 Takes N load users (``load00001``, ``load00002``, …, made by
-``manage.py seed_demo --users N --projects P --rooms R --messages M``) that
+``python -m bench.seed --users N --projects P --rooms R --messages M``) that
 can read at least one room, issues
 each a fresh API token through ``chat.services.token_create`` and writes, per
 user, the token and the rooms the user may read, grouped by project. The
@@ -39,7 +39,8 @@ def load_user_tokens(*, count: int, name: str = TOKEN_NAME) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
-    from chat import seeding, services
+    from bench import seeding
+    from chat import services
     from chat.models import ApiToken, Room, RoomMember
     from projects.models import Membership
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if made < args.users:
         print(
             f"Only {made} of {args.users} load users exist and can read a room. Seed more first, e.g.\n"
-            f"  python manage.py seed_demo --users {args.users} --projects 20 --rooms 500 --messages 1000000",
+            f"  python -m bench.seed --users {args.users} --projects 20 --rooms 500 --messages 1000000",
             file=sys.stderr,
         )
         if made == 0:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import adr_bench
-from chat import seeding
+from bench import adr_bench, seeding
 from loadtest import capacity
 from tests.servers import server_env
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
+from bench import seeding
 from bench.make_tokens import load_user_tokens
-from chat import seeding
 from tests.servers import ROOT, app_servers, server_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
