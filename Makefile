@@ -56,9 +56,9 @@ bench-database: venv
 bench: bench-database
 	$(BENCH_ENV) $(PY) -m bench.adr_bench $(BENCH_ARGS)
 
-## make bench-db: p50/p95/p99 and plans of the hot queries
+## make bench-db: p50/p95/p99 and plans of the hot queries (seeds the 1M-message data set if absent)
 bench-db: bench-database
-	$(BENCH_ENV) $(PY) manage.py bench_db --reset-stats
+	$(BENCH_ENV) $(PY) -m bench.bench_db --reset-stats
 
 ## make perf-report: pg_stat_statements, index usage, cache hit ratio, pool
 perf-report: venv

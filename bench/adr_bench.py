@@ -6,10 +6,10 @@
 Needs DATABASE_URL (PostgreSQL) and REDIS_URL; everything else it starts
 itself, on 127.0.0.1 only, and stops on exit (also on errors and Ctrl-C):
 
-1. **Data**: ``migrate``, then ``seed_demo --users 10000 --projects 20
+1. **Data**: ``migrate``, then ``python -m bench.seed --users 10000 --projects 20
    --rooms 500 --messages 1000000`` (does nothing when the data set is there;
    shows a progress bar when it loads).
-2. **Database**: ``manage.py bench_db --json``: p95 of every hot query, cache off.
+2. **Database**: ``python -m bench.bench_db --json``: p95 of every hot query, cache off.
 3. **Real time** (bench/ws_bench.py, its own servers): WebSocket p99 at the
    ADR load (500 sockets, 100 messages/s), then a ramp of the message rate to
    find the highest rate at which every message is persisted and delivered
@@ -250,11 +250,11 @@ def seed(opts: Options, env: dict[str, str]) -> dict[str, Any]:
 
 
 def bench_db(opts: Options, env: dict[str, str]) -> dict[str, Any]:
-    if not (ROOT / "perf" / "management" / "commands" / "bench_db.py").exists():
-        return part_result("missing", "manage.py bench_db is not there")
+    if not (ROOT / "bench" / "bench_db.py").exists():
+        return part_result("missing", "bench/bench_db.py is not there")
     logs = logs_dir(opts)
     out_path = logs / "bench_db.json"
-    cmd = [sys.executable, "manage.py", "bench_db", "--json", "--iterations", str(opts.db_iterations),
+    cmd = [sys.executable, "-m", "bench.bench_db", "--json", "--iterations", str(opts.db_iterations),
            "--max-seconds", "30"]  # fmt: skip
     with open(out_path, "wb") as out, open(logs / "bench_db.log", "wb") as err:
         try:
@@ -983,7 +983,7 @@ def run(opts: Options) -> dict[str, Any]:
         log(f"   {status}" + (f": {parts[name]['reason']}" if parts[name].get("reason") else "") + f" ({parts[name]['seconds']:.0f} s)")
 
     parts["seed"] = seed(opts, env)
-    phase("db", "Database: manage.py bench_db (hot queries, cache off)", bench_db, opts, env)
+    phase("db", "Database: python -m bench.bench_db (hot queries, cache off)", bench_db, opts, env)
     phase("ws", f"WebSocket latency at the ADR load: {opts.adr_users} sockets, {opts.adr_rate:g} messages/s (bench/ws_bench.py)", bench_ws_adr, opts, env, processes)
     phase("throughput", "Messages/s persisted and delivered: rate ramp (bench/ws_bench.py)", bench_throughput, opts, env, processes)
     if {"http", "locust"} - set(opts.skip):

@@ -1,6 +1,8 @@
-"""manage.py bench_db: latency of every hot query on a large data set, with the index each uses.
+"""Latency of every hot query on a large data set, with the index each uses: ``make bench-db``.
 
-Makes sure the data set exists (``seed_demo`` with the sizes below when it
+    python -m bench.bench_db --reset-stats [--json] [--iterations 2000]
+
+Makes sure the data set exists (bench.seed with the sizes below when it
 does not), then calls each hot selector ``--iterations`` times with varied
 parameters (random rooms, users, cursors) and prints p50/p95/p99 of the time
 spent in the database per call and of the whole call (ORM included), the
@@ -16,27 +18,20 @@ lookups that need them, and throws them away.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import random
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import orjson
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.test.utils import override_settings
 
-from chat import selectors, services
-from chat import signals as chat_signals
-from chat.models import Message, ReadMarker, Room
-from projects import selectors as project_selectors
-from projects.models import Membership, Project
-
-User = get_user_model()
+from bench import setup_django
 
 INDEX_NODES = {"Index Scan", "Index Only Scan", "Bitmap Index Scan"}
 # Sequential scans of tables this small are what the planner should do.
@@ -78,136 +73,163 @@ def _pct(values: list[float], p: int) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 3)
 
 
-class Command(BaseCommand):
-    help = "Benchmark the hot queries (p50/p95/p99 ms and the index each uses) on a large data set."
+class BenchDbError(Exception):
+    """The benchmark cannot run here (not PostgreSQL, a data set without the rows a query needs)."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--iterations", type=int, default=2000, help="calls per query (default 2000)")
-        parser.add_argument("--users", type=int, default=10_000)
-        parser.add_argument("--projects", type=int, default=20)
-        parser.add_argument("--rooms", type=int, default=500)
-        parser.add_argument("--messages", type=int, default=1_000_000)
-        parser.add_argument("--seed", type=int, default=8, help="random seed for the parameters")
-        parser.add_argument("--max-seconds", type=float, default=120.0, help="time cap per query")
-        parser.add_argument(
-            "--reset-stats",
-            action="store_true",
-            help="reset this database's statistics first, so perf_report shows only this workload",
-        )
-        parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        if connection.vendor != "postgresql":
-            raise CommandError("bench_db measures PostgreSQL; set DATABASE_URL.")
-        iterations = max(1, options["iterations"])
-        self._ensure_data(options)
-        if options["reset_stats"]:
-            _reset_stats()
-        rng = random.Random(options["seed"])
-        load_start = _load_average()
-        with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}):
-            with transaction.atomic():
-                cases = _cases(rng, iterations)
-                results = [self._run(name, calls, options["max_seconds"]) for name, calls in cases]
-                transaction.set_rollback(True)
-        report = {
-            "machine": machine(),
-            "load_average": {"start": load_start, "end": _load_average()},
-            "iterations": iterations,
-            "results": [r.row() for r in results],
-        }
-        if options["json"]:
-            self.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-        else:
-            self._print(report)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.bench_db",
+        description="Benchmark the hot queries (p50/p95/p99 ms and the index each uses) on a large data set.",
+    )
+    p.add_argument("--iterations", type=int, default=2000, help="calls per query (default 2000)")
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--projects", type=int, default=20)
+    p.add_argument("--rooms", type=int, default=500)
+    p.add_argument("--messages", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=8, help="random seed for the parameters")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="time cap per query")
+    p.add_argument(
+        "--reset-stats",
+        action="store_true",
+        help="reset this database's statistics first, so perf_report shows only this workload",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    return p
 
-    def _ensure_data(self, options: dict[str, Any]) -> None:
-        counts = {
-            "users": User.objects.count(),
-            "rooms": Room.objects.count(),
-            "messages": _estimated_rows("chat_message"),
-        }
-        wanted = {"users": options["users"], "rooms": options["rooms"], "messages": options["messages"]}
-        if all(counts[k] >= 0.99 * wanted[k] for k in wanted):
-            return
-        self.stderr.write(f"Data set too small ({counts}); seeding {wanted} with seed_demo...")
-        call_command(
-            "seed_demo",
-            users=options["users"],
-            projects=options["projects"],
-            rooms=options["rooms"],
-            messages=options["messages"],
-            no_progress=True,
-            stdout=self.stderr,
-        )
 
-    def _run(self, name: str, calls: list[Callable[[], Any]], max_seconds: float) -> Result:
-        result = Result(name)
-        statements: list[tuple[str, Any]] = []
+def run(options: argparse.Namespace, *, out: TextIO, err: TextIO) -> dict[str, Any]:
+    """Seed if needed, measure every hot query, print the report to ``out``; progress goes to ``err``.
 
-        def capture(execute: Any, sql: str, params: Any, many: bool, context: dict) -> Any:
-            statements.append((sql, params))
-            return execute(sql, params, many, context)
+    Raises BenchDbError when it cannot measure. Leaves the data set as it was
+    (the measuring transaction is rolled back).
+    """
+    if connection.vendor != "postgresql":
+        raise BenchDbError("bench_db measures PostgreSQL; set DATABASE_URL.")
+    iterations = max(1, options.iterations)
+    _ensure_data(options, err)
+    if options.reset_stats:
+        _reset_stats()
+    rng = random.Random(options.seed)
+    load_start = _load_average()
+    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}):
+        with transaction.atomic():
+            cases = _cases(rng, iterations)
+            results = [_run(name, calls, options.max_seconds, err) for name, calls in cases]
+            transaction.set_rollback(True)
+    report = {
+        "machine": machine(),
+        "load_average": {"start": load_start, "end": _load_average()},
+        "iterations": iterations,
+        "results": [r.row() for r in results],
+    }
+    if options.json:
+        out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _print(report, out)
+    return report
 
-        sampled = calls[:PLAN_SAMPLE]
-        with connection.execute_wrapper(capture):
-            for call in sampled:
-                call()
-        result.queries = round(len(statements) / len(sampled), 1)
-        result.indexes, result.seq_scans = _plan_summary(statements)
 
-        db_seconds = [0.0]
+def _ensure_data(options: argparse.Namespace, err: TextIO) -> None:
+    from django.contrib.auth import get_user_model
 
-        def timed(execute: Any, sql: str, params: Any, many: bool, context: dict) -> Any:
-            start = time.perf_counter()
-            try:
-                return execute(sql, params, many, context)
-            finally:
-                db_seconds[0] += time.perf_counter() - start
+    from bench.seed import seed
+    from chat.models import Room
 
-        for call in calls[:50]:  # warm the caches of PostgreSQL and Django
+    counts = {
+        "users": get_user_model().objects.count(),
+        "rooms": Room.objects.count(),
+        "messages": _estimated_rows("chat_message"),
+    }
+    wanted = {"users": options.users, "rooms": options.rooms, "messages": options.messages}
+    if all(counts[k] >= 0.99 * wanted[k] for k in wanted):
+        return
+    _line(err, f"Data set too small ({counts}); seeding {wanted} with bench.seed...")
+    seed(
+        users=options.users,
+        projects=options.projects,
+        rooms=options.rooms,
+        messages=options.messages,
+        progress=False,
+        write=lambda text: _line(err, text),
+    )
+
+
+def _line(stream: TextIO, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def _run(name: str, calls: list[Callable[[], Any]], max_seconds: float, err: TextIO) -> Result:
+    result = Result(name)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: dict) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    sampled = calls[:PLAN_SAMPLE]
+    with connection.execute_wrapper(capture):
+        for call in sampled:
             call()
-        deadline = time.monotonic() + max_seconds
-        with connection.execute_wrapper(timed):
-            for call in calls:
-                db_seconds[0] = 0.0
-                start = time.perf_counter()
-                call()
-                result.call_ms.append((time.perf_counter() - start) * 1000)
-                result.db_ms.append(db_seconds[0] * 1000)
-                if time.monotonic() > deadline:
-                    self.stderr.write(f"{name}: stopped after {len(result.call_ms)} calls (--max-seconds)")
-                    break
-        return result
+    result.queries = round(len(statements) / len(sampled), 1)
+    result.indexes, result.seq_scans = _plan_summary(statements)
 
-    def _print(self, report: dict[str, Any]) -> None:
-        out = self.stdout.write
-        m = report["machine"]
-        out(f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, {m['postgresql']}, Python {m['python']}")
-        out(f"Data: {m['messages']:,} messages, {m['rooms']:,} rooms, {m['users']:,} users; "
-            f"{report['iterations']} calls per query, cache off")
-        load = report["load_average"]
-        out(f"Load average (1 min) at start {load['start']}, at end {load['end']}: other work on the machine skews p95/p99.")
-        out("")
-        header = (
-            f"{'query':<32} {'calls':>5} {'q/call':>6} {'db p50':>7} {'db p95':>7} {'db p99':>7} "
-            f"{'call p50':>8} {'call p95':>8} {'call p99':>8}  indexes"
+    db_seconds = [0.0]
+
+    def timed(execute: Any, sql: str, params: Any, many: bool, context: dict) -> Any:
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            db_seconds[0] += time.perf_counter() - start
+
+    for call in calls[:50]:  # warm the caches of PostgreSQL and Django
+        call()
+    deadline = time.monotonic() + max_seconds
+    with connection.execute_wrapper(timed):
+        for call in calls:
+            db_seconds[0] = 0.0
+            start = time.perf_counter()
+            call()
+            result.call_ms.append((time.perf_counter() - start) * 1000)
+            result.db_ms.append(db_seconds[0] * 1000)
+            if time.monotonic() > deadline:
+                _line(err, f"{name}: stopped after {len(result.call_ms)} calls (--max-seconds)")
+                break
+    return result
+
+
+def _print(report: dict[str, Any], stream: TextIO) -> None:
+    def out(text: str) -> None:
+        stream.write(text + "\n")
+
+    m = report["machine"]
+    out(f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, {m['postgresql']}, Python {m['python']}")
+    out(f"Data: {m['messages']:,} messages, {m['rooms']:,} rooms, {m['users']:,} users; "
+        f"{report['iterations']} calls per query, cache off")
+    load = report["load_average"]
+    out(f"Load average (1 min) at start {load['start']}, at end {load['end']}: other work on the machine skews p95/p99.")
+    out("")
+    header = (
+        f"{'query':<32} {'calls':>5} {'q/call':>6} {'db p50':>7} {'db p95':>7} {'db p99':>7} "
+        f"{'call p50':>8} {'call p95':>8} {'call p99':>8}  indexes"
+    )
+    out(header)
+    out("-" * len(header))
+    for row in report["results"]:
+        flag = "" if row["db_p95_ms"] <= TARGET_P95_MS else "  > target"
+        indexes = ", ".join(row["indexes"]) or "-"
+        if row["seq_scans"]:
+            indexes += "; SEQ SCAN " + ", ".join(row["seq_scans"])
+        out(
+            f"{row['query']:<32} {row['calls']:>5} {row['queries_per_call']:>6} {row['db_p50_ms']:>7.3f} {row['db_p95_ms']:>7.3f} "
+            f"{row['db_p99_ms']:>7.3f} {row['call_p50_ms']:>8.3f} {row['call_p95_ms']:>8.3f} "
+            f"{row['call_p99_ms']:>8.3f}  {indexes}{flag}"
         )
-        out(header)
-        out("-" * len(header))
-        for row in report["results"]:
-            flag = "" if row["db_p95_ms"] <= TARGET_P95_MS else "  > target"
-            indexes = ", ".join(row["indexes"]) or "-"
-            if row["seq_scans"]:
-                indexes += "; SEQ SCAN " + ", ".join(row["seq_scans"])
-            out(
-                f"{row['query']:<32} {row['calls']:>5} {row['queries_per_call']:>6} {row['db_p50_ms']:>7.3f} {row['db_p95_ms']:>7.3f} "
-                f"{row['db_p99_ms']:>7.3f} {row['call_p50_ms']:>8.3f} {row['call_p95_ms']:>8.3f} "
-                f"{row['call_p99_ms']:>8.3f}  {indexes}{flag}"
-            )
-        out("")
-        out(f"db = time in cursor.execute per call (round trips included); call = the whole selector call. "
-            f"Target: db p95 <= {TARGET_P95_MS} ms.")
+    out("")
+    out(f"db = time in cursor.execute per call (round trips included); call = the whole selector call. "
+        f"Target: db p95 <= {TARGET_P95_MS} ms.")
 
 
 def _load_average() -> float | None:
@@ -263,12 +285,21 @@ def _plan_summary(statements: list[tuple[str, Any]]) -> tuple[list[str], list[st
 
 def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]]]]:
     """(name, n prepared calls) for every hot query; parameters are drawn before any timing."""
+    from django.contrib.auth import get_user_model
+
+    from chat import selectors, services
+    from chat import signals as chat_signals
+    from chat.models import Message, ReadMarker, Room
+    from projects import selectors as project_selectors
+    from projects.models import Membership, Project
+
+    User = get_user_model()
     rooms = {
         room.id: room
         for room in Room.objects.select_related("project").filter(last_message_seq__gte=60)
     }
     if not rooms:
-        raise CommandError("No room has 60 messages or more: seed a data set first.")
+        raise BenchDbError("No room has 60 messages or more: seed a data set first.")
     room_ids = sorted(rooms)
     # Random messages: busy rooms come up as often as they are busy, like real traffic.
     with connection.cursor() as cursor:
@@ -307,6 +338,9 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
     room_ids_of: dict[int, list[int]] = {}
     for room_id, project_id in Room.objects.filter(project_id__in=projects).values_list("id", "project_id"):
         room_ids_of.setdefault(project_id, []).append(room_id)
+    # Each project's rooms under their current unread state, read once: the
+    # measured call is the tails' fill, which every cache miss pays.
+    states_of = {p: selectors.rooms_unread_states(room_ids=ids) for p, ids in room_ids_of.items()}
 
     # Rows only this transaction sees: API tokens, and client ids on sampled messages.
     token_users = rng.sample(list(users.values()), min(200, len(users)))
@@ -360,7 +394,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
             # once per room and new message, then shared by all its readers.
             "room tails (unread cache fill)",
             [
-                (lambda ids=room_ids_of[p]: selectors._room_tails(ids))
+                (lambda states=states_of[p]: selectors.room_unread_tails(states=states))
                 for _, p in cycle(memberships)
             ],
         ),
@@ -396,12 +430,16 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
 def cycle_to(n: int, items: list[Any]) -> list[Any]:
     """``n`` items, repeating ``items`` as needed."""
     if not items:
-        raise CommandError("The data set lacks rows for one of the queries; seed it first.")
+        raise BenchDbError("The data set lacks rows for one of the queries; seed it first.")
     return [items[i % len(items)] for i in range(n)]
 
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
+    from django.contrib.auth import get_user_model
+
+    from chat.models import Room
+
     cpu_model = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -433,5 +471,20 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "messages": _estimated_rows("chat_message"),
         "rooms": Room.objects.count(),
-        "users": User.objects.count(),
+        "users": get_user_model().objects.count(),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parser().parse_args(argv)
+    setup_django()
+    try:
+        run(options, out=sys.stdout, err=sys.stderr)
+    except BenchDbError as exc:
+        print(f"bench_db: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
