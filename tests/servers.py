@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -14,6 +13,7 @@ from typing import Iterator
 from django.conf import settings
 
 from chatsite import env
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,16 +25,16 @@ def free_port() -> int:
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server on port {port} did not start in {timeout}s")
+            return False
+
+    wait_until(listening, timeout=timeout, interval=0.1, message=f"server on port {port} did not start")
 
 
 def server_env(**extra: str) -> dict[str, str]:
@@ -123,14 +123,14 @@ def background_worker(**extra_env: str) -> Iterator[subprocess.Popen]:
         import redis
 
         client = redis.Redis.from_url(env.REDIS_URL)
-        deadline = time.monotonic() + 30
         channel = settings.CHAT_BACKGROUND_CHANNEL
-        while not dict(client.pubsub_numsub(channel)).get(channel.encode()):
+
+        def subscribed() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {proc.returncode}; see test-artifacts/background-worker.log")
-            if time.monotonic() > deadline:
-                raise RuntimeError("worker did not subscribe within 30s")
-            time.sleep(0.1)
+            return bool(dict(client.pubsub_numsub(channel)).get(channel.encode()))
+
+        wait_until(subscribed, timeout=30, interval=0.1, message="worker did not subscribe")
         client.close()
         yield proc
     finally:

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import ROOT, free_port, server_env
+from tests.waiting import wait_until
 
 # collectstatic compresses every file with brotli and gzip: about a minute on a busy machine.
 START_DEADLINE = 480
@@ -81,15 +81,17 @@ def test_serve_collects_the_missing_static_files_then_serves_pages_and_assets(tm
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + START_DEADLINE
-        status, page = 0, b""
-        while time.monotonic() < deadline:
+
+        def login_page() -> tuple[int, bytes] | None:
             assert proc.poll() is None, log_path.read_text()
             try:
-                status, page = get(f"http://127.0.0.1:{port}/login/")
-                break
+                return get(f"http://127.0.0.1:{port}/login/")
             except OSError:
-                time.sleep(0.5)
+                return None
+
+        status, page = wait_until(
+            login_page, timeout=START_DEADLINE, interval=0.5, message=lambda: log_path.read_text()[-2000:]
+        )
         assert status == 200, (status, page[:500], log_path.read_text()[-2000:])
         assert (static_root / "staticfiles.json").is_file()
 

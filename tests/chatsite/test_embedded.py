@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ import orjson
 import websockets
 
 from tests.servers import ROOT, free_port
+from tests.waiting import wait_until
 
 DEMO_PASSWORD = "embedded-demo-pw"
 
@@ -74,15 +74,15 @@ def test_make_run_embedded_default_serves_live_chat(tmp_path):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answering() -> bool:
+            assert server.poll() is None, "the server exited"
             try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
+                return httpx.get(base + "/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.2)
+                return False
+
+        wait_until(answering, timeout=30, interval=0.2, message="server did not start")
         health = httpx.get(base + "/healthz").json()
         assert health == {"status": "ok", "database": "ok", "redis": "disabled"}
 

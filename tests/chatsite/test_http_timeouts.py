@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.servers import app_servers
+from tests.waiting import wait_until
 
 BODY_TIMEOUT = 2
 KEEPALIVE_TIMEOUT = 1
@@ -63,11 +64,12 @@ def _parse(data: bytes) -> tuple[int, dict[str, str], bytes] | None:
     return int(lines[0].split()[1]), headers, rest[:length]
 
 
-def _dribble_until_answered(sock: socket.socket, *, every: float, deadline: float) -> tuple[int, dict[str, str], bytes]:
-    """Send one body byte every ``every`` seconds until a response arrives (or ``deadline`` passes)."""
-    data = b""
+def _dribble_until_answered(sock: socket.socket, *, every: float, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    """Send one body byte every ``every`` seconds until a whole response arrives (within ``timeout``)."""
+    data = bytearray()
     sock.settimeout(every)
-    while time.monotonic() < deadline:
+
+    def answered() -> tuple[int, dict[str, str], bytes] | None:
         try:
             sock.sendall(b" ")
         except OSError:
@@ -75,28 +77,28 @@ def _dribble_until_answered(sock: socket.socket, *, every: float, deadline: floa
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
-            continue
-        if not chunk:
-            break
-        data += chunk
-        parsed = _parse(data)
-        if parsed is not None:
-            return parsed
-    raise AssertionError(f"no response before the deadline; got {data[:200]!r}")
+            return None
+        assert chunk, f"closed before a whole response; got {bytes(data[:200])!r}"
+        data.extend(chunk)
+        return _parse(bytes(data))
+
+    # The receive timeout paces the bytes: no pause of its own between tries.
+    return wait_until(answered, timeout=timeout, interval=0, message=lambda: f"no response; got {bytes(data[:200])!r}")
 
 
-def _closed_by_server(sock: socket.socket, *, deadline: float) -> bool:
-    """Wait (reading and discarding) until the server closes the connection, or ``deadline``."""
+def _wait_for_server_close(sock: socket.socket, *, timeout: float) -> None:
+    """Read and discard until the server closes the connection; fail after ``timeout`` seconds."""
     sock.settimeout(0.5)
-    while time.monotonic() < deadline:
+
+    def closed() -> bool:
         try:
-            if not sock.recv(65536):
-                return True
+            return not sock.recv(65536)
         except TimeoutError:
-            continue
+            return False
         except ConnectionResetError:
             return True
-    return False
+
+    wait_until(closed, timeout=timeout, interval=0, message="the server kept the connection open")
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
@@ -113,20 +115,18 @@ def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 def test_a_body_dribbled_past_the_deadline_gets_a_json_408_and_the_connection_closed(port: int, every: float) -> None:
     with _connect(port) as sock:
         sock.sendall(_request_head("POST", "/api/v1/auth/token", 1000) + b'{"username": ')
-        status, headers, body = _dribble_until_answered(
-            sock, every=every, deadline=time.monotonic() + BODY_TIMEOUT + MARGIN
-        )
+        status, headers, body = _dribble_until_answered(sock, every=every, timeout=BODY_TIMEOUT + MARGIN)
         assert status == 408
         assert headers["content-type"].startswith("application/json")
         assert headers["connection"] == "close"
         assert orjson.loads(body)["code"] == "request_timeout"
-        assert _closed_by_server(sock, deadline=time.monotonic() + MARGIN)
+        _wait_for_server_close(sock, timeout=MARGIN)
 
 
 def test_a_slow_page_form_gets_a_plain_408(port: int) -> None:
     with _connect(port) as sock:
         sock.sendall(_request_head("POST", "/login/", 500) + b"username=")
-        status, headers, body = _dribble_until_answered(sock, every=0.5, deadline=time.monotonic() + BODY_TIMEOUT + MARGIN)
+        status, headers, body = _dribble_until_answered(sock, every=0.5, timeout=BODY_TIMEOUT + MARGIN)
         assert status == 408
         assert headers["content-type"].startswith("text/plain")
         assert b"did not arrive" in body
@@ -154,4 +154,4 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(por
         status, headers, _ = _read_response(sock)
         assert status == 200
         assert headers.get("connection", "keep-alive").lower() != "close"
-        assert _closed_by_server(sock, deadline=time.monotonic() + KEEPALIVE_TIMEOUT + MARGIN)
+        _wait_for_server_close(sock, timeout=KEEPALIVE_TIMEOUT + MARGIN)

@@ -84,15 +84,13 @@ def _spawned_children(pid: int) -> list[int]:
 
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_serve_one_port():
-    import time
     import urllib.request
 
     from tests.servers import app_servers
+    from tests.waiting import wait_until
 
     with app_servers(1, SERVER_WORKERS="2") as [(port, proc)]:
-        deadline = time.monotonic() + 60
-        while len(_spawned_children(proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(_spawned_children(proc.pid)) >= 2, timeout=60, interval=0.2, message="the workers never started")
         assert len(_spawned_children(proc.pid)) == 2
         for _ in range(20):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:

@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from django.conf import settings
 
 from chatsite import env
 from tests.servers import stop_process
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -81,19 +81,22 @@ def live_server_url(transactional_db, request) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
+
+        def answering() -> bool:
             if proc.poll() is not None:
                 pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{base}/login/", timeout=2) as response:
-                    if response.status == 200:
-                        break
+                    return response.status == 200
             except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer in {SERVER_START_SECONDS} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+                return False
+
+        wait_until(
+            answering,
+            timeout=SERVER_START_SECONDS,
+            interval=0.2,
+            message=lambda: f"the server did not answer:\n{log_path.read_text()[-3000:]}",
+        )
         yield base
     finally:
         # Stop it before the database is flushed: it holds connections.
