@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chat import metrics as chat_metrics
 from perf import metrics
 from tests.servers import ROOT, _wait_for_port, app_servers, free_port, server_env, stop_process
+from tests.waiting import wait_until
 from tests.wsclient import ChatSocket
 
 Scrape = dict[tuple[str, frozenset], float]
@@ -49,13 +50,13 @@ def value(samples: Scrape, name: str, **labels: str) -> float:
 
 
 def wait_for(port: int, check: Callable[[Scrape], bool], timeout: float = 20) -> Scrape:
-    """Scrape until ``check`` holds (events handled after a reply, or by a sampler); bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Scrape until ``check`` holds (events handled after a reply, or by a sampler); that scrape."""
+
+    def checked() -> Scrape | None:
         samples = scrape(port)
-        if check(samples) or time.monotonic() > deadline:
-            return samples
-        time.sleep(0.2)
+        return samples if check(samples) else None
+
+    return wait_until(checked, timeout=timeout, interval=0.2, message="no scrape passed the check")
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import orjson
 import pytest
@@ -12,6 +11,7 @@ from django.db import connections, transaction
 from chat.models import Room
 from projects import services as project_services
 from projects.models import Invitation, Membership, Project
+from tests.waiting import wait_until
 
 API = "/api/v1"
 
@@ -418,17 +418,16 @@ def test_outsider_leaving_is_404_like_a_missing_project(chat_world, api_client):
 
 def _wait_for_a_lock_wait() -> None:
     """Wait until another connection of this test database waits for a row lock."""
-    deadline = time.monotonic() + 30
     with connections["default"].cursor() as cursor:
-        while time.monotonic() < deadline:
+
+        def lock_waiters() -> int:
             cursor.execute("SELECT pg_stat_clear_snapshot()")
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
             )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.02)
-    raise AssertionError("the second request never waited for the lock")
+            return cursor.fetchone()[0]
+
+        wait_until(lock_waiters, timeout=30, interval=0.02, message="the second request never waited for the lock")
 
 
 def _in_thread(call) -> tuple[threading.Thread, list]:
