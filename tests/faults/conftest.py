@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,9 @@ import redis
 
 from chatsite import env
 from tests.servers import ROOT, free_port, server_env, server_log_path
+from tests.waiting import wait_until
 
 START_TIMEOUT = 30
-
-
-def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds (a liveness bound, not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 class ServerLog:
@@ -84,7 +74,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self.answers, timeout=START_TIMEOUT, what="private redis")
+        wait_until(self.answers, timeout=START_TIMEOUT, interval=0.1, message="private redis did not answer")
 
     def answers(self) -> bool:
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)

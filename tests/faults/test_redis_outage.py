@@ -31,8 +31,9 @@ import pytest
 import websockets
 from django.test import Client
 
-from tests.faults.conftest import PrivateRedis, Reader, ServerLog, http, wait_until
+from tests.faults.conftest import PrivateRedis, Reader, ServerLog, http
 from tests.servers import app_servers
+from tests.waiting import wait_until
 from tests.wsclient import ChatSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -160,7 +161,7 @@ def test_subscribing_right_after_redis_returns_keeps_the_socket(people, private_
             await sock.until("subscribed")
             private_redis.kill()
             private_redis.start()
-            wait_until(private_redis.answers, timeout=10, what="redis back")
+            wait_until(private_redis.answers, timeout=10, interval=0.1, message="redis did not come back")
             await sock.send({"type": "subscribe", "room": other.id, "ref": "again"})
             try:
                 for _ in range(100):
