@@ -24,8 +24,9 @@ from tests.chat.test_consumers import connect, hello, recv, recv_until, send, su
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# How long a socket may take to act on a control event (the bound).
-REACT_WITHIN = 1.0
+# A liveness bound, far below WS_AUTH_RECHECK (300 s): a socket that acts within it acted on
+# the change's event, not on its periodic check. How fast it acts is for a benchmark to show.
+REACT_WITHIN = 10.0
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 A socket on server A; the membership, token, session or user changes
 through server B's API and pages (or, for deactivation, from this process,
-as the admin's form would). Within a second the socket on A drops the room
-(an ``access_revoked`` error frame) or is closed with 4401; after that it
+as the admin's form would). On that change's event the socket on A drops the
+room (an ``access_revoked`` error frame) or is closed with 4401; after that it
 receives nothing more of the room and nothing it sends is stored.
 """
 
@@ -23,7 +23,9 @@ from tests.wsclient import ChatSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REACT_WITHIN = 1.0
+# A liveness bound, far below WS_AUTH_RECHECK (300 s): a socket that acts within it acted on
+# the change's event, not on its periodic check. How fast it acts is for a benchmark to show.
+REACT_WITHIN = 10.0
 
 
 @pytest.fixture(scope="module")
