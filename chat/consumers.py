@@ -20,10 +20,10 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 
 from chat import events, fanout, metrics, presence, selectors, services
-from chat.asyncdb import db_async, direct_writes_enabled
+from chat.asyncdb import db_async
 from chat.auth import credentials_valid, session_key
 from chat.signals import session_key_digest
 from chat.outbox import (
@@ -36,7 +36,7 @@ from chat.outbox import (
 )
 from chat.serialization import message_dict, user_dict
 from chatsite import ratelimit
-from chatsite.errors import ChatError, InvalidInput, NotFound
+from chatsite.errors import DATABASE_UNAVAILABLE, ChatError, InvalidInput, NotFound
 from perf import context as perf_context
 from perf import metrics as perf_metrics
 
@@ -96,6 +96,7 @@ def _resume(user: Any, room_id: int, last_id: int | None, cap: int, budget: int)
     overflow: the client reloads history over HTTP instead.
     """
     room = selectors.room_get_for_user(user=user, room_id=room_id)
+    ratelimit.hit("subscribe", user.pk)
     last_seq = selectors.room_last_seq(room_id=room_id)
     if last_id is None:
         return room.project_id, last_seq, [], False
@@ -168,6 +169,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.credentials_checked = time.monotonic()
         self.subscribes: list[float] = []
         self.registered = False
+        # This loop serves sockets, so sends publish through its publisher (servers without lifespan).
+        events.start_publisher()
         authenticated = self.user is not None and self.user.is_authenticated
         if authenticated:
             # Personal events through the process's hub. Before accept: with the
@@ -447,7 +450,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except ChatError as exc:
             self.send_error(exc.code, exc.message, ref=ref if ref is not None else frame.get("client_id"))
-        except (OperationalError, InterfaceError):
+        except DATABASE_UNAVAILABLE:
             logger.exception("database unavailable while handling %s", frame["type"])
             self.send_error(
                 "unavailable", "The database is unavailable; retry.", ref=ref or frame.get("client_id"), retryable=True
@@ -462,7 +465,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         room_id = _int_field(frame, "room")
         last_id = _int_field(frame, "last_id", required=False)
         self._count_subscribe()
-        await ratelimit.ahit("subscribe", self.user.pk)
         cap = settings.CHAT_RESUME_MAX_MESSAGES
         joined = room_id in self.cursors
         epoch = self.access_epoch
@@ -562,15 +564,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = frame.get("client_id")
         if not isinstance(client_id, str) or not client_id or len(client_id) > services.CLIENT_ID_MAX:
             raise InvalidInput("'client_id' must be a non-empty string of at most 64 characters.", code="invalid_client_id")
-        if direct_writes_enabled():
-            room = await selectors.aroom_get_for_user(user=self.user, room_id=room_id)
-            await ratelimit.ahit("message", self.user.pk)
-            message, created = await services.amessage_create(
-                room=room, author=self.user, body=frame.get("body"), client_id=client_id
-            )
-            ack = _ack(room_id, client_id, message, created)
-        else:
-            ack = await db_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
+        ack = await db_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
         self.send_frame(ack)
 
     async def on_read(self, frame: dict[str, Any]) -> None:

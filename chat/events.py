@@ -17,6 +17,7 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 from chat import metrics
+from perf.redis import existing_loop_resource, loop_resource
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,11 @@ USER_EVENT = "user.event"
 class _Publisher:
     """One per event loop: hands layer calls to the loop in order, without making the caller wait.
 
-    Services publish from ``transaction.on_commit`` in a worker thread (or,
-    on the direct send path, from the loop itself). Waiting
-    there for Redis (``async_to_sync``) would hold that thread — and the
-    sender's ack — for several round trips. Instead the call is queued on the
-    server's event loop and a single task performs queued calls one at a time,
-    in the order they were committed.
+    Services publish from ``transaction.on_commit`` in a worker thread.
+    Waiting there for Redis (``async_to_sync``) would hold that thread, and
+    the sender's ack, for several round trips. Instead the call is queued on
+    the server's event loop and a single task performs queued calls one at a
+    time, in the order they were committed.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -53,40 +53,46 @@ class _Publisher:
                 metrics.PUBLISH_FAILURES.inc()
                 logger.exception("publish failed: %s", what)
 
-
-_publishers: dict[asyncio.AbstractEventLoop, _Publisher] = {}
-
-
-async def astop_publisher(timeout: float = 5.0) -> None:
-    """Send what this loop's publisher has queued, then stop it (shutdown; tests between event loops)."""
-    publisher = _publishers.pop(asyncio.get_running_loop(), None)
-    if publisher is None or publisher.task.done():
-        return
-    publisher.queue.put_nowait(None)
-    try:
-        await asyncio.wait_for(asyncio.shield(publisher.task), timeout)
-    except asyncio.TimeoutError:
-        publisher.task.cancel()
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued, then stop (shutdown; tests between event loops)."""
+        if self.task.done():
+            return
+        self.queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except asyncio.TimeoutError:
+            self.task.cancel()
 
 
-def _enqueue(loop: asyncio.AbstractEventLoop, item: tuple) -> None:
-    for old in [other for other in _publishers if other.is_closed()]:
-        del _publishers[old]
-    publisher = _publishers.get(loop)
-    if publisher is None or publisher.task.done():
-        publisher = _publishers[loop] = _Publisher(loop)
-    publisher.queue.put_nowait(item)
+def _publisher() -> _Publisher:
+    """This event loop's publisher (perf.redis.loop_resource: stopped with the loop's other resources)."""
+    return loop_resource("publisher", lambda: _Publisher(asyncio.get_running_loop()), _Publisher.stop)
+
+
+def start_publisher() -> None:
+    """Make this loop's publisher: called on loops that serve (lifespan startup, a socket's connect).
+
+    Worker threads queue on a loop's publisher only once it exists. A loop
+    that asgiref makes for one ``async_to_sync`` call (Django's test client
+    in front of async middleware) ends with that call and would cancel a
+    publish in flight, so there the thread publishes and waits instead.
+    """
+    _publisher()
+
+
+def _enqueue(item: tuple) -> None:
+    _publisher().queue.put_nowait(item)
 
 
 def _layer_call(method: str, *args: Any, what: str) -> None:
     """Run ``layer.<method>(*args)``: queued on the server's loop when called on it or from its
-    worker thread, else inline."""
+    worker thread (once start_publisher has run there), else inline."""
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    if running is not None:  # async code on the loop (the direct send path)
-        _enqueue(running, (method, args, what))
+    if running is not None:  # async code on the loop
+        _enqueue((method, args, what))
         return
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if (
@@ -94,8 +100,9 @@ def _layer_call(method: str, *args: Any, what: str) -> None:
         and getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid()
         and loop.is_running()
         and not loop.is_closed()
+        and existing_loop_resource(loop, "publisher") is not None
     ):
-        loop.call_soon_threadsafe(_enqueue, loop, (method, args, what))
+        loop.call_soon_threadsafe(_enqueue, (method, args, what))
         return
     layer = get_channel_layer()
     try:

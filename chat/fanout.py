@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 
 from chat import events, metrics, presence
+from perf.redis import loop_resource
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,17 @@ class RoomHub:
             for _, subscriber in sockets:
                 subscriber.check_credentials_if_due()
 
+    async def stop(self) -> None:
+        """Stop receiving and refreshing (shutdown; tests between event loops)."""
+        for task in (self._task, self._refresh_task):
+            if task is None:
+                continue
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
     async def _run(self) -> None:
         while True:
             try:
@@ -166,30 +178,6 @@ class RoomHub:
             metrics.WS_EVENTS_OUT.labels(event["kind"]).inc(delivered)
 
 
-_hubs: dict[asyncio.AbstractEventLoop, RoomHub] = {}
-
-
-async def astop_hub() -> None:
-    """Stop this event loop's hub, if it has one (shutdown; tests between event loops)."""
-    found = _hubs.pop(asyncio.get_running_loop(), None)
-    if found is None:
-        return
-    for task in (found._task, found._refresh_task):
-        if task is None:
-            continue
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001
-            pass
-
-
 def hub() -> RoomHub:
-    """This event loop's hub (one per server process in production)."""
-    loop = asyncio.get_running_loop()
-    found = _hubs.get(loop)
-    if found is None:
-        for old in [other for other in _hubs if other.is_closed()]:
-            del _hubs[old]
-        found = _hubs[loop] = RoomHub(get_channel_layer())
-    return found
+    """This event loop's hub (one per server process in production; perf.redis.loop_resource)."""
+    return loop_resource("room-hub", lambda: RoomHub(get_channel_layer()), RoomHub.stop)

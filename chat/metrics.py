@@ -33,10 +33,6 @@ WS_DELIVERY_LATENCY = Histogram(
 )
 MESSAGES_CREATED = Counter("chat_messages_created_total", "Messages persisted.")
 PUBLISH_FAILURES = Counter("chat_publish_failures_total", "Events that could not be handed to the channel layer.")
-HTTP_FAST_LANE = Counter(
-    "chat_http_fast_lane_responses_total",
-    "History pages answered from the cache in front of Django's handler (chat.fastlane).",
-)
 CACHE_WARM_RUNS = Counter("chat_cache_warm_runs_total", "Cache warmings run (chat.warming).")
 CACHE_WARM_SECONDS = Counter("chat_cache_warm_seconds_total", "Time spent warming the cache, pauses left out (chat.warming).")
 CACHE_WARM_FILLED = Counter(

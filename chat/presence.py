@@ -21,12 +21,12 @@ from typing import Any, Iterable
 from django.conf import settings
 
 from chatsite import env
+from perf.redis import async_client
 
 logger = logging.getLogger(__name__)
 
 _local: dict[int, dict[str, float]] = {}
 _local_sockets: dict[int, dict[str, float]] = {}
-_clients: dict[int, object] = {}
 
 
 def presence_key(room_id: int) -> str:
@@ -35,24 +35,6 @@ def presence_key(room_id: int) -> str:
 
 def sockets_key(user_id: int) -> str:
     return f"chat:sockets:user:{int(user_id)}"
-
-
-def _client():
-    import asyncio
-
-    import redis.asyncio as aioredis
-
-    loop_id = id(asyncio.get_running_loop())
-    client = _clients.get(loop_id)
-    if client is None:
-        # A bounded pool that waits for a free connection: a mass disconnect
-        # (thousands of presence_leave at once) queues instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            env.REDIS_URL, max_connections=32, timeout=5, socket_connect_timeout=1, socket_timeout=1
-        )
-        client = aioredis.Redis(connection_pool=pool)
-        _clients[loop_id] = client
-    return client
 
 
 def _entry(user_id: int, socket_id: str) -> str:
@@ -70,7 +52,7 @@ async def presence_join(*, room_id: int, user_id: int, socket_id: str) -> set[in
     try:
         if env.REDIS_URL:
             key = presence_key(room_id)
-            pipe = _fresh_members(_client().pipeline(transaction=False), key, now - ttl)
+            pipe = _fresh_members(async_client().pipeline(transaction=False), key, now - ttl)
             pipe.zadd(key, {_entry(user_id, socket_id): now})
             pipe.expire(key, ttl * 2)
             return _users((await pipe.execute())[1])
@@ -92,7 +74,7 @@ async def presence_refresh(*, room_ids: Iterable[int], user_id: int, socket_id: 
     entry = _entry(user_id, socket_id)
     try:
         if env.REDIS_URL:
-            pipe = _client().pipeline(transaction=False)
+            pipe = async_client().pipeline(transaction=False)
             for room_id in room_ids:
                 key = presence_key(room_id)
                 pipe.zadd(key, {entry: now})
@@ -110,7 +92,7 @@ async def presence_leave(*, room_id: int, user_id: int, socket_id: str) -> bool:
     try:
         if env.REDIS_URL:
             key = presence_key(room_id)
-            pipe = _client().pipeline(transaction=False)
+            pipe = async_client().pipeline(transaction=False)
             pipe.zrem(key, _entry(user_id, socket_id))
             _fresh_members(pipe, key, time.time() - settings.CHAT_PRESENCE_TTL)
             return user_id not in _users((await pipe.execute())[2])
@@ -127,7 +109,7 @@ async def presence_online(*, room_id: int) -> set[int]:
     if env.REDIS_URL:
         try:
             key = presence_key(room_id)
-            members = (await _fresh_members(_client().pipeline(transaction=False), key, cutoff).execute())[1]
+            members = (await _fresh_members(async_client().pipeline(transaction=False), key, cutoff).execute())[1]
         except Exception:  # noqa: BLE001 - presence is best effort
             logger.warning("presence_online failed room=%s", room_id, exc_info=True)
             return set()
@@ -170,14 +152,14 @@ async def socket_register(*, user_id: int, socket_id: str, limit: int) -> bool:
     try:
         if env.REDIS_URL:
             key = sockets_key(user_id)
-            pipe = _client().pipeline(transaction=True)
+            pipe = async_client().pipeline(transaction=True)
             pipe.zremrangebyscore(key, "-inf", cutoff)
             pipe.zadd(key, {socket_id: now})
             pipe.zcard(key)
             pipe.expire(key, settings.CHAT_PRESENCE_TTL * 2)
             count = (await pipe.execute())[2]
             if count > limit:
-                await _client().zrem(key, socket_id)
+                await async_client().zrem(key, socket_id)
                 return False
             return True
         entries = _local_sockets.setdefault(user_id, {})
@@ -195,7 +177,7 @@ async def socket_register(*, user_id: int, socket_id: str, limit: int) -> bool:
 async def socket_unregister(*, user_id: int, socket_id: str) -> None:
     try:
         if env.REDIS_URL:
-            await _client().zrem(sockets_key(user_id), socket_id)
+            await async_client().zrem(sockets_key(user_id), socket_id)
         else:
             _local_sockets.get(user_id, {}).pop(socket_id, None)
     except Exception:  # noqa: BLE001
@@ -210,7 +192,7 @@ async def refresh_sockets(sockets: Iterable[tuple[int, str]]) -> None:
         return
     try:
         if env.REDIS_URL:
-            pipe = _client().pipeline(transaction=False)
+            pipe = async_client().pipeline(transaction=False)
             for user_id, socket_id in sockets:
                 key = sockets_key(user_id)
                 pipe.zadd(key, {socket_id: now}, xx=True)

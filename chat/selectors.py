@@ -80,23 +80,6 @@ def room_get_for_user(*, user: Any, room_id: int) -> Room:
     return room
 
 
-async def aroom_get_for_user(*, user: Any, room_id: int) -> Room:
-    """:func:`room_get_for_user` for async code (the WebSocket send path).
-
-    Both cache entries come in one round trip on the event loop; only a miss
-    goes to the database, on a consumer database thread. Same caching and
-    invalidation as the synchronous version.
-    """
-    if not user.is_authenticated:
-        raise NotFound("Room not found.")
-    found = await perf_cache.aget_many_counted(_room_access_keys(user.id, room_id))
-    if len(found) == 2:
-        return _room_access_resolve(user=user, room_id=room_id, found=found)
-    from chat.asyncdb import db_async
-
-    return await db_async(_room_access_resolve)(user=user, room_id=room_id, found=found)
-
-
 def _room_access_keys(user_id: int, room_id: int) -> dict[str, str]:
     return {room_cache_key(room_id): "rooms", room_access_key(user_id, room_id): "access"}
 
@@ -330,11 +313,6 @@ UnreadState = tuple[int, int]
 
 def unread_key(room_id: int, user_id: int, state: UnreadState, last_read: int) -> str:
     return cache_key("unread", room_id, user_id, *state, last_read)
-
-
-def unread_pattern(room_id: int) -> str:
-    """Every unread entry of a room, current or not: per-user counts and the shared tails."""
-    return cache_key("unread", room_id, "*")
 
 
 def unread_tail_key(room_id: int, state: UnreadState) -> str:
@@ -593,9 +571,9 @@ def room_stamp_key(room_id: int) -> str:
 def room_tail_stamp_key(room_id: int) -> str:
     """Changes (is dropped) whenever a message is added to the room: only the newest page shows it.
 
-    Ids within a room commit in order (services.message_create and
-    amessage_create hold the room's row lock from drawing the id to the
-    commit), so a new message is newer than every page already read.
+    Ids within a room commit in order (services.message_create holds the
+    room's row lock from drawing the id to the commit), so a new message is
+    newer than every page already read.
     """
     return cache_key("stamp", "tail", room_id)
 
@@ -672,33 +650,8 @@ def room_member_get(*, room: Room, user_id: int) -> Any:
     return user
 
 
-def user_profile(*, user_id: int) -> dict[str, Any] | None:
-    """Display data of a user (id, username, display_name), cached (family ``profiles``).
-
-    Invalidated by user_update_profile.
-    """
-    from chat.serialization import user_dict
-
-    def fill() -> dict[str, Any] | None:
-        user = User.objects.filter(pk=user_id).only("id", *USER_DISPLAY_FIELDS).first()
-        return user_dict(user) if user else None
-
-    return perf_cache.cached("profiles", profile_key(user_id), fill)
-
-
 def profile_key(user_id: int) -> str:
     return cache_key("profile", user_id)
-
-
-def room_message_count(*, room: Room) -> int:
-    """Live (not deleted) messages in a room, cached (family ``counts``); invalidated on create/delete."""
-    return perf_cache.cached(
-        "counts", room_count_key(room.id), lambda: Message.objects.filter(room=room, deleted_at__isnull=True).count()
-    )
-
-
-def room_count_key(room_id: int) -> str:
-    return cache_key("room_count", room_id)
 
 
 def user_for_token(*, raw_key: str) -> Any | None:

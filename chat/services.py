@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
@@ -69,78 +70,28 @@ def _clean_client_id(client_id: Any) -> str | None:
     return client_id
 
 
-def _next_seq(room_id: int, now: Any) -> tuple[int, int]:
-    """Bump the room's counter; return it with the room's delete count. Takes the room's row lock until commit.
-
-    Holding that lock while the message row is inserted is what makes ids
-    within one room commit in increasing order: a later sender cannot draw its
-    id from the sequence before the earlier sender has committed.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Room._meta.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %s "
-            "WHERE id = %s RETURNING last_message_seq, messages_deleted",
-            [now, room_id],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise NotFound("Room not found.")
-    return int(row[0]), int(row[1])
-
-
 def message_create(*, room: Room, author: Any, body: str, client_id: str | None = None) -> tuple[Message, bool]:
-    """Persist a message and publish ``message.new`` to the room after commit
-    (where ``chat_messages_created_total`` counts it too).
+    """Persist a message; after commit, publish ``message.new`` and update the caches (:func:`_message_created`).
 
-    The caller has checked that ``author`` may read ``room``. Returns
-    ``(message, created)``. With a ``client_id`` already used by this author,
-    nothing is written and the original message comes back with
-    ``created=False`` (idempotent retries); reusing it for another room is a
-    Conflict. Two queries on the hot path: the room counter and the insert.
+    The one message writer: the API, the WebSocket (through chat.asyncdb.db_async),
+    the pages and the seeders call it. The caller has checked that ``author``
+    may read ``room``. Returns ``(message, created)``. With a ``client_id``
+    already used by this author nothing is written and the original message
+    comes back with ``created=False`` (idempotent retries); reusing it for
+    another room is a Conflict.
+
+    Ordering: the room's row lock is taken (its counter bumped) before the
+    message's id is drawn and held until commit, so within a room ids commit
+    in increasing order and ``seq`` is contiguous; a failed insert uses up
+    no ``seq``.
     """
     body = _clean_body(body)
     client_id = _clean_client_id(client_id)
     if room.project.archived:
         raise Forbidden("This project is archived; it is read-only.", code="archived")
+    now = timezone.now()
     try:
-        with transaction.atomic():
-            now = timezone.now()
-            seq, deleted = _next_seq(room.id, now)
-            message = Message.objects.create(
-                room=room, author=author, body=body, client_id=client_id, seq=seq, created_at=now
-            )
-            message.author = author
-            payload = {"message": message_dict(message)}
-            transaction.on_commit(
-                partial(events.publish_room_event, room_id=room.id, kind="message.new", payload=payload, seq=seq),
-                robust=True,
-            )
-            # Write-through: history readers will ask for this message next.
-            transaction.on_commit(
-                partial(
-                    perf_cache.store,
-                    selectors.message_cache_key(message.id),
-                    selectors.message_cache_entry(message),
-                    family="messages",
-                ),
-                robust=True,
-            )
-            invalidate_on_commit(selectors.room_count_key(room.id), selectors.room_tail_stamp_key(room.id))
-            transaction.on_commit(
-                partial(
-                    _advance_unread_tail, room_id=room.id, seq=seq, deleted=deleted, message_id=message.id, author_id=author.id
-                ),
-                robust=True,
-            )
-            transaction.on_commit(metrics.MESSAGES_CREATED.inc, robust=True)
-            if "@" in body:
-                transaction.on_commit(
-                    partial(
-                        events.enqueue_background,
-                        {"type": "message.created", "message_id": message.id, "room_id": room.id},
-                    ),
-                    robust=True,
-                )
+        row = _insert_message(room_id=room.id, author_id=author.id, body=body, client_id=client_id, now=now)
     except IntegrityError:
         if client_id is None:
             raise
@@ -148,43 +99,53 @@ def message_create(*, room: Room, author: Any, body: str, client_id: str | None 
         if original is None:
             raise
         return original, False
+    if row is None:
+        raise NotFound("Room not found.")
+    message_id, seq, deleted = row
+    message = Message(id=message_id, room=room, author=author, body=body, client_id=client_id, seq=seq, created_at=now)
+    message._state.adding, message._state.db = False, connection.alias  # a stored row, as if loaded
+    transaction.on_commit(partial(_message_created, message=message, deleted=deleted), robust=True)
     return message, True
 
 
-def _advance_unread_tail(*, room_id: int, seq: int, deleted: int, message_id: int, author_id: int) -> None:
-    """Write-through for unread counts: the room's cached tail moves from ``seq - 1`` to ``seq``.
+def _insert_message(*, room_id: int, author_id: int, body: str, client_id: str | None, now: Any) -> tuple[int, int, int] | None:
+    """Bump the room's counter and insert the message: (id, seq, the room's delete count), or None without the room.
 
-    ``deleted``: the room's delete count, read with ``seq`` under the room's
-    row lock (a delete takes it too), so both keys are of the same deletes.
-
-    Without it the first room list after every message would read the tail
-    from the database again (selectors.rooms_for_user). The old tail goes:
-    only the current one is kept. When the tail under ``seq - 1`` is not
-    cached there is nothing to move.
+    On PostgreSQL one statement, which outside a caller's transaction is its
+    own (one round trip); elsewhere (the embedded SQLite) the same two steps
+    in a transaction. The delete count comes with the seq, read under the
+    same lock: together they name the room's unread state.
     """
-    previous = selectors.unread_tail_key(room_id, (seq - 1, deleted))
-    tail = perf_cache.get_many_counted({previous: "unread"}).get(previous)
-    if isinstance(tail, list):
-        tail = selectors.unread_tail_with(tail, message_id=message_id, author_id=author_id)
-        perf_cache.store(selectors.unread_tail_key(room_id, (seq, deleted)), tail, ttl=selectors.UNREAD_TAIL_TTL)
-        perf_cache.invalidate(previous)  # no reader asks for an older seq again
-
-
-def _original_for_retry(*, author: Any, client_id: str, room_id: int) -> Message | None:
-    """The message ``author`` already sent with ``client_id`` (an idempotent retry), or None.
-
-    Reusing a client_id in another room is a Conflict.
-    """
-    original = Message.objects.select_related("author").filter(author=author, client_id=client_id).first()
-    if original is not None and original.room_id != room_id:
-        raise Conflict("client_id was already used for a message in another room.", code="client_id_reused")
-    return original
+    if connection.vendor == "postgresql":
+        # A savepoint only inside a caller's transaction, so a duplicate client_id leaves it usable.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    INSERT_MESSAGE_SQL,
+                    {"now": now, "room": room_id, "author": author_id, "body": body, "client_id": client_id},
+                )
+                row = cursor.fetchone()
+        return (int(row[0]), int(row[1]), int(row[2])) if row else None
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Room._meta.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %s "
+                "WHERE id = %s RETURNING last_message_seq, messages_deleted",
+                [now, room_id],
+            )
+            counter = cursor.fetchone()
+        if counter is None:
+            return None
+        seq, deleted = int(counter[0]), int(counter[1])
+        message = Message.objects.create(
+            room_id=room_id, author_id=author_id, body=body, client_id=client_id, seq=seq, created_at=now
+        )
+    return message.id, seq, deleted
 
 
 def _insert_message_sql() -> str:
     room, message = Room._meta, Message._meta
     column = message.get_field
-    # Returns the new message's id and seq, and the room's delete count (its unread state with the seq).
     return (
         f"WITH r AS (UPDATE {room.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %(now)s "
         f"WHERE id = %(room)s RETURNING id, last_message_seq, messages_deleted), "
@@ -199,64 +160,42 @@ def _insert_message_sql() -> str:
 INSERT_MESSAGE_SQL = _insert_message_sql()
 
 
-async def amessage_create(*, room: Room, author: Any, body: str, client_id: str | None = None) -> tuple[Message, bool]:
-    """:func:`message_create` for the WebSocket send path, on the event loop (PostgreSQL only).
+def _message_created(*, message: Message, deleted: int) -> None:
+    """Everything a new message sets off, after its commit, in this order: the event, the caches, the count, mentions.
 
-    The counter bump and the insert are one statement in autocommit
-    (chat.asyncdb.aexecute): the ``UPDATE … RETURNING`` takes the room's row
-    lock before the id is drawn and holds it until the statement commits, so
-    ids within a room commit in order, as in message_create. One database
-    round trip instead of five (pool check, BEGIN, UPDATE, INSERT, COMMIT),
-    then one cache round trip (write-through, room count) and the publish,
-    queued on this loop. A duplicate ``client_id`` rolls the whole statement
-    back (no seq is used up) and returns the original with ``created=False``.
+    Caches, in three round trips: the message's entry is written through
+    (history readers ask for it next), the room's tail stamp is dropped (the
+    newest history page shows it), and the room's unread tail moves from
+    ``seq - 1`` to ``seq`` when it was cached (chat.unread): without that the
+    first room list after every message would read the tail from the database.
     """
-    import psycopg
-    from psycopg_pool import PoolTimeout
-
-    from chat.asyncdb import aexecute, db_async
-
-    body = _clean_body(body)
-    client_id = _clean_client_id(client_id)
-    if room.project.archived:
-        raise Forbidden("This project is archived; it is read-only.", code="archived")
-    now = timezone.now()
-    params = {"now": now, "room": room.id, "author": author.id, "body": body, "client_id": client_id}
-    try:
-        rows = await aexecute(INSERT_MESSAGE_SQL, params)
-    except psycopg.errors.UniqueViolation:
-        if client_id is None:
-            raise IntegrityError("duplicate message") from None
-        original = await db_async(_original_for_retry)(author=author, client_id=client_id, room_id=room.id)
-        if original is None:  # deleted with its author in between: nothing to return
-            raise NotFound("Message not found.") from None
-        return original, False
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise OperationalError(str(exc)) from exc
-    except psycopg.Error as exc:
-        raise DatabaseError(str(exc)) from exc
-    if not rows:
-        raise NotFound("Room not found.")
-    message_id, seq, deleted = rows[0]
-    message = Message(id=message_id, room_id=room.id, author=author, body=body, client_id=client_id, seq=seq, created_at=now)
-    # What message_create does on commit, in the same order: publish, cache, count.
-    events.publish_room_event(room_id=room.id, kind="message.new", payload={"message": message_dict(message)}, seq=seq)
-    previous_tail = selectors.unread_tail_key(room.id, (seq - 1, deleted))
-    found = await perf_cache.awrite(
-        {selectors.message_cache_key(message_id): selectors.message_cache_entry(message)},
-        delete=[selectors.room_count_key(room.id), selectors.room_tail_stamp_key(room.id)],
-        family="messages",
-        fetch={previous_tail: "unread"},
-    )
-    if isinstance(found.get(previous_tail), list):
-        tail = selectors.unread_tail_with(found[previous_tail], message_id=message_id, author_id=author.id)
-        await perf_cache.awrite(
-            {selectors.unread_tail_key(room.id, (seq, deleted)): tail}, delete=[previous_tail], ttl=selectors.UNREAD_TAIL_TTL
+    room_id, seq = message.room_id, message.seq
+    events.publish_room_event(room_id=room_id, kind="message.new", payload={"message": message_dict(message)}, seq=seq)
+    previous = selectors.unread_tail_key(room_id, (seq - 1, deleted))
+    entries = {selectors.message_cache_key(message.id): selectors.message_cache_entry(message)}
+    tail = perf_cache.get_many_counted({previous: "unread"}).get(previous)
+    if isinstance(tail, list):
+        # Same lifetime as the message entry (CACHE_TTL_ENTRIES): one write for both.
+        entries[selectors.unread_tail_key(room_id, (seq, deleted))] = selectors.unread_tail_with(
+            tail, message_id=message.id, author_id=message.author_id
         )
+    perf_cache.store_many(entries, family="messages")
+    # The older tail is never asked for again.
+    perf_cache.invalidate(selectors.room_tail_stamp_key(room_id), *([previous] if isinstance(tail, list) else []))
     metrics.MESSAGES_CREATED.inc()
-    if "@" in body:
-        events.enqueue_background({"type": "message.created", "message_id": message_id, "room_id": room.id})
-    return message, True
+    if "@" in message.body:
+        events.enqueue_background({"type": "message.created", "message_id": message.id, "room_id": room_id})
+
+
+def _original_for_retry(*, author: Any, client_id: str, room_id: int) -> Message | None:
+    """The message ``author`` already sent with ``client_id`` (an idempotent retry), or None.
+
+    Reusing a client_id in another room is a Conflict.
+    """
+    original = Message.objects.select_related("author").filter(author=author, client_id=client_id).first()
+    if original is not None and original.room_id != room_id:
+        raise Conflict("client_id was already used for a message in another room.", code="client_id_reused")
+    return original
 
 
 def _require_moderator_or_author(*, message: Message, user: Any) -> None:
@@ -310,7 +249,6 @@ def message_delete(*, message: Message, by: Any) -> Message:
     Room.objects.filter(pk=message.room_id).update(messages_deleted=F("messages_deleted") + 1)
     invalidate_on_commit(
         selectors.message_cache_key(message.id),
-        selectors.room_count_key(message.room_id),
         selectors.room_stamp_key(message.room_id),
     )
     payload = {"id": message.id, "room": message.room_id, "seq": message.seq}

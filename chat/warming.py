@@ -38,7 +38,7 @@ from django.db import connections
 from django.utils import timezone
 
 from chat import metrics, selectors
-from perf import aredis
+from perf import redis as perf_redis
 from perf import cache as perf_cache
 from perf.cache import cache_key
 
@@ -176,7 +176,7 @@ def cache_warm_if_due(*, rooms: int, pages: int, every: float, pause: float = 0.
 
 def shared_cache() -> bool:
     """True when the default cache is Redis, shared with the servers (a local-memory cache warms only this process)."""
-    return aredis.backend_client() is not None
+    return perf_redis.sync_client() is not None
 
 
 class CacheWarmer(threading.Thread):

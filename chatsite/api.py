@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DataError, InterfaceError, OperationalError
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError
@@ -24,7 +24,7 @@ from ninja.utils import check_csrf
 
 from chat import selectors
 from chat.api import router as chat_router
-from chatsite.errors import ChatError, Forbidden
+from chatsite.errors import DATABASE_UNAVAILABLE, ChatError, Forbidden
 from projects.api import router as projects_router
 
 logger = logging.getLogger(__name__)
@@ -164,16 +164,13 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 
 def _unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
-    # Database down or the pool exhausted (psycopg_pool.PoolTimeout arrives as
-    # OperationalError): the client may retry.
-    logger.warning("api: database unavailable on %s %s: %s", request.method, request.path, exc)
-    return error_response(
-        request, status=503, detail="The service is temporarily unavailable; try again shortly.", code="unavailable"
-    )
+    from chatsite.error_handlers import unavailable_response
+
+    return unavailable_response(request, exc)
 
 
-api.add_exception_handler(OperationalError, _unavailable)
-api.add_exception_handler(InterfaceError, _unavailable)
+for _exc in DATABASE_UNAVAILABLE:
+    api.add_exception_handler(_exc, _unavailable)
 
 
 @api.exception_handler(DataError)

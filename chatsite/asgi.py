@@ -1,36 +1,47 @@
-"""The protocol router (HTTP to Django, WebSocket to the chat consumer), behind the trusted-proxy check."""
+"""The protocol router (HTTP to Django, WebSocket to the chat consumer), behind the trusted-proxy check.
+
+Every HTTP request goes through Django's own ASGI handler: its URL resolver,
+host validation and middleware.
+"""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings.dev")
 
-from chatsite import env  # noqa: E402
-
-if env.HTTP_THREADS > 0:
-    from chatsite.handlers import get_asgi_application
-else:
-    from django.core.asgi import get_asgi_application
+from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
-
-from chat import events  # noqa: E402
-from chat.fastlane import HistoryFastLane  # noqa: E402
-from chat.auth import SocketSetupGuard, TokenAuthMiddleware  # noqa: E402
-from chat.background import BackgroundConsumer  # noqa: E402
-from chat.routing import websocket_urlpatterns  # noqa: E402
-from chatsite.http_timeouts import RequestBodyTimeout  # noqa: E402
-
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware  # noqa: E402
 
-# In development (DEBUG) the ASGI server also serves /static/; production
-# serves collected, fingerprinted files (see docs/ARCHITECTURE.md).
-# Shared history pages are answered from the cache in front of Django when
-# everything they need is cached (chat.fastlane); it passes on everything else.
-http_application = HistoryFastLane(ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app)
+from chat import events  # noqa: E402
+from chat.auth import SocketSetupGuard, TokenAuthMiddleware  # noqa: E402
+from chat.background import BackgroundConsumer  # noqa: E402
+from chat.routing import websocket_urlpatterns  # noqa: E402
+from chatsite import env  # noqa: E402
+from chatsite.http_timeouts import RequestBodyTimeout  # noqa: E402
+from perf.redis import aclose_loop_resources  # noqa: E402
+
+
+async def lifespan(scope: dict, receive, send) -> None:  # noqa: ANN001
+    """At start, make the loop's publisher; at shutdown, send what it holds and close the loop's Redis clients."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            events.start_publisher()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await aclose_loop_resources()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# In development (DEBUG) Django also serves /static/ from the source folders;
+# production serves collected, fingerprinted files (servestatic's middleware).
+http_application = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app
 # A request body that does not arrive within HTTP_BODY_TIMEOUT gets a 408 (chatsite.http_timeouts).
 http_application = RequestBodyTimeout(http_application, timeout=env.HTTP_BODY_TIMEOUT)
 
@@ -39,6 +50,7 @@ protocol_router = ProtocolTypeRouter(
         "http": http_application,
         "websocket": SocketSetupGuard(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))),
         "channel": ChannelNameRouter({events.background_channel(): BackgroundConsumer.as_asgi()}),
+        "lifespan": lifespan,
     }
 )
 

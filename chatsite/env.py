@@ -119,13 +119,6 @@ CHANNEL_LAYER_MAX_CONNECTIONS = env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000)
 # consumer's receive fail with TimeoutError (django/channels_redis#422). 0: redis-py's default.
 CHANNEL_LAYER_SOCKET_TIMEOUT = env_int("CHANNEL_LAYER_SOCKET_TIMEOUT", 10)
 
-# HTTP: threads per process that run a request's middleware and view in one
-# hop (chatsite.handlers); 0 keeps Django's own ASGI handler (a hop per
-# middleware method, and a new thread per request).
-HTTP_THREADS = env_int("HTTP_THREADS", 8)
-# HTTP: answer a shared history page straight from the cache, in front of
-# Django's handler, when everything it needs is cached (chat.fastlane).
-HTTP_FAST_LANE = env_bool("HTTP_FAST_LANE", True)
 # HTTP: seconds a request's whole body has to arrive once its headers are in,
 # else 408 (chatsite.http_timeouts; uvicorn only, daphne buffers bodies first). 0: no deadline.
 HTTP_BODY_TIMEOUT = env_float("HTTP_BODY_TIMEOUT", 30.0)
@@ -136,10 +129,6 @@ HTTP_KEEPALIVE_TIMEOUT = env_int("HTTP_KEEPALIVE_TIMEOUT", 5)
 WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)
 # Threads that run consumers' database work in parallel (chat.asyncdb).
 WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
-# The send path writes with one statement on the event loop over its own small
-# async pool (chat.asyncdb.apool, PostgreSQL only); false: through WS_DB_THREADS.
-WS_DIRECT_WRITES = env_bool("WS_DIRECT_WRITES", True)
-WS_DIRECT_POOL = env_int("WS_DIRECT_POOL", 4)
 # Bytes of frames a socket may have pending before low-priority ones are dropped
 # and, past that, it is closed (4408); a resume replays at most half of it.
 WS_SEND_BUFFER_BYTES = env_int("WS_SEND_BUFFER_BYTES", 1024 * 1024)

@@ -1,7 +1,8 @@
 """Django's error views: the API's JSON error body under /api/, Django's pages elsewhere.
 
 Errors raised inside an API operation are mapped by chatsite.api's exception
-handlers. These views answer the errors Django raises around the operations:
+handlers, a busy or unavailable database through :func:`unavailable_response`
+as here. These views answer the errors Django raises around the operations:
 a path no API route matches (``handler404``), a request refused before any
 view (``handler400``: a bad Host header, a body a middleware found too large),
 ``handler403``, the CSRF check of the API's non-operation views (its
@@ -12,16 +13,46 @@ debug pages instead.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.views import csrf, defaults
 
 from chatsite.api import error_response
-from perf import views as perf_views
-from perf.middleware import is_api_path
+from chatsite.errors import DATABASE_UNAVAILABLE, UNAVAILABLE_DETAIL
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "2"
+
+
+def is_api_path(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def unavailable_response(request: HttpRequest, exc: BaseException | None = None) -> HttpResponse:
+    """The answer when the database is busy or down: 503 with Retry-After, the API's JSON under /api/, a page elsewhere."""
+    logger.warning("database unavailable: %s %s request_id=%s: %s", request.method, request.path,
+                   getattr(request, "request_id", "-"), exc)  # fmt: skip
+    if is_api_path(request.path_info):
+        response = error_response(request, status=503, detail=UNAVAILABLE_DETAIL, code="unavailable")
+    else:
+        response = HttpResponse(render_to_string("503.html", {"detail": UNAVAILABLE_DETAIL}), status=503)
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+def method_not_allowed(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """The API's 405: its JSON error body, with the Allow header of django-ninja's plain-text one (sorted)."""
+    allowed = ", ".join(sorted(m.strip() for m in response.get("Allow", "").split(",") if m.strip()))
+    json_response = error_response(
+        request, status=405, detail=f"Method not allowed; allowed: {allowed or 'none'}.", code="method_not_allowed"
+    )
+    json_response["Allow"] = allowed
+    return json_response
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -45,9 +76,13 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    # A busy or unavailable database is perf's 503 (JSON under /api/ too).
-    if not is_api_path(request.path_info) or isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
-        return perf_views.server_error(request)
+    # A middleware that met a busy or unavailable database: 503, never a 500
+    # (views are answered by chatsite.middleware before they get here).
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        return unavailable_response(request, exc)
+    if not is_api_path(request.path_info):
+        return defaults.server_error(request)
     return error_response(request, status=500, detail="Internal server error.", code="server_error")
 
 

@@ -7,6 +7,8 @@ Pages     -> the form error or a 404/403 page
 
 from __future__ import annotations
 
+from django.db import InterfaceError, OperationalError
+
 
 class ChatError(Exception):
     status = 400
@@ -22,11 +24,6 @@ class ChatError(Exception):
 class InvalidInput(ChatError):
     status = 400
     code = "invalid"
-
-
-class NotAuthenticated(ChatError):
-    status = 401
-    code = "not_authenticated"
 
 
 class NotFound(ChatError):
@@ -48,8 +45,9 @@ class Conflict(ChatError):
     code = "conflict"
 
 
-class Unavailable(ChatError):
-    """A dependency is down; the client may retry."""
-
-    status = 503
-    code = "unavailable"
+# Errors that mean "the database is busy or unreachable", not "the request is
+# wrong": a pool timeout (psycopg_pool's arrives as OperationalError), a server
+# that is down or dropped the connection. Every surface answers them as
+# "unavailable, retry" (HTTP 503, WebSocket error frame), never as a 500.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+UNAVAILABLE_DETAIL = "The database is busy or unavailable; retry."

@@ -131,32 +131,6 @@ def usage(*limits: tuple[str, object]) -> list[Usage | None]:
     ]
 
 
-async def ahit(action: str, ident: object) -> None:
-    """:func:`hit` for async code: one pipelined round trip (INCR, EXPIRE NX) on the event loop.
-
-    Shares the counters of :func:`hit` (same key, same integer encoding), so a
-    user's WebSocket and HTTP sends count against one limit.
-    """
-    from perf import aredis
-
-    window = _window(action, ident)
-    if window is None:
-        return
-    client = aredis.client()
-    if client is None:
-        hit(action, ident)  # local-memory or dummy cache: no I/O
-        return
-    try:
-        pipe = client.pipeline(transaction=False)
-        pipe.incr(aredis.make_key(window.key))
-        pipe.expire(aredis.make_key(window.key), window.seconds + 1, nx=True)
-        count, _ = await pipe.execute()
-    except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
-        aredis.failed(f"rate limit {action}")
-        return
-    window.check(count)
-
-
 def client_ip(meta_or_scope: dict) -> str:
     """The client address of a request (``request.META``) or an ASGI scope."""
     if "REMOTE_ADDR" in meta_or_scope:

@@ -145,7 +145,8 @@ def run_uvicorn(args: argparse.Namespace) -> None:
         ws_per_message_deflate=args.ws_deflate,
         ws_ping_interval=args.ping_interval,
         ws_ping_timeout=args.ping_timeout,
-        lifespan="off",
+        # Shutdown sends what the publisher holds and closes the loop's Redis clients (chatsite.asgi.lifespan).
+        lifespan="on",
         # The app writes its own JSON request log (perf.middleware).
         access_log=False,
         # Forwarded headers are believed only from TRUSTED_PROXIES, by the

@@ -210,7 +210,7 @@ def cached_stamped(family: str, key: str, stamps: list[str], fill: Callable[[], 
 
     For results that depend on many entries (a page of history: its messages
     and their authors). Writers invalidate a stamp as they invalidate any key
-    (:func:`invalidate_on_commit`, or :func:`awrite`'s ``delete``); a reader
+    (:func:`invalidate_on_commit`); a reader
     that finds a stamp missing puts in a fresh random one with ``add``, so a
     stamp never returns to a value an old entry was stored under. A reader
     that could not learn a stamp (Redis down, or another reader's ``add``
@@ -246,12 +246,6 @@ def get_many_counted(families: dict[str, str]) -> dict[str, Any]:
     return found
 
 
-def count_hits(families: Iterable[str]) -> None:
-    """Count one hit in each of ``families``: lookups made outside these helpers (chat.fastlane), served from the cache."""
-    for family in families:
-        _count(family, 1, 0)
-
-
 def _count_lookups(families: dict[str, str], found: dict[str, Any]) -> None:
     for key, family in families.items():
         _count(family, 1 if key in found else 0, 0 if key in found else 1)
@@ -268,73 +262,6 @@ def store_many(entries: dict[str, Any], *, ttl: int | None = None, family: str |
         cache.set_many({k: _NONE if v is None else v for k, v in entries.items()}, _ttl(ttl, family))
 
 
-async def aget_many_counted(families: dict[str, str]) -> dict[str, Any]:
-    """:func:`get_many_counted` for async code: one round trip on the event loop (perf.aredis).
-
-    A Redis error counts as misses, like django-redis's ignored exceptions.
-    """
-    from perf import aredis
-
-    client = aredis.client()
-    if client is None:
-        return get_many_counted(families)  # local-memory or dummy cache: no I/O
-    keys = list(families)
-    found: dict[str, Any] = {}
-    try:
-        raw = await client.mget([aredis.make_key(k) for k in keys])
-    except Exception:  # noqa: BLE001 - degrade to the database
-        aredis.failed("mget")
-        raw = [None] * len(keys)
-    for key, value in zip(keys, raw):
-        if value is not None:
-            found[key] = aredis.decode(value)
-    _count_lookups(families, found)
-    return found
-
-
-async def awrite(
-    entries: dict[str, Any] | None = None,
-    delete: Iterable[str] = (),
-    *,
-    ttl: int | None = None,
-    family: str | None = None,
-    fetch: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Set ``entries``, delete ``delete`` and read ``fetch`` (``{key: family}``, counted) in one round trip.
-
-    For async writers after their commit, on the event loop (perf.aredis).
-    Returns the fetched values that were found. Errors are logged and
-    counted, never raised (a fetch then finds nothing).
-    """
-    from perf import aredis
-
-    entries, delete, fetch = entries or {}, list(delete), fetch or {}
-    client = aredis.client()
-    if client is None:
-        for key, value in entries.items():
-            store(key, value, ttl=ttl, family=family)
-        invalidate(*delete)
-        return get_many_counted(fetch) if fetch else {}
-    found: dict[str, Any] = {}
-    try:
-        pipe = client.pipeline(transaction=False)
-        for key, value in entries.items():
-            encoded = aredis.encode(_NONE if value is None else value)
-            pipe.set(aredis.make_key(key), encoded, ex=_ttl(ttl, family, value))
-        if delete:
-            pipe.delete(*(aredis.make_key(k) for k in delete))
-        if fetch:
-            pipe.mget([aredis.make_key(k) for k in fetch])
-        replies = await pipe.execute()
-        if fetch:
-            found = {k: aredis.decode(v) for k, v in zip(fetch, replies[-1]) if v is not None}
-    except Exception:  # noqa: BLE001 - the write is committed; TTL and later writes repair the cache
-        aredis.failed("write")
-    if fetch:
-        _count_lookups(fetch, found)
-    return found
-
-
 _request_memo: ContextVar[dict | None] = ContextVar("perf_request_memo", default=None)
 
 
@@ -348,35 +275,13 @@ def request_memo() -> dict | None:
     return _request_memo.get()
 
 
-class RequestMemoMiddleware:
-    """Opens a fresh request memo for each request (sync and async)."""
+def open_request_memo() -> Any:
+    """Start the current request's memo (perf.middleware); :func:`close_request_memo` ends it."""
+    return _request_memo.set({})
 
-    sync_capable = True
-    async_capable = True
 
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-
-        self._async = iscoroutinefunction(get_response)
-        if self._async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: Any) -> Any:
-        if self._async:
-            return self.__acall__(request)
-        token = _request_memo.set({})
-        try:
-            return self.get_response(request)
-        finally:
-            _request_memo.reset(token)
-
-    async def __acall__(self, request: Any) -> Any:
-        token = _request_memo.set({})
-        try:
-            return await self.get_response(request)
-        finally:
-            _request_memo.reset(token)
+def close_request_memo(token: Any) -> None:
+    _request_memo.reset(token)
 
 
 def invalidate(*keys: str) -> None:

@@ -1,16 +1,16 @@
 """Response compression (ADR-008): brotli when the client accepts it, else gzip.
 
-Built on django-http-compression's ``HttpCompressionMiddleware``, which knows
-the compressible content types, carries the BREACH padding and the sync/async
-plumbing. This subclass applies the project's rules, read from settings for
-every response (so they can be switched without a restart of the middleware
-chain, and overridden in tests):
+A middleware of the project's own (django-http-compression's fixed qualities,
+preference for zstd and 50-byte floor do not fit ADR-008's rules). Its rules,
+read from settings for every response (so they can be switched without a
+restart of the middleware chain, and overridden in tests):
 
 - ``COMPRESSION_ENABLED`` (env ``ENABLE_COMPRESSION``) turns it all off;
 - ``br`` at ``COMPRESSION_BROTLI_QUALITY`` when the client accepts it, else
   ``gzip`` at ``COMPRESSION_GZIP_LEVEL``; zstd is not offered;
 - bodies shorter than ``COMPRESSION_MIN_LENGTH`` go out as they are: below
   about 1 KB the saving is smaller than the cost of compressing;
+- only text-like content types (:data:`COMPRESSIBLE`);
 - streaming responses are compressed chunk by chunk, each chunk flushed, so a
   stream stays a stream;
 - ``Vary: Accept-Encoding`` on every response that could have been
@@ -25,118 +25,124 @@ chain, and overridden in tests):
 - ``Cache-Control: no-transform`` and responses that already have a
   Content-Encoding or a Content-Range are left alone.
 
-Under ASGI compression runs on the event loop for ordinary bodies (a 50
-message history page takes well under a millisecond) and in a worker thread
-for bodies of ``offload_min_length`` and more, so one large response cannot
-stall every other request on the loop. zlib and brotli release the GIL while
-they work.
+Compression runs on the event loop for ordinary bodies (a 50-message history
+page takes well under a millisecond) and in a worker thread for bodies of
+``OFFLOAD_MIN_LENGTH`` and more, so one large response cannot stall every
+other request on the loop. zlib and brotli release the GIL while they work.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from functools import lru_cache
 from gzip import GzipFile
 from secrets import randbelow, token_urlsafe
-from typing import Any, Literal
+from typing import Awaitable, Callable, Literal
 
 import brotli
-from asgiref.sync import sync_to_async
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import patch_vary_headers
 from django.utils.text import StreamingBuffer
-from django_http_compression.middleware import HttpCompressionMiddleware
 
 Coding = Literal["br", "gzip", "identity"]
 
 # Longer Accept-Encoding headers are not parsed (no browser sends one).
 ACCEPT_ENCODING_MAX_LENGTH = 2048
+# Bodies this large are compressed in a worker thread.
+OFFLOAD_MIN_LENGTH = 64 * 1024
+# BREACH padding: up to this many random bytes in X-Noise.
+MAX_RANDOM_BYTES = 99
+# Text-like types worth compressing (images, fonts in woff and archives are compressed already).
+COMPRESSIBLE = re.compile(
+    r"^(?:text/.*|application/(?:json|javascript|x-javascript|xml|xhtml\+xml|rss\+xml|atom\+xml|ld\+json"
+    r"|manifest\+json|vnd\.api\+json|geo\+json|wasm)|image/svg\+xml|image/x-icon|image/vnd\.microsoft\.icon)$",
+    re.IGNORECASE,
+)
 
 
-class CompressionMiddleware(HttpCompressionMiddleware):
+class CompressionMiddleware:
     """Place it above every middleware that reads or changes the response body."""
 
-    # Bodies this large are compressed in a worker thread under ASGI.
-    offload_min_length = 64 * 1024
+    sync_capable = False
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> Any:
-        # The parent dispatches to its own name-mangled __acall__; route to ours.
-        if self.async_mode:
-            return self._acall(request)
-        response = self.get_response(request)
-        self.maybe_compress(request, response)
-        return response
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
 
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = await self.get_response(request)
-        if not response.streaming and len(response.content) >= self.offload_min_length:
-            await sync_to_async(self.maybe_compress, thread_sensitive=False)(request, response)
+        if not response.streaming and len(response.content) >= OFFLOAD_MIN_LENGTH:
+            await sync_to_async(maybe_compress, thread_sensitive=False)(request, response)
         else:
-            self.maybe_compress(request, response)
+            maybe_compress(request, response)
         return response
 
-    def maybe_compress(self, request: HttpRequest, response: HttpResponseBase) -> None:
-        if not settings.COMPRESSION_ENABLED:
-            return
-        if getattr(response, "precompressed", False):
-            # Encoded once when it was cached (encoded_response); only the
-            # per-response parts are left.
-            self._mark_encoded(response)
-            return
-        headers = response.headers
-        content_type = headers.get("Content-Type", "").split(";", 1)[0]
-        if not self.content_type_re.match(content_type):
-            return
-        if "Content-Encoding" in headers or "Content-Range" in headers:
-            return
-        if "no-transform" in headers.get("Cache-Control", ""):
-            return
-        if not response.streaming and len(response.content) < settings.COMPRESSION_MIN_LENGTH:
-            return
 
-        patch_vary_headers(response, ("Accept-Encoding",))
-        coding = preferred_coding(request.headers.get("Accept-Encoding", ""))
-        if coding == "identity":
-            return
+def maybe_compress(request: HttpRequest, response: HttpResponseBase) -> None:
+    if not settings.COMPRESSION_ENABLED:
+        return
+    if getattr(response, "precompressed", False):
+        # Encoded once when it was cached (encoded_response); only the
+        # per-response parts are left.
+        _mark_encoded(response)
+        return
+    headers = response.headers
+    content_type = headers.get("Content-Type", "").split(";", 1)[0]
+    if not COMPRESSIBLE.match(content_type):
+        return
+    if "Content-Encoding" in headers or "Content-Range" in headers:
+        return
+    if "no-transform" in headers.get("Cache-Control", ""):
+        return
+    if not response.streaming and len(response.content) < settings.COMPRESSION_MIN_LENGTH:
+        return
 
-        gzip_level = settings.COMPRESSION_GZIP_LEVEL
-        brotli_quality = settings.COMPRESSION_BROTLI_QUALITY
-        if response.streaming:
-            if response.is_async:
-                if coding == "br":
-                    response.streaming_content = brotli_stream_async(response.streaming_content, brotli_quality)
-                else:
-                    response.streaming_content = gzip_stream_async(response.streaming_content, gzip_level)
-            elif coding == "br":
-                response.streaming_content = brotli_stream(response.streaming_content, brotli_quality)
-            else:
-                response.streaming_content = gzip_stream(response.streaming_content, gzip_level)
-            # The compressed length is unknown until the stream ends.
-            del headers["Content-Length"]
-        else:
-            body = response.content
+    patch_vary_headers(response, ("Accept-Encoding",))
+    coding = preferred_coding(request.headers.get("Accept-Encoding", ""))
+    if coding == "identity":
+        return
+
+    gzip_level = settings.COMPRESSION_GZIP_LEVEL
+    brotli_quality = settings.COMPRESSION_BROTLI_QUALITY
+    if response.streaming:
+        if response.is_async:
             if coding == "br":
-                compressed = brotli.compress(body, quality=brotli_quality)
+                response.streaming_content = brotli_stream_async(response.streaming_content, brotli_quality)
             else:
-                compressed = gzip_compress(body, gzip_level)
-            if len(compressed) >= len(body):
-                return
-            response.content = compressed
-            headers["Content-Length"] = str(len(compressed))
+                response.streaming_content = gzip_stream_async(response.streaming_content, gzip_level)
+        elif coding == "br":
+            response.streaming_content = brotli_stream(response.streaming_content, brotli_quality)
+        else:
+            response.streaming_content = gzip_stream(response.streaming_content, gzip_level)
+        # The compressed length is unknown until the stream ends.
+        del headers["Content-Length"]
+    else:
+        body = response.content
+        if coding == "br":
+            compressed = brotli.compress(body, quality=brotli_quality)
+        else:
+            compressed = gzip_compress(body, gzip_level)
+        if len(compressed) >= len(body):
+            return
+        response.content = compressed
+        headers["Content-Length"] = str(len(compressed))
 
-        headers["Content-Encoding"] = coding
-        self._mark_encoded(response)
+    headers["Content-Encoding"] = coding
+    _mark_encoded(response)
 
-    def _mark_encoded(self, response: HttpResponseBase) -> None:
-        """BREACH padding and a weak ETag on a response whose body is now encoded."""
-        headers = response.headers
-        if self.max_random_bytes:
-            headers["X-Noise"] = token_urlsafe(randbelow(self.max_random_bytes + 1))
-        etag = headers.get("ETag")
-        if etag and etag.startswith('"'):
-            headers["ETag"] = "W/" + etag
+
+def _mark_encoded(response: HttpResponseBase) -> None:
+    """BREACH padding and a weak ETag on a response whose body is now encoded."""
+    headers = response.headers
+    headers["X-Noise"] = token_urlsafe(randbelow(MAX_RANDOM_BYTES + 1))
+    etag = headers.get("ETag")
+    if etag and etag.startswith('"'):
+        headers["ETag"] = "W/" + etag
 
 
 # A body encoded once for many responses: (coding, brotli quality, length of
@@ -160,49 +166,31 @@ def precompress(body: bytes) -> Encoded:
     return ("identity", 0, len(body), body)
 
 
-def sent_as_stored(encoded: Encoded) -> Coding | None:
-    """How a body from :func:`precompress` can go out unchanged, if it can.
+def encoded_response(request: HttpRequest, encoded: Encoded, *, content_type: str) -> HttpResponse:
+    """The response for a body from :func:`precompress`.
 
-    ``"br"``: its brotli bytes are what CompressionMiddleware would make for
-    a client that prefers brotli (the same quality, the plain body above the
-    floor). ``"identity"``: a body under the floor, which the middleware
-    leaves as it is for every client. None: it must be decoded first.
+    Its stored brotli bytes go out as they are when they are exactly what
+    CompressionMiddleware would make for this request (compression on, the
+    same quality, a body above the floor, a client that prefers brotli); the
+    middleware then adds only the per-response parts. Any other request gets
+    the plain body, which the middleware treats like every other response.
     """
-    coding, quality, length, _data = encoded
-    if coding == "br":
-        if (
-            settings.COMPRESSION_ENABLED
-            and quality == settings.COMPRESSION_BROTLI_QUALITY
-            and length >= settings.COMPRESSION_MIN_LENGTH
-        ):
-            return "br"
-        return None
-    return "identity" if length < settings.COMPRESSION_MIN_LENGTH else None
-
-
-def stored_brotli_response(data: bytes, *, content_type: str) -> HttpResponse:
-    """A response carrying already brotli-compressed bytes; CompressionMiddleware adds only the padding."""
+    coding, quality, length, data = encoded
+    if coding != "br":
+        return HttpResponse(data, content_type=content_type)
+    as_stored = (
+        settings.COMPRESSION_ENABLED
+        and quality == settings.COMPRESSION_BROTLI_QUALITY
+        and length >= settings.COMPRESSION_MIN_LENGTH
+        and preferred_coding(request.headers.get("Accept-Encoding", "")) == "br"
+    )
+    if not as_stored:
+        return HttpResponse(brotli.decompress(data), content_type=content_type)
     response = HttpResponse(data, content_type=content_type)
     response.headers["Content-Encoding"] = "br"
     patch_vary_headers(response, ("Accept-Encoding",))
     response.precompressed = True  # type: ignore[attr-defined]
     return response
-
-
-def encoded_response(request: HttpRequest, encoded: Encoded, *, content_type: str) -> HttpResponse:
-    """The response for a body from :func:`precompress`.
-
-    Its stored brotli bytes go out as they are when this request would get
-    exactly those from CompressionMiddleware (:func:`sent_as_stored`, and a
-    client that prefers brotli). Any other request gets the plain body,
-    which the middleware treats like every other response.
-    """
-    coding, _quality, _length, data = encoded
-    if coding == "br":
-        if sent_as_stored(encoded) == "br" and preferred_coding(request.headers.get("Accept-Encoding", "")) == "br":
-            return stored_brotli_response(data, content_type=content_type)
-        data = brotli.decompress(data)
-    return HttpResponse(data, content_type=content_type)
 
 
 def preferred_coding(accept_encoding: str) -> Coding:

@@ -90,5 +90,3 @@ def make_server(bind: str, port: int, path: str) -> ThreadingHTTPServer:
     return ThreadingHTTPServer((bind, port), MetricsHandler.factory(build_registry(path)))
 
 
-def metric_files(path: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(path, "*.db")))

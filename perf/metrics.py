@@ -1,9 +1,9 @@
 """Instrumentation beyond what django-prometheus and ``chat.metrics`` count.
 
-* HTTP: django-prometheus's middlewares, made natively async
-  (:class:`PrometheusBeforeMiddleware`, :class:`PrometheusAfterMiddleware`).
-* One structured log line per request (:class:`RequestLogMiddleware`, logger
-  ``perf.request``) with the request's database and cache totals.
+* HTTP: django-prometheus's own middlewares count requests (settings).
+* One structured log line per request (:func:`request_finished`, called by
+  perf.middleware, logger ``perf.request``) with the request's database and
+  cache totals.
 * Database: slow statements (:class:`SlowQueryCountingHandler` on
   ``perf.slow_query``) and the connection pool (:func:`sample_once`).
 * Business: active users (:func:`user_seen`, :func:`active_users_count`).
@@ -26,14 +26,10 @@ import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
-from time import perf_counter
-from typing import Any, Callable
+from typing import Any
 
 import orjson
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django_prometheus import middleware as django_prometheus_middleware
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Metric
 from prometheus_client import multiprocess
 
@@ -71,27 +67,6 @@ def metrics_enabled() -> bool:
     return bool(getattr(settings, "METRICS_ENABLED", False))
 
 
-# --- django-prometheus without thread hops ---------------------------------------
-# MiddlewareMixin runs process_request/process_response through
-# sync_to_async(thread_sensitive=True) under ASGI: four hops per request, all
-# through the one shared thread. Both hooks only count and time, so they run
-# inline in the event loop here.
-
-
-class PrometheusBeforeMiddleware(django_prometheus_middleware.PrometheusBeforeMiddleware):
-    async def __acall__(self, request: Any) -> Any:
-        self.process_request(request)
-        response = await self.get_response(request)
-        return self.process_response(request, response)
-
-
-class PrometheusAfterMiddleware(django_prometheus_middleware.PrometheusAfterMiddleware):
-    async def __acall__(self, request: Any) -> Any:
-        self.process_request(request)
-        response = await self.get_response(request)
-        return self.process_response(request, response)
-
-
 # --- per-request cache totals ------------------------------------------------------
 
 
@@ -114,10 +89,6 @@ def record_cache(hits: int, misses: int) -> None:
         totals.misses += misses
 
 
-def current_cache_totals() -> CacheTotals | None:
-    return _cache_totals.get()
-
-
 # --- the request log ---------------------------------------------------------------
 
 
@@ -136,54 +107,24 @@ def loaded_user_id(request: Any) -> int | None:
     return None
 
 
-class RequestLogMiddleware:
-    """One JSON line per request on ``perf.request``, like Zulip's request log.
+def start_cache_totals() -> Any:
+    """Open the current request's cache totals (perf.middleware); :func:`stop_cache_totals` closes them."""
+    return _cache_totals.set(CacheTotals())
 
-    Goes right below ``perf.middleware.PerfMiddleware``, so the request id and
-    the database totals it opened are there, and what it measures covers
-    every other middleware and the view. Also marks the user active.
-    """
 
-    sync_capable = True
-    async_capable = True
+def stop_cache_totals(token: Any) -> None:
+    _cache_totals.reset(token)
 
-    def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
-    def __call__(self, request: Any) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
-        start = perf_counter()
-        token = _cache_totals.set(CacheTotals())
-        try:
-            response = self.get_response(request)
-            self._finish(request, response, start)
-            return response
-        finally:
-            _cache_totals.reset(token)
-
-    async def __acall__(self, request: Any) -> Any:
-        start = perf_counter()
-        token = _cache_totals.set(CacheTotals())
-        try:
-            response = await self.get_response(request)
-            self._finish(request, response, start)
-            return response
-        finally:
-            _cache_totals.reset(token)
-
-    def _finish(self, request: Any, response: Any, start: float) -> None:
-        elapsed = perf_counter() - start
-        if _sampler is None:
-            start_sampler()
-        user_id = loaded_user_id(request)
-        if user_id is not None:
-            user_seen(user_id)
-        if request_logger.isEnabledFor(logging.INFO):
-            request_logger.info(request_log_line(request, response, elapsed, user_id))
+def request_finished(request: Any, response: Any, elapsed: float) -> None:
+    """The end of a request: its user is active, and its request log line is written."""
+    if _sampler is None:
+        start_sampler()
+    user_id = loaded_user_id(request)
+    if user_id is not None:
+        user_seen(user_id)
+    if request_logger.isEnabledFor(logging.INFO):
+        request_logger.info(request_log_line(request, response, elapsed, user_id))
 
 
 def request_log_line(request: Any, response: Any, elapsed: float, user_id: int | None) -> str:
@@ -237,72 +178,6 @@ def request_log_record(
     return orjson.dumps(record).decode()
 
 
-def request_served(
-    *, method: str, path: str, status: int, elapsed: float, user_id: int | None, view: str, request_id: str, cache_hits: int
-) -> None:
-    """RequestLogMiddleware's work for a response made without Django's middleware (chat.fastlane).
-
-    No database work, no cache misses: the fast lane answers only from the cache.
-    """
-    if _sampler is None:
-        start_sampler()
-    if user_id is not None:
-        user_seen(user_id)
-    if request_logger.isEnabledFor(logging.INFO):
-        request_logger.info(
-            request_log_record(
-                method=method,
-                path=path,
-                status=status,
-                elapsed=elapsed,
-                db_queries=0,
-                db_ms=0.0,
-                cache_hits=cache_hits,
-                cache_misses=0,
-                user_id=user_id,
-                view=view,
-                request_id=request_id,
-            )
-        )
-
-
-def http_response_counted(
-    *, view: str, method: str, transport: str, status: int, charset: str, body_bytes: int, elapsed: float, ajax: bool
-) -> None:
-    """What PrometheusBeforeMiddleware and PrometheusAfterMiddleware count for one request and its response.
-
-    For a response made without Django's middleware (chat.fastlane), so
-    Prometheus and the staff page see every request. Both middlewares time
-    the same span here: nothing runs between them.
-    """
-    metrics = django_prometheus_middleware.Metrics.get_instance()
-    children = _http_children(metrics, view, method, transport, str(status), charset)
-    metrics.requests_total.inc()
-    if ajax:
-        metrics.requests_ajax.inc()
-    metrics.requests_body_bytes.observe(0)
-    for counter in children[:6]:
-        counter.inc()
-    metrics.responses_body_bytes.observe(body_bytes)
-    children[6].observe(elapsed)
-    metrics.responses_total.inc()
-    metrics.requests_latency_before.observe(elapsed)
-
-
-@lru_cache(maxsize=64)
-def _http_children(metrics: Any, view: str, method: str, transport: str, status: str, charset: str) -> tuple[Any, ...]:
-    """The labelled series one kind of response counts in (labels() takes a lock and validates each time)."""
-    return (
-        metrics.requests_by_method.labels(method=method),
-        metrics.requests_by_transport.labels(transport=transport),
-        metrics.requests_by_view_transport_method.labels(view=view, transport=transport, method=method),
-        metrics.responses_by_status.labels(status=status),
-        metrics.responses_by_status_view_method.labels(status=status, view=view, method=method),
-        metrics.responses_by_charset.labels(charset=charset),
-        metrics.requests_latency_by_view_method.labels(view=view, method=method),
-    )
-
-
 # --- slow queries ------------------------------------------------------------------
 
 
@@ -338,15 +213,9 @@ def active_users_key() -> str:
 
 
 def _redis() -> Any:
-    """The Redis client of the default cache, or None (local-memory cache, no Redis)."""
-    if not env.REDIS_URL:
-        return None
-    try:
-        from django_redis import get_redis_connection
+    from perf.redis import sync_client
 
-        return get_redis_connection("default")
-    except Exception:  # noqa: BLE001 - not a django-redis cache (caching off)
-        return None
+    return sync_client()
 
 
 def flush_seen(now: float | None = None) -> int:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views import defaults
 
-from perf.middleware import unavailable_response
 from perf.selectors import db_report
 
 REPORT_LIMIT_MAX = 100
@@ -31,16 +26,3 @@ def report(request: HttpRequest) -> HttpResponse:
         "limit": limit,
     }
     return render(request, "perf/report.html", context)
-
-
-def server_error(request: HttpRequest) -> HttpResponse:
-    """The 500 page, reached through ``handler500`` (chatsite.urls): a database that is
-    busy or down is a 503 here too (JSON under /api/).
-
-    PerfMiddleware.process_exception only sees exceptions raised by views; one
-    raised by a middleware (a session saved after the view, say) reaches this
-    handler instead, while it is being handled.
-    """
-    if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
-        return unavailable_response(request)
-    return defaults.server_error(request)

@@ -19,13 +19,6 @@ def membership_cache_key(project_id: int, user_id: int) -> str:
     return cache_key("membership", project_id, user_id)
 
 
-def membership_get(*, user: AbstractBaseUser, project: Project) -> Membership | None:
-    """The user's membership of ``project``, or None. Anonymous users have none."""
-    if not user.is_authenticated:
-        return None
-    return Membership.objects.filter(project=project, user=user).first()
-
-
 def projects_for_user(*, user: AbstractBaseUser) -> QuerySet[Project]:
     """Projects the user belongs to, by name; each carries ``my_role``."""
     from django.db.models import F

@@ -188,20 +188,16 @@ def chat_world(make_user, make_project, make_room) -> dict[str, Any]:
 
 @pytest.fixture
 async def _loop_resources():
-    """After an async test, stop what the app started on the test's event loop.
+    """After an async test, stop what the app started on the test's event loop (perf.redis.loop_resource).
 
-    The publisher, the room hub, the direct database pool and the async cache
-    client live as long as their event loop; a server's loop lives as long as
-    the server, a test's only as long as the test.
+    The publisher, the room hub and the async Redis client live as long as
+    their event loop; a server's loop lives as long as the server, a test's
+    only as long as the test.
     """
     yield
-    from chat import asyncdb, events, fanout
-    from perf import aredis
+    from perf.redis import aclose_loop_resources
 
-    await events.astop_publisher()
-    await fanout.astop_hub()
-    await asyncdb.aclose_pool()
-    await aredis.aclose()
+    await aclose_loop_resources()
 
 
 def pytest_collection_modifyitems(items: list[Any]) -> None:

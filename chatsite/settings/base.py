@@ -38,13 +38,14 @@ INSTALLED_APPS = [
     "silk",
 ]
 
+# Django's ASGI handler runs this chain asynchronously. The project's own
+# middlewares are async (no thread hop); Django's are adapted by Django.
 MIDDLEWARE = [
-    # First: X-Request-ID on every response, query totals cover the whole stack.
-    "perf.middleware.PerfMiddleware",
-    # One JSON line per request (perf.request): inside PerfMiddleware's request id and totals.
-    "perf.metrics.RequestLogMiddleware",
-    # A per-request memo for permission lookups (perf.cache.request_memo).
-    "perf.cache.RequestMemoMiddleware",
+    # First: X-Request-ID on every response, request log, query and cache totals
+    # over the whole stack, the per-request permission memo.
+    "perf.middleware.RequestContextMiddleware",
+    # The API's 405 as its JSON body; 503 for a view that meets an unavailable database.
+    "chatsite.middleware.ErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     # Above everything that reads or changes the response body (perf.compression).
@@ -123,8 +124,8 @@ if env.REDIS_URL and env.ENABLE_CACHING:
             "VERSION": 1,
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                # One redis.Redis per process, not one per request or socket (perf.redis_clients).
-                "CONNECTION_FACTORY": "perf.redis_clients.SharedClientConnectionFactory",
+                # One redis.Redis per process, not one per request or socket (perf.redis).
+                "CONNECTION_FACTORY": "perf.redis.SharedClientConnectionFactory",
                 "PARSER_CLASS": "redis.connection._HiredisParser",
                 # A Redis outage degrades to the database instead of a 500.
                 "IGNORE_EXCEPTIONS": True,
@@ -222,8 +223,6 @@ CHAT_WS_MAX_SOCKETS_PER_USER = env.WS_MAX_SOCKETS_PER_USER
 CHAT_WS_SUBSCRIBE_RATE = env.WS_SUBSCRIBE_RATE
 CHAT_WS_AUTH_RECHECK = env.WS_AUTH_RECHECK
 CHAT_DB_THREADS = env.WS_DB_THREADS
-CHAT_WS_DIRECT_WRITES = env.WS_DIRECT_WRITES
-CHAT_WS_DIRECT_POOL = env.WS_DIRECT_POOL
 CHAT_WS_TYPING_INTERVAL = env.WS_TYPING_INTERVAL
 CHAT_PRESENCE_TTL = env.PRESENCE_TTL
 
@@ -276,9 +275,6 @@ COMPRESSION_GZIP_LEVEL = env.COMPRESSION_LEVEL
 COMPRESSION_BROTLI_QUALITY = env.BROTLI_QUALITY
 COMPRESSION_MIN_LENGTH = 1024
 
-# chat.fastlane: shared history pages answered from the cache in front of
-# Django's handler (off under DEBUG and while silk records requests).
-HTTP_FAST_LANE = env.HTTP_FAST_LANE
 
 # --- Metrics and profiling ---------------------------------------------------
 # docs/MONITORING.md. Metrics: django-prometheus (HTTP, database, cache) and
@@ -297,8 +293,8 @@ if METRICS_ENABLED:
     INSTALLED_APPS.append("django_prometheus")
     # Outermost and innermost, as django-prometheus asks: "before" times the
     # whole stack, "after" the view by name and method.
-    MIDDLEWARE.insert(0, "perf.metrics.PrometheusBeforeMiddleware")
-    MIDDLEWARE.append("perf.metrics.PrometheusAfterMiddleware")
+    MIDDLEWARE.insert(0, "django_prometheus.middleware.PrometheusBeforeMiddleware")
+    MIDDLEWARE.append("django_prometheus.middleware.PrometheusAfterMiddleware")
 
 # django-silk. The UI (/silk/) is always there for staff; requests are recorded
 # and profiled only when SILKY_INTERCEPT_PERCENT > 0, and at 0 its middleware is

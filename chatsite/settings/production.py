@@ -27,15 +27,16 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
-# Static files (perf.static): collectstatic writes content-hashed names with
-# .br and .gz beside them; the middleware serves them, immutable for a year,
-# and plain (unhashed) names for WHITENOISE_MAX_AGE seconds.
+# Static files: collectstatic with servestatic's storage writes content-hashed
+# names with .br and .gz beside them; its middleware (async, so no thread hop on
+# any request) serves them immutable for ten years, and plain (unhashed) names
+# for SERVESTATIC_MAX_AGE seconds. Right after SecurityMiddleware: before
+# compression (the files come compressed) and before sessions and
+# authentication (assets need neither).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
 }
-# Right after SecurityMiddleware: before compression (the files come
-# compressed) and before sessions and authentication (assets need neither).
 _security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")  # noqa: F405
-MIDDLEWARE = [*MIDDLEWARE[: _security + 1], "perf.static.StaticFilesMiddleware", *MIDDLEWARE[_security + 1 :]]  # noqa: F405
-WHITENOISE_MAX_AGE = 60
+MIDDLEWARE = [*MIDDLEWARE[: _security + 1], "servestatic.middleware.ServeStaticMiddleware", *MIDDLEWARE[_security + 1 :]]  # noqa: F405
+SERVESTATIC_MAX_AGE = 60

@@ -19,10 +19,8 @@ def store():
     client = redis.Redis.from_url(env.REDIS_URL)
     keys = [presence.presence_key(r) for r in ROOMS]
     client.delete(*keys)
-    presence._clients.clear()  # a fresh asyncio client for this test's event loop
-    yield client
+    yield client  # each test's event loop gets its own async client (perf.redis.async_client)
     client.delete(*keys)
-    presence._clients.clear()
 
 
 def score(store, room_id: int, user_id: int, socket_id: str) -> float | None:

@@ -105,8 +105,8 @@ def test_broadcast_only_after_commit(chat_world, django_capture_on_commit_callba
     assert callbacks == []
     with django_capture_on_commit_callbacks() as callbacks:
         services.message_create(room=room, author=member, body="kept")
-    publishes = [c for c in callbacks if getattr(c, "func", None) is events.publish_room_event]
-    assert len(publishes) == 1 and publishes[0].keywords["kind"] == "message.new"
+    created = [c for c in callbacks if getattr(c, "func", None) is services._message_created]
+    assert len(created) == 1 and created[0].keywords["message"].body == "kept"
 
 
 def test_room_mark_read_moves_forward_only_and_clamps(chat_world, make_message):

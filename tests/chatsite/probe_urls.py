@@ -1,4 +1,4 @@
-"""Views that show where and how the ASGI handler runs a request (tests/chatsite/test_handlers.py)."""
+"""Views that show how the ASGI handler runs requests (tests/chatsite/test_http_path.py)."""
 
 import threading
 

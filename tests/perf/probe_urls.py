@@ -25,7 +25,7 @@ class QueryAliasMiddleware:
         return self.get_response(request)
 
 
-handler500 = "perf.views.server_error"
+handler500 = "chatsite.error_handlers.server_error"
 
 urlpatterns = [
     path("api/v1/probe/<str:alias>", query_alias),

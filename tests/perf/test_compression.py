@@ -9,11 +9,11 @@ import zlib
 import brotli
 import orjson
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test import AsyncClient, RequestFactory, override_settings
 
-from perf.compression import CompressionMiddleware, preferred_coding
+from perf.compression import OFFLOAD_MIN_LENGTH, CompressionMiddleware, preferred_coding
 
 API = "/api/v1"
 BROWSER = "gzip, deflate, br, zstd"
@@ -155,7 +155,11 @@ def test_preferred_coding(accept, coding):
 
 def run(response: HttpResponse, accept: str = "br", **headers: str) -> HttpResponse:
     request = RequestFactory().get("/", headers={"Accept-Encoding": accept, **headers})
-    return CompressionMiddleware(lambda r: response)(request)
+
+    async def view(request):
+        return response
+
+    return async_to_sync(CompressionMiddleware(view))(request)
 
 
 def test_strong_etag_is_weakened_and_weak_one_kept():
@@ -249,7 +253,7 @@ async def test_async_streaming_and_large_bodies(accept):
 
     # Large enough to be compressed in a worker thread rather than on the loop.
     large = orjson.dumps([{"i": i, "body": "word " * 40} for i in range(2000)])
-    assert len(large) > CompressionMiddleware.offload_min_length
+    assert len(large) > OFFLOAD_MIN_LENGTH
 
     async def large_view(request):
         return HttpResponse(large, content_type="application/json")

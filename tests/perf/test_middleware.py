@@ -1,4 +1,4 @@
-"""PerfMiddleware: X-Request-ID, Server-Timing, and 503 for an unavailable database."""
+"""perf.middleware: X-Request-ID and Server-Timing; chatsite.middleware and handler500: 503 for an unavailable database."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.db import connection
 
-from perf.middleware import UNAVAILABLE_DETAIL
+from chatsite.errors import UNAVAILABLE_DETAIL
 from tests.perf.conftest import extra_database
 
 SERVER_TIMING = re.compile(r'^db;dur=\d+\.\d;desc="(\d+) queries"$')

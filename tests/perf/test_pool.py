@@ -155,11 +155,14 @@ async def test_killed_connections_are_replaced_through_the_asgi_stack() -> None:
 
     async def healthz() -> dict:
         communicator = HttpCommunicator(application, "GET", "/healthz", headers=[(b"host", b"testserver")])
-        return await communicator.get_response(timeout=30)
+        response = await communicator.get_response(timeout=30)
+        # Let the application finish: a dropped communicator cancels it and leaks its connection.
+        await communicator.wait()
+        return response
 
     assert (await healthz())["status"] == 200
     assert await sync_to_async(_terminate_test_database_backends)() >= 1
     response = await healthz()
     assert response["status"] == 200, response["body"]
-    # The whole middleware stack ran on this path too (PerfMiddleware sets the request id).
+    # The whole middleware stack ran on this path too (RequestContextMiddleware sets the request id).
     assert any(name.lower() == b"x-request-id" for name, _ in response["headers"])

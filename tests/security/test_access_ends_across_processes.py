@@ -23,9 +23,9 @@ from tests.wsclient import ChatSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# A liveness bound, far below WS_AUTH_RECHECK (300 s): a socket that acts within it acted on
-# the change's event, not on its periodic check. How fast it acts is for a benchmark to show.
-REACT_WITHIN = 10.0
+# The promise of docs/SECURITY.md ("When access ends"): an open socket acts within a second
+# of the change, on every server process. (Its periodic check, WS_AUTH_RECHECK, is 300 s.)
+REACT_WITHIN = 1.0
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,44 @@
+"""The API's and the pages' errors that no view answers itself.
+
+* django-ninja answers a method its path lacks with a plain-text 405 before
+  any of its exception handlers could run, and Django has no handler405: here
+  it becomes the API's JSON error body.
+* A view that meets a busy or unavailable database gets the 503 of
+  chatsite.error_handlers (its API operations get it from chatsite.api's
+  handler; handler500 catches what a middleware raises).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from asgiref.sync import markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from chatsite.error_handlers import is_api_path, method_not_allowed, unavailable_response
+from chatsite.errors import DATABASE_UNAVAILABLE
+
+
+class ErrorsMiddleware:
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[Any]]) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> Any:
+        response = await self.get_response(request)
+        if (
+            response.status_code == 405
+            and is_api_path(request.path_info)
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return method_not_allowed(request, response)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        # Django runs exception hooks synchronously; this one only looks at the type.
+        if isinstance(exception, DATABASE_UNAVAILABLE):
+            return unavailable_response(request, exception)
+        return None
