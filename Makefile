@@ -27,8 +27,9 @@ run: venv
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
 	DJANGO_SETTINGS_MODULE=chatsite.settings.dev SILKY_INTERCEPT_PERCENT=$(SILKY_INTERCEPT_PERCENT) PY=$(PY) PORT=$(PORT) scripts/serve.sh
 
-## make test: the whole suite against the real PostgreSQL and Redis
+## make test: the architecture contracts (.importlinter), then the whole suite against the real PostgreSQL and Redis
 test: venv check-services
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 check-services: venv

@@ -86,7 +86,7 @@ def pick_readers(*, rooms: int, cursors_per_room: int, seed: int) -> list[Reader
     """
     from django.db import connection
 
-    from chat.api_schemas import page_cursor_encode
+    from chatsite.api_schemas import page_cursor_encode
 
     rng = random.Random(seed)
     with connection.cursor() as cursor:

@@ -15,40 +15,44 @@ from ninja import Query, Router, Status
 
 from chat import selectors, services
 from chat.api_schemas import (
-    ERROR_RESPONSES,
     ApiTokenCreatedOut,
     ApiTokenOut,
     ApiTokenPage,
-    ErrorOut,
     MeOut,
     MessageCreateIn,
     MessageEditIn,
     MessageOut,
     MessagePage,
     MessagePageQuery,
-    PageQuery,
     ReadMarkIn,
     ReadMarkOut,
     RoomCreateIn,
     RoomMemberAddIn,
     RoomMemberOut,
     RoomOut,
-    RateLimitedOut,
     RoomPage,
     TokenCreateIn,
     TokenIn,
     TokenOut,
+)
+from chat.models import ApiToken, Room
+from chat.serialization import message_dict, room_dict
+from chatsite import login_policy, ratelimit
+from chatsite.api_schemas import (
+    ERROR_RESPONSES,
+    ErrorOut,
     fields_parse,
     fields_select,
     invalid_cursor,
     page_cursor_decode,
     page_cursor_encode,
     page_cursor_key,
+    page_limit,
+    PageQuery,
+    RateLimitedOut,
 )
-from chat.models import ApiToken, Room
-from chat.serialization import message_dict, room_dict, user_dict
-from chatsite import login_policy, ratelimit
 from chatsite.errors import ChatError, Forbidden, InvalidInput
+from chatsite.users import user_dict
 from perf.compression import encoded_response, precompress
 from projects.selectors import project_get_for_user
 
@@ -129,7 +133,7 @@ def token_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
     `fields` picks the token fields returned.
     """
     fields = fields_parse(page.fields, schema=ApiTokenOut)
-    limit = selectors.page_limit(page.limit)
+    limit = page_limit(page.limit)
     before = page_cursor_key(page.cursor, key="b", kind=int)
     tokens = selectors.tokens_for_user(user=request.auth, before=before, limit=limit + 1)
     items = tokens[:limit]
@@ -180,7 +184,7 @@ def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[s
     """
     fields = fields_parse(page.fields, schema=RoomOut)
     project, _ = project_get_for_user(user=request.auth, slug=slug)
-    limit = selectors.page_limit(page.limit)
+    limit = page_limit(page.limit)
     after_id = page_cursor_key(page.cursor, key="i", kind=int) or 0
     # rooms_for_user returns the whole (short) list: page it by id here.
     rooms = sorted(
@@ -301,7 +305,7 @@ def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuer
     fields = fields_parse(page.fields, schema=MessageOut)
     room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
     before, after = _page_position(page.cursor, page.after)
-    limit = selectors.page_limit(page.limit)
+    limit = page_limit(page.limit)
     # Rendered as it is: the items are chat.serialization's dicts (the
     # WebSocket's shape), so validating each against MessagePage on the way
     # out would only cost time (about 40% of this endpoint's). The tests hold

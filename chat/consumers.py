@@ -34,9 +34,10 @@ from chat.outbox import (
     PRIORITY_REPLY,
     Outbox,
 )
-from chat.serialization import message_dict, user_dict
+from chat.serialization import message_dict
 from chatsite import ratelimit
 from chatsite.errors import DATABASE_UNAVAILABLE, ChatError, InvalidInput, NotFound
+from chatsite.users import user_dict
 from perf import context as perf_context
 from perf import metrics as perf_metrics
 

@@ -12,7 +12,6 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 
 from chatsite import login_policy
-from chatsite.errors import ChatError
 from chatsite.ratelimit import RateLimited
 
 
@@ -80,8 +79,3 @@ class RoomCreateForm(forms.Form):
 
 class RoomMemberAddForm(forms.Form):
     username = forms.CharField(max_length=150)
-
-
-def add_chat_error(form: forms.Form, error: ChatError, *, field: str | None = None) -> None:
-    """Show a service error on ``form``: on ``field`` when given, else as a form-wide error."""
-    form.add_error(field, error.message)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 
 from chat.models import ApiToken, Message, ReadMarker, Room, RoomMember
-from chat.serialization import USER_DISPLAY_FIELDS, message_dict
+from chat.serialization import message_dict
 from chatsite import env
 from chatsite.errors import NotFound
+from chatsite.users import USER_DISPLAY_FIELDS, user_dict
 from perf import cache as perf_cache
 from perf.cache import cache_key
 from projects.models import Membership, Project
@@ -515,7 +515,6 @@ def message_cache_entry(message: Message) -> dict[str, Any]:
 
 def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:
     """Display data of several users at once (family ``profiles``)."""
-    from chat.serialization import user_dict
 
     def fill(missing: list[int]) -> dict[int, dict[str, Any]]:
         return {u.id: user_dict(u) for u in User.objects.filter(pk__in=missing).only("id", *USER_DISPLAY_FIELDS)}
@@ -710,13 +709,6 @@ def token_get_by_key_for_user(*, user: Any, raw_key: str) -> ApiToken | None:
     if not raw_key:
         return None
     return ApiToken.objects.filter(user=user, key_hash=ApiToken.hash_key(raw_key)).first()
-
-
-def page_limit(limit: int | None) -> int:
-    """Clamp a requested page size to [1, CHAT_PAGE_SIZE_MAX]; None means the default."""
-    if limit is None:
-        return settings.CHAT_PAGE_SIZE
-    return max(1, min(int(limit), settings.CHAT_PAGE_SIZE_MAX))
 
 
 MENTION_RE = re.compile(r"(?<![\w@])@([\w.@+-]{1,150})")

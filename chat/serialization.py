@@ -1,24 +1,11 @@
-"""The one shape of a user and a message on the wire (API items and WebSocket events)."""
+"""The one shape of a message and a room on the wire (API items and WebSocket events); a user's is chatsite.users."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from chat.models import Message, Room
-
-
-# The user fields user_dict shows besides the id: what a query for it loads, and
-# what a save must touch to change it (chat.signals).
-USER_DISPLAY_FIELDS = ("username", "first_name", "last_name")
-
-
-def user_display_name(user: Any) -> str:
-    full = f"{user.first_name} {user.last_name}".strip()
-    return full or user.username
-
-
-def user_dict(user: Any) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username, "display_name": user_display_name(user)}
+from chatsite.users import user_dict
 
 
 def message_dict(message: Message) -> dict[str, Any]:

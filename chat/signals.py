@@ -22,14 +22,14 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from chat import events, selectors
-from chat.serialization import USER_DISPLAY_FIELDS
+from chatsite.users import USER_DISPLAY_FIELDS
 from perf.cache import invalidate_on_commit
-from projects.selectors import membership_cache_key, project_cache_key, project_stats_key
+from projects.selectors import membership_cache_key, project_cache_key
 
 
 def project_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     room_keys = [selectors.room_cache_key(rid) for rid in instance.rooms.values_list("id", flat=True)] if instance.pk else []
-    invalidate_on_commit(project_cache_key(instance.slug), project_stats_key(instance.pk), *room_keys)
+    invalidate_on_commit(project_cache_key(instance.slug), *room_keys)
 
 
 def _on_commit(func: Any, **kwargs: Any) -> None:
@@ -40,12 +40,15 @@ def membership_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     invalidate_on_commit(
         membership_cache_key(instance.project_id, instance.user_id),
         selectors.room_list_key(instance.project_id, instance.user_id),
-        project_stats_key(instance.project_id),
         patterns=[selectors.room_access_pattern(instance.user_id)],
     )
 
 
 def membership_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A member left or was removed (the service, the admin, a shell): their private-room memberships in the project end too."""
+    from chat.models import RoomMember
+
+    RoomMember.objects.filter(room__project_id=instance.project_id, user_id=instance.user_id).delete()
     membership_changed(sender, instance, **kwargs)
     _on_commit(events.publish_user_control, user_id=instance.user_id, kind=events.ACCESS_CHECK, project=instance.project_id)
 
@@ -66,12 +69,18 @@ def room_member_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 def room_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     invalidate_on_commit(
         selectors.room_cache_key(instance.pk),
-        project_stats_key(instance.project_id),
         patterns=[selectors.room_list_pattern(instance.project_id), selectors.room_access_room_pattern(instance.pk)],
     )
     # A private room (perhaps just made private) or a deleted one: its subscribers check again.
     if instance.is_private or kwargs.get("signal") is post_delete:
         _on_commit(events.publish_room_control, room_id=instance.pk, kind=events.ACCESS_CHECK)
+
+
+def project_created(sender: Any, project: Any, user: Any, **kwargs: Any) -> None:
+    """Every new project starts with a public room "general" (inside the project's transaction)."""
+    from chat.services import room_create
+
+    room_create(project=project, user=user, name="general", topic="Everything and anything")
 
 
 def token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -123,6 +132,7 @@ def connect() -> None:
     from django.contrib.auth.signals import user_logged_out as logged_out
 
     from chat.models import ApiToken, Room, RoomMember
+    from projects import signals as project_signals
     from projects.models import Membership, Project
 
     post_delete.connect(token_deleted, sender=ApiToken, dispatch_uid="chat.cache.token.delete")
@@ -130,6 +140,7 @@ def connect() -> None:
     post_delete.connect(user_deleted, sender=get_user_model(), dispatch_uid="chat.cache.user.delete")
     logged_out.connect(user_logged_out, dispatch_uid="chat.sockets.user.logout")
 
+    project_signals.project_created.connect(project_created, dispatch_uid="chat.rooms.project.created")
     post_save.connect(membership_changed, sender=Membership, dispatch_uid="chat.cache.membership.save")
     post_delete.connect(membership_deleted, sender=Membership, dispatch_uid="chat.cache.membership.delete")
     post_save.connect(room_member_changed, sender=RoomMember, dispatch_uid="chat.cache.roommember.save")

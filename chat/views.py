@@ -34,13 +34,13 @@ from chat.forms import (
     RoomMemberAddForm,
     SignupForm,
     TokenCreateForm,
-    add_chat_error,
     login_response,
 )
 from chat.models import Room
-from chat.serialization import user_display_name
 from chatsite import login_policy, ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
+from chatsite.forms import add_error
+from chatsite.users import user_display_name
 from projects.models import Membership, Project
 from perf import cache as perf_cache
 from perf.static import release_fingerprint
@@ -109,6 +109,11 @@ def _room_for_request(*, request: HttpRequest, project: Project, room_slug: str)
         raise Http404("Room not found.") from None
 
 
+def project_page_rooms(*, request: HttpRequest, project: Project, membership: Membership) -> dict[str, Any]:
+    """Chat's part of a project's page (projects.views.add_project_page_part): the rooms the user sees and the room form."""
+    return {"rooms": selectors.rooms_for_user(user=request.user, project=project), "room_form": RoomCreateForm()}
+
+
 @login_required
 @require_POST
 def room_create(request: HttpRequest, slug: str) -> HttpResponse:
@@ -131,7 +136,7 @@ def room_create(request: HttpRequest, slug: str) -> HttpResponse:
         except ratelimit.RateLimited as exc:
             form.add_error(None, _too_many(exc))
         except (Conflict, InvalidInput, Forbidden) as exc:
-            add_chat_error(form, exc, field="name" if isinstance(exc, Conflict) else None)
+            add_error(form, exc, field="name" if isinstance(exc, Conflict) else None)
         else:
             return redirect("room-detail", slug=project.slug, room_slug=room.slug)
     return project_page(request, project=project, membership=membership, room_form=form)
@@ -289,7 +294,7 @@ def room_member_add(request: HttpRequest, slug: str, room_slug: str) -> HttpResp
         except Forbidden as exc:
             raise PermissionDenied(exc.message) from None
         except (NotFound, InvalidInput, Conflict) as exc:
-            add_chat_error(form, exc, field="username")
+            add_error(form, exc, field="username")
         else:
             messages.success(request, f"{member.user.username} can now read #{room.name}.")
             return redirect("room-detail", slug=project.slug, room_slug=room.slug)
@@ -337,7 +342,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
             form.add_error(None, _too_many(exc))
             return _token_page(request, form=form, status=429)
         except InvalidInput as exc:
-            add_chat_error(form, exc, field="name")
+            add_error(form, exc, field="name")
         else:
             return _token_page(request, form=TokenCreateForm(), created={"token": token, "raw": raw})
     return _token_page(request, form=form)

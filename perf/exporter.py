@@ -15,7 +15,6 @@ pids: run it on the same host or in the same container (scripts/serve.sh does).
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re

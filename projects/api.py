@@ -8,7 +8,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
-from chat.api_schemas import (
+from chatsite.api_schemas import (
     ERROR_RESPONSES,
     ErrorOut,
     PageQuery,
@@ -18,10 +18,10 @@ from chat.api_schemas import (
     fields_select,
     page_cursor_encode,
     page_cursor_key,
+    page_limit,
     selectable,
 )
-from chat.selectors import page_limit
-from chat.serialization import user_dict, user_display_name
+from chatsite.users import user_dict, user_display_name
 from projects import selectors, services
 from projects.models import Invitation, Membership, Project
 

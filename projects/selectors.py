@@ -65,53 +65,6 @@ def project_get_for_user(*, user: AbstractBaseUser, slug: str) -> tuple[Project,
     return project, membership
 
 
-def project_stats(*, project: Project) -> dict:
-    """Counts for a project page: rooms, members, messages, messages in the last 24 h, top posters.
-
-    Expensive on a big project, so cached (family ``stats``) for at most
-    60 seconds with stampede protection: a cold key under many concurrent
-    readers is computed once. Invalidated by room and membership changes;
-    message counts may lag new messages by up to the TTL.
-    """
-    from datetime import timedelta
-
-    from django.db.models import Count, Sum
-    from django.utils import timezone
-
-    from chat.models import Message, Room
-
-    def compute() -> dict:
-        rooms = Room.objects.filter(project=project)
-        since = timezone.now() - timedelta(hours=24)
-        recent = Message.objects.filter(room__project=project, id__gte=_first_id_since(since))
-        top = list(
-            recent.values("author__username").annotate(n=Count("id")).order_by("-n", "author__username")[:5]
-        )
-        return {
-            "rooms": rooms.count(),
-            "members": Membership.objects.filter(project=project).count(),
-            "messages": rooms.aggregate(n=Sum("last_message_seq"))["n"] or 0,
-            "messages_24h": recent.count(),
-            "top_posters_24h": [{"username": t["author__username"], "messages": t["n"]} for t in top],
-        }
-
-    return perf_cache.cached("stats", project_stats_key(project.id), compute, ttl=60, lock=True)
-
-
-def _first_id_since(since) -> int:
-    """The first message id created at or after ``since`` (ids grow with time), via the primary key."""
-    from chat.models import Message
-
-    # Walk back from the newest message (primary key) to the last one before
-    # ``since``: the cost is the number of recent messages, not the table.
-    last_old = Message.objects.filter(created_at__lt=since).order_by("-id").values_list("id", flat=True).first()
-    return (last_old or 0) + 1
-
-
-def project_stats_key(project_id: int) -> str:
-    return cache_key("project_stats", project_id)
-
-
 def project_members(*, project: Project) -> QuerySet[Membership]:
     return (
         Membership.objects.filter(project=project)

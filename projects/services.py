@@ -11,6 +11,7 @@ from django.utils.text import slugify
 from chatsite import ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from projects.models import Invitation, Membership, Project
+from projects.signals import project_created
 
 User = get_user_model()
 
@@ -39,12 +40,11 @@ def _clean_slug(slug: str | None, *, name: str, what: str) -> str:
 
 @transaction.atomic
 def project_create(*, user: AbstractBaseUser, name: str, slug: str | None = None, description: str = "") -> Project:
-    """Create a project owned by ``user``, with a public room "general".
+    """Create a project owned by ``user`` and announce it (projects.signals.project_created).
 
-    The creator becomes the owner. Raises Conflict when the slug is taken.
+    The creator becomes the owner; chat answers the announcement with the
+    public room "general". Raises Conflict when the slug is taken.
     """
-    from chat.services import room_create
-
     name = _clean_name(name, what="Project")
     slug = _clean_slug(slug, name=name, what="Project")
     if len(description) > 2000 or "\x00" in description:
@@ -55,7 +55,7 @@ def project_create(*, user: AbstractBaseUser, name: str, slug: str | None = None
     except IntegrityError:
         raise Conflict(f"A project with slug '{slug}' already exists.", code="slug_taken") from None
     Membership.objects.create(project=project, user=user, role=Membership.Role.OWNER)
-    room_create(project=project, user=user, name="general", topic="Everything and anything")
+    project_created.send(sender=Project, project=project, user=user)
     return project
 
 
@@ -168,11 +168,10 @@ def membership_remove(*, project: Project, user: AbstractBaseUser, by: AbstractB
     """Remove ``user`` from the project: an admin or owner removing someone, or the user leaving.
 
     Only an owner can remove an owner, and the last owner can neither leave
-    nor be removed (Conflict ``last_owner``). Membership caches are
-    invalidated on commit by the model hooks in chat.signals.
+    nor be removed (Conflict ``last_owner``). Deleting the membership is the
+    announcement: chat's receivers end the user's private-room memberships in
+    the project and invalidate what they cached (chat.signals).
     """
-    from chat.models import RoomMember
-
     remover = None if by.pk == user.pk else _require_admin(project=project, user=by)
     # The owners are locked with the leaver, in one order, so two owners
     # leaving at once cannot both see the other one stay.
@@ -190,4 +189,3 @@ def membership_remove(*, project: Project, user: AbstractBaseUser, by: AbstractB
         if not any(m.role == Membership.Role.OWNER and m.pk != membership.pk for m in locked):
             raise Conflict("The last owner cannot leave the project.", code="last_owner")
     membership.delete()
-    RoomMember.objects.filter(room__project=project, user=user).delete()

@@ -7,6 +7,9 @@ it exists (projects.selectors.project_get_for_user).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -14,10 +17,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from chat import selectors as chat_selectors
-from chat.forms import RoomCreateForm, add_chat_error
 from chatsite import ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
+from chatsite.forms import add_error
 from projects import selectors, services
 from projects.forms import InviteForm, ProjectCreateForm
 from projects.models import Membership, Project
@@ -38,15 +40,27 @@ def project_for_request(*, request: HttpRequest, slug: str) -> tuple[Project, Me
         raise Http404("Project not found.") from None
 
 
+# What other apps add to a project's page (chat: its rooms and the room form),
+# registered from their AppConfig.ready, so projects imports none of them.
+PagePart = Callable[..., dict[str, Any]]
+_page_parts: list[PagePart] = []
+
+
+def add_project_page_part(part: PagePart) -> None:
+    """Register ``part(request=, project=, membership=)``: its dict joins the page's context."""
+    if part not in _page_parts:
+        _page_parts.append(part)
+
+
 def project_page(
     request: HttpRequest,
     *,
     project: Project,
     membership: Membership,
     invite_form: InviteForm | None = None,
-    room_form: RoomCreateForm | None = None,
+    **bound: Any,
 ) -> HttpResponse:
-    """Render a project's page; the forms are passed back bound when they had errors."""
+    """Render a project's page; forms with errors come back bound (``invite_form``, or a part's, e.g. ``room_form``)."""
     members = list(selectors.project_members(project=project))
     owners = sum(m.role == Membership.Role.OWNER for m in members)
     for m in members:
@@ -56,16 +70,17 @@ def project_page(
             and m.user_id != request.user.pk
             and (m.role != Membership.Role.OWNER or membership.role == Membership.Role.OWNER)
         )
-    context = {
+    context: dict[str, Any] = {
         "project": project,
         "membership": membership,
-        "rooms": chat_selectors.rooms_for_user(user=request.user, project=project),
         "members": members,
         # The last owner cannot leave, so they get no button for it.
         "can_leave": membership.role != Membership.Role.OWNER or owners > 1,
         "invite_form": (invite_form or InviteForm()) if membership.is_admin else None,
-        "room_form": room_form or RoomCreateForm(),
     }
+    for part in _page_parts:
+        context.update(part(request=request, project=project, membership=membership))
+    context.update(bound)
     return render(request, "projects/project_detail.html", context)
 
 
@@ -83,9 +98,9 @@ def project_list(request: HttpRequest) -> HttpResponse:
                 description=form.cleaned_data["description"],
             )
         except Conflict as exc:
-            add_chat_error(form, exc, field="slug")
+            add_error(form, exc, field="slug")
         except InvalidInput as exc:
-            add_chat_error(form, exc)
+            add_error(form, exc)
         else:
             messages.success(request, f"Project “{project.name}” created.")
             return redirect("project-detail", slug=project.slug)
@@ -127,7 +142,7 @@ def project_invite(request: HttpRequest, slug: str) -> HttpResponse:
         except ratelimit.RateLimited as exc:
             form.add_error(None, f"Too many invitations; try again in {exc.retry_after} seconds.")
         except InvalidInput as exc:
-            add_chat_error(form, exc, field="role")
+            add_error(form, exc, field="role")
         else:
             messages.info(request, INVITED_MESSAGE)
             return redirect("project-detail", slug=project.slug)

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import connection
 
 from chat import events, services
-from chat.api_schemas import page_cursor_decode, page_cursor_encode
+from chatsite.api_schemas import page_cursor_decode, page_cursor_encode
 from chat.models import Message, ReadMarker, Room, RoomMember
 from chatsite.errors import InvalidInput
 

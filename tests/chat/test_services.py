@@ -3,11 +3,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
-from chat import events, selectors, services
+from chat import selectors, services
 from chat.models import Message, ReadMarker, Room, RoomMember
-from chatsite.errors import Conflict, Forbidden, InvalidInput
+from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tests.chat.polling import poll_after_highest
 
 
@@ -197,3 +197,31 @@ def test_room_member_remove_rules(chat_world):
     with pytest.raises(Conflict) as exc:
         services.room_member_remove(room=private, user=insider, by=insider)
     assert exc.value.code == "last_member"
+
+
+# --- what chat does when projects announces a change (chat.signals) ---------------------
+
+
+def test_a_new_project_starts_with_its_general_room(make_user):
+    from projects import services as project_services
+
+    owner = make_user("founder")
+    project = project_services.project_create(user=owner, name="Fresh")
+    rooms = list(Room.objects.filter(project=project).values_list("slug", "is_private", "created_by_id"))
+    assert rooms == [("general", False, owner.pk)]
+
+
+@pytest.mark.parametrize("how", ["service", "admin"])
+def test_leaving_a_project_ends_its_private_room_memberships_whoever_removes_it(chat_world, how):
+    from projects import services as project_services
+    from projects.models import Membership
+
+    project, insider = chat_world["project"], chat_world["insider"]
+    assert RoomMember.objects.filter(room=chat_world["private"], user=insider).exists()
+    if how == "service":
+        project_services.membership_remove(project=project, user=insider, by=chat_world["owner"])
+    else:  # what the Django admin's delete does: the model's own delete, no service
+        Membership.objects.get(project=project, user=insider).delete()
+    assert not RoomMember.objects.filter(room__project=project, user=insider).exists()
+    with pytest.raises(NotFound):
+        selectors.room_get_for_user(room_id=chat_world["private"].pk, user=insider)

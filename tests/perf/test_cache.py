@@ -227,17 +227,6 @@ def test_a_cold_key_under_100_concurrent_readers_is_computed_once(db):
     assert results == [{"answer": 42}] * 100
 
 
-def test_project_stats_are_cached_and_counted(chat_world, make_message):
-    project = chat_world["project"]
-    make_message(chat_world["public"], chat_world["member"])
-    perf_cache.cache_stats_reset()
-    first = project_selectors.project_stats(project=project)
-    second = project_selectors.project_stats(project=project)
-    assert first == second and first["messages"] == 1 and first["members"] == 4 and first["rooms"] == 2
-    assert first["top_posters_24h"] == [{"username": "member", "messages": 1}]
-    assert perf_cache.cache_stats()["stats"] == {"hits": 1, "misses": 1, "ratio": 0.5}
-
-
 def test_hit_and_miss_counters_per_family(chat_world, api_client, make_message):
     for _ in range(3):
         make_message(chat_world["public"], chat_world["owner"])
