@@ -69,7 +69,7 @@ SLOW_QUERY_THRESHOLD = env_float("SLOW_QUERY_THRESHOLD", 0.1)
 CACHE_TTL = env_int("CACHE_TTL", 300)
 # TTL of the small, exactly invalidated cache entries: single messages, user
 # profiles, rooms, access, room lists, tokens, projects and each room's current
-# unread tail (perf.cache.FAMILY_TTLS, chat.selectors.UNREAD_TAIL_TTL). Every change
+# unread tail (perf.cache.register_family, the unread tail's UNREAD_TAIL_TTL). Every change
 # to one drops or rewrites its entry after commit, so this TTL only bounds
 # memory; at CACHE_TTL, what a reader opened five minutes ago was read from the
 # database again (docs/PERFORMANCE.md).

@@ -7,7 +7,7 @@ rate of profiles, rooms, messages, … can be read separately (Prometheus
 Keys are built only by :func:`cache_key`. Writes invalidate exactly the keys
 they make stale, after commit (:func:`invalidate_on_commit`); a family of keys
 goes with :func:`invalidate_pattern`; TTL (``CACHE_TTL``; ``CACHE_TTL_ENTRIES``
-for single messages and profiles, see FAMILY_TTLS) is the last resort.
+for the families apps register with register_family) is the last resort.
 
 Redis errors never reach the caller: django-redis is configured to ignore
 them (reads become misses, writes are skipped) and logs each to
@@ -120,19 +120,19 @@ def cache_stats_reset() -> None:
 
 
 # Families of small entries whose every change invalidates them exactly after
-# commit (one message, one profile, one room, a user's access to a room or a
-# project, a user's room list, a token's user, a project; chat.signals catches
-# writes outside the services): their TTL only bounds memory, so it is longer
-# than CACHE_TTL.
+# commit (one message, a user's access to a room, a project, …): their TTL
+# only bounds memory, so it is longer than CACHE_TTL. The apps that own them
+# register them (register_family, from their AppConfig.ready).
 # Rendered pages (large) and per-reader unread counts (a new key per message)
-# keep CACHE_TTL (a room's current unread tail has its own TTL, see
-# chat.selectors.UNREAD_TAIL_TTL). A miss marker (None: "no such token / room /
-# project") in any family lives CACHE_TTL_MISSING: whoever sends unknown ids
-# should not fill the cache with them.
-FAMILY_TTLS = {
-    family: env.CACHE_TTL_ENTRIES
-    for family in ("messages", "profiles", "rooms", "access", "room_lists", "tokens", "projects")
-}
+# keep CACHE_TTL. A miss marker (None: "no such token / room / project") in
+# any family lives CACHE_TTL_MISSING: whoever sends unknown ids should not
+# fill the cache with them.
+FAMILY_TTLS: dict[str, int] = {}
+
+
+def register_family(family: str, *, ttl: int) -> None:
+    """Give entries of ``family`` their own TTL (apps register their exactly-invalidated families)."""
+    FAMILY_TTLS[family] = ttl
 
 
 def _ttl(ttl: int | None, family: str | None = None, value: Any = True) -> int:
