@@ -62,8 +62,7 @@ def slow_query_wrapper(
 def record_statement(elapsed: float, sql: str, *, alias: str, many: bool = False, failed: bool = False) -> None:
     """Count one statement for the request and log it when slow.
 
-    The ORM's statements come here through :func:`slow_query_wrapper`; the few
-    that bypass Django's connections (chat.asyncdb.aexecute) call it directly.
+    Every statement comes here through :func:`slow_query_wrapper`, installed on every connection.
     """
     context.record_query(elapsed)
     if elapsed >= getattr(settings, "SLOW_QUERY_THRESHOLD", DEFAULT_THRESHOLD):
