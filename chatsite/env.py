@@ -1,7 +1,9 @@
 """Every environment variable the project reads, with its documented default.
 
-Settings modules import from here; nothing else calls ``os.environ``.
-The table in docs/CONFIGURATION.md mirrors this file.
+Settings modules and ``chatsite.server`` import from here; nothing else reads
+``os.environ`` (``chatsite.server`` only hands its own choices to the
+processes it starts through it). The table in docs/CONFIGURATION.md mirrors
+this file.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 # Port `make run` serves on (and seed_demo prints).
 PORT = env_int("PORT", 8000)
+
+# The server (python -m chatsite.server): uvicorn or daphne; processes on one
+# port (uvicorn only, with Redis); start-up objects out of the cyclic GC's reach.
+ASGI_SERVER = env_str("ASGI_SERVER", "") or "uvicorn"
+SERVER_WORKERS = env_int("SERVER_WORKERS", 0) or env_int("WEB_CONCURRENCY", 0) or 1
+SERVER_GC_FREEZE = env_str("SERVER_GC_FREEZE", "1") != "0"
 
 # Services. Empty means "embedded default" (SQLite, in-memory layer, local-memory cache).
 DATABASE_URL = env_str("DATABASE_URL", "")

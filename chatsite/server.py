@@ -35,7 +35,7 @@ SERVERS = ("uvicorn", "daphne")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m chatsite.server", description=__doc__.split("\n\n")[0])
     p.add_argument("application", nargs="?", default="chatsite.asgi:application")
-    p.add_argument("--server", choices=SERVERS, default=os.environ.get("ASGI_SERVER") or "uvicorn")
+    p.add_argument("--server", choices=SERVERS, default=env.ASGI_SERVER)
     p.add_argument("-b", "--bind", default="127.0.0.1", help="interface to listen on")
     p.add_argument("-p", "--port", type=int, default=8000)
     p.add_argument("--ping-interval", type=float, default=20.0, help="seconds between server pings on a WebSocket")
@@ -51,20 +51,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="accept permessage-deflate (uvicorn only; off: measured 1.6x the CPU per delivered frame and +131 KB per socket)",
     )  # fmt: skip
     p.add_argument(
-        "--no-gc-freeze", dest="gc_freeze", action="store_false", default=os.environ.get("SERVER_GC_FREEZE", "1") != "0",
+        "--no-gc-freeze", dest="gc_freeze", action="store_false", default=env.SERVER_GC_FREEZE,
         help="keep the objects loaded at start-up in the cyclic garbage collector's full collections (SERVER_GC_FREEZE=0)",
     )  # fmt: skip
     p.add_argument(
-        "-w", "--workers", type=int, default=default_workers(),
+        "-w", "--workers", type=int, default=env.SERVER_WORKERS,
         help="server processes sharing the port (uvicorn only; needs REDIS_URL); default SERVER_WORKERS, else WEB_CONCURRENCY, else 1",
     )  # fmt: skip
     p.add_argument("-v", "--verbosity", type=int, default=1)
     return p.parse_args(argv)
-
-
-def default_workers() -> int:
-    raw = os.environ.get("SERVER_WORKERS") or os.environ.get("WEB_CONCURRENCY") or "1"
-    return int(raw)
 
 
 def effective_workers(args: argparse.Namespace) -> int:
@@ -79,7 +74,7 @@ def effective_workers(args: argparse.Namespace) -> int:
         return 1
     if args.server != "uvicorn":
         raise SystemExit("--workers needs uvicorn: daphne serves from one process.")
-    if not os.environ.get("REDIS_URL"):
+    if not env.REDIS_URL:
         print("REDIS_URL is not set: one server process (the embedded channel layer and cache are per process).", file=sys.stderr)
         return 1
     return args.workers
@@ -115,7 +110,7 @@ WORKER_APPLICATION = "CHAT_SERVER_APPLICATION"
 
 def worker_application() -> object:
     """The application of one of several server processes (uvicorn imports this in each)."""
-    return load_application(os.environ[WORKER_APPLICATION], freeze=os.environ.get("SERVER_GC_FREEZE", "1") != "0")
+    return load_application(os.environ[WORKER_APPLICATION], freeze=env.SERVER_GC_FREEZE)
 
 
 def run_uvicorn(args: argparse.Namespace) -> None:

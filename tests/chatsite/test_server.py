@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import subprocess
 import sys
 
 import pytest
 
-from chatsite import server
+from chatsite import env, server
 
 
-def test_gc_freeze_is_on_by_default_and_can_be_turned_off(monkeypatch):
-    monkeypatch.delenv("SERVER_GC_FREEZE", raising=False)
+@pytest.fixture
+def environ(monkeypatch):
+    """Set environment variables and read them as chatsite.env does at start-up; restored afterwards."""
+
+    def apply(**values: str | None) -> None:
+        for name, value in values.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        importlib.reload(env)
+
+    yield apply
+    monkeypatch.undo()
+    importlib.reload(env)
+
+
+def test_gc_freeze_is_on_by_default_and_can_be_turned_off(environ):
+    environ(SERVER_GC_FREEZE=None)
     assert server.parse_args([]).gc_freeze is True
     assert server.parse_args(["--no-gc-freeze"]).gc_freeze is False
-    monkeypatch.setenv("SERVER_GC_FREEZE", "0")
+    environ(SERVER_GC_FREEZE="0")
     assert server.parse_args([]).gc_freeze is False
 
 
@@ -40,19 +58,18 @@ def test_load_application_freezes_what_start_up_loaded_the_urlconf_included():
     assert gc.get_freeze_count() == 0  # the test process itself is untouched
 
 
-def test_workers_default_from_server_workers_then_web_concurrency(monkeypatch):
-    monkeypatch.delenv("SERVER_WORKERS", raising=False)
-    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+def test_workers_default_from_server_workers_then_web_concurrency(environ):
+    environ(SERVER_WORKERS=None, WEB_CONCURRENCY=None)
     assert server.parse_args([]).workers == 1
-    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    environ(WEB_CONCURRENCY="3")
     assert server.parse_args([]).workers == 3
-    monkeypatch.setenv("SERVER_WORKERS", "2")
+    environ(SERVER_WORKERS="2")
     assert server.parse_args([]).workers == 2
     assert server.parse_args(["-w", "4"]).workers == 4
 
 
-def test_several_workers_need_redis_and_uvicorn(monkeypatch, capsys):
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/14")
+def test_several_workers_need_redis_and_uvicorn(environ, capsys):
+    environ(REDIS_URL="redis://127.0.0.1:6379/14")
     assert server.effective_workers(server.parse_args(["-w", "2"])) == 2
     try:
         server.effective_workers(server.parse_args(["-w", "2", "--server", "daphne"]))
@@ -60,7 +77,7 @@ def test_several_workers_need_redis_and_uvicorn(monkeypatch, capsys):
         assert "uvicorn" in str(exc)
     else:
         raise AssertionError("daphne with two workers must refuse")
-    monkeypatch.delenv("REDIS_URL")
+    environ(REDIS_URL=None)
     assert server.effective_workers(server.parse_args(["-w", "2"])) == 1
     assert "REDIS_URL is not set" in capsys.readouterr().err
 
