@@ -46,10 +46,9 @@ logger = logging.getLogger(__name__)
 
 # Rooms handled per round: each round is about six statements (rooms, seqs,
 # tails, ids, messages, profiles, and the change check) and five MGETs,
-# whatever the number of rooms in it. At 10 rooms (about 2,500 messages) the
-# message query takes 20-60 ms on the 1,000,000-message set and the change check
-# about 10 ms: under the slow-query threshold, and a short window between read
-# and write.
+# whatever the number of rooms in it. 10 rooms (about 2,500 messages) keep each
+# statement under the slow-query threshold and the window between read and
+# write short.
 ROOMS_PER_ROUND = 10
 # The background worker's warmer sleeps as long as each round took: half of one
 # core at most, while the servers take the load an emptied cache brings.

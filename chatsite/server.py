@@ -2,13 +2,12 @@
 
     python -m chatsite.server -b 127.0.0.1 -p 8000 [--server uvicorn|daphne] chatsite.asgi:application
 
-uvicorn is the default because the WebSocket benchmark measured it better
-(docs/PERFORMANCE.md, "Real-time delivery": about 30 % less server CPU per
-delivered frame than daphne, and a lower p99 at the same load). It runs
-with uvloop, httptools and the sans-I/O ``websockets`` protocol, whose pings
-are timers rather than tasks: 10,000 idle sockets measured 54 KB each and
-32 % of a core, against 62 KB and 50 % with the task-based one
-(``ASGI_SERVER`` or ``--server`` picks daphne instead).
+uvicorn is the default because the WebSocket benchmark measured it cheaper per
+delivered frame than daphne, with a lower p99 at the same load
+(docs/PERFORMANCE.md, "Real-time delivery"). It runs with uvloop, httptools
+and the sans-I/O ``websockets`` protocol, whose pings are timers rather than
+tasks, so idle sockets cost less memory and CPU ("What a socket costs";
+``ASGI_SERVER`` or ``--server`` picks daphne instead).
 
 Both close over-size frames with 1009 and ping idle sockets. WebSocket
 permessage-deflate is off (``--ws-deflate`` turns it on for uvicorn): the
@@ -48,7 +47,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument(
         "--ws-deflate", action="store_true",
-        help="accept permessage-deflate (uvicorn only; off: measured 1.6x the CPU per delivered frame and +131 KB per socket)",
+        help="accept permessage-deflate (uvicorn only; off by default: its CPU and memory per socket, docs/PERFORMANCE.md)",
     )  # fmt: skip
     p.add_argument(
         "--no-gc-freeze", dest="gc_freeze", action="store_false", default=env.SERVER_GC_FREEZE,
@@ -85,8 +84,8 @@ def load_application(path: str, *, freeze: bool) -> object:
 
     Django, the URLconf, the apps and their modules are a few hundred thousand
     objects that live as long as the process. Every full (generation 2)
-    collection walks all of them: measured 100-340 ms pauses of the event loop
-    with 2,000 sockets open, every socket's frames late by that much
+    collection walks all of them: a pause of the event loop with thousands of
+    sockets open, every socket's frames late by that much
     (docs/PERFORMANCE.md, "Garbage collector pauses"). ``gc.freeze()`` puts
     them in the permanent generation, which collections skip; reference
     counting still frees them. The collection just before clears import-time
@@ -133,10 +132,9 @@ def run_uvicorn(args: argparse.Namespace) -> None:
         port=args.port,
         ws="websockets-sansio",
         ws_max_size=args.max_message_size,
-        # Off by default: with it, 2,000 browser-like sockets at 6,000 deliveries/s
-        # cost 129 instead of 80 us of CPU per delivery and 131 KB more RSS per
-        # socket, and p99 went from 10 to 531 ms (docs/PERFORMANCE.md). Chat frames
-        # are a few hundred bytes; history, the large payload, is compressed over HTTP.
+        # Off by default: per socket it costs more CPU per delivery and memory than
+        # the bytes it saves on chat frames of a few hundred bytes (docs/PERFORMANCE.md);
+        # history, the large payload, is compressed over HTTP.
         ws_per_message_deflate=args.ws_deflate,
         ws_ping_interval=args.ping_interval,
         ws_ping_timeout=args.ping_timeout,

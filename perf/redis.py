@@ -38,7 +38,7 @@ class SharedClientConnectionFactory(ConnectionFactory):
 
     Django keeps cache objects per context (every HTTP request and every
     WebSocket connection), and django-redis builds a ``redis.Redis`` for each:
-    about 185 µs of CPU and 6.5 KB that a socket keeps for its whole life.
+    CPU at every connect and memory that a socket keeps for its whole life.
     The client holds no per-caller state and is thread-safe, so it is shared.
     """
 
