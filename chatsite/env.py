@@ -57,6 +57,9 @@ PORT = env_int("PORT", 8000)
 ASGI_SERVER = env_str("ASGI_SERVER", "") or "uvicorn"
 SERVER_WORKERS = env_int("SERVER_WORKERS", 0) or env_int("WEB_CONCURRENCY", 0) or 1
 SERVER_GC_FREEZE = env_str("SERVER_GC_FREEZE", "1") != "0"
+# WebSocket permessage-deflate under uvicorn, each message compressed once for
+# all sockets (perf.ws_deflate); false: frames go uncompressed.
+WS_DEFLATE = env_bool("WS_DEFLATE", True)
 
 # Services. Empty means "embedded default" (SQLite, in-memory layer, local-memory cache).
 DATABASE_URL = env_str("DATABASE_URL", "")

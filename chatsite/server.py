@@ -9,10 +9,11 @@ and the sans-I/O ``websockets`` protocol, whose pings are timers rather than
 tasks, so idle sockets cost less memory and CPU ("What a socket costs";
 ``ASGI_SERVER`` or ``--server`` picks daphne instead).
 
-Both close over-size frames with 1009 and ping idle sockets. WebSocket
-permessage-deflate is off (``--ws-deflate`` turns it on for uvicorn): the
-benchmark measured it far more expensive than the bytes it saves on small
-chat frames. daphne's
+Both close over-size frames with 1009 and ping idle sockets. Under uvicorn,
+WebSocket permessage-deflate, which every browser offers, is negotiated
+without context takeover and each message is compressed once per process for
+all its sockets (perf.ws_deflate; ``WS_DEFLATE=false`` or ``--no-ws-deflate``
+turns it off). daphne's
 autobahn "fails by drop" by default (a protocol violation drops the TCP
 connection without a close frame, so the client sees 1006); with daphne this
 module turns ``failByDrop`` off first, so autobahn sends the close frame
@@ -46,8 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds an idle HTTP connection is kept open after a response (uvicorn only; HTTP_KEEPALIVE_TIMEOUT)",
     )  # fmt: skip
     p.add_argument(
-        "--ws-deflate", action="store_true",
-        help="accept permessage-deflate (uvicorn only; off by default: its CPU and memory per socket, docs/PERFORMANCE.md)",
+        "--ws-deflate", action=argparse.BooleanOptionalAction, default=env.WS_DEFLATE,
+        help="negotiate permessage-deflate, each message compressed once for all sockets (uvicorn only; WS_DEFLATE)",
     )  # fmt: skip
     p.add_argument(
         "--no-gc-freeze", dest="gc_freeze", action="store_false", default=env.SERVER_GC_FREEZE,
@@ -115,6 +116,8 @@ def worker_application() -> object:
 def run_uvicorn(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from perf.ws_deflate import SharedDeflateProtocol
+
     workers = effective_workers(args)
     if workers > 1:
         # Each process imports the application itself; uvicorn's supervisor
@@ -130,12 +133,11 @@ def run_uvicorn(args: argparse.Namespace) -> None:
         workers=workers,
         host=args.bind,
         port=args.port,
-        ws="websockets-sansio",
+        # The sans-I/O websockets protocol; with deflate, its subclass that compresses
+        # each message once per process (perf.ws_deflate), not uvicorn's per-socket deflate.
+        ws=SharedDeflateProtocol if args.ws_deflate else "websockets-sansio",
         ws_max_size=args.max_message_size,
-        # Off by default: per socket it costs more CPU per delivery and memory than
-        # the bytes it saves on chat frames of a few hundred bytes (docs/PERFORMANCE.md);
-        # history, the large payload, is compressed over HTTP.
-        ws_per_message_deflate=args.ws_deflate,
+        ws_per_message_deflate=False,
         ws_ping_interval=args.ping_interval,
         ws_ping_timeout=args.ping_timeout,
         # Shutdown sends what the publisher holds and closes the loop's Redis clients (chatsite.asgi.lifespan).
