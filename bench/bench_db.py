@@ -287,9 +287,13 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
     """(name, n prepared calls) for every hot query; parameters are drawn before any timing."""
     from django.contrib.auth import get_user_model
 
-    from chat import selectors, services
     from chat import signals as chat_signals
     from chat.models import Message, ReadMarker, Room
+    from chat.selectors import history as history_selectors
+    from chat.selectors import rooms as room_selectors
+    from chat.selectors import tokens as token_selectors
+    from chat.selectors import unread as unread_selectors
+    from chat.services import accounts as account_services
     from projects import selectors as project_selectors
     from projects.models import Membership, Project
 
@@ -340,11 +344,11 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
         room_ids_of.setdefault(project_id, []).append(room_id)
     # Each project's rooms under their current unread state, read once: the
     # measured call is the tails' fill, which every cache miss pays.
-    states_of = {p: selectors.rooms_unread_states(room_ids=ids) for p, ids in room_ids_of.items()}
+    states_of = {p: room_selectors.rooms_unread_states(room_ids=ids) for p, ids in room_ids_of.items()}
 
     # Rows only this transaction sees: API tokens, and client ids on sampled messages.
     token_users = rng.sample(list(users.values()), min(200, len(users)))
-    raw_keys = [services.token_create(user=user, name="bench")[1] for user in token_users]
+    raw_keys = [account_services.token_create(user=user, name="bench")[1] for user in token_users]
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE chat_message SET client_id = 'bench-' || id WHERE id = ANY(%s) RETURNING author_id, client_id",
@@ -354,16 +358,16 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
     authors = User.objects.in_bulk({a for a, _ in sent})
 
     def history(room_id: int, **kw: Any) -> Callable[[], Any]:
-        return lambda: selectors.room_history(room=rooms[room_id], limit=50, **kw)
+        return lambda: history_selectors.room_history(room=rooms[room_id], limit=50, **kw)
 
     def gap() -> Callable[[], Any]:
         room = rooms[rng.choice(room_ids)]
         after = rng.randint(0, max(0, room.last_message_seq - 21))
         before = after + rng.randint(2, 20)
-        return lambda: selectors.messages_seq_between(room_id=room.id, after_seq=after, before_seq=before)
+        return lambda: history_selectors.messages_seq_between(room_id=room.id, after_seq=after, before_seq=before)
 
     def duplicate_lookup(author_id: int, client_id: str) -> Callable[[], Any]:
-        # The lookup chat.services.message_create runs when a client_id repeats.
+        # The lookup chat.services.messages.message_create runs when a client_id repeats.
         author = authors[author_id]
         return lambda: Message.objects.select_related("author").filter(author=author, client_id=client_id).first()
 
@@ -377,7 +381,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
         (
             "messages_after (resume)",
             [
-                (lambda r=room_id, a=after_id: selectors.messages_after(room_id=r, after_id=a, limit=501))
+                (lambda r=room_id, a=after_id: history_selectors.messages_after(room_id=r, after_id=a, limit=501))
                 for room_id, after_id in resume_args
             ],
         ),
@@ -385,7 +389,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
         (
             "rooms_for_user (unread)",
             [
-                (lambda u=users[u], p=projects[p]: selectors.rooms_for_user(user=u, project=p))
+                (lambda u=users[u], p=projects[p]: room_selectors.rooms_for_user(user=u, project=p))
                 for u, p in cycle(memberships)
             ],
         ),
@@ -394,7 +398,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
             # once per room and new message, then shared by all its readers.
             "room tails (unread cache fill)",
             [
-                (lambda states=states_of[p]: selectors.room_unread_tails(states=states))
+                (lambda states=states_of[p]: unread_selectors.room_unread_tails(states=states))
                 for _, p in cycle(memberships)
             ],
         ),
@@ -404,7 +408,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
         ),
         (
             "room_get_for_user",
-            [(lambda u=users[u], r=r: selectors.room_get_for_user(user=u, room_id=r)) for u, r in cycle(room_members)],
+            [(lambda u=users[u], r=r: room_selectors.room_get_for_user(user=u, room_id=r)) for u, r in cycle(room_members)],
         ),
         (
             "project_get_for_user",
@@ -414,7 +418,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
             ],
         ),
         ("message by (author, client_id)", [duplicate_lookup(a, c) for a, c in cycle(sent)]),
-        ("user_for_token", [(lambda k=k: selectors.user_for_token(raw_key=k)) for k in cycle(raw_keys)]),
+        ("user_for_token", [(lambda k=k: token_selectors.user_for_token(raw_key=k)) for k in cycle(raw_keys)]),
         (
             # Every user save (a log-in's last_login, a profile edit) drops the
             # user's cached token lookups: chat.signals.user_changed reads them.

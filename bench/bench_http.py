@@ -122,12 +122,12 @@ def sign_in(readers: list[Reader]) -> None:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.backends.cached_db import SessionStore
 
-    from chat import services
+    from chat.services import accounts as account_services
 
     users = get_user_model().objects.in_bulk([r.user_id for r in readers])
     for reader in readers:
         user = users[reader.user_id]
-        reader.token = services.token_create(user=user, name=TOKEN_NAME)[1]
+        reader.token = account_services.token_create(user=user, name=TOKEN_NAME)[1]
         session = SessionStore()
         session[SESSION_KEY] = str(user.pk)
         session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]

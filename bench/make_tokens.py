@@ -5,7 +5,7 @@
 Takes N load users (``load00001``, ``load00002``, …, made by
 ``python -m bench.seed --users N --projects P --rooms R --messages M``) that
 can read at least one room, issues
-each a fresh API token through ``chat.services.token_create`` and writes, per
+each a fresh API token through ``chat.services.accounts.token_create`` and writes, per
 user, the token and the rooms the user may read, grouped by project. The
 locustfile (loadtest/locustfile.py) reads that file, so no password is hashed
 and no token is issued while the load runs.
@@ -40,7 +40,7 @@ def load_user_tokens(*, count: int, name: str = TOKEN_NAME) -> dict[str, Any]:
     from django.db import transaction
 
     from bench import seeding
-    from chat import services
+    from chat.services import accounts as account_services
     from chat.models import ApiToken, Room, RoomMember
     from projects.models import Membership
 
@@ -86,7 +86,7 @@ def load_user_tokens(*, count: int, name: str = TOKEN_NAME) -> dict[str, Any]:
                     projects.append({"slug": slug, "rooms": rooms})
             if not projects:
                 continue
-            _, raw = services.token_create(user=user, name=name)
+            _, raw = account_services.token_create(user=user, name=name)
             entries.append({"username": user.username, "token": raw, "projects": projects})
     return {"created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token_name": name, "users": entries}
 

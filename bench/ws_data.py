@@ -13,8 +13,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
-from chat import services as chat_services
 from chat.models import ApiToken, Room
+from chat.services import accounts as account_services
+from chat.services import rooms as room_services
 from projects import services as project_services
 from projects.models import Membership, Project
 
@@ -50,7 +51,7 @@ def _rooms(project: Project, owner: object, count: int) -> list[int]:
     existing = dict(Room.objects.filter(project=project, slug__in=slugs).values_list("slug", "id"))
     for slug in slugs:
         if slug not in existing:
-            existing[slug] = chat_services.room_create(project=project, user=owner, name=slug, slug=slug).id
+            existing[slug] = room_services.room_create(project=project, user=owner, name=slug, slug=slug).id
     return [existing[slug] for slug in slugs]
 
 
@@ -82,5 +83,5 @@ def prepare(*, rooms: int, users: int) -> Fixture:
     members = _users(project, users)
     with transaction.atomic():
         ApiToken.objects.filter(user__username__startswith=USER_PREFIX, name=TOKEN_NAME).delete()
-        tokens = [chat_services.token_create(user=u, name=TOKEN_NAME)[1] for u in members]
+        tokens = [account_services.token_create(user=u, name=TOKEN_NAME)[1] for u in members]
     return Fixture(room_ids=room_ids, tokens=tokens)

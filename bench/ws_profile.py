@@ -33,10 +33,10 @@ LEAF_STATES: list[tuple[str, tuple[str, ...]]] = [
 # Named parts of the stack (a sample counts for every part it is under).
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("message.send: whole handler (database_sync_to_async)", ("_send_message (chat/consumers.py",)),
-    ("  message_create (queries + COMMIT + publish)", ("message_create (chat/services.py",)),
+    ("  message_create (queries + COMMIT + publish)", ("message_create (chat/services/messages.py",)),
     ("  COMMIT, with on_commit publish", ("Atomic.__exit__ (django/db/transaction.py",)),
     ("  on_commit publish: async_to_sync(group_send) from the DB thread", ("publish_room_event (chat/events.py",)),
-    ("  room permission check (room_get_for_user)", ("room_get_for_user (chat/selectors.py",)),
+    ("  room permission check (room_get_for_user)", ("room_get_for_user (chat/selectors/rooms.py",)),
     ("pool checkout health check (a query per checkout)", ("check_connection (psycopg_pool",)),
     ("close_old_connections (per consumer message)", ("close_old_connections (django/db",)),
     ("slow-query wrapper", ("(perf/db.py",)),
@@ -53,7 +53,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("daphne timeout checker", ("timeout_checker (daphne",)),
     ("daphne access log", ("(daphne/access.py",)),
     ("socket writes (twisted doWrite)", ("doWrite (twisted",)),
-    ("token auth (user_for_token)", ("user_for_token (chat/selectors.py",)),
+    ("token auth (user_for_token)", ("user_for_token (chat/selectors/tokens.py",)),
     ("subscribe handler", ("on_subscribe (chat/consumers.py",)),
     ("presence", ("(chat/presence.py",)),
     ("metrics (prometheus_client)", ("(prometheus_client/",)),

@@ -133,7 +133,7 @@ class MessageAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Messages are soft-deleted through chat.services.message_delete, which
+        # Messages are soft-deleted through chat.services.messages.message_delete, which
         # also tells connected clients; a hard delete would leave a hole in seq.
         return False
 

@@ -13,7 +13,6 @@ import orjson
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Status
 
-from chat import selectors, services
 from chat.api_schemas import (
     ApiTokenCreatedOut,
     ApiTokenOut,
@@ -36,7 +35,13 @@ from chat.api_schemas import (
     TokenOut,
 )
 from chat.models import ApiToken, Room
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.selectors import tokens as token_selectors
 from chat.serialization import message_dict, room_dict
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from chatsite import login_policy, ratelimit
 from chatsite.api_schemas import (
     ERROR_RESPONSES,
@@ -83,7 +88,7 @@ def token_obtain(request: HttpRequest, payload: TokenIn) -> Status:
     if user is None:
         raise InvalidCredentials("Invalid username or password.")
     ratelimit.hit("token", user.pk)
-    _, raw = services.token_create(user=user)
+    _, raw = account_services.token_create(user=user)
     return Status(201, {"token": raw})
 
 
@@ -96,7 +101,7 @@ def _bearer_token(request: HttpRequest) -> ApiToken | None:
     scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return selectors.token_get_by_key_for_user(user=request.auth, raw_key=raw_key.strip())
+    return token_selectors.token_get_by_key_for_user(user=request.auth, raw_key=raw_key.strip())
 
 
 def _token_dict(token: ApiToken) -> dict[str, Any]:
@@ -121,7 +126,7 @@ def token_revoke_current(request: HttpRequest) -> Status:
             "This request was not made with a bearer token; revoke a token by id at /auth/tokens/{token_id}.",
             code="no_bearer_token",
         )
-    services.token_revoke(token=token, by=request.auth)
+    account_services.token_revoke(token=token, by=request.auth)
     return Status(204, None)
 
 
@@ -135,7 +140,7 @@ def token_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
     fields = fields_parse(page.fields, schema=ApiTokenOut)
     limit = page_limit(page.limit)
     before = page_cursor_key(page.cursor, key="b", kind=int)
-    tokens = selectors.tokens_for_user(user=request.auth, before=before, limit=limit + 1)
+    tokens = token_selectors.tokens_for_user(user=request.auth, before=before, limit=limit + 1)
     items = tokens[:limit]
     next_cursor = page_cursor_encode({"b": items[-1].id}) if len(tokens) > limit else None
     return {"items": fields_select(map(_token_dict, items), fields), "next_cursor": next_cursor}
@@ -152,15 +157,15 @@ def token_create(request: HttpRequest, payload: TokenCreateIn) -> Status:
     if _bearer_token(request) is not None:
         raise Forbidden("Tokens are created from a signed-in session, not with a token.", code="session_required")
     ratelimit.hit("token", request.auth.pk)
-    token, raw = services.token_create(user=request.auth, name=payload.name)
+    token, raw = account_services.token_create(user=request.auth, name=payload.name)
     return Status(201, {**_token_dict(token), "token": raw})
 
 
 @router.delete("/auth/tokens/{token_id}", response={204: None, **ERROR_RESPONSES}, tags=["auth"])
 def token_delete(request: HttpRequest, token_id: int) -> Status:
     """Revoke one of your tokens by id. Anyone else's id is 404, exactly like a missing one."""
-    token = selectors.token_get_for_user(user=request.auth, token_id=token_id)
-    services.token_revoke(token=token, by=request.auth)
+    token = token_selectors.token_get_for_user(user=request.auth, token_id=token_id)
+    account_services.token_revoke(token=token, by=request.auth)
     return Status(204, None)
 
 
@@ -188,7 +193,7 @@ def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[s
     after_id = page_cursor_key(page.cursor, key="i", kind=int) or 0
     # rooms_for_user returns the whole (short) list: page it by id here.
     rooms = sorted(
-        (room for room in selectors.rooms_for_user(user=request.auth, project=project) if room.id > after_id),
+        (room for room in room_selectors.rooms_for_user(user=request.auth, project=project) if room.id > after_id),
         key=lambda room: room.id,
     )
     items = rooms[:limit]
@@ -203,7 +208,7 @@ def room_create(request: HttpRequest, slug: str, payload: RoomCreateIn) -> Statu
     """Create a room in a project (any project member). The creator becomes a room member."""
     project, _ = project_get_for_user(user=request.auth, slug=slug)
     ratelimit.hit("room_create", request.auth.pk)
-    room = services.room_create(
+    room = room_services.room_create(
         project=project,
         user=request.auth,
         name=payload.name,
@@ -218,15 +223,15 @@ def room_create(request: HttpRequest, slug: str, payload: RoomCreateIn) -> Statu
 @router.get("/rooms/{room_id}", response={200: RoomOut, **ERROR_RESPONSES}, tags=["rooms"])
 def room_detail(request: HttpRequest, room_id: int) -> dict[str, Any]:
     """A room the caller may read (`unread` is null here; room lists carry it)."""
-    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
     return room_dict(room)
 
 
 @router.post("/rooms/{room_id}/members", response={201: RoomMemberOut, **ERROR_RESPONSES}, tags=["rooms"])
 def room_member_add(request: HttpRequest, room_id: int, payload: RoomMemberAddIn) -> Status:
     """Add a project member to a (private) room. Room members and project admins only."""
-    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
-    member = services.room_member_add(room=room, username=payload.username, by=request.auth)
+    room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    member = room_services.room_member_add(room=room, username=payload.username, by=request.auth)
     return Status(201, {"room": room.id, "user": user_dict(member.user)})
 
 
@@ -237,17 +242,17 @@ def room_member_remove(request: HttpRequest, room_id: int, user_id: int) -> Stat
     Leaving a private room ends your access to it, on open sockets too. The
     last member of a private room cannot leave (409 `last_member`).
     """
-    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
-    member = selectors.room_member_get(room=room, user_id=user_id)
-    services.room_member_remove(room=room, user=member, by=request.auth)
+    room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    member = room_selectors.room_member_get(room=room, user_id=user_id)
+    room_services.room_member_remove(room=room, user=member, by=request.auth)
     return Status(204, None)
 
 
 @router.post("/rooms/{room_id}/read", response={200: ReadMarkOut, **ERROR_RESPONSES}, tags=["rooms"])
 def room_read(request: HttpRequest, room_id: int, payload: ReadMarkIn) -> dict[str, int]:
     """Move the caller's read marker forward (never back; clamped to the newest message)."""
-    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
-    marker = services.room_mark_read(room=room, user=request.auth, last_read_message_id=payload.last_id)
+    room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    marker = room_services.room_mark_read(room=room, user=request.auth, last_read_message_id=payload.last_id)
     return {"last_id": marker}
 
 
@@ -280,12 +285,12 @@ def _message_page(
     know whether another page exists.
     """
     if after is not None:
-        messages = selectors.room_history_dicts(room=room, after=after, limit=limit + 1, fields=fields)
+        messages = history_selectors.room_history_dicts(room=room, after=after, limit=limit + 1, fields=fields)
         more = len(messages) > limit
         messages = messages[:limit]
         next_cursor = page_cursor_encode({"a": messages[-1]["id"]}) if more else None
     else:
-        messages = selectors.room_history_dicts(room=room, before=before, limit=limit + 1, fields=fields)
+        messages = history_selectors.room_history_dicts(room=room, before=before, limit=limit + 1, fields=fields)
         more = len(messages) > limit
         messages = messages[-limit:]
         next_cursor = page_cursor_encode({"b": messages[0]["id"]}) if more else None
@@ -303,7 +308,7 @@ def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuer
     are treated as 100. `fields` picks the message fields returned.
     """
     fields = fields_parse(page.fields, schema=MessageOut)
-    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
     before, after = _page_position(page.cursor, page.after)
     limit = page_limit(page.limit)
     # Rendered as it is: the items are chat.serialization's dicts (the
@@ -312,10 +317,10 @@ def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuer
     # the output to the schema.
     if after is None and fields is None:
         # The pages every reader shares (a room's newest, and older ones while
-        # scrolling back) are cached rendered (selectors.room_history_page).
+        # scrolling back) are cached rendered (history_selectors.room_history_page).
         # They are kept brotli-compressed (perf.compression.precompress): one
         # compression per rendering rather than per reader.
-        encoded = selectors.room_history_page(
+        encoded = history_selectors.room_history_page(
             room=room,
             before=before,
             limit=limit,
@@ -337,9 +342,9 @@ def message_create(request: HttpRequest, room_id: int, payload: MessageCreateIn)
     room, nothing is written and the original comes back with 200; the same
     `client_id` in another room is 409.
     """
-    room = selectors.room_get_for_user(user=request.auth, room_id=room_id)
+    room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
     ratelimit.hit("message", request.auth.pk)
-    message, created = services.message_create(
+    message, created = message_services.message_create(
         room=room, author=request.auth, body=payload.body, client_id=payload.client_id
     )
     return Status(201 if created else 200, message_dict(message))
@@ -348,14 +353,14 @@ def message_create(request: HttpRequest, room_id: int, payload: MessageCreateIn)
 @router.patch("/messages/{message_id}", response={200: MessageOut, **ERROR_RESPONSES}, tags=["messages"])
 def message_edit(request: HttpRequest, message_id: int, payload: MessageEditIn) -> dict[str, Any]:
     """Edit a message's body (author or project admin); broadcast after commit."""
-    message = selectors.message_get_for_user(user=request.auth, message_id=message_id)
-    message = services.message_edit(message=message, by=request.auth, body=payload.body)
+    message = history_selectors.message_get_for_user(user=request.auth, message_id=message_id)
+    message = message_services.message_edit(message=message, by=request.auth, body=payload.body)
     return message_dict(message)
 
 
 @router.delete("/messages/{message_id}", response={204: None, **ERROR_RESPONSES}, tags=["messages"])
 def message_delete(request: HttpRequest, message_id: int) -> Status:
     """Delete a message (author or project admin); it stays in history as a tombstone."""
-    message = selectors.message_get_for_user(user=request.auth, message_id=message_id)
-    services.message_delete(message=message, by=request.auth)
+    message = history_selectors.message_get_for_user(user=request.auth, message_id=message_id)
+    message_services.message_delete(message=message, by=request.auth)
     return Status(204, None)

@@ -25,8 +25,8 @@ from django.contrib.auth import get_user as session_user
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
-from chat import selectors
 from chat.asyncdb import db_async
+from chat.selectors import tokens as token_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def credentials_valid(scope: dict, user_id: int) -> bool:
     """
     method = scope.get("auth_method")
     if method == "token":
-        user = selectors.user_for_token(raw_key=bearer_token(scope.get("headers", [])) or "")
+        user = token_selectors.user_for_token(raw_key=bearer_token(scope.get("headers", [])) or "")
         return user is not None and user.pk == user_id and user.is_active
     if method == "session":
         session = scope.get("session")
@@ -139,7 +139,7 @@ class TokenAuthMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         token = bearer_token(scope.get("headers", []))
         if token is not None:
-            user = await db_async(selectors.user_for_token)(raw_key=token)
+            user = await db_async(token_selectors.user_for_token)(raw_key=token)
             if user is not None:
                 scope = dict(scope, user=user, auth_method="token")
                 return await self.inner(scope, receive, send)

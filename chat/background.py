@@ -16,7 +16,8 @@ from typing import Any
 
 from channels.consumer import SyncConsumer
 
-from chat import events, selectors
+from chat import events
+from chat.selectors import history as history_selectors
 from chat.serialization import message_dict
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,10 @@ logger = logging.getLogger(__name__)
 class BackgroundConsumer(SyncConsumer):
     def message_created(self, event: dict[str, Any]) -> None:
         """Notify users @mentioned in a new message who can read its room."""
-        message = selectors.message_with_room(message_id=event["message_id"])
+        message = history_selectors.message_with_room(message_id=event["message_id"])
         if message is None or message.deleted_at is not None:
             return
-        users = selectors.mentioned_readers(room=message.room, body=message.body)
+        users = history_selectors.mentioned_readers(room=message.room, body=message.body)
         if not users:
             return
         payload = {"room": message.room_id, "message": message_dict(message)}

@@ -22,9 +22,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat import events, fanout, metrics, presence, selectors, services
+from chat import events, fanout, metrics, presence
 from chat.asyncdb import db_async
 from chat.auth import credentials_valid, session_key
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from chat.signals import session_key_digest
 from chat.outbox import (
     PRIORITY_CHANGE,
@@ -69,9 +73,9 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool = True) -> in
 
 
 def _send_message(user: Any, room_id: int, body: Any, client_id: Any) -> dict[str, Any]:
-    room = selectors.room_get_for_user(user=user, room_id=room_id)
+    room = room_selectors.room_get_for_user(user=user, room_id=room_id)
     ratelimit.hit("message", user.pk)
-    message, created = services.message_create(room=room, author=user, body=body, client_id=client_id)
+    message, created = message_services.message_create(room=room, author=user, body=body, client_id=client_id)
     return _ack(room_id, client_id, message, created)
 
 
@@ -96,12 +100,12 @@ def _resume(user: Any, room_id: int, last_id: int | None, cap: int, budget: int)
     More than ``cap`` messages, or more than ``budget`` bytes of them, is an
     overflow: the client reloads history over HTTP instead.
     """
-    room = selectors.room_get_for_user(user=user, room_id=room_id)
+    room = room_selectors.room_get_for_user(user=user, room_id=room_id)
     ratelimit.hit("subscribe", user.pk)
-    last_seq = selectors.room_last_seq(room_id=room_id)
+    last_seq = history_selectors.room_last_seq(room_id=room_id)
     if last_id is None:
         return room.project_id, last_seq, [], False
-    missed = selectors.messages_after(room_id=room_id, after_id=last_id, limit=cap + 1)
+    missed = history_selectors.messages_after(room_id=room_id, after_id=last_id, limit=cap + 1)
     if len(missed) > cap:
         return room.project_id, last_seq, [], True
     frames = [_new_frame(m) for m in missed]
@@ -118,7 +122,7 @@ def _new_frame(message: Any) -> str:
 def _gap(room_id: int, after_seq: int, before_seq: int) -> list[str]:
     return [
         _new_frame(m)
-        for m in selectors.messages_seq_between(room_id=room_id, after_seq=after_seq, before_seq=before_seq)
+        for m in history_selectors.messages_seq_between(room_id=room_id, after_seq=after_seq, before_seq=before_seq)
     ]
 
 
@@ -371,7 +375,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _recheck_rooms(self, room_ids: list[int]) -> None:
         try:
-            readable = await db_async(selectors.rooms_readable)(user=self.user, room_ids=room_ids)
+            readable = await db_async(room_selectors.rooms_readable)(user=self.user, room_ids=room_ids)
         except Exception:  # noqa: BLE001 - when in doubt, drop: the client can subscribe again
             logger.exception("access check failed user=%s", self.user.id)
             readable = set()
@@ -484,7 +488,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             project_id, cursor, missed, overflowed = await db_async(_resume)(
                 self.user, room_id, last_id, cap, self.outbox.limit // 2
             )
-            if self.access_epoch != epoch and not await db_async(selectors.rooms_readable)(user=self.user, room_ids=[room_id]):
+            if self.access_epoch != epoch and not await db_async(room_selectors.rooms_readable)(user=self.user, room_ids=[room_id]):
                 # Access changed while this subscribe read the (possibly older) cache.
                 raise NotFound("Room not found.")
         except BaseException as exc:
@@ -563,7 +567,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
         client_id = frame.get("client_id")
-        if not isinstance(client_id, str) or not client_id or len(client_id) > services.CLIENT_ID_MAX:
+        if not isinstance(client_id, str) or not client_id or len(client_id) > message_services.CLIENT_ID_MAX:
             raise InvalidInput("'client_id' must be a non-empty string of at most 64 characters.", code="invalid_client_id")
         ack = await db_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
         self.send_frame(ack)
@@ -573,8 +577,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         last_id = _int_field(frame, "last_id")
 
         def mark() -> int:
-            room = selectors.room_get_for_user(user=self.user, room_id=room_id)
-            return services.room_mark_read(room=room, user=self.user, last_read_message_id=last_id)
+            room = room_selectors.room_get_for_user(user=self.user, room_id=room_id)
+            return room_services.room_mark_read(room=room, user=self.user, last_read_message_id=last_id)
 
         marker = await db_async(mark)()
         self.send_frame({"type": "read.ack", "room": room_id, "last_id": marker})

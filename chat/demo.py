@@ -16,8 +16,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from chat import services as chat_services
 from chat.models import Room
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from projects import services as project_services
 from projects.models import Membership, Project
 
@@ -101,7 +103,7 @@ def demo_seed() -> DemoResult:
     for username, first, last, staff in DEMO_USERS:
         user = User.objects.filter(username=username).first()
         if user is None:
-            user = chat_services.user_create(
+            user = account_services.user_create(
                 username=username,
                 password=settings.DEMO_PASSWORD,
                 first_name=first,
@@ -127,16 +129,16 @@ def demo_seed() -> DemoResult:
             project_services.invitation_accept(invitation=invitation, user=users[username])
 
     if not Room.objects.filter(project=project, slug="general").exists():
-        chat_services.room_create(project=project, user=owner, name="general", topic="Everything and anything")
+        room_services.room_create(project=project, user=owner, name="general", topic="Everything and anything")
         result.created_rooms.append("general")
     if not Room.objects.filter(project=project, slug="random").exists():
-        chat_services.room_create(project=project, user=users["bob"], name="random", topic="Off-topic, lunch, cats")
+        room_services.room_create(project=project, user=users["bob"], name="random", topic="Off-topic, lunch, cats")
         result.created_rooms.append("random")
 
     rooms = {room.slug: room for room in Room.objects.select_related("project").filter(project=project)}
     empty = {slug for slug, room in rooms.items() if room.last_message_seq == 0}
     for slug, author, body in DEMO_CONVERSATION:
         if slug in empty:
-            chat_services.message_create(room=rooms[slug], author=users[author], body=body)
+            message_services.message_create(room=rooms[slug], author=users[author], body=body)
             result.created_messages += 1
     return result

@@ -14,7 +14,7 @@ class Room(models.Model):
 
     ``last_message_seq`` is the per-room message counter. message_create takes
     this row's lock to bump it, which also makes message ids in one room commit
-    in increasing order (see chat.services.message_create).
+    in increasing order (see chat.services.messages.message_create).
     ``messages_deleted`` counts message_delete's: with the seq it names the
     room's cached unread entries, so a delete moves readers to new ones.
     """

@@ -21,14 +21,14 @@ from typing import Any
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
-from chat import events, selectors
+from chat import cache_keys, events
 from chatsite.users import USER_DISPLAY_FIELDS
 from perf.cache import invalidate_on_commit
 from projects.selectors import membership_cache_key, project_cache_key
 
 
 def project_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    room_keys = [selectors.room_cache_key(rid) for rid in instance.rooms.values_list("id", flat=True)] if instance.pk else []
+    room_keys = [cache_keys.room_cache_key(rid) for rid in instance.rooms.values_list("id", flat=True)] if instance.pk else []
     invalidate_on_commit(project_cache_key(instance.slug), *room_keys)
 
 
@@ -39,8 +39,8 @@ def _on_commit(func: Any, **kwargs: Any) -> None:
 def membership_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     invalidate_on_commit(
         membership_cache_key(instance.project_id, instance.user_id),
-        selectors.room_list_key(instance.project_id, instance.user_id),
-        patterns=[selectors.room_access_pattern(instance.user_id)],
+        cache_keys.room_list_key(instance.project_id, instance.user_id),
+        patterns=[cache_keys.room_access_pattern(instance.user_id)],
     )
 
 
@@ -56,8 +56,8 @@ def membership_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 def room_member_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     room = instance.room
     invalidate_on_commit(
-        selectors.room_access_key(instance.user_id, instance.room_id),
-        selectors.room_list_key(room.project_id, instance.user_id),
+        cache_keys.room_access_key(instance.user_id, instance.room_id),
+        cache_keys.room_list_key(room.project_id, instance.user_id),
     )
 
 
@@ -68,8 +68,8 @@ def room_member_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 def room_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     invalidate_on_commit(
-        selectors.room_cache_key(instance.pk),
-        patterns=[selectors.room_list_pattern(instance.project_id), selectors.room_access_room_pattern(instance.pk)],
+        cache_keys.room_cache_key(instance.pk),
+        patterns=[cache_keys.room_list_pattern(instance.project_id), cache_keys.room_access_room_pattern(instance.pk)],
     )
     # A private room (perhaps just made private) or a deleted one: its subscribers check again.
     if instance.is_private or kwargs.get("signal") is post_delete:
@@ -78,13 +78,13 @@ def room_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 def project_created(sender: Any, project: Any, user: Any, **kwargs: Any) -> None:
     """Every new project starts with a public room "general" (inside the project's transaction)."""
-    from chat.services import room_create
+    from chat.services.rooms import room_create
 
     room_create(project=project, user=user, name="general", topic="Everything and anything")
 
 
 def token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
-    invalidate_on_commit(selectors.token_cache_key(instance.key_hash))
+    invalidate_on_commit(cache_keys.token_cache_key(instance.key_hash))
     _on_commit(events.publish_user_control, user_id=instance.user_id, kind=events.AUTH_CHECK)
 
 
@@ -98,9 +98,9 @@ def user_changed(sender: Any, instance: Any, created: bool = False, update_field
     from chat.models import ApiToken
 
     hashes = ApiToken.objects.filter(user_id=instance.pk).values_list("key_hash", flat=True) if instance.pk else []
-    keys = [selectors.profile_key(instance.pk), *(selectors.token_cache_key(h) for h in hashes)]
+    keys = [cache_keys.profile_key(instance.pk), *(cache_keys.token_cache_key(h) for h in hashes)]
     if not created and (update_fields is None or set(USER_DISPLAY_FIELDS) & set(update_fields)):
-        keys.append(selectors.profiles_stamp_key())
+        keys.append(cache_keys.profiles_stamp_key())
     invalidate_on_commit(*keys)
     # Deactivated, a new password, …: their sockets check their credentials again (a login,
     # which saves only last_login, changes none).
@@ -110,7 +110,7 @@ def user_changed(sender: Any, instance: Any, created: bool = False, update_field
 
 def user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     """A user was deleted, and their messages with them: no rendered page may show those any more."""
-    invalidate_on_commit(selectors.profile_key(instance.pk), selectors.profiles_stamp_key())
+    invalidate_on_commit(cache_keys.profile_key(instance.pk), cache_keys.profiles_stamp_key())
     _on_commit(events.publish_user_control, user_id=instance.pk, kind=events.AUTH_CHECK)
 
 

@@ -2,7 +2,7 @@
 
 Views are thin: validate the form, call the selector or service, render or
 redirect. A room the user may not read answers 404 whether or not it exists
-(chat.selectors.room_get_by_slug_for_user); that includes private rooms of the
+(chat.selectors.rooms.room_get_by_slug_for_user); that includes private rooms of the
 user's own project.
 """
 
@@ -27,7 +27,6 @@ from django.utils.cache import get_conditional_response, patch_cache_control
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
-from chat import selectors, services
 from chat.forms import (
     LoginForm,
     RoomCreateForm,
@@ -37,6 +36,11 @@ from chat.forms import (
     login_response,
 )
 from chat.models import Room
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.selectors import tokens as token_selectors
+from chat.services import accounts as account_services
+from chat.services import rooms as room_services
 from chatsite import login_policy, ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from chatsite.forms import add_error
@@ -86,7 +90,7 @@ def signup(request: HttpRequest) -> HttpResponse:
             return render(request, "registration/signup.html", {"form": SignupForm(), "rate_limited": exc.message}, status=429)
     if request.method == "POST" and form.is_valid():
         try:
-            user = services.user_create(
+            user = account_services.user_create(
                 username=form.cleaned_data["username"],
                 password=form.cleaned_data["password1"],
                 first_name=form.cleaned_data["first_name"],
@@ -104,14 +108,14 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 def _room_for_request(*, request: HttpRequest, project: Project, room_slug: str) -> Room:
     try:
-        return selectors.room_get_by_slug_for_user(user=request.user, project=project, slug=room_slug)
+        return room_selectors.room_get_by_slug_for_user(user=request.user, project=project, slug=room_slug)
     except NotFound:
         raise Http404("Room not found.") from None
 
 
 def project_page_rooms(*, request: HttpRequest, project: Project, membership: Membership) -> dict[str, Any]:
     """Chat's part of a project's page (projects.views.add_project_page_part): the rooms the user sees and the room form."""
-    return {"rooms": selectors.rooms_for_user(user=request.user, project=project), "room_form": RoomCreateForm()}
+    return {"rooms": room_selectors.rooms_for_user(user=request.user, project=project), "room_form": RoomCreateForm()}
 
 
 @login_required
@@ -126,7 +130,7 @@ def room_create(request: HttpRequest, slug: str) -> HttpResponse:
     if form.is_valid():
         try:
             ratelimit.hit("room_create", request.user.pk)
-            room = services.room_create(
+            room = room_services.room_create(
                 project=project,
                 user=request.user,
                 name=form.cleaned_data["name"],
@@ -145,14 +149,14 @@ def room_create(request: HttpRequest, slug: str) -> HttpResponse:
 def room_page(request: HttpRequest, *, project: Project, room: Room, member_form: RoomMemberAddForm | None = None) -> HttpResponse:
     """Render the room page and move the viewer's read marker to the newest message shown.
 
-    Side effect: chat.services.room_mark_read (the marker only moves forward).
+    Side effect: chat.services.rooms.room_mark_read (the marker only moves forward).
     """
     page_size = settings.CHAT_PAGE_SIZE
-    history = selectors.room_history(room=room, limit=page_size)
+    history = history_selectors.room_history(room=room, limit=page_size)
     if history:
-        services.room_mark_read(room=room, user=request.user, last_read_message_id=history[-1].id)
+        room_services.room_mark_read(room=room, user=request.user, last_read_message_id=history[-1].id)
     # After marking read, so the current room's badge is already cleared.
-    rooms = selectors.rooms_for_user(user=request.user, project=project)
+    rooms = room_selectors.rooms_for_user(user=request.user, project=project)
     can_moderate = room.my_role in MODERATOR_ROLES
     config: dict[str, Any] = {
         "room": room.id,
@@ -178,7 +182,7 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
         "history": history,
         "can_moderate": can_moderate,
         "member_form": (member_form or RoomMemberAddForm()) if room.is_private else None,
-        "room_members": selectors.room_members(room=room) if room.is_private else (),
+        "room_members": room_selectors.room_members(room=room) if room.is_private else (),
         "chat_config": config,
     }
     history_digest = _history_digest(history)
@@ -290,7 +294,7 @@ def room_member_add(request: HttpRequest, slug: str, room_slug: str) -> HttpResp
     form = RoomMemberAddForm(request.POST)
     if form.is_valid():
         try:
-            member = services.room_member_add(room=room, username=form.cleaned_data["username"], by=request.user)
+            member = room_services.room_member_add(room=room, username=form.cleaned_data["username"], by=request.user)
         except Forbidden as exc:
             raise PermissionDenied(exc.message) from None
         except (NotFound, InvalidInput, Conflict) as exc:
@@ -308,7 +312,7 @@ def _token_page(request: HttpRequest, *, form: TokenCreateForm, created: Any = N
     """The tokens page, newest first, a page at a time (``?before=<id>`` continues below that id)."""
     before = request.GET.get("before", "")
     page_size = settings.CHAT_PAGE_SIZE
-    tokens = selectors.tokens_for_user(
+    tokens = token_selectors.tokens_for_user(
         user=request.user, before=int(before) if before.isascii() and before.isdigit() else None, limit=page_size + 1
     )
     context = {
@@ -337,7 +341,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             ratelimit.hit("token", request.user.pk)
-            token, raw = services.token_create(user=request.user, name=form.cleaned_data["name"])
+            token, raw = account_services.token_create(user=request.user, name=form.cleaned_data["name"])
         except ratelimit.RateLimited as exc:
             form.add_error(None, _too_many(exc))
             return _token_page(request, form=form, status=429)
@@ -356,9 +360,9 @@ def token_revoke(request: HttpRequest) -> HttpResponse:
     try:
         if not (raw_id.isascii() and raw_id.isdigit()):
             raise NotFound("Token not found.")
-        token = selectors.token_get_for_user(user=request.user, token_id=int(raw_id))
+        token = token_selectors.token_get_for_user(user=request.user, token_id=int(raw_id))
     except NotFound:
         raise Http404("Token not found.") from None
-    services.token_revoke(token=token, by=request.user)
+    account_services.token_revoke(token=token, by=request.user)
     messages.success(request, f"Token '{token.name}' revoked: programs using it can no longer sign in with it.")
     return redirect("account-tokens")

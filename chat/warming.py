@@ -7,7 +7,7 @@ rooms with the newest messages, what opening them and scrolling back a few
 pages reads: the room (family ``rooms``), its unread tail (``unread``), the
 messages of its newest ``CACHE_WARM_PAGES`` history pages (``messages``) and
 their authors' display data (``profiles``). A reader who scrolls deeper
-meets the history read-ahead (chat.selectors.room_history_dicts). Per-user
+meets the history read-ahead (chat.selectors.history.room_history_dicts). Per-user
 entries (tokens, access, room lists) are not warmed: each user's come back
 with that user's first request. Rendered pages are not either: a room's
 newest page changes with every message.
@@ -37,7 +37,10 @@ from django.core.cache import cache
 from django.db import connections
 from django.utils import timezone
 
-from chat import metrics, selectors
+from chat import cache_keys, metrics
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.selectors import unread as unread_selectors
 from perf import redis as perf_redis
 from perf import cache as perf_cache
 from perf.cache import cache_key
@@ -98,16 +101,16 @@ def cache_warm(*, rooms: int, pages: int, pause: float = 0.0) -> WarmReport:
     started = time.perf_counter()
     span = warm_message_count(pages)
     with perf_cache.lookups_apart() as tally:
-        active = selectors.rooms_recently_active(limit=rooms)
+        active = room_selectors.rooms_recently_active(limit=rooms)
         for start in range(0, len(active), ROOMS_PER_ROUND):
             round_started, read_from = time.perf_counter(), timezone.now()
             room_ids = active[start : start + ROOMS_PER_ROUND]
             messages_before = _messages_filled(tally)
-            selectors.rooms_cached(room_ids=room_ids)
+            room_selectors.rooms_cached(room_ids=room_ids)
             # Read now, not with the list: a room's tail is kept under its current unread state.
-            selectors.room_unread_tails(states=selectors.rooms_unread_states(room_ids=room_ids))
-            ids = selectors.rooms_newest_message_ids(room_ids=room_ids, count=span)
-            selectors.message_dicts(ids=ids)
+            unread_selectors.room_unread_tails(states=room_selectors.rooms_unread_states(room_ids=room_ids))
+            ids = history_selectors.rooms_newest_message_ids(room_ids=room_ids, count=span)
+            history_selectors.message_dicts(ids=ids)
             if _messages_filled(tally) > messages_before:  # it wrote messages: some may have changed meanwhile
                 _drop_changed(room_ids=room_ids, from_id=min(ids), since=read_from - CHANGE_MARGIN)
             took = time.perf_counter() - round_started
@@ -141,12 +144,12 @@ def _drop_changed(*, room_ids: list[int], from_id: int, since: Any) -> None:
     never read. Rooms and profiles filled by a round keep the same small
     window a reader's fill has: one short query between read and write.
     """
-    changed = selectors.messages_changed_since(room_ids=room_ids, from_id=from_id, since=since)
+    changed = history_selectors.messages_changed_since(room_ids=room_ids, from_id=from_id, since=since)
     if not changed:
         return
     perf_cache.invalidate(
-        *(selectors.message_cache_key(message_id) for message_id, _ in changed),
-        *(selectors.room_stamp_key(room_id) for room_id in {room_id for _, room_id in changed}),
+        *(cache_keys.message_cache_key(message_id) for message_id, _ in changed),
+        *(cache_keys.room_stamp_key(room_id) for room_id in {room_id for _, room_id in changed}),
     )
 
 

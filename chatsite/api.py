@@ -22,8 +22,8 @@ from ninja.renderers import BaseRenderer
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
-from chat import selectors
 from chat.api import router as chat_router
+from chat.selectors import tokens as token_selectors
 from chatsite.errors import DATABASE_UNAVAILABLE, ChatError, Forbidden
 from projects.api import router as projects_router
 
@@ -47,7 +47,7 @@ class BearerTokenAuth(HttpBearer):
     """``Authorization: Bearer <token>`` with a token from POST /auth/token."""
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        return selectors.user_for_token(raw_key=token.strip())
+        return token_selectors.user_for_token(raw_key=token.strip())
 
 
 class SessionCsrfAuth(APIKeyCookie):

@@ -11,8 +11,10 @@ import redis
 from django.conf import settings
 from django.test import Client
 
-from chat import services as chat_services
 from chat.models import Message, Room
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from chatsite import env
 from perf import metrics as perf_metrics
 from projects import services as project_services
@@ -98,7 +100,7 @@ def _clean_redis() -> None:
 def make_user(db) -> Callable[..., Any]:
     def make(username: str | None = None, *, is_staff: bool = False, **extra: Any) -> Any:
         username = username or f"user{next(_counter)}"
-        return chat_services.user_create(username=username, password=PASSWORD, is_staff=is_staff, **extra)
+        return account_services.user_create(username=username, password=PASSWORD, is_staff=is_staff, **extra)
 
     return make
 
@@ -122,7 +124,7 @@ def make_project(db, make_user) -> Callable[..., Project]:
 def make_room(db) -> Callable[..., Room]:
     def make(project: Project, *, creator: Any = None, name: str | None = None, is_private: bool = False) -> Room:
         creator = creator or project.memberships.filter(role=Membership.Role.OWNER).first().user
-        room = chat_services.room_create(
+        room = room_services.room_create(
             project=project, user=creator, name=name or f"room-{next(_counter)}", is_private=is_private
         )
         return Room.objects.select_related("project").get(pk=room.pk)
@@ -133,7 +135,7 @@ def make_room(db) -> Callable[..., Room]:
 @pytest.fixture
 def make_message(db) -> Callable[..., Message]:
     def make(room: Room, author: Any, body: str | None = None, client_id: str | None = None) -> Message:
-        message, _ = chat_services.message_create(
+        message, _ = message_services.message_create(
             room=room, author=author, body=body or f"message {next(_counter)}", client_id=client_id
         )
         return message
@@ -144,7 +146,7 @@ def make_message(db) -> Callable[..., Message]:
 @pytest.fixture
 def make_token(db) -> Callable[[Any], str]:
     def make(user: Any) -> str:
-        return chat_services.token_create(user=user)[1]
+        return account_services.token_create(user=user)[1]
 
     return make
 

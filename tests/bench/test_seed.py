@@ -14,8 +14,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Exists, Max, OuterRef
 
 from bench import seed as seed_cli
-from chat import services
 from chat.models import Message, ReadMarker, Room, RoomMember
+from chat.services import messages as message_services
 from projects.models import Membership, Project
 from tests.servers import ROOT, server_env
 
@@ -105,7 +105,7 @@ def test_services_continue_a_seeded_room(db):
     seed(**SIZES)
     room = load_rooms().filter(last_message_seq__gt=0).select_related("project").first()
     author = User.objects.get(pk=Message.objects.filter(room=room).values_list("author", flat=True).first())
-    message, created = services.message_create(room=room, author=author, body="after the load")
+    message, created = message_services.message_create(room=room, author=author, body="after the load")
     assert created
     assert message.seq == room.last_message_seq + 1
     assert message.id > Message.objects.filter(room=room).exclude(pk=message.pk).aggregate(m=Max("id"))["m"]

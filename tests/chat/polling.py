@@ -6,7 +6,7 @@ import threading
 
 from django.db import connections
 
-from chat import selectors
+from chat.selectors import history as history_selectors
 
 
 def poll_after_highest(room_id: int, done: threading.Event, seen: list[int]) -> None:
@@ -18,7 +18,7 @@ def poll_after_highest(room_id: int, done: threading.Event, seen: list[int]) -> 
     try:
         while True:
             finished = done.is_set()
-            batch = selectors.messages_after(room_id=room_id, after_id=last, limit=1000)
+            batch = history_selectors.messages_after(room_id=room_id, after_id=last, limit=1000)
             for m in batch:
                 seen.append(m.id)
                 last = m.id

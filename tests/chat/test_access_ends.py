@@ -15,8 +15,10 @@ from channels.testing import WebsocketCommunicator
 from django.db import connection
 from django.test import Client
 
-from chat import services
 from chat.models import ApiToken, RoomMember
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from chatsite.asgi import application
 from perf import cache as perf_cache
 from projects import services as project_services
@@ -36,7 +38,7 @@ def world(chat_world, make_token):
 
 
 async def post(room, author, body: str):
-    message, _ = await database_sync_to_async(services.message_create)(room=room, author=author, body=body)
+    message, _ = await database_sync_to_async(message_services.message_create)(room=room, author=author, body=body)
     return message
 
 
@@ -89,7 +91,7 @@ async def test_a_removed_project_member_hears_nothing_more_and_cannot_type_or_se
 
     await post(room, world["owner"], "after")
     edited = await post(room, world["owner"], "to be edited")
-    await database_sync_to_async(services.message_edit)(message=edited, by=world["owner"], body="edited")
+    await database_sync_to_async(message_services.message_edit)(message=edited, by=world["owner"], body="edited")
     assert await nothing_more_of(sock, room.id) == []
 
     await send(sock, {"type": "typing", "room": room.id})
@@ -120,13 +122,13 @@ async def test_typing_of_a_removed_member_no_longer_reaches_the_room(world):
 
 async def test_a_removed_private_room_member_hears_nothing_more(world):
     room = world["private"]
-    await database_sync_to_async(services.room_member_add)(room=room, username="member", by=world["insider"])
+    await database_sync_to_async(room_services.room_member_add)(room=room, username="member", by=world["insider"])
     sock = await hello(world["tokens"]["member"])
     await subscribe(sock, room.id)
     public = world["public"]
     await subscribe(sock, public.id)
 
-    await database_sync_to_async(services.room_member_remove)(room=room, user=world["member"], by=world["member"])
+    await database_sync_to_async(room_services.room_member_remove)(room=room, user=world["member"], by=world["member"])
     await revoked_error(sock, room.id)
     await post(room, world["insider"], "secret after")
     assert await nothing_more_of(sock, room.id) == []
@@ -164,7 +166,7 @@ async def test_a_room_made_private_drops_the_readers_who_are_not_its_members(wor
 async def test_a_resubscribe_that_fails_ends_the_old_subscription(world):
     """Access removed without an event (raw SQL): the re-subscribe's not_found drops the subscription."""
     room = world["private"]
-    await database_sync_to_async(services.room_member_add)(room=room, username="member", by=world["insider"])
+    await database_sync_to_async(room_services.room_member_add)(room=room, username="member", by=world["insider"])
     sock = await hello(world["tokens"]["member"])
     await subscribe(sock, room.id)
 
@@ -299,7 +301,7 @@ async def test_a_session_that_ends_without_an_event_is_noticed_by_the_periodic_c
 
 async def test_a_display_name_change_keeps_the_socket(world):
     sock = await hello(world["tokens"]["member"])
-    await database_sync_to_async(services.user_update_profile)(user=world["member"], first_name="Mem")
+    await database_sync_to_async(account_services.user_update_profile)(user=world["member"], first_name="Mem")
     await asyncio.sleep(0.3)  # the check ran; the credentials are still good
     await send(sock, {"type": "ping", "ref": "ok"})
     assert (await recv_until(sock, "pong"))[0]["ref"] == "ok"

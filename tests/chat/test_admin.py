@@ -11,8 +11,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chat import services
 from chat.models import ApiToken, Message, Room, RoomMember
+from chat.services import accounts as account_services
+from chat.services import rooms as room_services
 from projects.models import Membership, Project
 
 User = get_user_model()
@@ -23,14 +24,14 @@ def admin_world(chat_world, make_message) -> dict[str, Any]:
     world = dict(chat_world)
     world["message"] = make_message(world["public"], world["member"], body="hello from the admin test")
     make_message(world["private"], world["insider"], body="a private word")
-    world["token"], world["raw_key"] = services.token_create(user=world["member"], name="ci")
+    world["token"], world["raw_key"] = account_services.token_create(user=world["member"], name="ci")
     return world
 
 
 @pytest.fixture
 def staff_client(admin_world) -> Client:
     client = Client()
-    client.force_login(admin_world["staff"])  # staff users are superusers (chat.services.user_create)
+    client.force_login(admin_world["staff"])  # staff users are superusers (chat.services.accounts.user_create)
     return client
 
 
@@ -132,7 +133,7 @@ def test_message_changelist_query_count_does_not_grow_with_messages(staff_client
         Membership.objects.create(project=world["project"], user=author)
         make_message(rooms[0], author)
     more_rooms = [
-        services.room_create(project=world["project"], user=world["owner"], name=f"extra {i}") for i in range(5)
+        room_services.room_create(project=world["project"], user=world["owner"], name=f"extra {i}") for i in range(5)
     ]
     for room in more_rooms:
         make_message(Room.objects.select_related("project").get(pk=room.pk), world["owner"])
@@ -147,7 +148,7 @@ def test_other_changelists_query_count_does_not_grow(staff_client, admin_world, 
     for _ in range(10):
         user = make_user()
         Membership.objects.create(project=admin_world["project"], user=user)
-        services.room_member_add(room=admin_world["private"], username=user.username, by=admin_world["insider"])
+        room_services.room_member_add(room=admin_world["private"], username=user.username, by=admin_world["insider"])
         make_token(user)
     assert len(_captured(staff_client, admin_url(model, "changelist"))) == first
 

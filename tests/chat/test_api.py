@@ -14,7 +14,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
-from chat import events, services
+from chat import events
+from chat.services import messages as message_services
 from chatsite.api_schemas import page_cursor_decode, page_cursor_encode
 from chat.models import Message, ReadMarker, Room, RoomMember
 from chatsite.errors import InvalidInput
@@ -483,8 +484,8 @@ def test_message_create_broadcasts_to_the_room_after_commit(chat_world, api_clie
 
     response, callbacks, event = async_to_sync(scenario)()
     assert response.status_code == 201
-    # One after-commit callback (services._message_created) makes the event.
-    assert len([c for c in callbacks if getattr(c, "func", None) is services._message_created]) == 1
+    # One after-commit callback (message_services._message_created) makes the event.
+    assert len([c for c in callbacks if getattr(c, "func", None) is message_services._message_created]) == 1
     frame = orjson.loads(event["text"])
     assert frame["type"] == "message.new"
     assert frame["message"] == response.json()

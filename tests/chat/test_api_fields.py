@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chat import services
 from chat.api_schemas import MessageOut, MessagePage
+from chat.services import messages as message_services
 
 API = "/api/v1"
 
@@ -162,8 +162,8 @@ def test_message_list_output_holds_to_its_schema(world, chat_world):
     """The message list renders itself without ninja's output validation: hold it to the schema here."""
     client, url = world["client"], world["messages"]
     mine = chat_world["public"].messages.filter(author=chat_world["owner"]).order_by("id")
-    services.message_edit(message=mine.first(), by=chat_world["owner"], body="edited")
-    services.message_delete(message=mine.last(), by=chat_world["owner"])
+    message_services.message_edit(message=mine.first(), by=chat_world["owner"], body="edited")
+    message_services.message_delete(message=mine.last(), by=chat_world["owner"])
     for query in ("", "?fields=id,author", "?after=0&limit=2"):
         response = client.get(url + query)
         assert response["Content-Type"] == client.get(f"{API}/projects").headers["Content-Type"]

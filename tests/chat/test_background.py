@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from chat import selectors
+from chat.selectors import history as history_selectors
 from tests.servers import background_worker, app_servers
 from tests.wsclient import ChatSocket
 
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_mentioned_readers_only_includes_people_who_can_read_the_room(chat_world):
     public, private = chat_world["public"], chat_world["private"]
     body = "hi @member and @insider, also @outsider and @nobody. cc @owner."
-    assert {u.username for u in selectors.mentioned_readers(room=public, body=body)} == {"member", "insider", "owner"}
-    assert {u.username for u in selectors.mentioned_readers(room=private, body=body)} == {"insider"}
-    assert selectors.mentioned_readers(room=public, body="mail me at x@member.com") == []
+    assert {u.username for u in history_selectors.mentioned_readers(room=public, body=body)} == {"member", "insider", "owner"}
+    assert {u.username for u in history_selectors.mentioned_readers(room=private, body=body)} == {"insider"}
+    assert history_selectors.mentioned_readers(room=public, body="mail me at x@member.com") == []
 
 
 def test_mention_reaches_every_socket_of_the_mentioned_user(chat_world, make_token):

@@ -9,8 +9,9 @@ from django.contrib.messages import constants
 from django.contrib.messages.storage.cookie import CookieStorage
 from django.test import Client, RequestFactory
 
-from chat import services
 from chat.models import ReadMarker
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from projects.models import Membership
 
 URL = "/p/world/r/general/"
@@ -71,7 +72,7 @@ def test_new_message_changes_the_etag(page, chat_world, make_message):
 def test_edit_changes_the_etag(page, chat_world):
     client, etag = page
     message = chat_world["public"].messages.order_by("id").first()
-    services.message_edit(message=message, by=chat_world["owner"], body="hello, edited")
+    message_services.message_edit(message=message, by=chat_world["owner"], body="hello, edited")
     response = revisit(client, etag)
     assert response.status_code == 200 and b"hello, edited" in response.content
     assert response["ETag"] != etag
@@ -80,7 +81,7 @@ def test_edit_changes_the_etag(page, chat_world):
 def test_delete_changes_the_etag(page, chat_world):
     client, etag = page
     message = chat_world["public"].messages.order_by("id").last()
-    services.message_delete(message=message, by=chat_world["owner"])
+    message_services.message_delete(message=message, by=chat_world["owner"])
     response = revisit(client, etag)
     assert response.status_code == 200 and b"message deleted" in response.content
     assert response["ETag"] != etag
@@ -119,7 +120,7 @@ def test_private_room_member_added_changes_the_etag(chat_world, make_user):
     assert revisit(client, etag, SECRET_URL).status_code == 304
     newcomer = make_user("newcomer", first_name="Nina")
     Membership.objects.create(project=chat_world["project"], user=newcomer, role=Membership.Role.MEMBER)
-    services.room_member_add(room=chat_world["private"], username="newcomer", by=chat_world["insider"])
+    room_services.room_member_add(room=chat_world["private"], username="newcomer", by=chat_world["insider"])
     response = revisit(client, etag, SECRET_URL)
     assert response.status_code == 200 and b"Nina" in response.content
 

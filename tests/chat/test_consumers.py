@@ -11,8 +11,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from chat import services
 from chat.models import Message
+from chat.services import messages as message_services
 from chatsite.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -220,7 +220,7 @@ async def test_resume_beyond_the_cap_asks_for_resync(world, settings):
     settings.CHAT_RESUME_MAX_MESSAGES = 3
     room = world["public"]
     for i in range(5):
-        await database_sync_to_async(services.message_create)(room=room, author=world["member"], body=f"m{i}")
+        await database_sync_to_async(message_services.message_create)(room=room, author=world["member"], body=f"m{i}")
     bob = await hello(world["tokens"]["owner"])
     subscribed, before = await subscribe(bob, room.id, last_id=0)
     assert [f["type"] for f in before] == ["resync"]
@@ -233,15 +233,15 @@ async def test_events_for_edits_and_deletes(world):
     room = world["public"]
     bob = await hello(world["tokens"]["owner"])
     await subscribe(bob, room.id)
-    message = await database_sync_to_async(services.message_create)(room=room, author=world["member"], body="typo")
+    message = await database_sync_to_async(message_services.message_create)(room=room, author=world["member"], body="typo")
     assert (await recv(bob))["type"] == "message.new"
 
-    from chat import selectors
+    from chat.selectors import history as history_selectors
 
     def edit_then_delete():
-        loaded = selectors.message_get_for_user(user=world["member"], message_id=message[0].id)
-        services.message_edit(message=loaded, by=world["member"], body="fixed")
-        services.message_delete(message=loaded, by=world["member"])
+        loaded = history_selectors.message_get_for_user(user=world["member"], message_id=message[0].id)
+        message_services.message_edit(message=loaded, by=world["member"], body="fixed")
+        message_services.message_delete(message=loaded, by=world["member"])
 
     await database_sync_to_async(edit_then_delete)()
     edited = await recv(bob)
@@ -260,7 +260,7 @@ async def test_gap_in_live_events_is_filled_from_the_database(world):
 
     from channels.layers import get_channel_layer
 
-    first, _ = await database_sync_to_async(services.message_create)(room=room, author=world["member"], body="first")
+    first, _ = await database_sync_to_async(message_services.message_create)(room=room, author=world["member"], body="first")
     assert (await recv(bob))["message"]["id"] == first.id
     # Rows 2 and 3 are committed, but only the event of 3 is ever published.
     second = await database_sync_to_async(Message.objects.create)(
@@ -282,7 +282,7 @@ async def test_gap_in_live_events_is_filled_from_the_database(world):
 
 async def test_read_marker_over_the_socket(world):
     room = world["public"]
-    message, _ = await database_sync_to_async(services.message_create)(room=room, author=world["owner"], body="x")
+    message, _ = await database_sync_to_async(message_services.message_create)(room=room, author=world["owner"], body="x")
     alice = await hello(world["tokens"]["member"])
     await send(alice, {"type": "read", "room": room.id, "last_id": message.id})
     ack = await recv(alice)
@@ -402,7 +402,7 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_everything_by_resu
     subscribed, _ = await subscribe(slow, room.id)
     ids = []
     for i in range(12):
-        message, _ = await database_sync_to_async(services.message_create)(room=room, author=world["member"], body=f"burst {i}")
+        message, _ = await database_sync_to_async(message_services.message_create)(room=room, author=world["member"], body=f"burst {i}")
         ids.append(message.id)
     output = await slow.receive_output(timeout=5)
     assert output == {"type": "websocket.close", "code": 4408}
@@ -419,7 +419,7 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_everything_by_resu
 async def test_resume_backlog_is_batched_into_few_frames(world):
     room = world["public"]
     for i in range(30):
-        await database_sync_to_async(services.message_create)(room=room, author=world["member"], body=f"b{i}")
+        await database_sync_to_async(message_services.message_create)(room=room, author=world["member"], body=f"b{i}")
     bob = await hello(world["tokens"]["owner"])
     await send(bob, {"type": "subscribe", "room": room.id, "last_id": 0})
     frame = orjson.loads(await bob.receive_from(timeout=5))

@@ -1,4 +1,4 @@
-"""chat.services.message_create, the one message writer, on the real PostgreSQL and Redis.
+"""chat.services.messages.message_create, the one message writer, on the real PostgreSQL and Redis.
 
 The API, the pages and the WebSocket (through chat.asyncdb.db_async) all call
 it; these tests call it both ways.
@@ -13,9 +13,12 @@ import pytest
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
-from chat import events, selectors, services
+from chat import cache_keys, events
 from chat.asyncdb import db_async
 from chat.models import Message, Room
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.services import messages as message_services
 from chatsite import env
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tests.chat.polling import poll_after_highest
@@ -28,7 +31,7 @@ async def test_creates_publishes_and_writes_through_from_the_socket_path(chat_wo
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(events.room_group(room.id), channel)
-    create = db_async(services.message_create)
+    create = db_async(message_services.message_create)
     first, created = await create(room=room, author=member, body="hello", client_id="a-1")
     second, _ = await create(room=room, author=member, body="again")
     assert created and (first.seq, second.seq) == (1, 2) and second.id > first.id
@@ -40,35 +43,35 @@ async def test_creates_publishes_and_writes_through_from_the_socket_path(chat_wo
     fresh = await db_async(Room.objects.get)(pk=room.id)
     assert fresh.last_message_seq == 2 and fresh.last_message_at == second.created_at
     # Written through for history readers, for CACHE_TTL_ENTRIES like every single message.
-    assert cache.get(selectors.message_cache_key(first.id)) == selectors.message_cache_entry(first)
-    assert cache.ttl(selectors.message_cache_key(first.id)) > env.CACHE_TTL
+    assert cache.get(cache_keys.message_cache_key(first.id)) == history_selectors.message_cache_entry(first)
+    assert cache.ttl(cache_keys.message_cache_key(first.id)) > env.CACHE_TTL
     await layer.group_discard(events.room_group(room.id), channel)
 
 
 def test_a_retried_client_id_returns_the_original_and_uses_no_seq(chat_world):
     room, member = chat_world["public"], chat_world["member"]
-    first, _ = services.message_create(room=room, author=member, body="hi", client_id="c-1")
-    again, created = services.message_create(room=room, author=member, body="hi (retry)", client_id="c-1")
+    first, _ = message_services.message_create(room=room, author=member, body="hi", client_id="c-1")
+    again, created = message_services.message_create(room=room, author=member, body="hi (retry)", client_id="c-1")
     assert not created and again.id == first.id and again.body == "hi"
     assert Room.objects.get(pk=room.id).last_message_seq == 1
-    third, _ = services.message_create(room=room, author=member, body="next")
+    third, _ = message_services.message_create(room=room, author=member, body="next")
     assert third.seq == 2  # no hole
 
 
 def test_errors(chat_world, make_room):
     room, member = chat_world["public"], chat_world["member"]
     other = make_room(chat_world["project"], creator=member, name="other")
-    services.message_create(room=room, author=member, body="hi", client_id="c-2")
+    message_services.message_create(room=room, author=member, body="hi", client_id="c-2")
     with pytest.raises(Conflict):
-        services.message_create(room=other, author=member, body="hi", client_id="c-2")
+        message_services.message_create(room=other, author=member, body="hi", client_id="c-2")
     with pytest.raises(InvalidInput):
-        services.message_create(room=room, author=member, body="  ")
+        message_services.message_create(room=room, author=member, body="  ")
     gone = Room(id=room.id + 10_000, project=room.project)
     with pytest.raises(NotFound):
-        services.message_create(room=gone, author=member, body="to nowhere")
+        message_services.message_create(room=gone, author=member, body="to nowhere")
     room.project.archived = True
     with pytest.raises(Forbidden):
-        services.message_create(room=room, author=member, body="read-only")
+        message_services.message_create(room=room, author=member, body="read-only")
 
 
 async def test_concurrent_socket_senders_commit_in_id_order(make_user, make_project):
@@ -86,7 +89,7 @@ async def test_concurrent_socket_senders_commit_in_id_order(make_user, make_proj
     seen: list[int] = []
     reader = threading.Thread(target=poll_after_highest, args=(room.id, done, seen))
     reader.start()
-    create = db_async(services.message_create)
+    create = db_async(message_services.message_create)
 
     async def send(user) -> None:
         for i in range(per_sender):
@@ -111,25 +114,25 @@ def test_a_new_message_drops_the_rendered_newest_history_page(chat_world, api_cl
         assert response.status_code == 200
         return [m["body"] for m in response.json()["items"]]
 
-    services.message_create(room=room, author=member, body="one")
+    message_services.message_create(room=room, author=member, body="one")
     assert newest_bodies() == ["one"]
     assert newest_bodies() == ["one"]  # the rendered page
-    services.message_create(room=room, author=member, body="two")
+    message_services.message_create(room=room, author=member, body="two")
     assert newest_bodies() == ["one", "two"]
 
 
 def test_a_new_message_moves_the_cached_unread_tail(chat_world):
     room, owner, member, project = chat_world["public"], chat_world["owner"], chat_world["member"], chat_world["project"]
-    services.message_create(room=room, author=owner, body="one")
-    selectors.rooms_for_user(user=member, project=project)  # caches the tail under seq 1
-    second, _ = services.message_create(room=room, author=owner, body="two")
-    assert cache.get(selectors.unread_tail_key(room.id, (2, 0)))[0] == (second.id, owner.id, False)
-    assert cache.get(selectors.unread_tail_key(room.id, (1, 0))) is None  # the older tail is dropped
-    rooms = selectors.rooms_for_user(user=member, project=project)
+    message_services.message_create(room=room, author=owner, body="one")
+    room_selectors.rooms_for_user(user=member, project=project)  # caches the tail under seq 1
+    second, _ = message_services.message_create(room=room, author=owner, body="two")
+    assert cache.get(cache_keys.unread_tail_key(room.id, (2, 0)))[0] == (second.id, owner.id, False)
+    assert cache.get(cache_keys.unread_tail_key(room.id, (1, 0))) is None  # the older tail is dropped
+    rooms = room_selectors.rooms_for_user(user=member, project=project)
     assert {r.id: r.unread for r in rooms}[room.id] == 2
 
 
 def test_one_database_round_trip_when_not_in_a_transaction(chat_world, django_assert_num_queries):
     room, member = chat_world["public"], chat_world["member"]
     with django_assert_num_queries(1):  # the counter and the insert, in one statement
-        services.message_create(room=room, author=member, body="one trip")
+        message_services.message_create(room=room, author=member, body="one trip")

@@ -12,8 +12,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chat import services
 from chat.models import Message, ReadMarker, Room, RoomMember
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from tests.conftest import PASSWORD
 
 User = get_user_model()
@@ -221,8 +222,8 @@ def test_room_page_shows_author_edited_and_tombstone(chat_world, make_user, make
     owner.save()
     edited = make_message(room, owner, body="first draft")
     deleted = make_message(room, owner, body="secret that was removed")
-    services.message_edit(message=_with_role(edited, owner), by=owner, body="final words")
-    services.message_delete(message=_with_role(deleted, owner), by=owner)
+    message_services.message_edit(message=_with_role(edited, owner), by=owner, body="final words")
+    message_services.message_delete(message=_with_role(deleted, owner), by=owner)
     html = client_for(chat_world["member"]).get(room_url(room)).content.decode()
     assert "Olive Owner" in html
     assert "final words" in html and "(edited)" in html and "first draft" not in html
@@ -231,9 +232,9 @@ def test_room_page_shows_author_edited_and_tombstone(chat_world, make_user, make
 
 
 def _with_role(message: Message, user) -> Message:
-    from chat import selectors
+    from chat.selectors import history as history_selectors
 
-    return selectors.message_get_for_user(user=user, message_id=message.id)
+    return history_selectors.message_get_for_user(user=user, message_id=message.id)
 
 
 def _message_li(html: str, message_id: int) -> str:
@@ -289,7 +290,7 @@ def test_the_message_list_is_a_cached_fragment_shared_by_kind_of_viewer(chat_wor
     assert cache_stats()["fragments"]["hits"] == 2
 
     # An edit, a rename and a new message each show at once (a new key, not a stale entry).
-    services.message_edit(message=selectors_message(member, mine.id), by=member, body="mine, edited")
+    message_services.message_edit(message=selectors_message(member, mine.id), by=member, body="mine, edited")
     assert "mine, edited" in fragment(client_for(reader).get(room_url(room)).content.decode())
     owner.first_name = "Renamed"
     owner.save()
@@ -299,9 +300,9 @@ def test_the_message_list_is_a_cached_fragment_shared_by_kind_of_viewer(chat_wor
 
 
 def selectors_message(user, message_id: int) -> Message:
-    from chat import selectors
+    from chat.selectors import history as history_selectors
 
-    return selectors.message_get_for_user(user=user, message_id=message_id)
+    return history_selectors.message_get_for_user(user=user, message_id=message_id)
 
 
 def test_room_page_config_for_the_client(chat_world, make_room):
@@ -333,7 +334,7 @@ def test_viewing_a_room_marks_it_read(chat_world, make_message):
 def test_viewing_a_room_never_moves_the_marker_back(chat_world, make_message):
     room, member = chat_world["public"], chat_world["member"]
     newest = make_message(room, chat_world["owner"])
-    services.room_mark_read(room=room, user=member, last_read_message_id=newest.id)
+    room_services.room_mark_read(room=room, user=member, last_read_message_id=newest.id)
     client = client_for(member)
     client.get(room_url(room))
     assert ReadMarker.objects.get(room=room, user=member).last_read_message_id == newest.id

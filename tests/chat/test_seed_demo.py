@@ -9,8 +9,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from chat import demo, services
+from chat import demo
 from chat.models import Message, Room, RoomMember
+from chat.services import messages as message_services
 from projects.models import Membership, Project
 
 User = get_user_model()
@@ -77,7 +78,7 @@ def test_demo_seed_keeps_a_conversation_people_already_had(db):
     seed()
     room = Room.objects.select_related("project").get(project__slug="demo", slug="random")
     bob = User.objects.get(username="bob")
-    services.message_create(room=room, author=bob, body="a message after seeding")
+    message_services.message_create(room=room, author=bob, body="a message after seeding")
     before = table_counts()
     seed()
     assert table_counts() == before

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
-from chat import selectors
+from chat import cache_keys
 from chat.models import Message, ReadMarker, Room
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.selectors import unread as unread_selectors
 from chatsite import env
 from perf.cache import cache_key, cache_stats, cache_stats_reset
 
@@ -20,7 +23,7 @@ def test_opening_a_room_and_scrolling_back_fill_the_next_older_pages_on_a_miss(
 
     def scroll(before: int, expected: list[int], queries: int) -> list[dict]:
         with django_assert_num_queries(queries):
-            page = selectors.room_history_dicts(room=room, before=before, limit=20)
+            page = history_selectors.room_history_dicts(room=room, before=before, limit=20)
         assert [m["id"] for m in page] == expected
         assert page[0]["author"]["username"] == member.username and page[0]["body"]
         return page
@@ -28,7 +31,7 @@ def test_opening_a_room_and_scrolling_back_fill_the_next_older_pages_on_a_miss(
     # A cold newest page: the id query, one fill that also loads the next two
     # pages, and the authors' profiles.
     with django_assert_num_queries(3):
-        page = selectors.room_history_dicts(room=room, limit=20)
+        page = history_selectors.room_history_dicts(room=room, limit=20)
     assert [m["id"] for m in page] == created[-20:]
     cache_stats_reset()
     for expected in (created[-40:-20], created[-60:-40]):
@@ -42,22 +45,22 @@ def test_opening_a_room_and_scrolling_back_fill_the_next_older_pages_on_a_miss(
 
 
 def test_read_ahead_entries_are_not_stale_after_an_edit(chat_world, make_message):
-    from chat import services
+    from chat.services import messages as message_services
 
     room, member = chat_world["public"], chat_world["member"]
     created = [make_message(room, member, f"m{i}") for i in range(30)]
     cache.clear()
-    selectors.room_history_dicts(room=room, before=created[-10].id, limit=10)  # fills 10 + 10 ahead
-    target = selectors.message_get_for_user(user=member, message_id=created[2].id)
-    services.message_edit(message=target, by=member, body="edited")
-    page = selectors.room_history_dicts(room=room, before=created[10].id, limit=10)
+    history_selectors.room_history_dicts(room=room, before=created[-10].id, limit=10)  # fills 10 + 10 ahead
+    target = history_selectors.message_get_for_user(user=member, message_id=created[2].id)
+    message_services.message_edit(message=target, by=member, body="edited")
+    page = history_selectors.room_history_dicts(room=room, before=created[10].id, limit=10)
     assert [m["body"] for m in page if m["id"] == created[2].id] == ["edited"]
 
 
 # --- unread counts from shared room tails ----------------------------------------------
 
-CAP = selectors.UNREAD_CAP
-TAIL = selectors.UNREAD_TAIL
+CAP = unread_selectors.UNREAD_CAP
+TAIL = unread_selectors.UNREAD_TAIL
 
 
 @pytest.mark.parametrize(
@@ -75,46 +78,46 @@ TAIL = selectors.UNREAD_TAIL
     ],
 )
 def test_unread_from_a_tail(tail, last_read, expected):
-    assert selectors._unread_from_tail(tail, last_read=last_read, user_id=1) == expected
+    assert unread_selectors._unread_from_tail(tail, last_read=last_read, user_id=1) == expected
 
 
 def test_a_tail_takes_a_new_message_once_and_keeps_its_length():
     tail = [(5, 2, False), (4, 1, True)]
-    assert selectors.unread_tail_with(tail, message_id=6, author_id=3) == [(6, 3, False), *tail]
+    assert unread_selectors.unread_tail_with(tail, message_id=6, author_id=3) == [(6, 3, False), *tail]
     # A reader may already have seen the message: it is not counted twice.
-    assert selectors.unread_tail_with([(6, 3, False), *tail], message_id=6, author_id=3) == [(6, 3, False), *tail]
+    assert unread_selectors.unread_tail_with([(6, 3, False), *tail], message_id=6, author_id=3) == [(6, 3, False), *tail]
     full = [(i, 2, False) for i in range(TAIL + 10, 10, -1)]
-    assert selectors.unread_tail_with(full, message_id=TAIL + 11, author_id=2) == [(TAIL + 11, 2, False), *full[:-1]]
+    assert unread_selectors.unread_tail_with(full, message_id=TAIL + 11, author_id=2) == [(TAIL + 11, 2, False), *full[:-1]]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_new_message_moves_the_cached_tail_so_the_next_room_list_reads_no_tail(
     chat_world, make_message, django_assert_num_queries
 ):
-    from chat import services
+    from chat.services import messages as message_services
 
     room, owner, member, project = chat_world["public"], chat_world["owner"], chat_world["member"], chat_world["project"]
     for i in range(3):
         make_message(room, owner, f"t{i}")
     cache.clear()
-    selectors.rooms_for_user(user=member, project=project)  # fills the tails and the list
-    services.message_create(room=room, author=owner, body="new")
-    gone, _ = services.message_create(room=room, author=owner, body="soon gone")
+    room_selectors.rooms_for_user(user=member, project=project)  # fills the tails and the list
+    message_services.message_create(room=room, author=owner, body="new")
+    gone, _ = message_services.message_create(room=room, author=owner, body="soon gone")
     cache_stats_reset()
     with django_assert_num_queries(1):  # the live counters and markers only
-        rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=project)}
+        rooms = {r.id: r.unread for r in room_selectors.rooms_for_user(user=member, project=project)}
     assert rooms[room.id] == _exact_unread(room, member) == 5
     assert cache_stats()["unread"]["misses"] == 0
     # Only the current tail is kept, for as long as the other exact entries.
     room_row = Room.objects.get(pk=room.id)
     assert len(cache.keys(cache_key("unread", room.id, "*"))) == 1
-    assert cache.ttl(selectors.unread_tail_key(room.id, (room_row.last_message_seq, 0))) > env.CACHE_TTL
+    assert cache.ttl(cache_keys.unread_tail_key(room.id, (room_row.last_message_seq, 0))) > env.CACHE_TTL
     # A delete gives the room a new unread state (no key is searched for or dropped): the count follows it.
     with django_assert_num_queries(4):  # savepoint, the message, the room's delete count, release
-        services.message_delete(message=gone, by=owner)
+        message_services.message_delete(message=gone, by=owner)
     assert Room.objects.get(pk=room.id).messages_deleted == 1
-    services.message_create(room=room, author=member, body="mine")  # nothing cached to move: no tail written
-    rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=project)}
+    message_services.message_create(room=room, author=member, body="mine")  # nothing cached to move: no tail written
+    rooms = {r.id: r.unread for r in room_selectors.rooms_for_user(user=member, project=project)}
     assert rooms[room.id] == _exact_unread(room, member) == 4
 
 
@@ -126,7 +129,7 @@ def _exact_unread(room, user) -> int:
 
 def test_unread_counts_match_the_database_in_every_case(chat_world, make_room, make_message):
     """Small and large rooms, markers inside and far behind the tail, own and deleted messages."""
-    from chat import services
+    from chat.services import messages as message_services
 
     member, owner, project = chat_world["member"], chat_world["owner"], chat_world["project"]
     busy = make_room(project, creator=owner, name="busy")
@@ -139,12 +142,12 @@ def test_unread_counts_match_the_database_in_every_case(chat_world, make_room, m
     first = make_message(small, owner, "s1")
     make_message(small, owner, "s2")
     gone = make_message(small, owner, "s3")
-    services.message_delete(message=selectors.message_get_for_user(user=owner, message_id=gone.id), by=owner)
+    message_services.message_delete(message=history_selectors.message_get_for_user(user=owner, message_id=gone.id), by=owner)
     markers = {busy: 0, mine: 0, small: first.id}
     for room, marker in markers.items():
         ReadMarker.objects.update_or_create(room=room, user=member, defaults={"last_read_message_id": marker})
     for attempt in range(2):  # cold, then from the cache
-        rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=project)}
+        rooms = {r.id: r.unread for r in room_selectors.rooms_for_user(user=member, project=project)}
         for room in markers:
             assert rooms[room.id] == _exact_unread(room, member), (attempt, room.name)
     assert rooms[mine.id] == 20 - 0 and rooms[small.id] == 1
@@ -156,9 +159,9 @@ def test_readers_of_a_room_share_its_tail(chat_world, make_message, django_asser
         make_message(room, owner, f"x{i}")
     readers = [chat_world["member"], chat_world["admin"]]
     cache.clear()
-    selectors.rooms_for_user(user=readers[0], project=chat_world["project"])  # fills the tails
+    room_selectors.rooms_for_user(user=readers[0], project=chat_world["project"])  # fills the tails
     cache_stats_reset()
-    selectors.rooms_for_user(user=readers[1], project=chat_world["project"])
+    room_selectors.rooms_for_user(user=readers[1], project=chat_world["project"])
     stats = cache_stats()["unread"]
     assert stats["misses"] == 0 and stats["hits"] >= 1
 
@@ -171,7 +174,7 @@ def test_without_a_cache_unread_counts_come_straight_from_the_database(chat_worl
     from perf.cache import caching_enabled
 
     assert not caching_enabled()
-    rooms = {r.id: r.unread for r in selectors.rooms_for_user(user=member, project=chat_world["project"])}
+    rooms = {r.id: r.unread for r in room_selectors.rooms_for_user(user=member, project=chat_world["project"])}
     assert rooms[room.id] == _exact_unread(room, member) == 3
 
 
@@ -183,27 +186,27 @@ def test_the_room_list_fills_access_to_its_rooms_and_loses_it_with_them(chat_wor
     project, insider, member = chat_world["project"], chat_world["insider"], chat_world["member"]
     public, private = chat_world["public"], chat_world["private"]
     cache.clear()
-    listed = {r.id for r in selectors.rooms_for_user(user=insider, project=project)}
+    listed = {r.id for r in room_selectors.rooms_for_user(user=insider, project=project)}
     assert listed == {public.id, private.id}
     cache_stats_reset()
     with django_assert_num_queries(2):  # the rooms themselves, not the user's access to them
-        roles = {rid: selectors.room_get_for_user(user=insider, room_id=rid).my_role for rid in listed}
+        roles = {rid: room_selectors.room_get_for_user(user=insider, room_id=rid).my_role for rid in listed}
     assert roles == {public.id: "member", private.id: "member"}
     assert cache_stats()["access"] == {"hits": 2, "misses": 0, "ratio": 1.0}
     assert cache_stats()["rooms"]["misses"] == 2
 
     # A room the user may not read is not listed, so no access entry says otherwise.
-    assert private.id not in {r.id for r in selectors.rooms_for_user(user=member, project=project)}
+    assert private.id not in {r.id for r in room_selectors.rooms_for_user(user=member, project=project)}
     with pytest.raises(NotFound):
-        selectors.room_get_for_user(user=member, room_id=private.id)
+        room_selectors.room_get_for_user(user=member, room_id=private.id)
 
     # The writes that change access drop what the list filled.
     public.is_private = True
     public.save()
     with pytest.raises(NotFound):
-        selectors.room_get_for_user(user=insider, room_id=public.id)
-    selectors.rooms_for_user(user=insider, project=project)
+        room_selectors.room_get_for_user(user=insider, room_id=public.id)
+    room_selectors.rooms_for_user(user=insider, project=project)
     project_services.membership_remove(project=project, user=insider, by=chat_world["owner"])
     with pytest.raises(NotFound):
-        selectors.room_get_for_user(user=insider, room_id=private.id)
-    assert selectors.rooms_for_user(user=insider, project=project) == []
+        room_selectors.room_get_for_user(user=insider, room_id=private.id)
+    assert room_selectors.rooms_for_user(user=insider, project=project) == []

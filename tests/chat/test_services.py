@@ -5,8 +5,11 @@ import threading
 import pytest
 from django.db import connections, transaction
 
-from chat import selectors, services
 from chat.models import Message, ReadMarker, Room, RoomMember
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tests.chat.polling import poll_after_highest
 
@@ -24,8 +27,8 @@ def test_message_create_assigns_increasing_seq_and_bumps_room(chat_world, make_m
 
 def test_message_create_duplicate_client_id_returns_original(chat_world):
     room, member = chat_world["public"], chat_world["member"]
-    first, created = services.message_create(room=room, author=member, body="hi", client_id="c-1")
-    again, created_again = services.message_create(room=room, author=member, body="hi (retry)", client_id="c-1")
+    first, created = message_services.message_create(room=room, author=member, body="hi", client_id="c-1")
+    again, created_again = message_services.message_create(room=room, author=member, body="hi (retry)", client_id="c-1")
     assert created and not created_again
     assert again.id == first.id and again.body == "hi"
     assert Message.objects.filter(author=member, client_id="c-1").count() == 1
@@ -36,15 +39,15 @@ def test_message_create_duplicate_client_id_returns_original(chat_world):
 def test_same_client_id_for_another_room_is_a_conflict(chat_world, make_room):
     member, room = chat_world["member"], chat_world["public"]
     other = make_room(chat_world["project"], creator=member, name="other")
-    services.message_create(room=room, author=member, body="hi", client_id="c-2")
+    message_services.message_create(room=room, author=member, body="hi", client_id="c-2")
     with pytest.raises(Conflict):
-        services.message_create(room=other, author=member, body="hi", client_id="c-2")
+        message_services.message_create(room=other, author=member, body="hi", client_id="c-2")
 
 
 def test_client_ids_are_per_author(chat_world):
     room = chat_world["public"]
-    a, _ = services.message_create(room=room, author=chat_world["member"], body="a", client_id="same")
-    b, created = services.message_create(room=room, author=chat_world["owner"], body="b", client_id="same")
+    a, _ = message_services.message_create(room=room, author=chat_world["member"], body="a", client_id="same")
+    b, created = message_services.message_create(room=room, author=chat_world["owner"], body="b", client_id="same")
     assert created and a.id != b.id
 
 
@@ -54,7 +57,7 @@ def test_client_ids_are_per_author(chat_world):
 )
 def test_message_create_rejects_bad_bodies(chat_world, body, code):
     with pytest.raises(InvalidInput) as exc:
-        services.message_create(room=chat_world["public"], author=chat_world["member"], body=body)
+        message_services.message_create(room=chat_world["public"], author=chat_world["member"], body=body)
     assert exc.value.code == code
     assert not Message.objects.exists()
 
@@ -70,27 +73,27 @@ def test_archived_project_is_read_only(chat_world):
     project.save()
     room = Room.objects.select_related("project").get(pk=chat_world["public"].pk)
     with pytest.raises(Forbidden):
-        services.message_create(room=room, author=chat_world["member"], body="hi")
+        message_services.message_create(room=room, author=chat_world["member"], body="hi")
 
 
 def test_edit_and_delete_permissions(chat_world, make_message):
     message = make_message(chat_world["public"], chat_world["member"], body="original")
 
     def load(user):
-        return selectors.message_get_for_user(user=user, message_id=message.id)
+        return history_selectors.message_get_for_user(user=user, message_id=message.id)
 
     with pytest.raises(Forbidden):
-        services.message_edit(message=load(chat_world["insider"]), by=chat_world["insider"], body="x")
-    edited = services.message_edit(message=load(chat_world["member"]), by=chat_world["member"], body="changed")
+        message_services.message_edit(message=load(chat_world["insider"]), by=chat_world["insider"], body="x")
+    edited = message_services.message_edit(message=load(chat_world["member"]), by=chat_world["member"], body="changed")
     assert edited.body == "changed" and edited.edited_at is not None
     # project admins moderate
-    services.message_edit(message=load(chat_world["admin"]), by=chat_world["admin"], body="moderated")
+    message_services.message_edit(message=load(chat_world["admin"]), by=chat_world["admin"], body="moderated")
     with pytest.raises(Forbidden):
-        services.message_delete(message=load(chat_world["insider"]), by=chat_world["insider"])
-    deleted = services.message_delete(message=load(chat_world["owner"]), by=chat_world["owner"])
+        message_services.message_delete(message=load(chat_world["insider"]), by=chat_world["insider"])
+    deleted = message_services.message_delete(message=load(chat_world["owner"]), by=chat_world["owner"])
     assert deleted.deleted_at is not None
     with pytest.raises(Conflict):
-        services.message_edit(message=load(chat_world["member"]), by=chat_world["member"], body="after delete")
+        message_services.message_edit(message=load(chat_world["member"]), by=chat_world["member"], body="after delete")
 
 
 def test_broadcast_only_after_commit(chat_world, django_capture_on_commit_callbacks):
@@ -98,42 +101,42 @@ def test_broadcast_only_after_commit(chat_world, django_capture_on_commit_callba
     with django_capture_on_commit_callbacks() as callbacks:
         try:
             with transaction.atomic():
-                services.message_create(room=room, author=member, body="doomed")
+                message_services.message_create(room=room, author=member, body="doomed")
                 raise RuntimeError("rollback")
         except RuntimeError:
             pass
     assert callbacks == []
     with django_capture_on_commit_callbacks() as callbacks:
-        services.message_create(room=room, author=member, body="kept")
-    created = [c for c in callbacks if getattr(c, "func", None) is services._message_created]
+        message_services.message_create(room=room, author=member, body="kept")
+    created = [c for c in callbacks if getattr(c, "func", None) is message_services._message_created]
     assert len(created) == 1 and created[0].keywords["message"].body == "kept"
 
 
 def test_room_mark_read_moves_forward_only_and_clamps(chat_world, make_message):
     room, member, owner = chat_world["public"], chat_world["member"], chat_world["owner"]
     messages = [make_message(room, owner) for _ in range(3)]
-    assert services.room_mark_read(room=room, user=member, last_read_message_id=messages[1].id) == messages[1].id
-    assert services.room_mark_read(room=room, user=member, last_read_message_id=messages[0].id) == messages[0].id
+    assert room_services.room_mark_read(room=room, user=member, last_read_message_id=messages[1].id) == messages[1].id
+    assert room_services.room_mark_read(room=room, user=member, last_read_message_id=messages[0].id) == messages[0].id
     assert ReadMarker.objects.get(room=room, user=member).last_read_message_id == messages[1].id
-    assert services.room_mark_read(room=room, user=member, last_read_message_id=10**12) == messages[2].id
+    assert room_services.room_mark_read(room=room, user=member, last_read_message_id=10**12) == messages[2].id
 
 
 def test_room_create_slug_conflict(chat_world):
     with pytest.raises(Conflict):
-        services.room_create(project=chat_world["project"], user=chat_world["member"], name="General")
+        room_services.room_create(project=chat_world["project"], user=chat_world["member"], name="General")
 
 
 def test_room_member_add_rules(chat_world):
     private = chat_world["private"]
     with pytest.raises(Forbidden):
-        services.room_member_add(room=private, username="member", by=chat_world["member"])
-    services.room_member_add(room=private, username="member", by=chat_world["insider"])
+        room_services.room_member_add(room=private, username="member", by=chat_world["member"])
+    room_services.room_member_add(room=private, username="member", by=chat_world["insider"])
     assert RoomMember.objects.filter(room=private, user=chat_world["member"]).exists()
-    services.room_member_add(room=private, username="admin1", by=chat_world["admin"])
+    room_services.room_member_add(room=private, username="admin1", by=chat_world["admin"])
     from chatsite.errors import NotFound
 
     with pytest.raises(NotFound):
-        services.room_member_add(room=private, username="outsider", by=chat_world["insider"])
+        room_services.room_member_add(room=private, username="outsider", by=chat_world["insider"])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -158,7 +161,7 @@ def test_concurrent_senders_commit_in_id_order(make_user, make_project):
     def send(user):
         try:
             for i in range(per_sender):
-                services.message_create(room=room, author=user, body=f"{user.username} {i}", client_id=f"{user.pk}-{i}")
+                message_services.message_create(room=room, author=user, body=f"{user.username} {i}", client_id=f"{user.pk}-{i}")
         except BaseException as exc:  # pragma: no cover - surfaced below
             errors.append(exc)
         finally:
@@ -183,19 +186,19 @@ def test_concurrent_senders_commit_in_id_order(make_user, make_project):
 
 def test_room_member_remove_rules(chat_world):
     private, insider, member = chat_world["private"], chat_world["insider"], chat_world["member"]
-    services.room_member_add(room=private, username="member", by=insider)
+    room_services.room_member_add(room=private, username="member", by=insider)
     # a plain member cannot remove someone else; a project admin can, and anyone can leave
     with pytest.raises(Forbidden):
-        services.room_member_remove(room=private, user=member, by=insider)
-    services.room_member_remove(room=private, user=member, by=chat_world["admin"])
+        room_services.room_member_remove(room=private, user=member, by=insider)
+    room_services.room_member_remove(room=private, user=member, by=chat_world["admin"])
     assert not RoomMember.objects.filter(room=private, user=member).exists()
     from chatsite.errors import NotFound
 
     with pytest.raises(NotFound):
-        services.room_member_remove(room=private, user=member, by=member)
+        room_services.room_member_remove(room=private, user=member, by=member)
     # the last member of a private room stays: nobody could read or rejoin it otherwise
     with pytest.raises(Conflict) as exc:
-        services.room_member_remove(room=private, user=insider, by=insider)
+        room_services.room_member_remove(room=private, user=insider, by=insider)
     assert exc.value.code == "last_member"
 
 
@@ -224,4 +227,4 @@ def test_leaving_a_project_ends_its_private_room_memberships_whoever_removes_it(
         Membership.objects.get(project=project, user=insider).delete()
     assert not RoomMember.objects.filter(room__project=project, user=insider).exists()
     with pytest.raises(NotFound):
-        selectors.room_get_for_user(room_id=chat_world["private"].pk, user=insider)
+        room_selectors.room_get_for_user(room_id=chat_world["private"].pk, user=insider)

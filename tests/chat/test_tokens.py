@@ -1,6 +1,6 @@
 """API tokens: listing, creating and revoking them over the API and on the tokens page.
 
-Every revocation goes through chat.services.token_revoke; a revoked token
+Every revocation goes through chat.services.accounts.token_revoke; a revoked token
 stops working at the next request (its cached lookup is dropped on commit).
 """
 
@@ -16,8 +16,8 @@ from django.http import HttpRequest
 from django.middleware.csrf import get_token
 from django.test import Client
 
-from chat import services
 from chat.models import ApiToken
+from chat.services import accounts as account_services
 from chatsite.errors import InvalidInput, NotFound
 
 API = "/api/v1"
@@ -46,25 +46,25 @@ def works(raw: str) -> bool:
 
 def test_token_create_names_and_validates(make_user):
     user = make_user()
-    assert services.token_create(user=user, name="  ci  ")[0].name == "ci"
-    assert services.token_create(user=user, name=" ")[0].name == "api"
-    assert services.token_create(user=user, name="x" * 100)[0].name == "x" * 100
+    assert account_services.token_create(user=user, name="  ci  ")[0].name == "ci"
+    assert account_services.token_create(user=user, name=" ")[0].name == "api"
+    assert account_services.token_create(user=user, name="x" * 100)[0].name == "x" * 100
     for bad in ("x" * 101, "nul\x00"):
         with pytest.raises(InvalidInput) as raised:
-            services.token_create(user=user, name=bad)
+            account_services.token_create(user=user, name=bad)
         assert raised.value.code == "invalid_name"
     assert ApiToken.objects.filter(user=user).count() == 3
 
 
 def test_token_revoke_is_for_the_owner_only(make_user, django_capture_on_commit_callbacks):
     owner, other = make_user(), make_user()
-    token, raw = services.token_create(user=owner)
+    token, raw = account_services.token_create(user=owner)
     assert works(raw)  # the lookup is now cached
     with pytest.raises(NotFound):
-        services.token_revoke(token=token, by=other)
+        account_services.token_revoke(token=token, by=other)
     assert works(raw)
     with django_capture_on_commit_callbacks(execute=True):
-        services.token_revoke(token=token, by=owner)
+        account_services.token_revoke(token=token, by=owner)
     assert not ApiToken.objects.filter(pk=token.pk).exists()
     assert not works(raw)
 
@@ -111,8 +111,8 @@ def test_delete_auth_token_with_a_session_and_someone_elses_token_revokes_nothin
 
 def test_token_list_shows_own_tokens_newest_first_without_secrets(make_user):
     user, other = make_user(), make_user()
-    made = [services.token_create(user=user, name=f"t{i}") for i in range(3)]
-    services.token_create(user=other, name="theirs")
+    made = [account_services.token_create(user=user, name=f"t{i}") for i in range(3)]
+    account_services.token_create(user=other, name="theirs")
     response = bearer(made[0][1]).get(f"{API}/auth/tokens")
     assert response.status_code == 200
     body = response.json()
@@ -128,9 +128,9 @@ def test_token_list_shows_own_tokens_newest_first_without_secrets(make_user):
 
 def test_token_list_pages_and_selects_fields(make_user):
     user = make_user()
-    raw = services.token_create(user=user, name="auth")[1]
+    raw = account_services.token_create(user=user, name="auth")[1]
     for i in range(4):
-        services.token_create(user=user, name=f"t{i}")
+        account_services.token_create(user=user, name=f"t{i}")
     client = bearer(raw)
     seen, cursor = [], None
     while True:
@@ -196,7 +196,7 @@ def test_token_create_rejects_bad_names_and_counts_against_the_token_limit(make_
 def test_delete_a_token_by_id(make_user, make_token):
     user = make_user()
     raw = make_token(user)
-    victim, victim_raw = services.token_create(user=user, name="old")
+    victim, victim_raw = account_services.token_create(user=user, name="old")
     client = bearer(raw)
     assert client.delete(f"{API}/auth/tokens/{victim.id}").status_code == 204
     assert not works(victim_raw) and works(raw)
@@ -212,7 +212,7 @@ def test_delete_odd_token_ids_is_404(make_user, make_token, token_id):
 
 def test_a_session_revokes_its_tokens_by_id_with_csrf(make_user, make_token):
     user = make_user()
-    token, raw = services.token_create(user=user, name="script")
+    token, raw = account_services.token_create(user=user, name="script")
     client, headers = session(user)
     refused = client.delete(f"{API}/auth/tokens/{token.id}")
     assert refused.status_code == 403 and refused.json()["code"] == "csrf_failed"
@@ -241,8 +241,8 @@ def test_header_links_to_the_tokens_page(make_user):
 
 def test_tokens_page_lists_own_tokens_with_revoke_buttons(make_user):
     user, other = make_user(), make_user()
-    mine = services.token_create(user=user, name="mine-token")[0]
-    services.token_create(user=other, name="their-token")
+    mine = account_services.token_create(user=user, name="mine-token")[0]
+    account_services.token_create(user=other, name="their-token")
     page = page_client(user).get("/account/tokens/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -278,7 +278,7 @@ def test_tokens_page_form_errors(make_user, settings):
 
 def test_tokens_page_revokes(make_user):
     user = make_user()
-    token, raw = services.token_create(user=user, name="laptop")
+    token, raw = account_services.token_create(user=user, name="laptop")
     client = page_client(user)
     response = client.post("/account/tokens/revoke/", {"token": str(token.id)}, follow=True)
     assert response.redirect_chain == [("/account/tokens/", 302)]
@@ -294,7 +294,7 @@ def test_tokens_page_revoke_of_odd_ids_is_404(make_user, value):
 def test_tokens_page_pages(make_user, settings):
     settings.CHAT_PAGE_SIZE = 2
     user = make_user()
-    made = [services.token_create(user=user, name=f"token-{i}")[0] for i in range(3)]
+    made = [account_services.token_create(user=user, name=f"token-{i}")[0] for i in range(3)]
     client = page_client(user)
     first = client.get("/account/tokens/").content.decode()
     assert "token-2" in first and "token-1" in first and "token-0" not in first

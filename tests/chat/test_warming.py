@@ -14,7 +14,13 @@ from django.core.management import call_command
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from chat import selectors, services
+from chat import cache_keys
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.selectors import unread as unread_selectors
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from chat.warming import MAX_PAUSE, CacheWarmer, cache_warm, cache_warm_if_due, warm_marker_key, warm_message_count
 from perf import cache as perf_cache
 from tests.perf.test_cache import DEAD_REDIS
@@ -38,7 +44,7 @@ def family_misses(family: str) -> int:
 
 
 def message_entries(ids: list[int]) -> dict[str, object]:
-    return cache.get_many([selectors.message_cache_key(i) for i in ids])
+    return cache.get_many([cache_keys.message_cache_key(i) for i in ids])
 
 
 def test_a_warmed_room_opens_and_scrolls_back_its_warmed_pages_without_a_miss(history, chat_world, api_client):
@@ -51,7 +57,7 @@ def test_a_warmed_room_opens_and_scrolls_back_its_warmed_pages_without_a_miss(hi
     span = warm_message_count(PAGES)
     assert report.rooms == 2  # the public and the private room
     assert report.filled("messages") == span and report.filled("profiles") == 2
-    assert set(message_entries([m.id for m in messages])) == {selectors.message_cache_key(m.id) for m in messages[-span:]}
+    assert set(message_entries([m.id for m in messages])) == {cache_keys.message_cache_key(m.id) for m in messages[-span:]}
 
     perf_cache.cache_stats_reset()
     newest = client.get(f"{API}/rooms/{room.id}/messages")
@@ -74,18 +80,18 @@ def test_warmed_entries_are_the_ones_a_reader_stores(history, chat_world, api_cl
     client.get(f"{API}/projects/{room.project.slug}/rooms")  # the unread tails
     room_row = type(room).objects.get(pk=room.pk)
     keys = [
-        *(selectors.message_cache_key(m.id) for m in messages[-warm_message_count(PAGES) :]),
-        *(selectors.profile_key(u.id) for u in (chat_world["owner"], chat_world["member"])),
-        selectors.unread_tail_key(room.id, (room_row.last_message_seq, room_row.messages_deleted)),
+        *(cache_keys.message_cache_key(m.id) for m in messages[-warm_message_count(PAGES) :]),
+        *(cache_keys.profile_key(u.id) for u in (chat_world["owner"], chat_world["member"])),
+        cache_keys.unread_tail_key(room.id, (room_row.last_message_seq, room_row.messages_deleted)),
     ]
     by_reader = cache.get_many(keys)
-    reader_room = cache.get(selectors.room_cache_key(room.id))
+    reader_room = cache.get(cache_keys.room_cache_key(room.id))
     assert set(by_reader) == set(keys)
     cache.clear()
 
     cache_warm(rooms=10, pages=PAGES)
     assert cache.get_many(keys) == by_reader
-    warmed_room = cache.get(selectors.room_cache_key(room.id))
+    warmed_room = cache.get(cache_keys.room_cache_key(room.id))
     assert (warmed_room.pk, warmed_room.name, warmed_room.project.name) == (reader_room.pk, reader_room.name, reader_room.project.name)
     assert warmed_room.get_deferred_fields() == reader_room.get_deferred_fields() == {"last_message_seq", "last_message_at", "messages_deleted"}
 
@@ -97,8 +103,8 @@ def _sample(name: str, **labels: str) -> float:
 def test_warming_counts_apart_from_readers_and_fills_only_what_is_missing(history):
     room, messages = history
     runs, filled = _sample("chat_cache_warm_runs_total"), _sample("chat_cache_warm_filled_total", family="messages")
-    kept = selectors.message_cache_key(messages[-1].id)
-    newer = {**selectors.message_cache_entry(messages[-1]), "body": "written after warming read the row"}
+    kept = cache_keys.message_cache_key(messages[-1].id)
+    newer = {**history_selectors.message_cache_entry(messages[-1]), "body": "written after warming read the row"}
     cache.set(kept, newer)
     perf_cache.cache_stats_reset()
 
@@ -116,9 +122,9 @@ def test_warming_counts_apart_from_readers_and_fills_only_what_is_missing(histor
 def test_writes_after_warming_are_read_fresh(history, chat_world, api_client):
     room, messages = history
     cache_warm(rooms=10, pages=PAGES)
-    services.message_edit(message=messages[-1], by=messages[-1].author, body="edited after warming")
-    services.message_delete(message=messages[-2], by=messages[-2].author)
-    services.user_update_profile(user=chat_world["member"], first_name="Renamed", last_name="")
+    message_services.message_edit(message=messages[-1], by=messages[-1].author, body="edited after warming")
+    message_services.message_delete(message=messages[-2], by=messages[-2].author)
+    account_services.user_update_profile(user=chat_world["member"], first_name="Renamed", last_name="")
     items = orjson.loads(api_client(chat_world["member"]).get(f"{API}/rooms/{room.id}/messages").content)["items"]
     assert items[-1]["body"] == "edited after warming"
     assert items[-2]["deleted"] is True
@@ -133,9 +139,9 @@ def test_the_most_recently_active_rooms_go_first(chat_world, make_room, make_mes
 
     report = cache_warm(rooms=1, pages=PAGES)
     assert report.rooms == 1
-    assert set(message_entries([old.id, new.id])) == {selectors.message_cache_key(new.id)}
-    assert cache.get(selectors.room_cache_key(busy.id)) is not None
-    assert cache.get(selectors.room_cache_key(quiet.id)) is None
+    assert set(message_entries([old.id, new.id])) == {cache_keys.message_cache_key(new.id)}
+    assert cache.get(cache_keys.room_cache_key(busy.id)) is not None
+    assert cache.get(cache_keys.room_cache_key(quiet.id)) is None
 
 
 def test_warming_is_due_once_per_period_and_again_after_the_cache_is_emptied(history):
@@ -200,7 +206,7 @@ def test_a_worker_starting_on_a_warm_cache_says_it_skipped(history, caplog):
 def record_rounds_and_sleeps(monkeypatch) -> list:
     """Patch chat.warming so each round's start logs "round" and each of its sleeps logs the seconds, without sleeping."""
     log: list = []
-    real_rooms_cached = selectors.rooms_cached
+    real_rooms_cached = room_selectors.rooms_cached
 
     def rooms_cached(**kwargs):
         log.append("round")
@@ -208,7 +214,7 @@ def record_rounds_and_sleeps(monkeypatch) -> list:
 
     # A stand-in for the module's time: the clock is real, only sleeping is recorded.
     clock = SimpleNamespace(perf_counter=time.perf_counter, time=time.time, sleep=log.append)
-    monkeypatch.setattr(selectors, "rooms_cached", rooms_cached)
+    monkeypatch.setattr(room_selectors, "rooms_cached", rooms_cached)
     monkeypatch.setattr("chat.warming.time", clock)
     return log
 
@@ -240,20 +246,20 @@ def test_a_pause_is_capped_and_no_pause_never_sleeps(history, monkeypatch):
 def test_an_edit_that_commits_while_a_round_reads_is_not_left_stale(history, chat_world, api_client, monkeypatch):
     room, messages = history
     target = messages[-1]
-    real_entry = selectors.message_cache_entry
+    real_entry = history_selectors.message_cache_entry
     edited = []
 
     def entry_then_edit(message):
         # The round has read its rows; the edit commits (and invalidates) before the round writes.
         if not edited:
-            edited.append(services.message_edit(message=target, by=target.author, body="edited mid-round"))
+            edited.append(message_services.message_edit(message=target, by=target.author, body="edited mid-round"))
         return real_entry(message)
 
-    monkeypatch.setattr(selectors, "message_cache_entry", entry_then_edit)
+    monkeypatch.setattr(history_selectors, "message_cache_entry", entry_then_edit)
     cache_warm(rooms=10, pages=PAGES)
     monkeypatch.undo()
     assert edited
-    assert cache.get(selectors.message_cache_key(target.id)) is None  # dropped after the round wrote it
+    assert cache.get(cache_keys.message_cache_key(target.id)) is None  # dropped after the round wrote it
     items = orjson.loads(api_client(chat_world["member"]).get(f"{API}/rooms/{room.id}/messages").content)["items"]
     assert items[-1]["body"] == "edited mid-round"
 
@@ -263,7 +269,7 @@ def test_a_failed_warming_is_tried_again_at_the_next_check(history, monkeypatch,
         raise RuntimeError("database went away")
 
     warmer = CacheWarmer(rooms=10, pages=PAGES, every=600, check=30)
-    monkeypatch.setattr(selectors, "rooms_newest_message_ids", fail)
+    monkeypatch.setattr(history_selectors, "rooms_newest_message_ids", fail)
     with caplog.at_level("ERROR", logger="chat.warming"):
         assert warmer.check_once() is None
     assert "cache warming failed" in caplog.text
@@ -284,14 +290,14 @@ def test_a_worker_that_cannot_reach_the_cache_says_so(history, caplog):
 def test_a_delete_that_commits_while_a_round_reads_leaves_no_stale_unread_count(history, chat_world, api_client, make_message, monkeypatch):
     room, messages = history
     target, reader = messages[-1], chat_world["insider"]
-    services.room_mark_read(room=room, user=reader, last_read_message_id=messages[-6].id)  # 5 unread, all by others
-    real_tails, real_entry = selectors._room_tails, selectors.message_cache_entry
+    room_services.room_mark_read(room=room, user=reader, last_read_message_id=messages[-6].id)  # 5 unread, all by others
+    real_tails, real_entry = unread_selectors._room_tails, history_selectors.message_cache_entry
     done = []
 
     def tails_then_delete(room_ids):
         tails = real_tails(room_ids)  # read with the target live; stored after the delete has dropped the room's tails
         if not done:
-            done.append(services.message_delete(message=target, by=target.author))
+            done.append(message_services.message_delete(message=target, by=target.author))
         return tails
 
     def entry_then_post(message):
@@ -300,8 +306,8 @@ def test_a_delete_that_commits_while_a_round_reads_leaves_no_stale_unread_count(
             done[-1] = make_message(room, chat_world["owner"])
         return real_entry(message)
 
-    monkeypatch.setattr(selectors, "_room_tails", tails_then_delete)
-    monkeypatch.setattr(selectors, "message_cache_entry", entry_then_post)
+    monkeypatch.setattr(unread_selectors, "_room_tails", tails_then_delete)
+    monkeypatch.setattr(history_selectors, "message_cache_entry", entry_then_post)
     cache_warm(rooms=10, pages=PAGES)
     monkeypatch.undo()
     assert len(done) == 2

@@ -19,7 +19,7 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 
-from chat import services as chat_services
+from chat.services import accounts as account_services
 from tests.servers import app_servers
 
 API = "/api/v1"
@@ -37,7 +37,7 @@ def assert_api_error(response: Any, status: int, code: str) -> dict:
 
 @pytest.fixture
 def bearer_client(make_user) -> Client:
-    _, token = chat_services.token_create(user=make_user("caller"))
+    _, token = account_services.token_create(user=make_user("caller"))
     return Client(headers={"Authorization": f"Bearer {token}"}, raise_request_exception=False)
 
 

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from chat import services as chat_services
 from chat.models import Room
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from projects import services as project_services
 from tests.conftest import PASSWORD
 
@@ -24,13 +26,13 @@ WAIT_MS = 15_000
 @pytest.fixture
 def world(live_server_url) -> dict[str, Any]:
     """alice (owner) and bob (member) in project "e2e" with rooms general and random."""
-    alice = chat_services.user_create(username="alice", password=PASSWORD, first_name="Alice")
-    bob = chat_services.user_create(username="bob", password=PASSWORD, first_name="Bob")
+    alice = account_services.user_create(username="alice", password=PASSWORD, first_name="Alice")
+    bob = account_services.user_create(username="bob", password=PASSWORD, first_name="Bob")
     project = project_services.project_create(user=alice, name="E2E", slug="e2e")
     project_services.invitation_create(project=project, username="bob", by=alice)
     project_services.invitation_accept(invitation=project.invitations.get(user=bob), user=bob)
     general = Room.objects.select_related("project").get(project=project, slug="general")
-    random = chat_services.room_create(project=project, user=alice, name="random")
+    random = room_services.room_create(project=project, user=alice, name="random")
     return {"alice": alice, "bob": bob, "project": project, "general": general, "random": random}
 
 
@@ -170,7 +172,7 @@ def long_history(world) -> list[int]:
     """130 messages in general, alternating authors."""
     room, authors = world["general"], (world["alice"], world["bob"])
     return [
-        chat_services.message_create(room=room, author=authors[i % 2], body=f"history {i:03d}")[0].id for i in range(130)
+        message_services.message_create(room=room, author=authors[i % 2], body=f"history {i:03d}")[0].id for i in range(130)
     ]
 
 

@@ -169,18 +169,18 @@ class PrivatePostgres:
 # project, a token each; prints what the test needs.
 SEED = """
 import json
-from chat import services
+from chat.services import accounts as account_services
 from chat.models import Room
 from projects import services as project_services
 from projects.models import Membership
-alice = services.user_create(username="alice", password="faults-pass-1")
-bob = services.user_create(username="bob", password="faults-pass-2")
+alice = account_services.user_create(username="alice", password="faults-pass-1")
+bob = account_services.user_create(username="bob", password="faults-pass-2")
 project = project_services.project_create(user=alice, name="Faults", slug="faults")
 Membership.objects.create(project=project, user=bob)
 room = Room.objects.get(project=project, slug="general")
 print("SEED " + json.dumps({
     "room": room.id,
-    "tokens": {"alice": services.token_create(user=alice)[1], "bob": services.token_create(user=bob)[1]},
+    "tokens": {"alice": account_services.token_create(user=alice)[1], "bob": account_services.token_create(user=bob)[1]},
 }))
 """
 

@@ -15,8 +15,14 @@ from django.core.cache import cache
 from django.contrib.auth.models import update_last_login
 from django.test import Client, override_settings
 
-from chat import selectors, services
+from chat import cache_keys
 from chat.models import Room
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.selectors import tokens as token_selectors
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from perf import cache as perf_cache
 from projects import selectors as project_selectors
 from projects import services as project_services
@@ -79,7 +85,7 @@ def test_every_write_path_is_seen_by_the_next_read(chat_world, api_client, make_
     private = chat_world["private"]
     assert private.id not in {r["id"] for r in get(member, "/projects/world/rooms")["items"]}
     assert member.get(f"{API}/rooms/{private.id}/messages").status_code == 404
-    services.room_member_add(room=private, username="member", by=chat_world["insider"])
+    room_services.room_member_add(room=private, username="member", by=chat_world["insider"])
     assert private.id in {r["id"] for r in get(member, "/projects/world/rooms")["items"]}
     assert member.get(f"{API}/rooms/{private.id}/messages").status_code == 200
 
@@ -106,7 +112,7 @@ def test_every_write_path_is_seen_by_the_next_read(chat_world, api_client, make_
     # change a profile: names in cached messages follow
     send(member, "post", f"/rooms/{room.id}/messages", {"body": "who am i"})
     assert get(owner, f"/rooms/{room.id}/messages")["items"][-1]["author"]["display_name"] == "member"
-    services.user_update_profile(user=chat_world["member"], first_name="Mem", last_name="Ber")
+    account_services.user_update_profile(user=chat_world["member"], first_name="Mem", last_name="Ber")
     assert get(owner, f"/rooms/{room.id}/messages")["items"][-1]["author"]["display_name"] == "Mem Ber"
     assert get(member, "/me")["display_name"] == "Mem Ber"
 
@@ -163,17 +169,17 @@ def test_a_new_message_renders_only_the_newest_page_again_an_edit_every_page(
 ):
     room, member = chat_world["public"], chat_world["member"]
     owner = api_client(chat_world["owner"])
-    first = [services.message_create(room=room, author=member, body=f"m{i}")[0] for i in range(4)]
+    first = [message_services.message_create(room=room, author=member, body=f"m{i}")[0] for i in range(4)]
     path = f"/rooms/{room.id}/messages?limit=2"
     older = f"{path}&cursor={get(owner, path)['next_cursor']}"
     assert [m["body"] for m in get(owner, older)["items"]] == ["m0", "m1"]
 
-    services.message_create(room=room, author=member, body="m4")
+    message_services.message_create(room=room, author=member, body="m4")
     with django_assert_num_queries(0):  # still the rendered page: nothing older changed
         assert [m["body"] for m in get(owner, older)["items"]] == ["m0", "m1"]
     assert [m["body"] for m in get(owner, path)["items"]] == ["m3", "m4"]
 
-    services.message_edit(message=selectors.message_get_for_user(user=member, message_id=first[0].id), by=member, body="m0!")
+    message_services.message_edit(message=history_selectors.message_get_for_user(user=member, message_id=first[0].id), by=member, body="m0!")
     assert [m["body"] for m in get(owner, older)["items"]] == ["m0!", "m1"]
 
 
@@ -184,14 +190,14 @@ def test_rendered_pages_follow_profile_changes_and_user_deletion_but_not_logins(
     author = make_user("leaving")
     project_services.invitation_create(project=chat_world["project"], username="leaving", by=chat_world["owner"])
     project_services.invitation_accept(invitation=chat_world["project"].invitations.get(user=author), user=author)
-    services.message_create(room=room, author=author, body="mine")
-    services.message_create(room=room, author=chat_world["member"], body="theirs")
+    message_services.message_create(room=room, author=author, body="mine")
+    message_services.message_create(room=room, author=chat_world["member"], body="theirs")
     path = f"/rooms/{room.id}/messages"
     assert [m["body"] for m in get(owner, path)["items"]] == ["mine", "theirs"]
 
-    stamp = cache.get(selectors.profiles_stamp_key())
+    stamp = cache.get(cache_keys.profiles_stamp_key())
     update_last_login(None, author)  # what every login runs (user_logged_in)
-    assert cache.get(selectors.profiles_stamp_key()) == stamp
+    assert cache.get(cache_keys.profiles_stamp_key()) == stamp
 
     author.first_name = "Renamed"
     author.save()
@@ -311,12 +317,12 @@ def test_request_memo_computes_permissions_once_per_request(chat_world, rf):
     cache.clear()
     token = perf_cache._request_memo.set({})
     try:
-        first = selectors.room_get_for_user(user=chat_world["member"], room_id=room.id)
+        first = room_selectors.room_get_for_user(user=chat_world["member"], room_id=room.id)
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
         with CaptureQueriesContext(connection) as ctx:
-            second = selectors.room_get_for_user(user=chat_world["member"], room_id=room.id)
+            second = room_selectors.room_get_for_user(user=chat_world["member"], room_id=room.id)
         assert len(ctx.captured_queries) == 0 and second is first
     finally:
         perf_cache._request_memo.reset(token)
@@ -341,19 +347,19 @@ def test_exactly_invalidated_families_keep_entries_longer_than_the_others(chat_w
     perf_cache.cached_many("profiles", {1: "ttl-test:profile"}, lambda ids: {i: {"id": i} for i in ids})
     perf_cache.store_many({"ttl-test:ahead": {"id": 2}}, family="messages")
     user, room, project = chat_world["member"], chat_world["public"], chat_world["project"]
-    selectors.rooms_for_user(user=user, project=project)
-    access = selectors.room_access_key(user.id, room.id)
+    room_selectors.rooms_for_user(user=user, project=project)
+    access = cache_keys.room_access_key(user.id, room.id)
     assert env.CACHE_TTL < cache.ttl(access) <= env.CACHE_TTL_ENTRIES  # filled by the room list
     cache.delete(access)
-    selectors.room_get_for_user(user=user, room_id=room.id)
+    room_selectors.room_get_for_user(user=user, room_id=room.id)
     project_selectors.project_get_for_user(user=user, slug=project.slug)
     long_lived = [
         "ttl-test:message",
         "ttl-test:profile",
         "ttl-test:ahead",
-        selectors.room_cache_key(room.id),
+        cache_keys.room_cache_key(room.id),
         access,  # filled by room_get_for_user
-        selectors.room_list_key(project.id, user.id),
+        cache_keys.room_list_key(project.id, user.id),
         project_selectors.membership_cache_key(project.id, user.id),
     ]
     for key in long_lived:
@@ -362,7 +368,7 @@ def test_exactly_invalidated_families_keep_entries_longer_than_the_others(chat_w
     # and miss markers keep CACHE_TTL.
     perf_cache.cached_stamped("pages", "ttl-test:page", [], lambda: b"{}")
     perf_cache.cached("unread", "ttl-test:unread", lambda: 3)
-    assert selectors.user_for_token(raw_key="no-such-token") is None
-    unknown_token = selectors.token_cache_key(hashlib.sha256(b"no-such-token").hexdigest())
+    assert token_selectors.user_for_token(raw_key="no-such-token") is None
+    unknown_token = cache_keys.token_cache_key(hashlib.sha256(b"no-such-token").hexdigest())
     for key in ("ttl-test:page", "ttl-test:unread", unknown_token):
         assert 0 < cache.ttl(key) <= env.CACHE_TTL, key

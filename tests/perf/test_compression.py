@@ -282,12 +282,12 @@ async def test_history_over_the_async_handler(chat_world, make_token, seed_messa
 def test_a_cached_history_page_is_compressed_once_and_served_as_stored(history):
     from django.core.cache import cache
 
-    from chat import selectors
+    from chat import cache_keys
 
     client, url = history
     plain = client.get(url).content  # renders and caches the page
     room_id = int(url.split("/")[-2])
-    coding, quality, length, data = cache.get(selectors.history_page_key(room_id, None, 50))[1]
+    coding, quality, length, data = cache.get(cache_keys.history_page_key(room_id, None, 50))[1]
     assert (coding, quality, length) == ("br", 4, len(plain)) and brotli.decompress(data) == plain
     for _ in range(2):
         response = client.get(url, headers={"Accept-Encoding": BROWSER})

@@ -17,8 +17,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
-from chat import selectors, services
 from chat.models import Message, Room, RoomMember
+from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
+from chat.selectors import tokens as token_selectors
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from projects import selectors as project_selectors
 from projects.models import Project
 
@@ -254,7 +259,7 @@ def test_data_set_is_large(data: None) -> None:
 def test_room_history_newest_page(data: None, room_of: Any) -> None:
     room = room_of()
     with captured() as statements:
-        page = selectors.room_history(room=room, limit=50)
+        page = history_selectors.room_history(room=room, limit=50)
     assert len(page) == 50
     assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
 
@@ -264,7 +269,7 @@ def test_room_history_older_page(data: None, room_of: Any) -> None:
     room = room_of()
     middle = Message.objects.filter(room=room, seq=room.last_message_seq // 2).values_list("id", flat=True).get()
     with captured() as statements:
-        page = selectors.room_history(room=room, before=middle, limit=50)
+        page = history_selectors.room_history(room=room, before=middle, limit=50)
     assert len(page) == 50 and page[-1].id < middle
     assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
 
@@ -274,7 +279,7 @@ def test_room_history_catch_up_after(data: None, room_of: Any) -> None:
     room = room_of()
     early = Message.objects.filter(room=room, seq=100).values_list("id", flat=True).get()
     with captured() as statements:
-        page = selectors.room_history(room=room, after=early, limit=50)
+        page = history_selectors.room_history(room=room, after=early, limit=50)
     assert len(page) == 50 and page[0].id > early
     assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
 
@@ -287,7 +292,7 @@ def test_room_history_dicts_selects_ids_first(data: None, room_of: Any, cursor: 
     middle = Message.objects.filter(room=room, seq=room.last_message_seq // 2).values_list("id", flat=True).get()
     kwargs = {"newest": {}, "before": {"before": middle}, "after": {"after": middle}}[cursor]
     with captured() as statements:
-        page = selectors.room_history_dicts(room=room, limit=50, **kwargs)
+        page = history_selectors.room_history_dicts(room=room, limit=50, **kwargs)
     assert len(page) == 50
     assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
 
@@ -297,7 +302,7 @@ def test_messages_after_resume(data: None, room_of: Any) -> None:
     room = room_of()
     recent = Message.objects.filter(room=room, seq=room.last_message_seq - 30).values_list("id", flat=True).get()
     with captured() as statements:
-        missed = selectors.messages_after(room_id=room.id, after_id=recent, limit=501)
+        missed = history_selectors.messages_after(room_id=room.id, after_id=recent, limit=501)
     assert len(missed) == 30
     assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
 
@@ -306,7 +311,7 @@ def test_messages_after_resume(data: None, room_of: Any) -> None:
 def test_messages_seq_between_gap_fill(data: None, room_of: Any) -> None:
     room = room_of()
     with captured() as statements:
-        gap = selectors.messages_seq_between(room_id=room.id, after_seq=1000, before_seq=1010)
+        gap = history_selectors.messages_seq_between(room_id=room.id, after_seq=1000, before_seq=1010)
     assert [m.seq for m in gap] == list(range(1001, 1010))
     assert_uses(reading(statements, "chat_message"), "message_room_seq_uniq")
 
@@ -315,7 +320,7 @@ def test_rooms_for_user_with_unread_counts(data: None) -> None:
     room = hot_room()
     user = member_of(room)
     with captured() as statements:
-        rooms = selectors.rooms_for_user(user=user, project=room.project)
+        rooms = room_selectors.rooms_for_user(user=user, project=room.project)
     assert rooms and any(r.unread for r in rooms)
     assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
     assert_uses(reading(statements, "projects_membership"), MEMBERSHIP)
@@ -334,7 +339,7 @@ def test_room_get_for_user_membership_check(data: None) -> None:
     member = RoomMember.objects.filter(room__is_private=True, room__project__slug__startswith="idx-p").first()
     room, user = member.room, member.user
     with captured() as statements:
-        found = selectors.room_get_for_user(user=user, room_id=room.id)
+        found = room_selectors.room_get_for_user(user=user, room_id=room.id)
     assert found.id == room.id
     assert_uses(statements, "chat_room_pkey", MEMBERSHIP, ROOM_MEMBER)
 
@@ -352,7 +357,7 @@ def test_duplicate_send_looks_up_author_and_client_id(data: None) -> None:
     room = hot_room()
     original = Message.objects.filter(room=room, client_id__isnull=False).select_related("author").first()
     with captured() as statements:
-        message, created = services.message_create(
+        message, created = message_services.message_create(
             room=room, author=original.author, body="retry", client_id=original.client_id
         )
     assert (message.id, created) == (original.id, False)
@@ -362,9 +367,9 @@ def test_duplicate_send_looks_up_author_and_client_id(data: None) -> None:
 
 def test_user_for_token(data: None) -> None:
     user = User.objects.get(username="idx10")
-    _, raw = services.token_create(user=user)
+    _, raw = account_services.token_create(user=user)
     with captured() as statements:
-        assert selectors.user_for_token(raw_key=raw) == user
+        assert token_selectors.user_for_token(raw_key=raw) == user
     assert_uses(reading(statements, "chat_apitoken"), _like_indexes("chat_apitoken", "key_hash"))
 
 
@@ -373,5 +378,5 @@ def test_room_mark_read_newest_id(data: None, room_of: Any) -> None:
     room = room_of()
     user = member_of(room)
     with captured() as statements:
-        services.room_mark_read(room=room, user=user, last_read_message_id=10**12)
+        room_services.room_mark_read(room=room, user=user, last_read_message_id=10**12)
     assert_uses(reading(statements, "chat_message"), "message_room_id_idx")

@@ -13,7 +13,7 @@ def test_staff_lists_searches_and_edits_invitations(chat_world):
     services.invitation_create(project=chat_world["project"], username="outsider", by=chat_world["owner"])
     invitation = Invitation.objects.get()
     client = Client()
-    client.force_login(chat_world["staff"])  # staff users are superusers (chat.services.user_create)
+    client.force_login(chat_world["staff"])  # staff users are superusers (chat.services.accounts.user_create)
     changelist = reverse("admin:projects_invitation_changelist")
     listing = client.get(changelist)
     assert listing.status_code == 200

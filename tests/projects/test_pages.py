@@ -7,8 +7,8 @@ import re
 from django.test import Client
 from django.urls import reverse
 
-from chat import services as chat_services
 from chat.models import Room
+from chat.services import messages as message_services
 from projects import services as project_services
 from projects.models import Invitation, Membership, Project
 
@@ -129,9 +129,9 @@ def test_project_page_shows_unread_counts(chat_world, make_message):
 def test_deleted_messages_are_not_unread(chat_world, make_message):
     room, owner = chat_world["public"], chat_world["owner"]
     message = make_message(room, owner)
-    from chat import selectors
+    from chat.selectors import history as history_selectors
 
-    chat_services.message_delete(message=selectors.message_get_for_user(user=owner, message_id=message.id), by=owner)
+    message_services.message_delete(message=history_selectors.message_get_for_user(user=owner, message_id=message.id), by=owner)
     html = client_for(chat_world["member"]).get(project_url(chat_world["project"])).content.decode()
     assert _unread_badge(html, room) is None
 

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from chat import services as chat_services
 from chat.models import Message, Room, RoomMember
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
+from chat.services import rooms as room_services
 from projects import services as project_services
 from projects.models import Membership, Project
 from tests.servers import app_servers
@@ -67,16 +69,16 @@ def world(make_user) -> World:
         Membership.objects.create(project=project, user=user, role=Membership.Role.MEMBER)
     Membership.objects.create(project=project, user=users["admin"], role=Membership.Role.ADMIN)
     public = Room.objects.select_related("project").get(project=project, slug="general")
-    private = chat_services.room_create(project=project, user=users["private_member"], name=PRIVATE_ROOM_NAME, is_private=True)
+    private = room_services.room_create(project=project, user=users["private_member"], name=PRIVATE_ROOM_NAME, is_private=True)
     RoomMember.objects.create(room=private, user=author)
     private = Room.objects.select_related("project").get(pk=private.pk)
     public_messages = [
-        chat_services.message_create(room=public, author=owner, body=f"public note {i}")[0] for i in range(2)
+        message_services.message_create(room=public, author=owner, body=f"public note {i}")[0] for i in range(2)
     ]
     private_messages = [
-        chat_services.message_create(room=private, author=author, body=f"private note {i}")[0] for i in range(2)
+        message_services.message_create(room=private, author=author, body=f"private note {i}")[0] for i in range(2)
     ]
-    tokens = {role: chat_services.token_create(user=user)[1] for role, user in users.items() if user is not None}
+    tokens = {role: account_services.token_create(user=user)[1] for role, user in users.items() if user is not None}
     return World(project, public, private, users, public_messages, private_messages, tokens)
 
 

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from chat import services as chat_services
 from chat.models import ApiToken
+from chat.services import accounts as account_services
+from chat.services import messages as message_services
 from projects import services as project_services
 from projects.models import Invitation, Project
 from tests.security.conftest import World
@@ -52,7 +53,7 @@ def in_test_transaction() -> Iterator[None]:
 
 def _pin_to_world(case, world: World) -> None:
     # The member's own message, so edits and deletes can succeed too.
-    own, _ = chat_services.message_create(room=world.public, author=world.user("member"), body="mine", client_id="own")
+    own, _ = message_services.message_create(room=world.public, author=world.user("member"), body="mine", client_id="own")
     real = {
         "slug": world.project.slug,
         "room_id": world.public.id,
@@ -61,7 +62,7 @@ def _pin_to_world(case, world: World) -> None:
         # at a time, so the token list stays the size of the others.
         "token_id": (
             ApiToken.objects.filter(user=world.user("member"), name="spare").first()
-            or chat_services.token_create(user=world.user("member"), name="spare")[0]
+            or account_services.token_create(user=world.user("member"), name="spare")[0]
         ).id,
     }
     for name in list(case.path_parameters or {}):

@@ -20,7 +20,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.test import Client
 
-from chat import services as chat_services
+from chat.services import messages as message_services
 from chatsite import env
 from chatsite.asgi import application
 from chatsite.api import api
@@ -235,7 +235,7 @@ HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"]
 def test_message_bodies_and_room_text_are_escaped_on_the_room_page(world: World, make_user) -> None:
     author = world.user("member")
     for body in HOSTILE:
-        chat_services.message_create(room=world.public, author=author, body=body)
+        message_services.message_create(room=world.public, author=author, body=body)
     world.public.topic = '</script><script>alert("topic")</script>'
     world.public.save(update_fields=["topic"])
     author.first_name = "<b onmouseover=alert(2)>"

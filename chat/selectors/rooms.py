@@ -1,0 +1,272 @@
+"""Reads of rooms: access to one room, room lists with unread counts, room members.
+
+A room the user may not read is NotFound, the same answer as a room that
+does not exist: a guessed id never reveals that a room exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
+
+from chat.cache_keys import UnreadState, room_access_key, room_cache_key, room_list_key, unread_key
+from chat.models import Message, ReadMarker, Room, RoomMember
+from chat.selectors.unread import UNREAD_CAP, _per_room, _unread_from_tail, room_unread_tails
+from chatsite.errors import NotFound
+from chatsite.users import USER_DISPLAY_FIELDS
+from perf import cache as perf_cache
+from projects.models import Membership, Project
+
+User = get_user_model()
+
+
+def _readable_rooms(user: Any) -> QuerySet[Room]:
+    """Rooms the user may read, each annotated with ``my_role`` in its project."""
+    role = Membership.objects.filter(project=OuterRef("project_id"), user=user).values("role")[:1]
+    in_room = RoomMember.objects.filter(room=OuterRef("pk"), user=user)
+    return (
+        Room.objects.annotate(my_role=Subquery(role))
+        .filter(my_role__isnull=False)
+        .filter(Q(is_private=False) | Exists(in_room))
+    )
+
+
+def room_get_for_user(*, user: Any, room_id: int) -> Room:
+    """The room ``room_id`` with its project, if ``user`` may read it (and so post to it).
+
+    Raises NotFound when the room does not exist *or* the user may not read it:
+    a guessed id never reveals that a room exists. The result carries
+    ``my_role`` (the user's role in the project).
+
+    Cached: the room with its project (family ``rooms``, without the
+    fast-changing ``last_message_*`` columns, which load lazily if read) and
+    the user's access to it (family ``access``: the role, or "" for none).
+    Memoized per request. Invalidated (chat.signals) when the project, a
+    membership or a room membership changes, whoever changes it.
+    """
+    if not user.is_authenticated:
+        raise NotFound("Room not found.")
+    memo = perf_cache.request_memo()
+    memo_key = ("room", room_id)
+    if memo is not None and memo_key in memo:
+        return memo[memo_key]
+    found = perf_cache.get_many_counted(_room_access_keys(user.id, room_id))
+    room = _room_access_resolve(user=user, room_id=room_id, found=found)
+    if memo is not None:
+        memo[memo_key] = room
+    return room
+
+
+def _room_access_keys(user_id: int, room_id: int) -> dict[str, str]:
+    return {room_cache_key(room_id): "rooms", room_access_key(user_id, room_id): "access"}
+
+
+def _room_access_resolve(*, user: Any, room_id: int, found: dict[str, Any]) -> Room:
+    """The room with ``my_role`` from the cache entries in ``found``; fills (database, cache) what is missing."""
+    room_key, access_key = room_cache_key(room_id), room_access_key(user.id, room_id)
+    room = found.get(room_key)
+    if room is None:
+        room = _cacheable_rooms().filter(pk=room_id).first()
+        perf_cache.store(room_key, room, family="rooms")
+    if not isinstance(room, Room):
+        raise NotFound("Room not found.")
+    role = found.get(access_key)
+    if role is None:
+        role = _room_role(user=user, room=room)
+        perf_cache.store(access_key, role, family="access")
+    if not role:
+        raise NotFound("Room not found.")
+    room.my_role = role
+    return room
+
+
+def _room_role(*, user: Any, room: Room) -> str:
+    """The user's project role if they may read ``room``, else ""."""
+    role = Membership.objects.filter(project_id=room.project_id, user=user).values_list("role", flat=True).first()
+    if role is None:
+        return ""
+    if room.is_private and not RoomMember.objects.filter(room=room, user=user).exists():
+        return ""
+    return role
+
+
+def _cacheable_rooms() -> QuerySet[Room]:
+    """Rooms as the ``rooms`` family stores them: with the project, without the fast-changing counters."""
+    return Room.objects.select_related("project").defer("last_message_seq", "last_message_at", "messages_deleted")
+
+
+def rooms_cached(*, room_ids: list[int]) -> dict[int, Room]:
+    """Several rooms with their projects, as room_get_for_user caches them (family ``rooms``); no access check."""
+
+    def fill(missing: list[int]) -> dict[int, Room]:
+        return {room.id: room for room in _cacheable_rooms().filter(pk__in=missing)}
+
+    found = perf_cache.cached_many("rooms", {rid: room_cache_key(rid) for rid in room_ids}, fill)
+    return {rid: room for rid, room in found.items() if isinstance(room, Room)}  # not the "no such room" marker
+
+
+def rooms_unread_states(*, room_ids: list[int]) -> dict[int, UnreadState]:
+    """Each room's unread state (the key of its current unread tail), read now."""
+    rows = Room.objects.filter(id__in=room_ids).values_list("id", "last_message_seq", "messages_deleted")
+    return {rid: (seq, deleted) for rid, seq, deleted in rows}
+
+
+def rooms_recently_active(*, limit: int) -> list[int]:
+    """Ids of the ``limit`` rooms with the newest messages, newest first; rooms without any last."""
+    rooms = Room.objects.order_by(F("last_message_at").desc(nulls_last=True), "-id")
+    return list(rooms.values_list("id", flat=True)[:limit])
+
+
+def rooms_readable(*, user: Any, room_ids: list[int]) -> set[int]:
+    """Which of ``room_ids`` the user may read now: one query, never the cache (an open socket checking again)."""
+    if not room_ids or not user.is_authenticated:
+        return set()
+    return set(_readable_rooms(user).filter(id__in=room_ids).values_list("id", flat=True))
+
+
+def room_get_by_slug_for_user(*, user: Any, project: Project, slug: str) -> Room:
+    if not user.is_authenticated:
+        raise NotFound("Room not found.")
+    room = _readable_rooms(user).select_related("project").filter(project=project, slug=slug).first()
+    if room is None:
+        raise NotFound("Room not found.")
+    return room
+
+
+def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
+    """Rooms of ``project`` the user may read, by name, each with ``unread`` and ``last_read``.
+
+    ``unread`` counts live messages by others newer than the user's read
+    marker, up to ``UNREAD_CAP``.
+
+    Cached in two parts. The room list (family ``room_lists``) per user and
+    project, invalidated by room_create (the project's lists), room_member_add
+    and membership changes (that user's list); filling it also fills the
+    user's access to each listed room (family ``access``). Unread counts (family
+    ``unread``) come from each room's tail, its newest UNREAD_TAIL messages as
+    (id, author, deleted), shared by all its readers under a key that embeds
+    the room's unread state (``last_message_seq``, ``messages_deleted``): a
+    new message or a delete moves to a fresh key by itself (a new message's
+    writer fills that key from the previous one when it is cached:
+    unread_tail_with), and each reader's count is computed from the tail and
+    their marker. Only when a marker is older than a full tail and the tail
+    alone cannot reach the cap does that reader get an exact capped count,
+    cached per user, room, state and marker. One cheap query (room counters
+    and markers) runs every time.
+
+    With caching off there is nothing to share, and the whole list, markers
+    and capped counts included, is one statement.
+    """
+    last_read = ReadMarker.objects.filter(room=OuterRef("pk"), user=user).values("last_read_message_id")[:1]
+    marker = Coalesce(Subquery(last_read), Value(0))
+    if not perf_cache.caching_enabled():
+        # No cache to share tails or keep the list: one statement, the readable
+        # rooms with their counters, the user's markers and capped counts.
+        rows = list(
+            _readable_rooms(user)
+            .filter(project=project)
+            .annotate(last_read=marker, unread=_unread_count_sql(user.id))
+            .order_by("name", "id")
+            .values("id", "slug", "name", "topic", "is_private", "my_role", "last_message_seq", "last_message_at",
+                    "last_read", "unread")
+        )  # fmt: skip
+        return [_listed_room(row, row, project, row["unread"]) for row in rows]
+
+    def readable() -> list[dict[str, Any]]:
+        rows = list(
+            _readable_rooms(user)
+            .filter(project=project)
+            .order_by("name", "id")
+            .values("id", "slug", "name", "topic", "is_private", "my_role")
+        )
+        # The same query answers room_get_for_user for each of these rooms:
+        # keep the user's access to them (family ``access``), so opening one
+        # after the list asks the database nothing more. Invalidated with the
+        # list, by the same writes.
+        perf_cache.store_many({room_access_key(user.id, r["id"]): r["my_role"] for r in rows}, family="access")
+        return rows
+
+    rows = perf_cache.cached("room_lists", room_list_key(project.id, user.id), readable)
+    if not rows:
+        return []
+    live = {
+        r["id"]: r
+        for r in Room.objects.filter(id__in=[r["id"] for r in rows])
+        .annotate(last_read=marker)
+        .values("id", "last_message_seq", "messages_deleted", "last_message_at", "last_read")
+    }
+    present = [r["id"] for r in rows if r["id"] in live]
+    states = {rid: (live[rid]["last_message_seq"], live[rid]["messages_deleted"]) for rid in present}
+    tails = room_unread_tails(states=states)
+    unread: dict[int, int] = {}
+    exact: list[int] = []
+    for rid in present:
+        counted = _unread_from_tail(tails.get(rid, []), last_read=live[rid]["last_read"], user_id=user.id)
+        if counted is None:
+            exact.append(rid)
+        else:
+            unread[rid] = counted
+
+    def count(missing: list[int]) -> dict[int, int]:
+        # One capped count per room: a room the user never opened costs at
+        # most UNREAD_CAP index entries, not its whole history.
+        rows = _per_room(missing, [live[rid]["last_read"] for rid in missing], _UNREAD_COUNT, [user.id, UNREAD_CAP])
+        return {int(rid): int(n) for rid, n in rows}
+
+    if exact:
+        keys = {rid: unread_key(rid, user.id, states[rid], live[rid]["last_read"]) for rid in exact}
+        unread.update(perf_cache.cached_many("unread", keys, count))
+    return [_listed_room(row, live[row["id"]], project, unread.get(row["id"], 0)) for row in rows if row["id"] in live]
+
+
+def _listed_room(row: dict[str, Any], live: dict[str, Any], project: Project, unread: int) -> Room:
+    room = Room(
+        id=row["id"], project=project, slug=row["slug"], name=row["name"], topic=row["topic"],
+        is_private=row["is_private"], last_message_seq=live["last_message_seq"], last_message_at=live["last_message_at"],
+    )  # fmt: skip
+    room.my_role = row["my_role"]
+    room.last_read = live["last_read"]
+    room.unread = unread
+    return room
+
+
+# Live messages by others after a marker in one room, counted up to a cap: at
+# most UNREAD_CAP entries of message_room_id_idx (index-only). {room} and
+# {arg} (the marker) are SQL; the placeholders take the user id and the cap.
+_UNREAD_COUNT = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE room_id = {room} AND id > {arg} "
+    "AND deleted_at IS NULL AND author_id <> %s LIMIT %s) capped"
+)
+
+
+def _unread_count_sql(user_id: int) -> RawSQL:
+    """_UNREAD_COUNT as a column of a query on rooms, with the user's marker of each room."""
+    qn = connection.ops.quote_name
+    room = f"{qn(Room._meta.db_table)}.{qn('id')}"
+    marker = (
+        f"COALESCE((SELECT {qn('last_read_message_id')} FROM {qn(ReadMarker._meta.db_table)} "
+        f"WHERE {qn('room_id')} = {room} AND {qn('user_id')} = %s), 0)"
+    )
+    sql = _UNREAD_COUNT.format(table=qn(Message._meta.db_table), room=room, arg=marker)
+    return RawSQL(sql, [user_id, user_id, UNREAD_CAP], output_field=IntegerField())
+
+
+def room_members(*, room: Room) -> QuerySet[Any]:
+    """Users who can read ``room``: project members, or the room's members if private."""
+    qs = User.objects.filter(memberships__project_id=room.project_id)
+    if room.is_private:
+        qs = qs.filter(room_memberships__room=room)
+    return qs.only("id", *USER_DISPLAY_FIELDS).order_by("username")
+
+
+def room_member_get(*, room: Room, user_id: int) -> Any:
+    """A member of ``room`` (the user), or NotFound."""
+    user = User.objects.filter(pk=user_id, room_memberships__room=room).first()
+    if user is None:
+        raise NotFound("Not a member of this room.", code="not_a_member")
+    return user
