@@ -1,20 +1,27 @@
 """The protocol router (HTTP to Django, WebSocket to the chat consumer), behind the trusted-proxy check.
 
-Every HTTP request goes through Django's own ASGI handler: its URL resolver,
-host validation and middleware.
+Every HTTP request goes through Django's own request handler: its URL
+resolver, host validation and middleware, in one worker thread per request.
+Django's WSGI handler runs the chain synchronously; a2wsgi hands each request
+to a pool of ``HTTP_THREADS`` threads, one hop from the event loop and back,
+as a WSGI server would. (Django's ASGI handler would hop to a thread once per
+method of every sync-only middleware, Django's own included, and start a
+thread per request: docs/PERFORMANCE.md, "HTTP".) WebSockets stay on the
+event loop, through Channels.
 """
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings.dev")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 
-django_asgi_app = get_asgi_application()
+django_wsgi_app = get_wsgi_application()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from a2wsgi import WSGIMiddleware  # noqa: E402
+from django.contrib.staticfiles.handlers import StaticFilesHandler  # noqa: E402
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware  # noqa: E402
 
 from chat import events  # noqa: E402
@@ -40,8 +47,10 @@ async def lifespan(scope: dict, receive, send) -> None:  # noqa: ANN001
 
 
 # In development (DEBUG) Django also serves /static/ from the source folders;
-# production serves collected, fingerprinted files (servestatic's middleware).
-http_application = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app
+# production serves collected, fingerprinted files (whitenoise's middleware).
+http_application = WSGIMiddleware(
+    StaticFilesHandler(django_wsgi_app) if settings.DEBUG else django_wsgi_app, workers=env.HTTP_THREADS
+)
 # A request body that does not arrive within HTTP_BODY_TIMEOUT gets a 408 (chatsite.http_timeouts).
 http_application = RequestBodyTimeout(http_application, timeout=env.HTTP_BODY_TIMEOUT)
 

@@ -138,6 +138,9 @@ HTTP_KEEPALIVE_TIMEOUT = env_int("HTTP_KEEPALIVE_TIMEOUT", 5)
 
 # Real-time delivery (chat.consumers)
 WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)
+# HTTP: threads per server process that run requests through Django's handler,
+# one request each at a time (chatsite.asgi).
+HTTP_THREADS = env_int("HTTP_THREADS", 8)
 # Threads that run consumers' database work in parallel (chat.asyncdb).
 WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
 # Bytes of frames a socket may have pending before low-priority ones are dropped

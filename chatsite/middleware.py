@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
-from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from chatsite.error_handlers import is_api_path, method_not_allowed, unavailable_response
@@ -20,15 +19,11 @@ from chatsite.errors import DATABASE_UNAVAILABLE
 
 
 class ErrorsMiddleware:
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[Any]]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        markcoroutinefunction(self)
 
-    async def __call__(self, request: HttpRequest) -> Any:
-        response = await self.get_response(request)
+    def __call__(self, request: HttpRequest) -> Any:
+        response = self.get_response(request)
         if (
             response.status_code == 405
             and is_api_path(request.path_info)
@@ -38,7 +33,6 @@ class ErrorsMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        # Django runs exception hooks synchronously; this one only looks at the type.
         if isinstance(exception, DATABASE_UNAVAILABLE):
             return unavailable_response(request, exception)
         return None

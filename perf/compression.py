@@ -25,23 +25,20 @@ restart of the middleware chain, and overridden in tests):
 - ``Cache-Control: no-transform`` and responses that already have a
   Content-Encoding or a Content-Range are left alone.
 
-Compression runs on the event loop for ordinary bodies (a 50-message history
-page takes well under a millisecond) and in a worker thread for bodies of
-``OFFLOAD_MIN_LENGTH`` and more, so one large response cannot stall every
-other request on the loop. zlib and brotli release the GIL while they work.
+It runs in the request's worker thread, like the rest of Django's chain
+(chatsite.asgi); zlib and brotli release the GIL while they work.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from gzip import GzipFile
 from secrets import randbelow, token_urlsafe
-from typing import Awaitable, Callable, Literal
+from typing import Callable, Literal
 
 import brotli
-from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -52,8 +49,6 @@ Coding = Literal["br", "gzip", "identity"]
 
 # Longer Accept-Encoding headers are not parsed (no browser sends one).
 ACCEPT_ENCODING_MAX_LENGTH = 2048
-# Bodies this large are compressed in a worker thread.
-OFFLOAD_MIN_LENGTH = 64 * 1024
 # BREACH padding: up to this many random bytes in X-Noise.
 MAX_RANDOM_BYTES = 99
 # Text-like types worth compressing (images, fonts in woff and archives are compressed already).
@@ -67,19 +62,12 @@ COMPRESSIBLE = re.compile(
 class CompressionMiddleware:
     """Place it above every middleware that reads or changes the response body."""
 
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
-        markcoroutinefunction(self)
 
-    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        response = await self.get_response(request)
-        if not response.streaming and len(response.content) >= OFFLOAD_MIN_LENGTH:
-            await sync_to_async(maybe_compress, thread_sensitive=False)(request, response)
-        else:
-            maybe_compress(request, response)
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        maybe_compress(request, response)
         return response
 
 
@@ -110,12 +98,7 @@ def maybe_compress(request: HttpRequest, response: HttpResponseBase) -> None:
     gzip_level = settings.COMPRESSION_GZIP_LEVEL
     brotli_quality = settings.COMPRESSION_BROTLI_QUALITY
     if response.streaming:
-        if response.is_async:
-            if coding == "br":
-                response.streaming_content = brotli_stream_async(response.streaming_content, brotli_quality)
-            else:
-                response.streaming_content = gzip_stream_async(response.streaming_content, gzip_level)
-        elif coding == "br":
+        if coding == "br":
             response.streaming_content = brotli_stream(response.streaming_content, brotli_quality)
         else:
             response.streaming_content = gzip_stream(response.streaming_content, gzip_level)
@@ -255,33 +238,10 @@ def gzip_stream(chunks: Iterator[bytes], level: int) -> Iterator[bytes]:
     yield buf.read()
 
 
-async def gzip_stream_async(chunks: AsyncIterator[bytes], level: int) -> AsyncIterator[bytes]:
-    buf = StreamingBuffer()
-    with GzipFile(mode="wb", compresslevel=level, fileobj=buf, mtime=0) as zfile:
-        yield b""
-        async for chunk in chunks:
-            zfile.write(chunk)
-            zfile.flush()
-            data = buf.read()
-            if data:
-                yield data
-    yield buf.read()
-
-
 def brotli_stream(chunks: Iterator[bytes], quality: int) -> Iterator[bytes]:
     compressor = brotli.Compressor(quality=quality)
     yield b""
     for chunk in chunks:
-        data = compressor.process(chunk) + compressor.flush()
-        if data:
-            yield data
-    yield compressor.finish()
-
-
-async def brotli_stream_async(chunks: AsyncIterator[bytes], quality: int) -> AsyncIterator[bytes]:
-    compressor = brotli.Compressor(quality=quality)
-    yield b""
-    async for chunk in chunks:
         data = compressor.process(chunk) + compressor.flush()
         if data:
             yield data

@@ -2,18 +2,17 @@
 
 ``RequestContextMiddleware`` goes first in MIDDLEWARE (after django-prometheus's
 "before" middleware), so every response carries X-Request-ID and its totals
-cover the session and user queries of the middleware below it. Django's ASGI
-handler runs the chain asynchronously; this middleware is async and costs no
-thread hop.
+cover the session and user queries of the middleware below it. Django runs
+the chain synchronously (chatsite.asgi: its WSGI handler, in one worker
+thread per request), as every middleware here is written.
 """
 
 from __future__ import annotations
 
 import logging
 from time import perf_counter
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
-from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
@@ -24,14 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 class RequestContextMiddleware:
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[Any]]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        markcoroutinefunction(self)
 
-    async def __call__(self, request: HttpRequest) -> Any:
+    def __call__(self, request: HttpRequest) -> Any:
         start = perf_counter()
         request_id = context.request_id_from(request.headers.get("X-Request-ID"))
         request.request_id = request_id  # type: ignore[attr-defined]
@@ -42,7 +37,7 @@ class RequestContextMiddleware:
         cache_token = metrics.start_cache_totals()
         memo_token = perf_cache.open_request_memo()
         try:
-            response = await self.get_response(request)
+            response = self.get_response(request)
             response.headers["X-Request-ID"] = request_id
             _server_timing(request, response)
             metrics.request_finished(request, response, perf_counter() - start)

@@ -1,6 +1,6 @@
 """What pages are built from besides their data: ``release_fingerprint()``, for page ETags (chat.views).
 
-Static files themselves are served by servestatic in production
+Static files themselves are served by whitenoise in production
 (chatsite/settings/production.py) and by Django's own handler under DEBUG
 (chatsite.asgi).
 """

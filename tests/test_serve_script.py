@@ -102,9 +102,9 @@ def test_serve_collects_the_missing_static_files_then_serves_pages_and_assets(tm
             assert re.search(rb"\.[0-9a-f]{12}\.\w+$", asset), asset
             asset_status, body = get(f"http://127.0.0.1:{port}{asset.decode()}")
             assert asset_status == 200 and body, asset
-        # Only the files the manifest lists are served, not the manifest itself (docs/SECURITY.md).
-        manifest_status, _ = get(f"http://127.0.0.1:{port}/static/staticfiles.json")
-        assert manifest_status == 404
+        # The manifest is public like every collected file (docs/SECURITY.md): names only.
+        manifest_status, manifest = get(f"http://127.0.0.1:{port}/static/staticfiles.json")
+        assert manifest_status == 200 and b'"paths"' in manifest
         assert "collecting the static files" in log_path.read_text()
     finally:
         stop_group(proc)

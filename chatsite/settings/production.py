@@ -27,16 +27,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
-# Static files: collectstatic with servestatic's storage writes content-hashed
-# names with .br and .gz beside them; its middleware (async, so no thread hop on
-# any request) serves them immutable for ten years, and plain (unhashed) names
-# for SERVESTATIC_MAX_AGE seconds. Right after SecurityMiddleware: before
-# compression (the files come compressed) and before sessions and
-# authentication (assets need neither).
+# Static files: collectstatic with whitenoise's storage writes content-hashed
+# names with .br and .gz beside them; its middleware serves them immutable for
+# ten years, and plain (unhashed) names for WHITENOISE_MAX_AGE seconds. Right
+# after SecurityMiddleware: before compression (the files come compressed) and
+# before sessions and authentication (assets need neither).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 _security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")  # noqa: F405
-MIDDLEWARE = [*MIDDLEWARE[: _security + 1], "servestatic.middleware.ServeStaticMiddleware", *MIDDLEWARE[_security + 1 :]]  # noqa: F405
-SERVESTATIC_MAX_AGE = 60
+MIDDLEWARE = [*MIDDLEWARE[: _security + 1], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[_security + 1 :]]  # noqa: F405
+WHITENOISE_MAX_AGE = 60

@@ -1,4 +1,4 @@
-"""One HTTP request path: every request, cached history pages included, goes through Django's ASGI handler."""
+"""One HTTP request path: every request, cached history pages included, goes through Django's handler and middleware."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import httpx
 import orjson
 import pytest
 from channels.testing import HttpCommunicator
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
-from chatsite.asgi import application, django_asgi_app
+from chatsite.asgi import application, django_wsgi_app
 from tests.chatsite import probe_urls
 from tests.servers import app_servers
 
@@ -31,12 +31,12 @@ def _header(response: dict, name: bytes) -> bytes | None:
 
 
 def test_the_application_is_djangos_own_handler() -> None:
-    assert type(django_asgi_app) is ASGIHandler
+    assert type(django_wsgi_app) is WSGIHandler
 
 
 @override_settings(ROOT_URLCONF="tests.chatsite.probe_urls")
 async def test_two_requests_are_in_their_views_at_the_same_time() -> None:
-    """Sync views run each in their request's own thread: the second does not wait for the first."""
+    """Requests run each in a thread of the pool (HTTP_THREADS): the second does not wait for the first."""
     probe_urls.MEETING.reset()
     first, second = await asyncio.gather(get("/probe/meet"), get("/probe/meet"))
     assert [first["status"], second["status"]] == [200, 200]

@@ -41,10 +41,10 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def _request_head(method: str, path: str, length: int) -> bytes:
+def _request_head(method: str, path: str, length: int, *, content_type: str = "application/json", extra: str = "") -> bytes:
     return (
-        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {length}\r\n\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\n{extra}\r\n"
     ).encode()
 
 
@@ -125,7 +125,11 @@ def test_a_body_dribbled_past_the_deadline_gets_a_json_408_and_the_connection_cl
 
 def test_a_slow_page_form_gets_a_plain_408(port: int) -> None:
     with _connect(port) as sock:
-        sock.sendall(_request_head("POST", "/login/", 500) + b"username=")
+        # With a CSRF cookie, so the CSRF check reads the form (the body) instead of refusing at once.
+        head = _request_head(
+            "POST", "/login/", 500, content_type="application/x-www-form-urlencoded", extra="Cookie: csrftoken=" + "a" * 32 + "\r\n"
+        )
+        sock.sendall(head + b"username=")
         status, headers, body = _dribble_until_answered(sock, every=0.5, timeout=BODY_TIMEOUT + MARGIN)
         assert status == 408
         assert headers["content-type"].startswith("text/plain")

@@ -9,11 +9,10 @@ import zlib
 import brotli
 import orjson
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
-from django.test import AsyncClient, RequestFactory, override_settings
+from django.test import RequestFactory, override_settings
 
-from perf.compression import OFFLOAD_MIN_LENGTH, CompressionMiddleware, preferred_coding
+from perf.compression import CompressionMiddleware, preferred_coding
 
 API = "/api/v1"
 BROWSER = "gzip, deflate, br, zstd"
@@ -155,11 +154,7 @@ def test_preferred_coding(accept, coding):
 
 def run(response: HttpResponse, accept: str = "br", **headers: str) -> HttpResponse:
     request = RequestFactory().get("/", headers={"Accept-Encoding": accept, **headers})
-
-    async def view(request):
-        return response
-
-    return async_to_sync(CompressionMiddleware(view))(request)
+    return CompressionMiddleware(lambda request: response)(request)
 
 
 def test_strong_etag_is_weakened_and_weak_one_kept():
@@ -235,48 +230,12 @@ def test_streaming_is_compressed_chunk_by_chunk(accept):
 
 
 @pytest.mark.parametrize("accept", ["br", "gzip"])
-async def test_async_streaming_and_large_bodies(accept):
-    chunks = [b"line %d " % i * 50 for i in range(30)]
-
-    async def produce():
-        for chunk in chunks:
-            yield chunk
-
-    async def stream_view(request):
-        return StreamingHttpResponse(produce(), content_type="text/plain")
-
-    request = RequestFactory().get("/", headers={"Accept-Encoding": accept})
-    response = await CompressionMiddleware(stream_view)(request)
-    assert response.is_async and response["Content-Encoding"] == accept
-    body = b"".join([part async for part in response.streaming_content])
-    assert (brotli.decompress(body) if accept == "br" else gzip.decompress(body)) == b"".join(chunks)
-
-    # Large enough to be compressed in a worker thread rather than on the loop.
+def test_large_bodies(accept):
     large = orjson.dumps([{"i": i, "body": "word " * 40} for i in range(2000)])
-    assert len(large) > OFFLOAD_MIN_LENGTH
-
-    async def large_view(request):
-        return HttpResponse(large, content_type="application/json")
-
-    response = await CompressionMiddleware(large_view)(request)
+    response = run(HttpResponse(large, content_type="application/json"), accept=accept)
     assert response["Content-Encoding"] == accept
     assert (brotli.decompress(response.content) if accept == "br" else gzip.decompress(response.content)) == large
     assert int(response["Content-Length"]) == len(response.content)
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_history_over_the_async_handler(chat_world, make_token, seed_messages):
-    """The ASGI request path (AsyncClient) compresses like the WSGI one."""
-    await sync_to_async(seed_messages)(chat_world["public"], [chat_world["owner"]], 30)
-    token = await sync_to_async(make_token)(chat_world["member"])
-    client = AsyncClient()
-    auth = {"Authorization": f"Bearer {token}"}
-    url = f"{API}/rooms/{chat_world['public'].id}/messages"
-    plain = await client.get(url, headers=auth)
-    response = await client.get(url, headers={**auth, "Accept-Encoding": BROWSER})
-    assert response.status_code == 200 and response["Content-Encoding"] == "br"
-    assert brotli.decompress(response.content) == plain.content
-    assert len(orjson.loads(plain.content)["items"]) == 30
 
 
 def test_a_cached_history_page_is_compressed_once_and_served_as_stored(history):

@@ -1,8 +1,8 @@
-"""Static files as production serves them: collectstatic with servestatic's storage, servestatic's middleware.
+"""Static files as production serves them: collectstatic with whitenoise's storage, whitenoise's middleware.
 
 The production settings module needs its secrets, so one subprocess loads it
 (with placeholder values) and reports its MIDDLEWARE, STORAGES and
-SERVESTATIC_MAX_AGE; the tests run the real collectstatic into a temporary
+WHITENOISE_MAX_AGE; the tests run the real collectstatic into a temporary
 STATIC_ROOT with exactly those settings.
 """
 
@@ -14,16 +14,14 @@ import os
 import re
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import brotli
 import pytest
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.staticfiles.storage import staticfiles_storage
 from django.core.management import call_command
-from django.test import AsyncClient, Client, override_settings
+from django.test import Client, override_settings
 
 SOURCE = Path(settings.BASE_DIR) / "static" / "chat" / "chat.js"
 TEN_YEARS = 10 * 365 * 24 * 60 * 60
@@ -39,7 +37,7 @@ def production() -> dict:
     code = (
         "import json, django; django.setup(); from django.conf import settings as s; "
         "print(json.dumps({'MIDDLEWARE': s.MIDDLEWARE, 'STORAGES': s.STORAGES, "
-        "'SERVESTATIC_MAX_AGE': s.SERVESTATIC_MAX_AGE}))"
+        "'WHITENOISE_MAX_AGE': s.WHITENOISE_MAX_AGE}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60
@@ -48,15 +46,15 @@ def production() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_production_settings_wire_servestatic(production):
+def test_production_settings_wire_whitenoise(production):
     middleware = production["MIDDLEWARE"]
-    assert production["STORAGES"]["staticfiles"]["BACKEND"] == "servestatic.storage.CompressedManifestStaticFilesStorage"
-    static = middleware.index("servestatic.middleware.ServeStaticMiddleware")
+    assert production["STORAGES"]["staticfiles"]["BACKEND"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    static = middleware.index("whitenoise.middleware.WhiteNoiseMiddleware")
     assert middleware[static - 1] == "django.middleware.security.SecurityMiddleware"
     # Before compression (files come pre-compressed) and before sessions.
     assert static < middleware.index("perf.compression.CompressionMiddleware")
     assert static < middleware.index("django.contrib.sessions.middleware.SessionMiddleware")
-    assert production["SERVESTATIC_MAX_AGE"] == 60
+    assert production["WHITENOISE_MAX_AGE"] == 60
 
 
 @pytest.fixture(scope="module")
@@ -72,24 +70,17 @@ def collected(production, tmp_path_factory):
         STATICFILES_FINDERS=["django.contrib.staticfiles.finders.FileSystemFinder"],
         STORAGES=production["STORAGES"],
         MIDDLEWARE=production["MIDDLEWARE"],
-        SERVESTATIC_MAX_AGE=production["SERVESTATIC_MAX_AGE"],
+        WHITENOISE_MAX_AGE=production["WHITENOISE_MAX_AGE"],
     ):
         call_command("collectstatic", interactive=False, verbosity=0)
         yield root
 
 
 def fetch(url: str, accept: str):
-    """A GET through the ASGI handler, as the server runs it; its streamed body read whole into ``.body``."""
-
-    async def get():
-        response = await AsyncClient().get(url, headers={"Accept-Encoding": accept})
-        if response.streaming:
-            response.body = b"".join([chunk async for chunk in response.streaming_content])
-        else:
-            response.body = response.content
-        return response
-
-    return async_to_sync(get)()
+    """A GET through Django's handler, as the server runs it; its streamed body read whole into ``.body``."""
+    response = Client().get(url, headers={"Accept-Encoding": accept})
+    response.body = b"".join(response.streaming_content) if response.streaming else response.content
+    return response
 
 
 def hashed_url() -> str:
@@ -148,18 +139,14 @@ def test_pages_link_the_hashed_names(collected, chat_world):
     assert staticfiles_storage.url("chat/chat.css") in html
 
 
-async def test_served_on_the_async_path_without_a_thread_per_request(collected):
+def test_served_whole_with_its_length_and_to_head_requests(collected):
     url = hashed_url()
-    client = AsyncClient()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        response = await client.get(url, headers={"Accept-Encoding": "br"})
-        head = await client.head(url, headers={"Accept-Encoding": "br"})
+    client = Client()
+    response = client.get(url, headers={"Accept-Encoding": "br"})
+    head = client.head(url, headers={"Accept-Encoding": "br"})
     assert response.status_code == 200 and response["Content-Encoding"] == "br"
     assert response["Cache-Control"] == f"max-age={TEN_YEARS}, public, immutable"
-    body = b"".join([chunk async for chunk in response.streaming_content])
+    body = b"".join(response.streaming_content)
     assert brotli.decompress(body) == SOURCE.read_bytes()
     assert int(response["Content-Length"]) == len(body)
     assert head.status_code == 200
-    # A synchronous file iterator under ASGI would warn on every request.
-    assert not [w for w in caught if "synchronous iterators" in str(w.message)]

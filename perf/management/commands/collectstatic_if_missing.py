@@ -1,6 +1,6 @@
 """``manage.py collectstatic_if_missing``: collect the static files when the manifest storage has no manifest yet.
 
-The production storage (servestatic's CompressedManifestStaticFilesStorage,
+The production storage (whitenoise's CompressedManifestStaticFilesStorage,
 perf.static) names every asset from collectstatic's ``staticfiles.json``;
 without it every page is a 500 ("Missing staticfiles manifest entry") and
 /static/ a 404. scripts/serve.sh runs this before it starts the server. With
