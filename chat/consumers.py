@@ -326,7 +326,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.fill_tasks.add(asyncio.ensure_future(self._fill_gap(room_id, cursor, seq)))
                 return True
             self.cursors[room_id] = seq
-        elif kind in ("typing", "presence") and event.get("user") == self.user.id:
+        elif kind == "typing" and event.get("user") == self.user.id:
             return False  # nobody needs their own typing indicator
         self.outbox.put(EVENT_PRIORITY.get(kind, PRIORITY_CHANGE), event["text"])
         return True
@@ -508,17 +508,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if overflowed:
             metrics.WS_RESYNCS.inc()
             self.send_frame({"type": "resync", "room": room_id, "reason": "too_many_missed", "max": cap})
-        online = (
-            await presence.presence_join(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id) if not joined else set()
-        )
+        # Bounded whatever the room's size: a count and a few ids, never the whole list.
+        here = await presence.presence_join(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id)
+        online = here.sample if self.user.id in here.sample else [self.user.id, *here.sample[: presence.PRESENCE_LIST_MAX - 1]]
         self.send_frame(
-            {"type": "subscribed", "room": room_id, "resumed": len(missed), "seq": cursor, "online": sorted(online | {self.user.id})}
+            {
+                "type": "subscribed",
+                "room": room_id,
+                "resumed": len(missed),
+                "seq": cursor,
+                "online": online,
+                "online_count": max(here.count, 1),
+            }
         )
         # Then the live events that arrived meanwhile (those the backlog already holds are dropped by seq).
         for event in self.filling.pop(room_id, []) if not joined else []:
             self.deliver_room_event(event)
-        if not joined and self.user.id not in online:
-            await self._publish_presence(room_id, "online")
+        if not here.was_online:
+            presence.announce(room_id=room_id, user_id=self.user.id, status="online")
 
     def _count_subscribe(self) -> None:
         """The socket's own subscribe limit (WS_SUBSCRIBE_RATE), kept in memory: no I/O for the common case."""
@@ -548,13 +555,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception:  # noqa: BLE001 - group expiry cleans up what a dead layer could not
             logger.warning("leaving the room's group failed room=%s", room_id)
         if await presence.presence_leave(room_id=room_id, user_id=self.user.id, socket_id=self.socket_id):
-            await self._publish_presence(room_id, "offline")
-
-    async def _publish_presence(self, room_id: int, status: str) -> None:
-        await self._publish_ephemeral(room_id, "presence", status=status)
+            presence.announce(room_id=room_id, user_id=self.user.id, status="offline")
 
     async def _publish_ephemeral(self, room_id: int, kind: str, **extra: Any) -> None:
-        """Send a typing/presence event about this user to the room. Best effort: failures are logged."""
+        """Send a typing event about this user to the room. Best effort: failures are logged."""
         message = events.room_event_message(
             room_id=room_id, kind=kind, payload={"room": room_id, "user": user_dict(self.user), **extra}
         )
@@ -594,6 +598,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.typing_sent[room_id] = now
         await self._publish_ephemeral(room_id, "typing")
 
+    async def on_presence(self, frame: dict[str, Any]) -> None:
+        """Which of ``users`` are online in a subscribed room: for the people a client shows."""
+        room_id = _int_field(frame, "room")
+        if room_id not in self.cursors:
+            raise InvalidInput("Subscribe to the room before asking who is online there.", code="not_subscribed")
+        users = frame.get("users")
+        if (
+            not isinstance(users, list)
+            or len(users) > presence.QUERY_MAX
+            or not all(isinstance(u, int) and not isinstance(u, bool) and 0 < u < 2**63 for u in users)
+        ):
+            raise InvalidInput(f"'users' must be a list of at most {presence.QUERY_MAX} user ids.", code="invalid_users")
+        count, online = await presence.presence_state(room_id=room_id, user_ids=users)
+        self.send_frame(
+            {"type": "presence.state", "room": room_id, "online_count": count, "online": [u for u in users if u in online]}
+        )
+
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await presence.presence_refresh(room_ids=self.cursors, user_id=self.user.id, socket_id=self.socket_id)
         self.send_frame({"type": "pong", "ref": frame.get("ref")})
@@ -604,5 +625,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         "message.send": on_message_send,
         "read": on_read,
         "typing": on_typing,
+        "presence": on_presence,
         "ping": on_ping,
     }

@@ -1,12 +1,25 @@
 """Who is online: per room (presence), and per user (open sockets, for the per-user cap).
 
-Rooms: a Redis sorted set per room, entries expire by TTL.
+Rooms: two kinds of Redis sorted sets, entries expire by their score.
 
-Each socket subscribed to a room is one entry ``<user_id>:<socket_id>``
-scored with its last heartbeat. A user is online in a room while any of
-their entries is fresher than ``CHAT_PRESENCE_TTL`` seconds, so a crashed
-server process's sockets age out by themselves. Without Redis (the embedded
-default) presence is kept in process memory.
+* ``chat:presence:room:<room>:users``: one entry per user online in the room,
+  scored with the last heartbeat of any of their sockets there. Its size and
+  any bounded slice are O(log n) to read, so a join costs the same in a room
+  of 5 or 5,000.
+* ``chat:presence:room:<room>:user:<user>``: that user's sockets in the room
+  (to know when their last one leaves).
+
+A user is online in a room while their entry is fresher than
+``CHAT_PRESENCE_TTL`` seconds, so a crashed server process's sockets age out
+by themselves. Without Redis (the embedded default) presence is kept in
+process memory.
+
+What a room hears about it is bounded too: joins and leaves are gathered per
+room and sent as one ``presence`` digest per ``CHAT_PRESENCE_INTERVAL`` per
+server process (:func:`announce`), with the room's count and at most
+``PRESENCE_LIST_MAX`` ids each way; a socket's ``subscribed`` frame carries
+the count and at most that many ids. Joining never sends every socket the
+whole list (docs/PROTOCOL.md, "Presence").
 
 All functions are async and never raise: presence is best-effort and must
 not break chat when Redis is down.
@@ -14,54 +27,87 @@ not break chat when Redis is down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from django.conf import settings
 
 from chatsite import env
-from perf.redis import async_client
+from perf.redis import async_client, loop_resource
 
 logger = logging.getLogger(__name__)
 
-_local: dict[int, dict[str, float]] = {}
+# Most ids a subscribed frame's ``online`` list, a digest's ``joined`` or ``left``, or a query holds.
+PRESENCE_LIST_MAX = 50
+QUERY_MAX = 100
+
+# Embedded mode: room -> user -> last seen; (room, user) -> socket -> last seen.
+_local_users: dict[int, dict[int, float]] = {}
+_local_user_sockets: dict[tuple[int, int], dict[str, float]] = {}
 _local_sockets: dict[int, dict[str, float]] = {}
 
 
-def presence_key(room_id: int) -> str:
-    return f"chat:presence:room:{int(room_id)}"
+def room_users_key(room_id: int) -> str:
+    return f"chat:presence:room:{int(room_id)}:users"
+
+
+def room_user_sockets_key(room_id: int, user_id: int) -> str:
+    return f"chat:presence:room:{int(room_id)}:user:{int(user_id)}"
 
 
 def sockets_key(user_id: int) -> str:
     return f"chat:sockets:user:{int(user_id)}"
 
 
-def _entry(user_id: int, socket_id: str) -> str:
-    return f"{user_id}:{socket_id}"
+@dataclass(frozen=True)
+class Joined:
+    """What a joining socket learns: whether its user was already there, how many are, and some of them."""
+
+    was_online: bool
+    count: int
+    sample: list[int] = field(default_factory=list)
 
 
-async def presence_join(*, room_id: int, user_id: int, socket_id: str) -> set[int]:
-    """Mark the socket present in the room; returns the users online there before it joined.
+def _prune_local(entries: dict[Any, float], cutoff: float) -> None:
+    for name in [n for n, seen in entries.items() if seen < cutoff]:
+        del entries[name]
 
-    One round trip on Redis: prune stale entries, read the room, add this
-    socket, refresh the key's TTL. Empty set when Redis is down.
+
+async def presence_join(*, room_id: int, user_id: int, socket_id: str) -> Joined:
+    """Mark the socket present in the room. One round trip on Redis; whatever the room's size, bounded work.
+
+    When Redis is down: the user alone, as if nobody else were there.
     """
     now = time.time()
     ttl = settings.CHAT_PRESENCE_TTL
+    cutoff = now - ttl
     try:
         if env.REDIS_URL:
-            key = presence_key(room_id)
-            pipe = _fresh_members(async_client().pipeline(transaction=False), key, now - ttl)
-            pipe.zadd(key, {_entry(user_id, socket_id): now})
-            pipe.expire(key, ttl * 2)
-            return _users((await pipe.execute())[1])
-        before = await presence_online(room_id=room_id)
-        _local.setdefault(room_id, {})[_entry(user_id, socket_id)] = now
-        return before
+            users, mine = room_users_key(room_id), room_user_sockets_key(room_id, user_id)
+            pipe = async_client().pipeline(transaction=False)
+            pipe.zscore(users, user_id)
+            pipe.zadd(mine, {socket_id: now})
+            pipe.expire(mine, ttl * 2)
+            pipe.zadd(users, {user_id: now})
+            pipe.expire(users, ttl * 2)
+            pipe.zremrangebyscore(users, "-inf", cutoff)
+            pipe.zcard(users)
+            pipe.zrevrange(users, 0, PRESENCE_LIST_MAX - 1)
+            before, *_, count, sample = await pipe.execute()
+            return Joined(before is not None and before >= cutoff, int(count), [int(u) for u in sample])
+        room = _local_users.setdefault(room_id, {})
+        _prune_local(room, cutoff)
+        was_online = user_id in room
+        room[user_id] = now
+        _local_user_sockets.setdefault((room_id, user_id), {})[socket_id] = now
+        newest = sorted(room, key=room.__getitem__, reverse=True)[:PRESENCE_LIST_MAX]
+        return Joined(was_online, len(room), newest)
     except Exception:  # noqa: BLE001
         logger.warning("presence_join failed room=%s", room_id, exc_info=True)
-        return set()
+        return Joined(False, 1, [user_id])
 
 
 async def presence_refresh(*, room_ids: Iterable[int], user_id: int, socket_id: str) -> None:
@@ -71,64 +117,148 @@ async def presence_refresh(*, room_ids: Iterable[int], user_id: int, socket_id: 
         return
     now = time.time()
     ttl = settings.CHAT_PRESENCE_TTL
-    entry = _entry(user_id, socket_id)
     try:
         if env.REDIS_URL:
             pipe = async_client().pipeline(transaction=False)
             for room_id in room_ids:
-                key = presence_key(room_id)
-                pipe.zadd(key, {entry: now})
-                pipe.expire(key, ttl * 2)
+                users, mine = room_users_key(room_id), room_user_sockets_key(room_id, user_id)
+                pipe.zadd(mine, {socket_id: now})
+                pipe.expire(mine, ttl * 2)
+                pipe.zadd(users, {user_id: now})
+                pipe.expire(users, ttl * 2)
             await pipe.execute()
         else:
             for room_id in room_ids:
-                _local.setdefault(room_id, {})[entry] = now
+                _local_users.setdefault(room_id, {})[user_id] = now
+                _local_user_sockets.setdefault((room_id, user_id), {})[socket_id] = now
     except Exception:  # noqa: BLE001
         logger.warning("presence_refresh failed rooms=%s", room_ids, exc_info=True)
 
 
 async def presence_leave(*, room_id: int, user_id: int, socket_id: str) -> bool:
-    """Remove the socket. Returns True if the user has no other fresh socket in the room. One round trip."""
+    """Remove the socket. Returns True if that was the user's last fresh socket in the room (they left it)."""
+    cutoff = time.time() - settings.CHAT_PRESENCE_TTL
     try:
         if env.REDIS_URL:
-            key = presence_key(room_id)
+            mine = room_user_sockets_key(room_id, user_id)
             pipe = async_client().pipeline(transaction=False)
-            pipe.zrem(key, _entry(user_id, socket_id))
-            _fresh_members(pipe, key, time.time() - settings.CHAT_PRESENCE_TTL)
-            return user_id not in _users((await pipe.execute())[2])
-        _local.get(room_id, {}).pop(_entry(user_id, socket_id), None)
-        return user_id not in await presence_online(room_id=room_id)
+            pipe.zrem(mine, socket_id)
+            pipe.zremrangebyscore(mine, "-inf", cutoff)
+            pipe.zcard(mine)
+            if (await pipe.execute())[2]:
+                return False
+            await async_client().zrem(room_users_key(room_id), user_id)
+            return True
+        sockets = _local_user_sockets.get((room_id, user_id), {})
+        sockets.pop(socket_id, None)
+        _prune_local(sockets, cutoff)
+        if sockets:
+            return False
+        _local_user_sockets.pop((room_id, user_id), None)
+        _local_users.get(room_id, {}).pop(user_id, None)
+        return True
     except Exception:  # noqa: BLE001
         logger.warning("presence_leave failed room=%s", room_id, exc_info=True)
         return False
 
 
-async def presence_online(*, room_id: int) -> set[int]:
-    """User ids with a fresh entry in the room (empty when Redis is down). Prunes stale entries."""
+async def presence_state(*, room_id: int, user_ids: Iterable[int]) -> tuple[int, set[int]]:
+    """How many users are online in the room, and which of ``user_ids`` are. One round trip; (0, set()) when Redis is down."""
+    user_ids = list(dict.fromkeys(int(u) for u in user_ids))
     cutoff = time.time() - settings.CHAT_PRESENCE_TTL
-    if env.REDIS_URL:
-        try:
-            key = presence_key(room_id)
-            members = (await _fresh_members(async_client().pipeline(transaction=False), key, cutoff).execute())[1]
-        except Exception:  # noqa: BLE001 - presence is best effort
-            logger.warning("presence_online failed room=%s", room_id, exc_info=True)
-            return set()
-        return _users(members)
-    entries = _local.get(room_id, {})
-    for name in [n for n, seen in entries.items() if seen < cutoff]:
-        del entries[name]
-    return {int(n.split(":", 1)[0]) for n in entries}
+    try:
+        if env.REDIS_URL:
+            users = room_users_key(room_id)
+            pipe = async_client().pipeline(transaction=False)
+            pipe.zremrangebyscore(users, "-inf", cutoff)
+            pipe.zcard(users)
+            if user_ids:
+                pipe.zmscore(users, user_ids)
+            results = await pipe.execute()
+            scores = results[2] if user_ids else []
+            return int(results[1]), {u for u, score in zip(user_ids, scores) if score is not None}
+        room = _local_users.get(room_id, {})
+        _prune_local(room, cutoff)
+        return len(room), {u for u in user_ids if u in room}
+    except Exception:  # noqa: BLE001 - presence is best effort
+        logger.warning("presence_state failed room=%s", room_id, exc_info=True)
+        return 0, set()
 
 
-def _fresh_members(pipe: Any, key: str, cutoff: float) -> Any:
-    """Queue on ``pipe``: prune entries older than ``cutoff``, then read the rest (two results)."""
-    pipe.zremrangebyscore(key, "-inf", cutoff)
-    pipe.zrange(key, 0, -1)
-    return pipe
+async def presence_online(*, room_id: int) -> set[int]:
+    """Every user id online in the room: O(room) to read, for tests and small rooms (sockets use presence_state)."""
+    cutoff = time.time() - settings.CHAT_PRESENCE_TTL
+    try:
+        if env.REDIS_URL:
+            users = await async_client().zrangebyscore(room_users_key(room_id), cutoff, "+inf")
+            return {int(u) for u in users}
+        room = _local_users.get(room_id, {})
+        _prune_local(room, cutoff)
+        return set(room)
+    except Exception:  # noqa: BLE001 - presence is best effort
+        logger.warning("presence_online failed room=%s", room_id, exc_info=True)
+        return set()
 
 
-def _users(members: list[bytes]) -> set[int]:
-    return {int(m.split(b":", 1)[0]) for m in members}
+# --- what a room hears ----------------------------------------------------------------
+
+
+class _Digests:
+    """This event loop's joins and leaves per room, sent as one ``presence`` event per room per interval."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, dict[int, str]] = {}
+        self.task: asyncio.Task | None = None
+
+    def note(self, room_id: int, user_id: int, status: str) -> None:
+        self.pending.setdefault(room_id, {})[user_id] = status  # the last change of a user wins
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(settings.CHAT_PRESENCE_INTERVAL)
+        pending, self.pending = self.pending, {}
+        for room_id, changes in pending.items():
+            try:
+                await _send_digest(room_id, changes)
+            except Exception:  # noqa: BLE001 - presence is best effort
+                logger.warning("presence digest failed room=%s", room_id, exc_info=True)
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+async def _send_digest(room_id: int, changes: dict[int, str]) -> None:
+    from channels.layers import get_channel_layer
+
+    from chat import events
+
+    count, online = await presence_state(room_id=room_id, user_ids=changes)
+    # What still holds when the digest leaves: a user who came and went within the interval is left.
+    joined = [u for u, status in changes.items() if status == "online" and u in online]
+    left = [u for u, status in changes.items() if status == "offline" and u not in online]
+    if not joined and not left:
+        return
+    payload = {
+        "room": room_id,
+        "online_count": count,
+        "joined": joined[:PRESENCE_LIST_MAX],
+        "left": left[:PRESENCE_LIST_MAX],
+        "more": len(joined) > PRESENCE_LIST_MAX or len(left) > PRESENCE_LIST_MAX,
+    }
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(events.room_group(room_id), events.room_event_message(room_id=room_id, kind="presence", payload=payload))
+
+
+def announce(*, room_id: int, user_id: int, status: str) -> None:
+    """A user came online (``online``) or left (``offline``) in the room: it goes out in the room's next digest."""
+
+    async def stop(digests: _Digests) -> None:
+        await digests.stop()
+
+    loop_resource("presence-digests", _Digests, stop).note(room_id, user_id, status)
 
 
 # --- a user's open sockets -----------------------------------------------------------

@@ -157,6 +157,8 @@ WS_TYPING_INTERVAL = env_float("WS_TYPING_INTERVAL", 3.0)
 WS_PING_INTERVAL = env_int("WS_PING_INTERVAL", 20)
 WS_PING_TIMEOUT = env_int("WS_PING_TIMEOUT", 30)
 PRESENCE_TTL = env_int("PRESENCE_TTL", 60)
+# Seconds a server process gathers a room's joins and leaves before it sends them as one presence event.
+PRESENCE_INTERVAL = env_float("PRESENCE_INTERVAL", 1.0)
 
 # Rate limits as "count/seconds" (chatsite.ratelimit). Empty disables one.
 RATE_LIMIT_MESSAGES = env_str("RATE_LIMIT_MESSAGES", "120/60")

@@ -378,19 +378,45 @@ async def test_typing_is_relayed_to_others_and_rate_limited(world):
     await bob.disconnect()
 
 
-async def test_presence_online_and_offline(world):
+async def test_presence_online_and_offline(world, settings):
+    settings.CHAT_PRESENCE_INTERVAL = 0.1
     room = world["public"]
+    owner, member = world["owner"].id, world["member"].id
     bob = await hello(world["tokens"]["owner"])
     subscribed, _ = await subscribe(bob, room.id)
-    assert subscribed["online"] == [world["owner"].id]
+    assert subscribed["online"] == [owner] and subscribed["online_count"] == 1
+    event = await recv(bob, skip=())
+    assert event == {"type": "presence", "room": room.id, "online_count": 1, "joined": [owner], "left": [], "more": False}
     alice = await hello(world["tokens"]["member"])
     subscribed, _ = await subscribe(alice, room.id)
-    assert subscribed["online"] == sorted([world["owner"].id, world["member"].id])
+    assert sorted(subscribed["online"]) == sorted([owner, member]) and subscribed["online_count"] == 2
     event = await recv(bob, skip=())
-    assert event["type"] == "presence" and event["status"] == "online" and event["user"]["username"] == "member"
+    assert event["type"] == "presence" and event["joined"] == [member] and event["online_count"] == 2
+    # A second socket of a user already there changes nothing anyone hears.
+    alice2 = await hello(world["tokens"]["member"])
+    await subscribe(alice2, room.id)
+    await alice2.disconnect()
     await alice.disconnect()
     event = await recv(bob, skip=())
-    assert event["type"] == "presence" and event["status"] == "offline" and event["user"]["id"] == world["member"].id
+    assert event["type"] == "presence" and event["left"] == [member] and event["joined"] == []
+    assert event["online_count"] == 1
+    await bob.disconnect()
+
+
+async def test_presence_query_answers_for_the_users_asked_about(world):
+    room = world["public"]
+    bob = await hello(world["tokens"]["owner"])
+    await subscribe(bob, room.id)
+    await bob.send_json_to({"type": "presence", "room": room.id, "users": [world["owner"].id, world["member"].id]})
+    state = await recv(bob)
+    assert state == {"type": "presence.state", "room": room.id, "online_count": 1, "online": [world["owner"].id]}
+    for bad in ([1] * 101, "3", [True], [-1]):
+        await bob.send_json_to({"type": "presence", "room": room.id, "users": bad})
+        error = await recv(bob)
+        assert error["type"] == "error" and error["code"] == "invalid_users"
+    await bob.send_json_to({"type": "presence", "room": world["private"].id, "users": [1]})
+    error = await recv(bob)
+    assert error["type"] == "error" and error["code"] == "not_subscribed"
     await bob.disconnect()
 
 

@@ -31,11 +31,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 DOCUMENTED_ERRORS = {
     "bad_json", "bad_frame", "binary_not_supported", "unknown_type", "invalid_field", "invalid_client_id",
     "empty_body", "body_too_long", "invalid_body", "not_found", "forbidden", "archived", "client_id_reused",
-    "rate_limited", "not_subscribed", "unavailable", "server_error",
+    "rate_limited", "not_subscribed", "invalid_users", "unavailable", "server_error",
 }
-REPLIES = {"error", "subscribed", "unsubscribed", "message.ack", "read.ack", "pong"}
+REPLIES = {"error", "subscribed", "unsubscribed", "message.ack", "read.ack", "presence.state", "pong"}
 EVENTS = {"message.new", "message.edited", "message.deleted", "resync", "presence", "typing", "mention"}
-CLIENT_TYPES = ["subscribe", "unsubscribe", "message.send", "read", "typing", "ping"]
+CLIENT_TYPES = ["subscribe", "unsubscribe", "message.send", "read", "typing", "presence", "ping"]
 
 _fence = itertools.count()
 _canary = itertools.count()
