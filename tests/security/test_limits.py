@@ -266,19 +266,26 @@ def test_every_list_refuses_a_bad_page_size_with_422(world: World, name: str, li
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_server_declines_permessage_deflate(world: World, server_port: int) -> None:
-    """A client offering compression (as browsers do) gets plain frames: chatsite.server turns it off."""
+def test_compressed_frames_cannot_inflate_past_the_message_size_limit(world: World, server_port: int) -> None:
+    """Deflate is negotiated as browsers offer it, without context takeover; a small frame that
+    inflates past the 1 MiB message limit (a decompression bomb) closes the socket with 1009."""
 
     async def scenario() -> None:
         ws = await websockets.connect(
             f"ws://127.0.0.1:{server_port}/ws/",
             additional_headers={"Authorization": f"Bearer {world.tokens['member']}"},
             compression="deflate",
+            max_size=None,
         )
         try:
-            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+            extensions = ws.response.headers["Sec-WebSocket-Extensions"]
+            assert "permessage-deflate" in extensions and "server_no_context_takeover" in extensions
             hello = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
             assert hello["type"] == "hello"
+            await ws.send("a" * (2 * 1024 * 1024))  # a few kilobytes on the wire
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         finally:
             await ws.close()
 
