@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
 import orjson
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from chat import metrics
@@ -69,15 +68,20 @@ def _publisher() -> _Publisher:
     return loop_resource("publisher", lambda: _Publisher(asyncio.get_running_loop()), _Publisher.stop)
 
 
-def start_publisher() -> None:
-    """Make this loop's publisher: called on loops that serve (lifespan startup, a socket's connect).
+# The loop that serves this process (its sockets, and the HTTP worker threads' requests).
+_serving_loop: asyncio.AbstractEventLoop | None = None
 
-    Worker threads queue on a loop's publisher only once it exists. A loop
-    that asgiref makes for one ``async_to_sync`` call (Django's test client
-    in front of async middleware) ends with that call and would cancel a
-    publish in flight, so there the thread publishes and waits instead.
+
+def start_publisher() -> None:
+    """Make this loop's publisher and name it the process's serving loop (lifespan startup, a socket's connect).
+
+    Worker threads (HTTP requests, a socket's database work) then queue their
+    publishes on it instead of waiting for Redis. Elsewhere (a management
+    command, Django's test client) a thread publishes and waits.
     """
+    global _serving_loop
     _publisher()
+    _serving_loop = asyncio.get_running_loop()
 
 
 def _enqueue(item: tuple) -> None:
@@ -85,8 +89,8 @@ def _enqueue(item: tuple) -> None:
 
 
 def _layer_call(method: str, *args: Any, what: str) -> None:
-    """Run ``layer.<method>(*args)``: queued on the server's loop when called on it or from its
-    worker thread (once start_publisher has run there), else inline."""
+    """Run ``layer.<method>(*args)``: queued on the serving loop's publisher when called on a loop
+    or from a thread of a serving process, else inline."""
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -94,14 +98,8 @@ def _layer_call(method: str, *args: Any, what: str) -> None:
     if running is not None:  # async code on the loop
         _enqueue((method, args, what))
         return
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    if (
-        loop is not None
-        and getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid()
-        and loop.is_running()
-        and not loop.is_closed()
-        and existing_loop_resource(loop, "publisher") is not None
-    ):
+    loop = _serving_loop
+    if loop is not None and loop.is_running() and existing_loop_resource(loop, "publisher") is not None:
         loop.call_soon_threadsafe(_enqueue, (method, args, what))
         return
     layer = get_channel_layer()
