@@ -71,16 +71,20 @@ bench-http: bench-database
 	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	$(BENCH_ENV) $(PY) bench/bench_http.py --requests 100000 --duration 20 --rate 300 --page-rate 10 --workers 2 --wrk
 
-## make bench-ws: WebSocket fan-out, the tutorial-style reference consumer (on the tutorial's stack and on ours) vs ours, 1 and 2 processes
+## make bench-ws: WebSocket fan-out as browsers connect (permessage-deflate offered): the bare websockets server (the ceiling),
+## the tutorial-style reference consumer and ours at 1 and 2 processes, then a reconnect storm and a big room (bench/README.md)
 ## (its own database, chat_ws: its 100-room project and the messages it sends would skew bench-db's data set)
 BENCH_WS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat_ws
+# The issue's storm is 10,000 sockets (make bench-ws BENCH_WS_STORM=10000); 5,000 keeps the target near 15 minutes on 2 cores.
+BENCH_WS_STORM ?= 5000
+BENCH_WS_BIG_ROOM ?= 5000
 bench-ws: venv
 	@mkdir -p var
 	@psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'chat_ws'" | grep -q 1 \
 		|| psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE chat_ws"
 	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} $(PY) manage.py migrate --no-input
-	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} $(PY) -m bench.ws_bench --target both --reference-stack tutorial,ours --ramp --rate 1200 --rooms 100 --clients-per-room 20 --senders 100 \
-		--processes 1,2 --duration 4 --json var/bench-ws.json
+	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} $(PY) -m bench.ws_bench --target both --bare --reference-stack tutorial --ramp --rate 1200 --rooms 100 --clients-per-room 20 --senders 100 \
+		--processes 1,2 --duration 4 --storm $(BENCH_WS_STORM) --big-room $(BENCH_WS_BIG_ROOM) --big-room-rate 2 --json var/bench-ws.json
 
 ## make loadtest: the Locust chat mix, headless, against a server already running at LOADTEST_HOST
 ## (same DATABASE_URL as that server; serve it with SILKY_INTERCEPT_PERCENT=0 to measure the app, not the profiler)

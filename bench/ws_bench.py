@@ -10,8 +10,18 @@ receiver got: deliveries/s, loss, send->receive latency, server CPU and RSS.
 ``--ramp`` steps the offered rate up to find the sustainable rate (every
 message arrives and p99 <= --p99-limit). ``--target both`` measures the naive
 tutorial-style consumer (bench/reference_consumer.py, served by
-bench/reference_asgi.py) and ours in the same invocation and prints the ratio. ``--idle N`` holds N mostly-idle sockets and
-reports RSS per connection and idle CPU. See bench/README.md.
+bench/reference_asgi.py) and ours in the same invocation and prints the ratio;
+``--bare`` adds the ceiling, a bare ``websockets`` broadcast server
+(bench/bare_broadcast.py), and prints every configuration's deliveries/s as a
+ratio to it. The clients offer permessage-deflate as browsers do (with
+``--no-deflate`` they do not); the server decides, and the report says how
+many sockets negotiated it.
+``--storm N`` drops N subscribed sockets at once and measures their resumed
+reconnect (time until all are live again, exactly-once delivery across it);
+``--big-room N`` puts N sockets in one room (join time, presence bytes per
+join at two sizes, delivery at ``--big-room-rate``). ``--idle N`` holds N
+mostly-idle sockets and reports RSS per connection and idle CPU. See
+bench/README.md.
 
 Every loop here ends by count or deadline, and all traffic goes to 127.0.0.1.
 """
@@ -39,11 +49,12 @@ import orjson
 
 from bench import service_urls
 
-from bench.ws_servers import CHAT_APP, Sampler, base_env, raise_nofile_limit, run_servers
+from bench.ws_servers import BARE_APP, CHAT_APP, Sampler, base_env, raise_nofile_limit, run_servers
 
-PATHS = {"ours": "/ws/", "reference": "/ws/reference/"}
+PATHS = {"ours": "/ws/", "reference": "/ws/reference/", "bare": "/ws/"}
 # The ASGI application each target's servers run: the reference route exists only in the benchmark's own.
-APPS = {"ours": CHAT_APP, "reference": "bench.reference_asgi:application"}
+# The bare target is no ASGI application: bench.bare_broadcast is a websockets server of its own.
+APPS = {"ours": CHAT_APP, "reference": "bench.reference_asgi:application", "bare": BARE_APP}
 
 # Where the reference consumer runs. "tutorial" is the deployment the Channels
 # tutorial teaches, which the issue's 800/s was measured on: daphne and
@@ -76,6 +87,8 @@ REFERENCE_STACKS: dict[str, dict[str, Any]] = {
 
 
 def run_label(target: str, stack: str | None) -> str:
+    if target == "bare":
+        return "bare websockets"
     return f"reference ({stack} stack)" if stack else target
 
 
@@ -89,8 +102,10 @@ class Options:
     duration: float = 5.0
     processes: list[int] = field(default_factory=lambda: [1])
     server: str = "uvicorn"
-    compression: str = "none"
+    compression: str = "deflate"  # what the clients offer; the server decides
     target: str = "ours"
+    bare: bool = False  # also run the bare websockets server (the ceiling)
+    load: bool = True  # the load runs (--no-load: only --storm / --big-room)
     reference_stacks: list[str] = field(default_factory=lambda: ["tutorial"])
     ramp: bool = False
     ramp_start: float = 20.0
@@ -101,6 +116,20 @@ class Options:
     confirm: int = 1
     idle: int = 0
     heartbeat: float = 20.0
+    storm: int = 0  # sockets dropped at once and resumed
+    storm_rate: float = 20.0  # messages/s sent throughout the storm (and in the step before it)
+    storm_pre: float = 2.0  # seconds of traffic before the storm, all delivered
+    storm_lead: float = 1.0  # seconds of sending before the drop
+    storm_tail: float = 1.0  # seconds of sending after every socket is live again
+    storm_timeout: float = 60.0  # reconnects still pending then are failures
+    storm_backoff: float = 0.5  # chat.js's first reconnect ceiling; 0: reconnect at once
+    storm_concurrency: int = 0  # handshakes in flight at once, over all load processes; 0: no limit (browsers have none)
+    storm_target: float = 10.0  # seconds within which every socket should be live again
+    big_room: int = 0  # sockets in one room
+    big_room_rate: float = 2.0  # messages/s sent to it
+    big_room_senders: int = 2
+    big_room_probe_at: int = 500  # the smaller room size where bytes per join are measured (the other: --big-room)
+    big_room_probe: int = 20  # sockets joined (and measured) at each probe
     p99_limit_ms: float = 50.0
     drain: float = 5.0
     client_procs: int = 2
@@ -132,6 +161,8 @@ class Workers:
             child.close()
             self.pipes.append(parent)
             self.procs.append(proc)
+        # Wait until every process has imported its modules: that start-up CPU is not the load generator's work.
+        self.ask([{"cmd": "counters"}] * count, timeout=120)
 
     @property
     def pids(self) -> list[int]:
@@ -191,6 +222,38 @@ def expected_deliveries(per_room_sent: dict[int, int], subscribers: dict[int, in
     return sum(n * subscribers.get(room, 0) for room, n in per_room_sent.items())
 
 
+class Meter:
+    """Exact CPU of the servers and of the load generator over a window (the kernel's counters, not samples)."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self.wall0, self.t0 = time.time(), time.monotonic()
+        self.server0, self.client0 = sampler.cpu_seconds(), sampler.client_cpu_seconds()
+
+    def stop(self) -> dict[str, Any]:
+        seconds = max(1e-6, time.monotonic() - self.t0)
+        server = self.sampler.cpu_seconds() - self.server0
+        client = self.sampler.client_cpu_seconds() - self.client0
+        return {
+            "seconds": round(seconds, 2),
+            "server_cpu_s": round(server, 2),
+            "client_cpu_s": round(client, 2),
+            "server_cpu_pct": round(100 * server / seconds, 1),
+            "client_cpu_pct": round(100 * client / seconds, 1),
+            "system_cpu_pct": self.sampler.window(self.wall0, time.time()).get("system_cpu_pct"),
+        }
+
+
+def cpu_text(res: dict[str, Any] | None) -> str:
+    """Server and load-generator CPU, as the log lines print them."""
+    if not res:
+        return "cpu -"
+    return (
+        f"srvCPU {_fmt(res.get('server_cpu_pct'))}%, cliCPU {_fmt(res.get('client_cpu_pct'))}% "
+        f"(load generator), sys {_fmt(res.get('system_cpu_pct'))}%"
+    )
+
+
 # -- one target (reference or ours) at one process count -------------------------
 
 
@@ -220,6 +283,57 @@ def make_plan(opts: Options, room_ids: list[int], tokens: list[str], ports: list
         subscribers=subscribers,
         senders_per_worker=[sum(1 for s in worker if s["sender"]) for worker in specs],
     )
+
+
+def storm_plan(opts: Options, room_ids: list[int], tokens: list[str], ports: list[int], path: str) -> Plan:
+    """``--storm`` sockets spread over the rooms, plus one sender socket in each of the first rooms.
+
+    The senders are not dropped: they keep sending while the others reconnect."""
+    rooms = room_ids[: max(1, min(len(room_ids), opts.storm))]
+    n_senders = max(1, min(opts.senders, len(rooms)))
+    specs: list[list[dict[str, Any]]] = [[] for _ in range(opts.client_procs)]
+    subscribers: dict[int, int] = {}
+    for j in range(opts.storm + n_senders):
+        sender = j >= opts.storm
+        room = rooms[(j - opts.storm) if sender else j % len(rooms)]
+        specs[j % opts.client_procs].append(
+            {"idx": j, "room": room, "url": f"ws://127.0.0.1:{ports[j % len(ports)]}{path}", "token": tokens[j],
+             "sender": sender, "storm": not sender}
+        )  # fmt: skip
+        subscribers[room] = subscribers.get(room, 0) + 1
+    return Plan(
+        specs=specs, subscribers=subscribers, senders_per_worker=[sum(1 for s in w if s["sender"]) for w in specs]
+    )
+
+
+def big_room_plan(opts: Options, room: int, tokens: list[str], ports: list[int], path: str) -> tuple[Plan, list[dict[str, Any]]]:
+    """``--big-room`` sockets in one room; the first ``--big-room-senders`` of them send. Also every spec in join order."""
+    senders = max(1, min(opts.big_room_senders, opts.big_room))
+    ordered = [
+        {"idx": j, "room": room, "url": f"ws://127.0.0.1:{ports[j % len(ports)]}{path}", "token": tokens[j], "sender": j < senders}
+        for j in range(opts.big_room)
+    ]
+    specs: list[list[dict[str, Any]]] = [[] for _ in range(opts.client_procs)]
+    for spec in ordered:
+        specs[spec["idx"] % opts.client_procs].append(spec)
+    plan = Plan(specs=specs, subscribers={room: opts.big_room}, senders_per_worker=[sum(1 for s in w if s["sender"]) for w in specs])
+    return plan, ordered
+
+
+def big_room_phases(opts: Options) -> list[tuple[str, int, int]]:
+    """Join phases (kind, from, to) over the socket indexes: fill, then a probe of ``--big-room-probe`` sockets at each size.
+
+    The sizes are ``--big-room-probe-at`` (when smaller than the room) and ``--big-room``."""
+    total, probe = opts.big_room, max(1, min(opts.big_room_probe, opts.big_room))
+    sizes = sorted({size for size in (opts.big_room_probe_at, total) if probe <= size <= total})
+    phases: list[tuple[str, int, int]] = []
+    at = 0
+    for size in sizes:
+        if size - probe > at:
+            phases.append(("fill", at, size - probe))
+        phases.append(("probe", max(at, size - probe), size))
+        at = size
+    return phases
 
 
 def ramp_rates(opts: Options) -> list[float]:
@@ -277,14 +391,50 @@ def py_spy_binary() -> str:
     return found
 
 
+def connect_summary(
+    specs: list[list[dict[str, Any]]], replies: list[dict[str, Any]], opts: Options, resources: dict[str, Any]
+) -> dict[str, Any]:
+    failures: dict[str, int] = {}
+    for reply in replies:
+        for name, n in reply["failures"].items():
+            failures[name] = failures.get(name, 0) + n
+    return {
+        "requested": sum(len(s) for s in specs),
+        "connected": sum(r["connected"] for r in replies),
+        "failed": sum(r["failed"] for r in replies),
+        "retries": sum(r["retries"] for r in replies),
+        "failures": failures,
+        "failure_samples": [s for r in replies for s in r["samples"]][:5],
+        "seconds": round(max(r["seconds"] for r in replies), 2),
+        # Offered by the clients unless --no-deflate; whether a socket has it is the server's answer.
+        "deflate_offered": opts.compression == "deflate",
+        "deflate_negotiated": sum(r["deflate_negotiated"] for r in replies),
+        "join_ms": latency_summary([r["join_ms"] for r in replies]),
+        "resources": resources,
+    }
+
+
+def sockets_text(sockets: dict[str, Any]) -> str:
+    """One log line: connected, deflate, join time, CPU while connecting."""
+    offered = "offered" if sockets.get("deflate_offered") else "not offered (--no-deflate)"
+    join = sockets.get("join_ms") or {}
+    return (
+        f"sockets: {sockets['connected']}/{sockets['requested']} connected in {sockets['seconds']:.1f}s "
+        f"(join p50 {_fmt(join.get('p50'))} ms, p99 {_fmt(join.get('p99'))} ms); "
+        f"permessage-deflate {offered}, negotiated by {sockets.get('deflate_negotiated', 0)}/{sockets['connected']}; "
+        f"{cpu_text(sockets.get('resources'))}"
+    )
+
+
 class Run:
     def __init__(
         self, opts: Options, target: str, processes: int, database_url: str, redis_url: str, fixture: Any, stack: str | None = None
     ) -> None:
-        self.opts, self.target, self.processes = opts, target, processes
+        self.opts, self.target = opts, target
+        self.processes = 1 if target == "bare" else processes  # the bare server's rooms live in its one process
         self.stack = stack  # the reference's stack (REFERENCE_STACKS); None for ours
         spec = REFERENCE_STACKS[stack or "ours"]
-        self.server, self.stack_env = spec["server"] or opts.server, spec["env"]
+        self.server, self.stack_env = "bare" if target == "bare" else spec["server"] or opts.server, spec["env"]
         self.database_url, self.redis_url, self.fixture = database_url, redis_url, fixture
         self.tag = uuid.uuid4().hex[:12]
         self.idle_cpu_s_per_s = 0.0
@@ -304,7 +454,7 @@ class Run:
         env = server_env(opts, self.database_url, self.redis_url, **self.stack_env)
         result: dict[str, Any] = {
             "target": self.target, "stack": self.stack, "server": self.server, "app": APPS[self.target],
-            "layer": env.get("CHANNEL_LAYER", "pubsub"), "processes": self.processes, "steps": [],
+            "layer": self.layer(env), "server_deflate": self.deflate_setting(env), "processes": self.processes, "steps": [],
         }  # fmt: skip
         self.log(
             f"\n== {self.label}: {self.server} x{self.processes}, {result['layer']} layer, "
@@ -319,13 +469,10 @@ class Run:
                     result["server_rss_idle_mb"] = round(sampler.rss_now() / 2**20, 1)
                     profilers = self.start_profilers("connect", None)
                     try:
-                        result["sockets"] = self.connect(workers, plan)
+                        result["sockets"] = self.connect(workers, plan.specs, sampler)
                     finally:
                         self.stop_profilers(profilers, interrupt=True)
-                    self.log(
-                        f"   sockets: {result['sockets']['connected']}/{result['sockets']['requested']} connected "
-                        f"in {result['sockets']['seconds']:.1f}s; server RSS {sampler.rss_now() / 2**20:.0f} MB"
-                    )
+                    self.log(f"   {sockets_text(result['sockets'])}; server RSS {sampler.rss_now() / 2**20:.0f} MB")
                     if result["sockets"]["connected"] == 0:
                         result["error"] = "no socket connected"
                         return result
@@ -339,6 +486,15 @@ class Run:
                         result.setdefault("server_exits", []).append({"code": s.proc.returncode, "log": s.log_tail()})
         return result
 
+    def deflate_setting(self, env: dict[str, str]) -> str:
+        """What decides permessage-deflate on the server side: the benchmark passes no flag, so the server's own default or WS_DEFLATE."""
+        if self.server == "uvicorn":
+            return f"WS_DEFLATE={env['WS_DEFLATE']}" if "WS_DEFLATE" in env else "chatsite.server's default"
+        return {"daphne": "daphne's default", "bare": "websockets' default (a zlib context per socket)"}.get(self.server, "?")
+
+    def layer(self, env: dict[str, str]) -> str:
+        return "none (one process)" if self.target == "bare" else env.get("CHANNEL_LAYER", "pubsub")
+
     @staticmethod
     def measure_idle_cpu(sampler: Sampler, seconds: float = 2.0) -> float:
         """Server CPU seconds per second with every socket open and no traffic (keepalives, timers)."""
@@ -347,37 +503,34 @@ class Run:
         time.sleep(seconds)
         return max(0.0, (sampler.cpu_seconds() - c0) / (time.monotonic() - t0))
 
-    def connect(self, workers: Workers, plan: Plan) -> dict[str, Any]:
+    def connect(
+        self, workers: Workers, specs: list[list[dict[str, Any]]], sampler: Sampler, join_ms: list[bytes] | None = None
+    ) -> dict[str, Any]:
+        """Open and subscribe the sockets of ``specs`` (one list per load process); what it took.
+
+        With ``join_ms``, every socket's handshake -> subscribed time is added to it (raw, for percentiles over phases)."""
         opts = self.opts
         concurrency = max(1, opts.connect_concurrency // opts.client_procs)
+        meter = Meter(sampler)
         replies = workers.ask(
             [
                 {
                     "cmd": "setup",
                     "tag": self.tag,
-                    "clients": specs,
+                    "clients": worker_specs,
                     "concurrency": concurrency,
                     "open_timeout": 30.0,
                     "phase_timeout": opts.connect_timeout,
                     "retries": opts.connect_retries,
+                    "deflate": opts.compression == "deflate",
                 }
-                for specs in plan.specs
+                for worker_specs in specs
             ],
             timeout=opts.connect_timeout + 30,
         )
-        failures: dict[str, int] = {}
-        for reply in replies:
-            for name, n in reply["failures"].items():
-                failures[name] = failures.get(name, 0) + n
-        return {
-            "requested": sum(len(s) for s in plan.specs),
-            "connected": sum(r["connected"] for r in replies),
-            "failed": sum(r["failed"] for r in replies),
-            "retries": sum(r["retries"] for r in replies),
-            "failures": failures,
-            "failure_samples": [s for r in replies for s in r["samples"]][:5],
-            "seconds": round(max(r["seconds"] for r in replies), 2),
-        }
+        if join_ms is not None:
+            join_ms.extend(r["join_ms"] for r in replies)
+        return connect_summary(specs, replies, opts, meter.stop())
 
     def ramp(self, workers: Workers, plan: Plan, sampler: Sampler, result: dict[str, Any]) -> None:
         """Warm up, then run the load steps; with --ramp, find the sustainable rate."""
@@ -433,10 +586,10 @@ class Run:
                 return bool(step["ok"])
         return False
 
-    def quiet(self, workers: Workers, seconds: float = 15.0) -> None:
-        """After an overloaded step, wait (bounded) until late deliveries stop arriving."""
+    def quiet(self, workers: Workers, seconds: float = 15.0, quiet_s: float = 1.0) -> None:
+        """After an overloaded step, wait (bounded) until late deliveries stop arriving (no frame for ``quiet_s``)."""
         time.sleep(1.0)
-        workers.ask([{"cmd": "quiet", "quiet_s": 1.0, "timeout": seconds}] * len(workers.pipes), timeout=seconds + 10)
+        workers.ask([{"cmd": "quiet", "quiet_s": quiet_s, "timeout": seconds}] * len(workers.pipes), timeout=seconds + 10)
 
     def start_profilers(self, label: str, duration: float | None) -> list[subprocess.Popen]:
         """py-spy on every server process (raw collapsed stacks, see bench.ws_profile).
@@ -484,7 +637,7 @@ class Run:
             {
                 "cmd": "step",
                 "step": step_no,
-                "rate": rate * n / max(1, opts.senders),
+                "rate": rate * n / max(1, sum(plan.senders_per_worker)),
                 "start_at": start_at,
                 "duration": duration,
                 "size": opts.size,
@@ -537,7 +690,8 @@ class Run:
             "duration_s": duration,
             "planned": planned,
             "sent": total_sent,
-            "sent_rate": round(total_sent / max(r["send_seconds"] for r in sent), 1) if total_sent else 0.0,
+            # Over the step's duration at least: a step of a few messages is sent in far less.
+            "sent_rate": round(total_sent / max(duration, *(r["send_seconds"] for r in sent)), 1) if total_sent else 0.0,
             "send_lag_max_ms": round(max(r["lag_max_ms"] for r in sent), 1),
             "generator_kept_up": generator_kept_up,
             "expected": expected,
@@ -551,7 +705,8 @@ class Run:
             "error_samples": [s for r in drained for s in r["error_samples"]][:5],
             "disconnects": sum(r["disconnects"] for r in drained),
             "offered_deliveries_per_s": round(expected / duration, 1),
-            "deliveries_per_s": round(delivered / span, 1) if span else 0.0,
+            # Over the step's duration at least: with few messages, first send -> last receive is far shorter.
+            "deliveries_per_s": round(delivered / max(span, duration), 1) if span else 0.0,
             "latency_ms": latency,
             "ack_latency_ms": acks,
             "frames": sum(r["frames"] for r in drained),
@@ -565,6 +720,362 @@ class Run:
             "cpu_bound_deliveries_per_core_s": round(delivered / cpu_net) if delivered and cpu_net else None,
             "ok": ok,
         }
+
+
+# -- reconnect storm and big room -----------------------------------------------------
+
+
+def clear_presence(redis_url: str, room_ids: list[int]) -> int:
+    """Delete the rooms' presence keys, so sockets of earlier runs (within the presence TTL) do not count as online."""
+    import redis
+
+    rooms = {str(room) for room in room_ids}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # chat:presence:room:<room> and chat:presence:room:<room>:<anything>
+        keys = [key for key in client.scan_iter(match="chat:presence:room:*", count=1000) if key.decode().split(":")[3] in rooms]
+        return client.delete(*keys) if keys else 0
+    finally:
+        client.close()
+
+
+def newest_message_ids(room_ids: list[int]) -> dict[int, int]:
+    """Each room's newest message id: where a client that rendered the room now would resume from (chat.js's last id)."""
+    from django.db.models import Max
+
+    from chat.models import Message
+
+    rows = Message.objects.filter(room_id__in=room_ids).values("room_id").annotate(newest=Max("id"))
+    return {row["room_id"]: row["newest"] for row in rows}
+
+
+def merge_exactly_once(checked: list[dict[str, Any]]) -> dict[str, Any]:
+    """The load processes' exactly-once accounting, summed."""
+    total: dict[str, Any] = {
+        name: sum(r[name] for r in checked)
+        for name in ("sockets", "storm_sockets_checked", "expected", "delivered", "lost", "repeated", "unexpected", "stale", "resyncs", "disconnects")
+    }  # fmt: skip
+    errors: dict[str, int] = {}
+    for r in checked:
+        for code, n in r["errors"].items():
+            errors[code] = errors.get(code, 0) + n
+    total["errors"] = errors
+    total["error_samples"] = [s for r in checked for s in r["error_samples"]][:5]
+    total["lost_samples"] = [s for r in checked for s in r["lost_samples"]][:5]
+    total["repeated_samples"] = [s for r in checked for s in r["repeated_samples"]][:5]
+    # A replay of a message delivered before the storm is a repeat too (its step is an earlier one).
+    total["exactly_once"] = all(r["exactly_once"] for r in checked) and total["stale"] == 0
+    total["latency_ms"] = latency_summary([r["latencies_ms"] for r in checked])
+    return total
+
+
+class StormRun(Run):
+    """``--storm N``: N subscribed sockets (and a few senders that stay) on ours; a step of traffic, all of it
+    delivered; then every one of the N is dropped at once (TCP aborted, as in a network cut) and reconnects as
+    chat.js does (backoff with jitter, then ``subscribe`` with ``last_id``) while the senders keep sending.
+    Measured: how long until each and all are live again, the failures, and whether every message sent
+    across the storm reached every socket of its room exactly once."""
+
+    def __init__(self, opts: Options, processes: int, database_url: str, redis_url: str, fixture: Any) -> None:
+        super().__init__(opts, "ours", processes, database_url, redis_url, fixture)
+
+    @property
+    def label(self) -> str:
+        return "storm"
+
+    def execute(self) -> dict[str, Any]:
+        opts = self.opts
+        clear_channel_layer(self.redis_url)
+        rooms = self.fixture.room_ids[: max(1, min(opts.rooms, opts.storm))]
+        clear_presence(self.redis_url, rooms)
+        env = server_env(opts, self.database_url, self.redis_url)
+        result: dict[str, Any] = {
+            "target": "ours", "server": self.server, "processes": self.processes, "layer": self.layer(env), "server_deflate": self.deflate_setting(env),
+            "storm_sockets": opts.storm, "rooms": len(rooms), "target_s": opts.storm_target,
+        }  # fmt: skip
+        newest = newest_message_ids(rooms)
+        self.log(
+            f"\n== reconnect storm: {opts.storm} sockets over {len(rooms)} rooms (+{max(1, min(opts.senders, len(rooms)))} senders "
+            f"that stay), ours on {self.server} x{self.processes}, {opts.storm_rate:g} messages/s throughout"
+        )
+        with run_servers(server=self.server, count=self.processes, env=env, app=CHAT_APP) as servers:
+            self.server_pids = [s.proc.pid for s in servers]
+            plan = storm_plan(opts, rooms, self.fixture.tokens, [s.port for s in servers], PATHS["ours"])
+            for worker_specs in plan.specs:
+                for spec in worker_specs:
+                    # A room that gets no message before the drop still resumes from what its page showed.
+                    spec["last_id"] = newest.get(spec["room"], 0)
+            result["senders"] = sum(plan.senders_per_worker)
+            workers = Workers(opts.client_procs)
+            try:
+                with Sampler(server_pids=self.server_pids, client_pids=workers.pids) as sampler:
+                    result["sockets"] = self.connect(workers, plan.specs, sampler)
+                    self.log(f"   before: {sockets_text(result['sockets'])}")
+                    if result["sockets"]["connected"] == 0:
+                        result["error"] = "no socket connected"
+                        return result
+                    self.step_no = 0
+                    # "Some messages already delivered": every socket has a last_id to resume from.
+                    before = self.step(workers, plan, sampler, opts.storm_rate, duration=opts.storm_pre)
+                    result["before"] = before
+                    self.log(step_header())
+                    self.log(step_row(before, label="pre"))
+                    result["storm"] = self.storm(workers, plan, sampler)
+                    for line in storm_text(result["storm"]):
+                        self.log(line)
+            finally:
+                workers.close()
+                for s in servers:
+                    if s.proc.poll() is not None:
+                        result.setdefault("server_exits", []).append({"code": s.proc.returncode, "log": s.log_tail()})
+        return result
+
+    def storm(self, workers: Workers, plan: Plan, sampler: Sampler) -> dict[str, Any]:
+        opts = self.opts
+        step_no = self.step_no
+        self.step_no += 1
+        n_workers = len(workers.pipes)
+        start_at = time.time() + 0.5
+        senders = max(1, sum(plan.senders_per_worker))
+        # Bounds the send loop: the storm's own deadline, with room to spare.
+        max_seconds = opts.storm_lead + opts.storm_timeout + opts.storm_tail + 15
+        meter = Meter(sampler)
+        workers.ask(
+            [
+                {
+                    "cmd": "storm_start", "step": step_no, "start_at": start_at, "rate": opts.storm_rate * n / senders,
+                    "size": opts.size, "lead_s": opts.storm_lead, "max_seconds": max_seconds, "timeout": opts.storm_timeout,
+                    "open_timeout": 30.0, "retries": opts.connect_retries, "backoff_s": opts.storm_backoff,
+                    "concurrency": max(1, opts.storm_concurrency // n_workers) if opts.storm_concurrency else 0,
+                    "deflate": opts.compression == "deflate",
+                }
+                for n in plan.senders_per_worker
+            ],
+            timeout=30,
+        )  # fmt: skip
+        deadline = start_at + opts.storm_lead + opts.storm_timeout + 15
+        status: list[dict[str, Any]] = []
+        while time.time() < deadline:
+            time.sleep(0.1)
+            status = workers.ask([{"cmd": "storm_status"}] * n_workers, timeout=30)
+            if all(s["dropped"] and s["done"] for s in status):
+                break
+        time.sleep(opts.storm_tail)  # live traffic to sockets that are all back
+        stopped = workers.ask([{"cmd": "storm_stop", "timeout": 20}] * n_workers, timeout=60)
+        resources = meter.stop()
+        keys: dict[int, list[int]] = {}
+        for reply in stopped:
+            for room, room_keys in reply["keys"].items():
+                keys.setdefault(int(room), []).extend(room_keys)
+        checked = workers.ask(
+            [{"cmd": "storm_check", "keys": keys, "drain_s": opts.drain, "settle_s": 0.5}] * n_workers, timeout=opts.drain + 60
+        )
+        drop_ns = min((r["drop_ns"] for r in stopped if r["drop_ns"]), default=0)
+        last_live_ns = max((r["last_live_ns"] for r in stopped), default=0)
+        failures: dict[str, int] = {}
+        for reply in stopped:
+            for name, n in reply["failures"].items():
+                failures[name] = failures.get(name, 0) + n
+        dropped = sum(r["storm_sockets"] for r in stopped)
+        reconnected = sum(r["reconnected"] for r in stopped)
+        all_live_s = round((last_live_ns - drop_ns) / 1e9, 2) if drop_ns and last_live_ns > drop_ns and reconnected == dropped else None
+        sent = [r["sent"] for r in stopped if r["sent"]]
+        accounting = merge_exactly_once(checked)
+        ok = (
+            dropped > 0 and reconnected == dropped and accounting["exactly_once"] and not accounting["errors"]
+            and accounting["resyncs"] == 0 and all_live_s is not None and all_live_s <= opts.storm_target
+        )  # fmt: skip
+        return {
+            "dropped": dropped,
+            "reconnected": reconnected,
+            "failed": dropped - reconnected,
+            "failures": failures,
+            "failure_samples": [s for r in stopped for s in r["samples"]][:5],
+            "retries": sum(r["retries"] for r in stopped),
+            "all_live_s": all_live_s,  # drop -> the last socket's `subscribed` (None if any failed)
+            "within_target": all_live_s is not None and all_live_s <= opts.storm_target,
+            "reconnect_ms": latency_summary([r["reconnect_ms"] for r in stopped]),  # per socket: drop -> its `subscribed`
+            "resumed_messages": sum(r["resumed"] for r in stopped),
+            "deflate_negotiated": sum(r["deflate_negotiated"] for r in stopped),
+            "sent": sum(x["sent"] for x in sent),
+            "send_errors": sum(x["send_errors"] for x in sent),
+            "send_seconds": round(max((x["send_seconds"] for x in sent), default=0.0), 2),
+            "messages_during_storm": sum(len(v) for v in keys.values()),
+            "exactly_once": accounting,
+            "resources": resources,
+            "ok": ok,
+        }
+
+
+def storm_text(storm: dict[str, Any]) -> list[str]:
+    once = storm["exactly_once"]
+    rec = storm["reconnect_ms"]
+    fails = f"{storm['failed']} failed {storm['failures']}" if storm["failed"] or storm["failures"] else "0 failed"
+    all_live = f"{storm['all_live_s']:.2f} s" if storm["all_live_s"] is not None else "never (some failed)"
+    return [
+        f"   storm: {storm['reconnected']}/{storm['dropped']} live again; all of them after {all_live} "
+        f"(per socket p50 {_fmt(rec['p50'])} ms, p99 {_fmt(rec['p99'])} ms, max {_fmt(rec['max'])} ms); {fails}, "
+        f"{storm['retries']} retries; {storm['resumed_messages']} messages replayed by resume; "
+        f"deflate negotiated by {storm['deflate_negotiated']}/{storm['reconnected']}",
+        f"   exactly once: {storm['messages_during_storm']} messages sent across the storm, {once['expected']} deliveries owed "
+        f"to {once['sockets']} sockets: lost {once['lost']}, repeated {once['repeated']}, unexpected {once['unexpected']}, "
+        f"pre-storm replayed {once['stale']}, resyncs {once['resyncs']}, errors {once['errors'] or 0} -> "
+        f"{'exactly once' if once['exactly_once'] else 'NOT exactly once'}"
+        + (f" {once['lost_samples'][:2]} {once['repeated_samples'][:2]}" if not once["exactly_once"] else ""),
+        f"   during the storm: {cpu_text(storm['resources'])}; send->receive p99 {_fmt(once['latency_ms']['p99'])} ms, "
+        f"max {_fmt(once['latency_ms']['max'])} ms -> {'ok' if storm['ok'] else 'NOT ok'}",
+    ]
+
+
+class BigRoomRun(Run):
+    """``--big-room N``: N sockets join one room (the bytes each join costs everyone, measured at two room
+    sizes), then ``--big-room-senders`` of them send ``--big-room-rate`` messages/s to it."""
+
+    def __init__(self, opts: Options, processes: int, database_url: str, redis_url: str, fixture: Any, room: int) -> None:
+        super().__init__(opts, "ours", processes, database_url, redis_url, fixture)
+        self.room = room
+
+    @property
+    def label(self) -> str:
+        return "big-room"
+
+    def execute(self) -> dict[str, Any]:
+        opts = self.opts
+        clear_channel_layer(self.redis_url)
+        clear_presence(self.redis_url, [self.room])
+        env = server_env(opts, self.database_url, self.redis_url)
+        result: dict[str, Any] = {
+            "target": "ours", "server": self.server, "processes": self.processes, "layer": self.layer(env), "server_deflate": self.deflate_setting(env),
+            "room": self.room, "sockets_requested": opts.big_room, "rate": opts.big_room_rate, "steps": [],
+        }  # fmt: skip
+        self.log(
+            f"\n== big room: {opts.big_room} sockets in one room, ours on {self.server} x{self.processes}, "
+            f"{opts.big_room_rate:g} messages/s from {max(1, min(opts.big_room_senders, opts.big_room))} senders"
+        )
+        with run_servers(server=self.server, count=self.processes, env=env, app=CHAT_APP) as servers:
+            self.server_pids = [s.proc.pid for s in servers]
+            plan, ordered = big_room_plan(opts, self.room, self.fixture.tokens, [s.port for s in servers], PATHS["ours"])
+            workers = Workers(opts.client_procs)
+            try:
+                with Sampler(server_pids=self.server_pids, client_pids=workers.pids) as sampler:
+                    result["join"] = self.join(workers, ordered, sampler)
+                    for line in join_text(result["join"]):
+                        self.log(line)
+                    if result["join"]["connected"] == 0:
+                        result["error"] = "no socket connected"
+                        return result
+                    self.idle_cpu_s_per_s = self.measure_idle_cpu(sampler)
+                    result["server_idle_cpu_pct"] = round(100 * self.idle_cpu_s_per_s, 1)
+                    self.step_no = 0
+                    self.log(step_header())
+                    if opts.warmup > 0:
+                        warmup = self.step(workers, plan, sampler, opts.big_room_rate, duration=opts.warmup)
+                        result["warmup"] = warmup
+                        self.log(step_row(warmup, label="warm"))
+                    step = self.step(workers, plan, sampler, opts.big_room_rate)
+                    result["steps"].append(step)
+                    self.log(step_row(step))
+            finally:
+                workers.close()
+                for s in servers:
+                    if s.proc.poll() is not None:
+                        result.setdefault("server_exits", []).append({"code": s.proc.returncode, "log": s.log_tail()})
+        return result
+
+    def join(self, workers: Workers, ordered: list[dict[str, Any]], sampler: Sampler) -> dict[str, Any]:
+        """Fill the room phase by phase; at each probe, the bytes everyone received per socket that joined."""
+        opts = self.opts
+        n_workers = len(workers.pipes)
+        phases: list[dict[str, Any]] = []
+        probes: list[dict[str, Any]] = []
+        join_ms: list[bytes] = []
+        join_seconds = server_cpu = client_cpu = 0.0
+        for kind, lo, hi in big_room_phases(opts):
+            specs: list[list[dict[str, Any]]] = [[] for _ in range(n_workers)]
+            for spec in ordered[lo:hi]:
+                specs[spec["idx"] % n_workers].append(spec)
+            before = None
+            if kind == "probe":
+                # What the fill set off has arrived; from here on, every byte is the probe's.
+                self.quiet(workers, seconds=30.0, quiet_s=2.0)
+                before = self.counters(workers, count_types=True)
+            phase = self.connect(workers, specs, sampler, join_ms)
+            join_seconds += phase["seconds"]
+            server_cpu += phase["resources"]["server_cpu_s"]
+            client_cpu += phase["resources"]["client_cpu_s"]
+            phases.append({"kind": kind, "from": lo, "to": hi, **phase})
+            if before is not None:
+                self.quiet(workers, seconds=30.0, quiet_s=2.0)
+                after = self.counters(workers, count_types=False)
+                joined = max(1, phase["connected"])
+                by_type = {
+                    kind_: {"events": n - before["by_type"].get(kind_, [0, 0])[0], "bytes": b - before["by_type"].get(kind_, [0, 0])[1]}
+                    for kind_, (n, b) in after["by_type"].items()
+                }
+                probes.append(
+                    {
+                        "room_size": hi,
+                        "joined": phase["connected"],
+                        "wire_bytes": after["wire_bytes"] - before["wire_bytes"],
+                        "text_bytes": after["text_bytes"] - before["text_bytes"],
+                        "frames": after["frames"] - before["frames"],
+                        "wire_bytes_per_join": round((after["wire_bytes"] - before["wire_bytes"]) / joined),
+                        "text_bytes_per_join": round((after["text_bytes"] - before["text_bytes"]) / joined),
+                        "frames_per_join": round((after["frames"] - before["frames"]) / joined, 1),
+                        "by_type": {k: v for k, v in by_type.items() if v["events"]},
+                    }
+                )
+        connected = sum(p["connected"] for p in phases)
+        sys_weighted = [(p["resources"]["system_cpu_pct"], p["seconds"]) for p in phases if p["resources"].get("system_cpu_pct") is not None]
+        sys_seconds = sum(sec for _, sec in sys_weighted)
+        return {
+            "requested": opts.big_room,
+            "connected": connected,
+            "failed": opts.big_room - connected,
+            "failures": {k: v for p in phases for k, v in p["failures"].items()},
+            "join_seconds": round(join_seconds, 2),  # the connect phases only, not the quiet waits around the probes
+            "join_ms": latency_summary(join_ms),  # per socket, handshake -> subscribed
+            "deflate_offered": opts.compression == "deflate",
+            "deflate_negotiated": sum(p["deflate_negotiated"] for p in phases),
+            "resources": {
+                "server_cpu_pct": round(100 * server_cpu / join_seconds, 1) if join_seconds else None,
+                "client_cpu_pct": round(100 * client_cpu / join_seconds, 1) if join_seconds else None,
+                "system_cpu_pct": round(sum(v * sec for v, sec in sys_weighted) / sys_seconds, 1) if sys_seconds else None,
+            },
+            "probes": probes,
+            "phases": phases,
+        }
+
+    def counters(self, workers: Workers, *, count_types: bool) -> dict[str, Any]:
+        replies = workers.ask([{"cmd": "counters", "count_types": count_types}] * len(workers.pipes), timeout=30)
+        by_type: dict[str, list[int]] = {}
+        for r in replies:
+            for kind, (n, b) in r["by_type"].items():
+                entry = by_type.setdefault(kind, [0, 0])
+                entry[0] += n
+                entry[1] += b
+        return {
+            "wire_bytes": sum(r["wire_bytes"] for r in replies),
+            "text_bytes": sum(r["text_bytes"] for r in replies),
+            "frames": sum(r["frames"] for r in replies),
+            "by_type": by_type,
+        }
+
+
+def join_text(join: dict[str, Any]) -> list[str]:
+    lines = [
+        f"   join: {join['connected']}/{join['requested']} sockets in {join['join_seconds']:.1f}s of connecting "
+        f"(per socket p50 {_fmt(join['join_ms']['p50'])} ms, p99 {_fmt(join['join_ms']['p99'])} ms); "
+        f"deflate negotiated by {join['deflate_negotiated']}/{join['connected']}; {cpu_text(join['resources'])}"
+    ]
+    for probe in join["probes"]:
+        kinds = ", ".join(f"{k} {v['events']} events/{v['bytes']} B" for k, v in sorted(probe["by_type"].items()))
+        lines.append(
+            f"   presence at {probe['room_size']} sockets: {probe['joined']} joins cost {probe['wire_bytes_per_join']} B "
+            f"on the wire ({probe['text_bytes_per_join']} B decompressed, {probe['frames_per_join']} frames) per join, "
+            f"summed over every socket in the room [{kinds}]"
+        )
+    return lines
 
 
 # -- idle sockets ------------------------------------------------------------------
@@ -604,7 +1115,7 @@ def run_idle(opts: Options, processes: int, database_url: str, redis_url: str, f
                 for wave in waves:
                     replies = workers.ask(
                         [
-                            {"cmd": "setup", "tag": tag, "clients": specs, "concurrency": max(1, opts.connect_concurrency // opts.client_procs), "open_timeout": 30.0, "phase_timeout": opts.connect_timeout, "retries": opts.connect_retries}
+                            {"cmd": "setup", "tag": tag, "clients": specs, "concurrency": max(1, opts.connect_concurrency // opts.client_procs), "open_timeout": 30.0, "phase_timeout": opts.connect_timeout, "retries": opts.connect_retries, "deflate": opts.compression == "deflate"}
                             for specs in wave
                         ],
                         timeout=opts.connect_timeout + 30,
@@ -701,19 +1212,72 @@ def step_row(step: dict[str, Any], label: str | None = None) -> str:
 
 def summary(report: dict[str, Any]) -> str:
     lines = ["", "== summary (sustainable = highest offered rate with zero loss and p99 <= %.0f ms)" % report["options"]["p99_limit_ms"]]
+    client_cores = 100 * report["options"]["client_procs"]
     for run in report["runs"]:
         s = run.get("sustainable")
         if s:
+            failing = [x for x in run["steps"] if x["offered_rate"] == s["first_failing_rate"]]
+            # A saturated load generator fails steps the server could have passed: say how busy it was.
+            generator = (
+                f" (load generator there: {_fmt(failing[-1]['resources'].get('client_cpu_pct'))}% of {client_cores}% CPU"
+                f"{', fell behind its schedule' if not failing[-1]['generator_kept_up'] else ''})"
+                if failing
+                else ""
+            )
             lines.append(
                 f"   {run_label(run['target'], run.get('stack')):26} {run['server']} x{run['processes']}, {run.get('layer')} layer: {s['rate']:.0f} msg/s = "
                 f"{s['deliveries_per_s']:.0f} deliveries/s ({s['subscribers_per_room']:.0f} sockets/room); "
-                f"first failing offer: {s['first_failing_rate']}"
+                f"first failing offer: {s['first_failing_rate']}{generator}"
+            )
+    bare = report.get("bare_ratios") or []
+    if bare:
+        capped = " (the bare server passed every step up to --rate: its figure is a lower bound, the ratios upper bounds)" if bare[0]["bare_capped"] else ""
+        lines.append(f"   against the bare websockets server of this run ({_fmt(bare[0]['bare_deliveries_per_s'])} deliveries/s){capped}:")
+        for r in bare:
+            lines.append(
+                f"     {r['label']:26} x{r['processes']}: {_fmt(r['deliveries_per_s'])} deliveries/s = {_fmt(r['ratio'])} of bare's; "
+                f"server CPU per delivery {_fmt(r['us_per_delivery'])} us vs {_fmt(r['bare_us_per_delivery'])} us "
+                f"({_fmt(r['cpu_per_delivery_vs_bare'])}x bare's)"
+            )
+    for run in report["runs"]:
+        sockets = run.get("sockets") or {}
+        if sockets:
+            lines.append(
+                f"   {run_label(run['target'], run.get('stack')):26} x{run['processes']}: permessage-deflate "
+                f"{'offered' if sockets.get('deflate_offered') else 'not offered'}, negotiated by "
+                f"{sockets.get('deflate_negotiated', 0)}/{sockets.get('connected', 0)} sockets (server side: {run.get('server_deflate')})"
             )
     for r in report.get("ratios", []):
         lines.append(
             f"   ours x{r['processes']} / reference ({r['reference_stack']} stack) x{r['reference_processes']}: sustainable deliveries/s ratio {r['ratio']}; "
             f"server CPU per delivery (median of loss-free steps): ours {r['ours_us_per_delivery']} us, "
             f"reference {r['reference_us_per_delivery']} us (reference/ours = {r['cpu_efficiency_ratio']})"
+        )
+    storm = (report.get("storm") or {}).get("storm")
+    if storm:
+        once = storm["exactly_once"]
+        lines.append(
+            f"   storm: {storm['dropped']} sockets dropped at once, all live again after "
+            f"{_fmt(storm['all_live_s'])} s (target {report['options']['storm_target']:g} s; per socket p50 "
+            f"{_fmt(storm['reconnect_ms']['p50'])} ms, p99 {_fmt(storm['reconnect_ms']['p99'])} ms), {storm['failed']} failed; "
+            f"{storm['messages_during_storm']} messages across it: lost {once['lost']}, repeated {once['repeated']} -> "
+            f"{'ok' if storm['ok'] else 'NOT ok'}; server CPU {_fmt(storm['resources']['server_cpu_pct'])}%, "
+            f"load generator {_fmt(storm['resources']['client_cpu_pct'])}%"
+        )
+    big = report.get("big_room")
+    if big and big.get("join"):
+        join = big["join"]
+        step = (big.get("steps") or [None])[0]
+        presence = "; ".join(f"{p['wire_bytes_per_join']} B/join at {p['room_size']}" for p in join["probes"])
+        delivery = (
+            f"{step['offered_rate']:g} msg/s = {_fmt(step['offered_deliveries_per_s'])} deliveries/s owed, {_fmt(step['deliveries_per_s'])} delivered/s, "
+            f"p50 {_fmt(step['latency_ms']['p50'])} ms, "
+            f"p99 {_fmt(step['latency_ms']['p99'])} ms, lost {step['lost']}, {_fmt(step['server_cpu_us_per_delivery'])} us/delivery"
+            if step
+            else "not measured"
+        )
+        lines.append(
+            f"   big room: {join['connected']}/{join['requested']} joined in {join['join_seconds']:.1f}s; presence {presence}; {delivery}"
         )
     idle = report.get("idle")
     if idle:
@@ -768,6 +1332,46 @@ def reference_ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def throughput(run: dict[str, Any]) -> float | None:
+    """A run's deliveries/s: the sustainable rate's with --ramp, else its best step's."""
+    if run.get("sustainable"):
+        return run["sustainable"]["deliveries_per_s"] or None
+    rates = [s["deliveries_per_s"] for s in run.get("steps", []) if s.get("deliveries_per_s")]
+    return max(rates) if rates else None
+
+
+def bare_ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every other run against the bare websockets server of the same invocation: deliveries/s and CPU per delivery."""
+    bare = next((r for r in runs if r["target"] == "bare"), None)
+    if bare is None:
+        return []
+    base = throughput(bare)
+    return [
+        {
+            "label": run_label(r["target"], r.get("stack")),
+            "target": r["target"],
+            "stack": r.get("stack"),
+            "processes": r["processes"],
+            "deliveries_per_s": throughput(r),
+            "bare_deliveries_per_s": base,
+            # Did the bare server pass every step of its ramp? Then its figure is only a lower bound.
+            "bare_capped": bool(bare.get("sustainable")) and bare["sustainable"].get("first_failing_rate") is None,
+            "ratio": round(throughput(r) / base, 3) if base and throughput(r) else None,
+            # cpu_comparison's "reference" is the bare server here: its CPU per delivery over this run's.
+            **{
+                "us_per_delivery": cost["ours_us_per_delivery"],
+                "bare_us_per_delivery": cost["reference_us_per_delivery"],
+                "cpu_per_delivery_vs_bare": round(cost["ours_us_per_delivery"] / cost["reference_us_per_delivery"], 2)
+                if cost["ours_us_per_delivery"] and cost["reference_us_per_delivery"]
+                else None,
+            },
+        }
+        for r in runs
+        if r["target"] != "bare"
+        for cost in [cpu_comparison(bare, r)]
+    ]
+
+
 def code_version() -> dict[str, Any]:
     """The commit measured, and whether the working tree differed from it."""
     root = Path(__file__).resolve().parent.parent
@@ -784,8 +1388,10 @@ def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
     from bench.ws_data import prepare
 
     raise_nofile_limit()
-    users = max(opts.rooms * opts.clients_per_room, opts.idle)
-    rooms = opts.rooms
+    storm_users = opts.storm + max(1, min(opts.senders, opts.rooms, opts.storm)) if opts.storm else 0
+    users = max(opts.rooms * opts.clients_per_room, opts.idle, storm_users, opts.big_room)
+    # The big room is one more room, after the load's: nothing else subscribes to it.
+    rooms = opts.rooms + (1 if opts.big_room else 0)
     if opts.senders > opts.rooms * opts.clients_per_room:
         raise ValueError("--senders cannot exceed --rooms x --clients-per-room")
     fixture = prepare(rooms=rooms, users=users)
@@ -800,14 +1406,27 @@ def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
         report["idle"] = run_idle(opts, opts.processes[0], database_url, redis_url, fixture)
         return report
     targets = ["reference", "ours"] if opts.target == "both" else [opts.target]
-    if "reference" in targets:
-        # The reference is the naive single-process deployment, once per stack asked for.
-        for stack in opts.reference_stacks:
-            report["runs"].append(Run(opts, "reference", opts.processes[0], database_url, redis_url, fixture, stack).execute())
-    if "ours" in targets:
-        for processes in opts.processes:
-            report["runs"].append(Run(opts, "ours", processes, database_url, redis_url, fixture).execute())
+    if opts.bare and "bare" not in targets:
+        targets.insert(0, "bare")
+    if opts.load:
+        if "bare" in targets:
+            # The ceiling first, in the same invocation: what the plain library delivers on this machine now.
+            report["runs"].append(Run(opts, "bare", 1, database_url, redis_url, fixture).execute())
+        if "reference" in targets:
+            # The reference is the naive single-process deployment, once per stack asked for.
+            for stack in opts.reference_stacks:
+                report["runs"].append(Run(opts, "reference", opts.processes[0], database_url, redis_url, fixture, stack).execute())
+        if "ours" in targets:
+            for processes in opts.processes:
+                report["runs"].append(Run(opts, "ours", processes, database_url, redis_url, fixture).execute())
     report["ratios"] = reference_ratios(report["runs"])
+    report["bare_ratios"] = bare_ratios(report["runs"])
+    # The storm and the big room run on ours at the largest process count, as deployed.
+    if opts.storm:
+        report["storm"] = StormRun(opts, opts.processes[-1], database_url, redis_url, fixture).execute()
+    if opts.big_room:
+        room = fixture.room_ids[opts.rooms]
+        report["big_room"] = BigRoomRun(opts, opts.processes[-1], database_url, redis_url, fixture, room).execute()
     return report
 
 
@@ -824,9 +1443,18 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--server", choices=["daphne", "uvicorn"], default=d.server)
     p.add_argument(
         "--compression", choices=["none", "deflate"], default=d.compression,
-        help="clients offer permessage-deflate (browsers do; uvicorn accepts it, daphne cannot)",
+        help="what the clients offer: permessage-deflate (the default, as every browser does; the server decides) or none",
     )  # fmt: skip
-    p.add_argument("--target", choices=["ours", "reference", "both"], default=d.target)
+    p.add_argument(
+        "--no-deflate", dest="compression", action="store_const", const="none",
+        help="the clients do not offer permessage-deflate (= --compression none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target", choices=["ours", "reference", "both", "bare"], default=d.target,
+        help="what the load runs measure; bare: only the bare websockets server (bench/bare_broadcast.py)",
+    )  # fmt: skip
+    p.add_argument("--bare", action="store_true", help="also run the bare websockets server first, and print ratios to it")
+    p.add_argument("--no-load", dest="load", action="store_false", help="skip the load runs (only --storm / --big-room)")
     p.add_argument(
         "--reference-stack", default=",".join(d.reference_stacks), dest="reference_stacks",
         help="where the reference runs, one run each: tutorial (daphne, RedisChannelLayer defaults, redis-py connections "
@@ -841,6 +1469,31 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--confirm", type=int, default=d.confirm, help="re-runs of a step that failed on latency alone")
     p.add_argument("--idle", type=int, default=0, help="idle mode: hold this many sockets with heartbeats")
     p.add_argument("--heartbeat", type=float, default=d.heartbeat, help="idle mode: seconds between pings per socket")
+    storm = p.add_argument_group("reconnect storm (ours, at the largest --processes)")
+    storm.add_argument("--storm", type=int, default=d.storm, metavar="N", help="drop N subscribed sockets at once; they reconnect and resume")
+    storm.add_argument("--storm-rate", type=float, default=d.storm_rate, help="messages/s sent before and throughout the storm")
+    storm.add_argument("--storm-pre", type=float, default=d.storm_pre, help="seconds of traffic (all delivered) before the storm")
+    storm.add_argument("--storm-lead", type=float, default=d.storm_lead, help="seconds of sending between the storm's start and the drop")
+    storm.add_argument("--storm-tail", type=float, default=d.storm_tail, help="seconds of sending after every socket is live again")
+    storm.add_argument("--storm-timeout", type=float, default=d.storm_timeout, help="reconnects still pending then count as failed")
+    storm.add_argument(
+        "--storm-backoff", type=float, default=d.storm_backoff,
+        help="first reconnect delay ceiling, s (chat.js: 0.5, a delay drawn from [ceiling/2, ceiling], doubling per retry); 0: at once",
+    )  # fmt: skip
+    storm.add_argument(
+        "--storm-concurrency", type=int, default=d.storm_concurrency,
+        help="handshakes in flight at once over all load processes; 0 (default): no limit, as browsers have none",
+    )  # fmt: skip
+    storm.add_argument("--storm-target", type=float, default=d.storm_target, help="seconds within which all must be live again (judged)")
+    big = p.add_argument_group("big room (ours, at the largest --processes)")
+    big.add_argument("--big-room", type=int, default=d.big_room, metavar="N", help="N sockets in one room: join, presence, delivery")
+    big.add_argument("--big-room-rate", type=float, default=d.big_room_rate, help="messages/s sent to the big room")
+    big.add_argument("--big-room-senders", type=int, default=d.big_room_senders, help="sockets of the big room that send")
+    big.add_argument(
+        "--big-room-probe-at", type=int, default=d.big_room_probe_at,
+        help="the smaller room size at which bytes per join are measured (the larger: --big-room)",
+    )  # fmt: skip
+    big.add_argument("--big-room-probe", type=int, default=d.big_room_probe, help="sockets joined (and measured) at each probe size")
     p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms")
     p.add_argument("--drain", type=float, default=d.drain, help="seconds to wait for late deliveries after each step")
     p.add_argument("--client-procs", type=int, default=d.client_procs, help="load-generator processes")
@@ -865,7 +1518,6 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    os.environ["BENCH_WS_COMPRESSION"] = opts.compression  # read by the load workers (bench.ws_client)
     urls = service_urls()
     if urls is None:
         return 2

@@ -2,6 +2,9 @@
 
 Servers listen on 127.0.0.1 only, on free ports, with the open-files limit
 raised to the hard limit. They are always stopped by the context manager.
+``uvicorn`` and ``daphne`` run the project's entry point (chatsite.server);
+``bare`` runs bench.bare_broadcast, the plain ``websockets`` broadcast server
+the benchmark uses as its ceiling.
 """
 
 from __future__ import annotations
@@ -41,12 +44,17 @@ def free_port() -> int:
 
 
 CHAT_APP = "chatsite.asgi:application"
+BARE_APP = "bench.bare_broadcast"
+SERVERS = ("uvicorn", "daphne", "bare")
 
 
 def server_command(server: str, port: int, app: str = CHAT_APP) -> list[str]:
-    """The production entry point (chatsite.server) with ``server`` = uvicorn or daphne, serving ``app``."""
-    if server not in ("daphne", "uvicorn"):
+    """The production entry point (chatsite.server) with ``server`` = uvicorn or daphne, serving ``app``;
+    or, with ``server`` = bare, the bare websockets broadcast server (``app`` is ignored)."""
+    if server not in SERVERS:
         raise ValueError(f"unknown server {server!r}")
+    if server == "bare":
+        return [sys.executable, "-m", BARE_APP, "--host", "127.0.0.1", "--port", str(port)]
     return [sys.executable, "-m", "chatsite.server", "--server", server, "-b", "127.0.0.1", "-p", str(port), "-v", "0",
             app]  # fmt: skip
 
@@ -174,14 +182,11 @@ class Sampler:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time consumed so far by the server processes (exact, not sampled)."""
-        total = 0.0
-        for p in self._servers:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        return total
+        return _cpu_seconds(self._servers)
+
+    def client_cpu_seconds(self) -> float:
+        """User + system CPU time consumed so far by the load-generator processes (exact, not sampled)."""
+        return _cpu_seconds(self._clients)
 
     def rss_now(self) -> int:
         return sum(_rss(p) for p in self._servers)
@@ -205,6 +210,17 @@ class Sampler:
             "system_cpu_pct": mean("system_cpu"),
             "samples": len(picked),
         }
+
+
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return total
 
 
 def _postgres() -> list[psutil.Process]:

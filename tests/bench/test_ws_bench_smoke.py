@@ -93,7 +93,7 @@ async def test_the_reference_route_is_served_by_the_benchmarks_application_only(
     await chat.disconnect()
 
 
-def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field(tmp_path):
+def test_a_tiny_run_against_both_consumers_and_the_bare_server_loses_nothing_and_reports_every_field(tmp_path):
     opts = ws_bench.Options(
         rooms=2,
         clients_per_room=3,
@@ -107,6 +107,7 @@ def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field
         p99_limit_ms=60_000.0,
         confirm=0,
         target="both",
+        bare=True,
         reference_stacks=["tutorial", "ours"],
         client_procs=1,
         connect_concurrency=10,
@@ -120,6 +121,7 @@ def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field
     loaded = json.loads(out.read_text())
 
     assert [(r["target"], r["stack"], r["server"], r["layer"], r["app"]) for r in loaded["runs"]] == [
+        ("bare", None, "bare", "none (one process)", "bench.bare_broadcast"),  # the ceiling, first
         # the tutorial's deployment, channels_redis defaults
         ("reference", "tutorial", "daphne", "core", "bench.reference_asgi:application"),
         ("reference", "ours", "uvicorn", "pubsub", "bench.reference_asgi:application"),
@@ -139,5 +141,13 @@ def test_a_tiny_run_against_both_consumers_loses_nothing_and_reports_every_field
         for name in ("offered_deliveries_per_s", "deliveries_per_s", "sent_rate", "ok", "resources"):
             assert name in step
         assert {"server_cpu_pct", "server_rss_mb", "client_cpu_pct"} <= set(step["resources"])
-    ours = loaded["runs"][2]["steps"][0]
+    ours = loaded["runs"][3]["steps"][0]
     assert ours["ack_latency_ms"]["count"] == 20  # only our consumer acknowledges a send
+
+    # Every client offered permessage-deflate; each server made its own choice.
+    negotiated = [(r["server"], r["sockets"]["deflate_offered"], r["sockets"]["deflate_negotiated"]) for r in loaded["runs"]]
+    ours_choice = 6 if env.WS_DEFLATE else 0
+    assert negotiated == [("bare", True, 6), ("daphne", True, 0), ("uvicorn", True, ours_choice), ("uvicorn", True, ours_choice)]
+    assert [r["label"] for r in loaded["bare_ratios"]] == ["reference (tutorial stack)", "reference (ours stack)", "ours"]
+    for ratio in loaded["bare_ratios"]:
+        assert ratio["ratio"] is not None and ratio["bare_deliveries_per_s"] > 0
