@@ -222,6 +222,9 @@ def expected_deliveries(per_room_sent: dict[int, int], subscribers: dict[int, in
     return sum(n * subscribers.get(room, 0) for room, n in per_room_sent.items())
 
 
+MIN_CPU_WINDOW_S = 0.5
+
+
 class Meter:
     """Exact CPU of the servers and of the load generator over a window (the kernel's counters, not samples)."""
 
@@ -238,8 +241,9 @@ class Meter:
             "seconds": round(seconds, 2),
             "server_cpu_s": round(server, 2),
             "client_cpu_s": round(client, 2),
-            "server_cpu_pct": round(100 * server / seconds, 1),
-            "client_cpu_pct": round(100 * client / seconds, 1),
+            # A window of a few milliseconds (a handful of sockets) gives no meaningful percentage.
+            "server_cpu_pct": round(100 * server / seconds, 1) if seconds >= MIN_CPU_WINDOW_S else None,
+            "client_cpu_pct": round(100 * client / seconds, 1) if seconds >= MIN_CPU_WINDOW_S else None,
             "system_cpu_pct": self.sampler.window(self.wall0, time.time()).get("system_cpu_pct"),
         }
 
