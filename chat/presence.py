@@ -17,9 +17,12 @@ process memory.
 What a room hears about it is bounded too: joins and leaves are gathered per
 room and sent as one ``presence`` digest per ``CHAT_PRESENCE_INTERVAL`` per
 server process (:func:`announce`), with the room's count and at most
-``PRESENCE_LIST_MAX`` ids each way; a socket's ``subscribed`` frame carries
-the count and at most that many ids. Joining never sends every socket the
-whole list (docs/PROTOCOL.md, "Presence").
+``PRESENCE_LIST_MAX`` ids each way, and only while the room has at most
+``CHAT_PRESENCE_BROADCAST_MAX`` people online; a socket's ``subscribed``
+frame carries the count and at most that many ids, and a client asks about
+the people it shows (:func:`presence_state`). So a join costs the others a
+bounded number of bytes, whatever the room's size (docs/PROTOCOL.md,
+"Presence").
 
 All functions are async and never raise: presence is best-effort and must
 not break chat when Redis is down.
@@ -235,6 +238,9 @@ async def _send_digest(room_id: int, changes: dict[int, str]) -> None:
     from chat import events
 
     count, online = await presence_state(room_id=room_id, user_ids=changes)
+    if count > settings.CHAT_PRESENCE_BROADCAST_MAX:
+        # A big room hears nothing of single people coming and going: clients ask about those they show.
+        return
     # What still holds when the digest leaves: a user who came and went within the interval is left.
     joined = [u for u, status in changes.items() if status == "online" and u in online]
     left = [u for u, status in changes.items() if status == "offline" and u not in online]

@@ -159,6 +159,8 @@ WS_PING_TIMEOUT = env_int("WS_PING_TIMEOUT", 30)
 PRESENCE_TTL = env_int("PRESENCE_TTL", 60)
 # Seconds a server process gathers a room's joins and leaves before it sends them as one presence event.
 PRESENCE_INTERVAL = env_float("PRESENCE_INTERVAL", 1.0)
+# Rooms with more people online than this get no presence digests (clients ask about whom they show).
+PRESENCE_BROADCAST_MAX = env_int("PRESENCE_BROADCAST_MAX", 100)
 
 # Rate limits as "count/seconds" (chatsite.ratelimit). Empty disables one.
 RATE_LIMIT_MESSAGES = env_str("RATE_LIMIT_MESSAGES", "120/60")

@@ -113,6 +113,7 @@ async def test_state_counts_the_room_and_answers_for_the_users_asked_about(store
 
 async def test_joins_and_leaves_go_out_as_one_bounded_digest_per_interval(store, settings):
     settings.CHAT_PRESENCE_INTERVAL = 0.2
+    settings.CHAT_PRESENCE_BROADCAST_MAX = 1000
     room = ROOMS[0]
     layer = get_channel_layer()
     channel = await layer.new_channel()
@@ -147,3 +148,21 @@ async def test_redis_down_degrades_to_the_user_alone_without_raising(store, monk
     assert await presence.presence_leave(room_id=room, user_id=1, socket_id="a") is False
     assert await presence.presence_online(room_id=room) == set()
     assert await presence.presence_state(room_id=room, user_ids=[1]) == (0, set())
+
+
+async def test_a_big_room_gets_no_digests(store, settings):
+    settings.CHAT_PRESENCE_INTERVAL = 0.1
+    settings.CHAT_PRESENCE_BROADCAST_MAX = 5
+    room = ROOMS[1]
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.room_group(room), channel)
+    try:
+        for user in range(1, 7):
+            await presence.presence_join(room_id=room, user_id=user, socket_id="s")
+            presence.announce(room_id=room, user_id=user, status="online")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), 0.5)
+        assert (await presence.presence_state(room_id=room, user_ids=[6]))[0] == 6
+    finally:
+        await layer.group_discard(events.room_group(room), channel)
