@@ -261,10 +261,7 @@ async def _send_digest(room_id: int, changes: dict[int, str]) -> None:
 def announce(*, room_id: int, user_id: int, status: str) -> None:
     """A user came online (``online``) or left (``offline``) in the room: it goes out in the room's next digest."""
 
-    async def stop(digests: _Digests) -> None:
-        await digests.stop()
-
-    loop_resource("presence-digests", _Digests, stop).note(room_id, user_id, status)
+    loop_resource("presence-digests", _Digests, _Digests.stop).note(room_id, user_id, status)
 
 
 # --- a user's open sockets -----------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -30,6 +31,18 @@ def store():
     clear()
     yield client  # each test's event loop gets its own async client (perf.redis.async_client)
     clear()
+
+
+@asynccontextmanager
+async def room_listener(room_id: int):
+    """A channel-layer channel in the room's group: what the room's sockets would hear."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.room_group(room_id), channel)
+    try:
+        yield lambda timeout: asyncio.wait_for(layer.receive(channel), timeout)
+    finally:
+        await layer.group_discard(events.room_group(room_id), channel)
 
 
 def user_score(store, room_id: int, user_id: int) -> float | None:
@@ -115,10 +128,7 @@ async def test_joins_and_leaves_go_out_as_one_bounded_digest_per_interval(store,
     settings.CHAT_PRESENCE_INTERVAL = 0.2
     settings.CHAT_PRESENCE_BROADCAST_MAX = 1000
     room = ROOMS[0]
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(events.room_group(room), channel)
-    try:
+    async with room_listener(room) as receive:
         for user in range(1, 121):  # more than a digest lists
             await presence.presence_join(room_id=room, user_id=user, socket_id="s")
             presence.announce(room_id=room, user_id=user, status="online")
@@ -127,17 +137,14 @@ async def test_joins_and_leaves_go_out_as_one_bounded_digest_per_interval(store,
         presence.announce(room_id=room, user_id=500, status="online")
         await presence.presence_leave(room_id=room, user_id=500, socket_id="s")
         presence.announce(room_id=room, user_id=500, status="offline")
-        message = await asyncio.wait_for(layer.receive(channel), 5)
-        digest = orjson.loads(message["text"])
+        digest = orjson.loads((await receive(5))["text"])
         assert digest["type"] == "presence" and digest["room"] == room
         assert digest["online_count"] == 120
         assert len(digest["joined"]) == presence.PRESENCE_LIST_MAX and digest["more"] is True
         assert 500 not in digest["joined"] and digest["left"] == [500]
         # one digest for all of it: nothing else arrives
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(layer.receive(channel), 0.6)
-    finally:
-        await layer.group_discard(events.room_group(room), channel)
+            await receive(0.6)
 
 
 async def test_redis_down_degrades_to_the_user_alone_without_raising(store, monkeypatch):
@@ -154,15 +161,10 @@ async def test_a_big_room_gets_no_digests(store, settings):
     settings.CHAT_PRESENCE_INTERVAL = 0.1
     settings.CHAT_PRESENCE_BROADCAST_MAX = 5
     room = ROOMS[1]
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(events.room_group(room), channel)
-    try:
+    async with room_listener(room) as receive:
         for user in range(1, 7):
             await presence.presence_join(room_id=room, user_id=user, socket_id="s")
             presence.announce(room_id=room, user_id=user, status="online")
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(layer.receive(channel), 0.5)
+            await receive(0.5)
         assert (await presence.presence_state(room_id=room, user_ids=[6]))[0] == 6
-    finally:
-        await layer.group_discard(events.room_group(room), channel)
