@@ -22,8 +22,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat import events, fanout, metrics, presence
+from chat import events, fanout, metrics, presence, sending
 from chat.asyncdb import db_async
+from chat.models import Room
 from chat.auth import credentials_valid, session_key
 from chat.selectors import history as history_selectors
 from chat.selectors import rooms as room_selectors
@@ -72,27 +73,8 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool = True) -> in
     return value
 
 
-def _send_message(user: Any, room_id: int, body: Any, client_id: Any) -> dict[str, Any]:
-    room = room_selectors.room_get_for_user(user=user, room_id=room_id)
-    ratelimit.hit("message", user.pk)
-    message, created = message_services.message_create(room=room, author=user, body=body, client_id=client_id)
-    return _ack(room_id, client_id, message, created)
-
-
-def _ack(room_id: int, client_id: str, message: Any, created: bool) -> dict[str, Any]:
-    return {
-        "type": "message.ack",
-        "room": room_id,
-        "client_id": client_id,
-        "id": message.id,
-        "seq": message.seq,
-        "created_at": message.created_at.isoformat(),
-        "duplicate": not created,
-    }
-
-
 def _resume(user: Any, room_id: int, last_id: int | None, cap: int, budget: int) -> tuple[int, int, list[str], bool]:
-    """(project id, cursor seq, missed message.new frames as text, overflowed) for a (re)subscribe.
+    """(the room's project id, cursor seq, missed message.new frames as text, overflowed) for a (re)subscribe.
 
     Called after joining the room's group. The room counter is read *before*
     the missed messages, so every message is either in the backlog or arrives
@@ -573,8 +555,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = frame.get("client_id")
         if not isinstance(client_id, str) or not client_id or len(client_id) > message_services.CLIENT_ID_MAX:
             raise InvalidInput("'client_id' must be a non-empty string of at most 64 characters.", code="invalid_client_id")
-        ack = await db_async(_send_message)(self.user, room_id, frame.get("body"), client_id)
-        self.send_frame(ack)
+        # A subscribed room's access is known (changes arrive as access.check): the writer is not asked again.
+        known = room_id in self.cursors and room_id not in self.checking and room_id in self.room_projects
+        room = Room(id=room_id, project_id=self.room_projects[room_id]) if known else None
+        send = sending.Send(user=self.user, room_id=room_id, body=frame.get("body"), client_id=client_id, room=room)
+        self.send_frame(await sending.group_commit().send(send))
 
     async def on_read(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")

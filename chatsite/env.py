@@ -143,6 +143,10 @@ WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)
 HTTP_THREADS = env_int("HTTP_THREADS", 8)
 # Threads that run consumers' database work in parallel (chat.asyncdb).
 WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
+# Groups of message sends written at once per server process; sends that arrive
+# meanwhile wait and go together, at most WS_SEND_GROUP_MAX in one statement (chat.sending).
+WS_SEND_GROUPS = env_int("WS_SEND_GROUPS", 2)
+WS_SEND_GROUP_MAX = env_int("WS_SEND_GROUP_MAX", 200)
 # Bytes of frames a socket may have pending before low-priority ones are dropped
 # and, past that, it is closed (4408); a resume replays at most half of it.
 WS_SEND_BUFFER_BYTES = env_int("WS_SEND_BUFFER_BYTES", 1024 * 1024)

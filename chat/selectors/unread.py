@@ -27,7 +27,7 @@ UNREAD_CAP = 100
 UNREAD_TAIL = UNREAD_CAP + UNREAD_CAP // 4
 # A tail under a given state is right for good (an edit changes no count), and
 # the writer of the next message replaces it (chat.services.messages.
-# _message_created): only the current tail of each room stays, so it may live
+# _messages_created): only the current tail of each room stays, so it may live
 # as long as the other exact entries.
 UNREAD_TAIL_TTL = env.CACHE_TTL_ENTRIES
 

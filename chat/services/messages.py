@@ -1,4 +1,4 @@
-"""Writes of messages: post, edit, delete. ``message_create`` is the one message writer.
+"""Writes of messages: post, edit, delete. ``messages_create`` is the one message writer.
 
 Real-time events are published with ``transaction.on_commit`` only: a write
 that rolls back never reaches a socket.
@@ -12,7 +12,9 @@ from __future__ import annotations
 import unicodedata
 from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Union
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -24,10 +26,10 @@ from chat.models import Message, Room
 from chat.selectors import history as history_selectors
 from chat.selectors import unread as unread_selectors
 from chat.serialization import message_dict
-from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
+from chatsite.errors import ChatError, Conflict, Forbidden, InvalidInput, NotFound
 from perf import cache as perf_cache
 from perf.cache import invalidate_on_commit
-from projects.models import Membership
+from projects.models import Membership, Project
 
 CLIENT_ID_MAX = 64
 
@@ -64,122 +66,252 @@ def _clean_client_id(client_id: Any) -> str | None:
     return client_id
 
 
+@dataclass(frozen=True)
+class Draft:
+    """One message to write: ``author`` has been checked to read ``room`` (see :func:`messages_create`).
+
+    ``room`` needs only its id: ``Room(id=..)`` will do.
+    """
+
+    room: Room
+    author: Any
+    body: Any
+    client_id: Any = None
+
+
+# What messages_create returns per draft: the message and whether it is new, or why it was refused.
+Outcome = Union[tuple[Message, bool], ChatError]
+
+
 def message_create(*, room: Room, author: Any, body: str, client_id: str | None = None) -> tuple[Message, bool]:
-    """Persist a message; after commit, publish ``message.new`` and update the caches (:func:`_message_created`).
+    """Persist one message: :func:`messages_create` with one draft. Raises what it refuses with."""
+    outcome = messages_create([Draft(room=room, author=author, body=body, client_id=client_id)])[0]
+    if isinstance(outcome, ChatError):
+        raise outcome
+    return outcome
 
-    The one message writer: the API, the WebSocket (through chat.asyncdb.db_async),
-    the pages and the seeders call it. The caller has checked that ``author``
-    may read ``room``. Returns ``(message, created)``. With a ``client_id``
-    already used by this author nothing is written and the original message
-    comes back with ``created=False`` (idempotent retries); reusing it for
-    another room is a Conflict.
 
-    Ordering: the room's row lock is taken (its counter bumped) before the
-    message's id is drawn and held until commit, so within a room ids commit
+def messages_create(drafts: Sequence[Draft]) -> list[Outcome]:
+    """Persist messages; after commit, publish each ``message.new`` and update the caches (:func:`_messages_created`).
+
+    The one message writer: the API, the pages and the seeders call it through
+    :func:`message_create`, the WebSocket with every send that arrived
+    together (chat.sending: one statement and one commit for the group). The
+    caller has checked that each author may read the room. Returns one
+    outcome per draft, in order: ``(message, created)``, or the ChatError
+    that refused it (the others are written all the same). With a
+    ``client_id`` already used by its author nothing is written and the
+    original message comes back with ``created=False`` (idempotent retries);
+    reusing it for another room is a Conflict.
+
+    Ordering: each room's row lock is taken (its counter bumped) before the
+    messages' ids are drawn and held until commit, so within a room ids commit
     in increasing order and ``seq`` is contiguous; a failed insert uses up
-    no ``seq``.
+    no ``seq``. Drafts of one room get their ``seq`` in the order given.
     """
-    body = _clean_body(body)
-    client_id = _clean_client_id(client_id)
-    if room.project.archived:
-        raise Forbidden("This project is archived; it is read-only.", code="archived")
+    outcomes: list[Outcome | None] = [None] * len(drafts)
+    valid: list[tuple[int, Draft]] = []
+    for i, draft in enumerate(drafts):
+        try:
+            valid.append((i, _clean_draft(draft)))
+        except ChatError as exc:
+            outcomes[i] = exc
     now = timezone.now()
-    try:
-        row = _insert_message(room_id=room.id, author_id=author.id, body=body, client_id=client_id, now=now)
-    except IntegrityError:
-        if client_id is None:
-            raise
-        original = _original_for_retry(author=author, client_id=client_id, room_id=room.id)
-        if original is None:
-            raise
-        return original, False
-    if row is None:
-        raise NotFound("Room not found.")
-    message_id, seq, deleted = row
-    message = Message(id=message_id, room=room, author=author, body=body, client_id=client_id, seq=seq, created_at=now)
-    message._state.adding, message._state.db = False, connection.alias  # a stored row, as if loaded
-    transaction.on_commit(partial(_message_created, message=message, deleted=deleted), robust=True)
-    return message, True
+    created: list[tuple[Message, int]] = []
+    for i, outcome in zip([i for i, _ in valid], _insert_messages([d for _, d in valid], now=now)):
+        outcomes[i] = outcome
+        if isinstance(outcome, tuple) and outcome[1] is not None:
+            created.append(outcome)
+    if created:
+        transaction.on_commit(partial(_messages_created, created=created), robust=True)
+    return [o if isinstance(o, ChatError) else (o[0], o[1] is not None) for o in outcomes]  # type: ignore[misc]
 
 
-def _insert_message(*, room_id: int, author_id: int, body: str, client_id: str | None, now: Any) -> tuple[int, int, int] | None:
-    """Bump the room's counter and insert the message: (id, seq, the room's delete count), or None without the room.
+def _clean_draft(draft: Draft) -> Draft:
+    # Whether the project is archived is read under the room's lock, by the statement itself.
+    return Draft(room=draft.room, author=draft.author, body=_clean_body(draft.body), client_id=_clean_client_id(draft.client_id))
 
-    On PostgreSQL one statement, which outside a caller's transaction is its
-    own (one round trip); elsewhere (the embedded SQLite) the same two steps
-    in a transaction. The delete count comes with the seq, read under the
-    same lock: together they name the room's unread state.
+
+def _insert_messages(drafts: list[Draft], *, now: Any) -> list[Any]:
+    """Write ``drafts``: per draft ``(message, room's delete count)`` when written, ``(original, None)`` for a
+    retried client_id, or a ChatError.
+
+    On PostgreSQL one statement for all (:data:`INSERT_MESSAGES_SQL`), which
+    outside a caller's transaction is its own. A duplicate client_id fails the
+    whole statement, using up nothing; then each draft is written on its own
+    (the same statement), so only the retry is answered with its original.
+    Elsewhere (the embedded SQLite) the same steps one draft at a time.
     """
-    if connection.vendor == "postgresql":
-        # A savepoint only inside a caller's transaction, so a duplicate client_id leaves it usable.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    INSERT_MESSAGE_SQL,
-                    {"now": now, "room": room_id, "author": author_id, "body": body, "client_id": client_id},
-                )
-                row = cursor.fetchone()
-        return (int(row[0]), int(row[1]), int(row[2])) if row else None
-    with transaction.atomic():
+    if not drafts:
+        return []
+    if connection.vendor != "postgresql":
+        return [_insert_one_sqlite(draft, now=now) for draft in drafts]
+    try:
+        rows = _insert_rows(drafts, now=now)
+    except IntegrityError:
+        if len(drafts) == 1:
+            return [_retried(drafts[0])]
+    else:
+        return _match_rows(drafts, rows, now=now)
+    outcomes = []
+    for draft in drafts:
+        try:
+            outcomes.extend(_match_rows([draft], _insert_rows([draft], now=now), now=now))
+        except IntegrityError:
+            outcomes.append(_retried(draft))
+    return outcomes
+
+
+def _insert_rows(drafts: list[Draft], *, now: Any) -> list[tuple[int, int, int, int]]:
+    # A savepoint only inside a caller's transaction, so a duplicate client_id leaves it usable.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {Room._meta.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %s "
-                "WHERE id = %s RETURNING last_message_seq, messages_deleted",
-                [now, room_id],
+                INSERT_MESSAGES_SQL,
+                {
+                    "now": now,
+                    "rooms": [d.room.id for d in drafts],
+                    "authors": [d.author.id for d in drafts],
+                    "bodies": [d.body for d in drafts],
+                    "client_ids": [d.client_id for d in drafts],
+                },
             )
-            counter = cursor.fetchone()
-        if counter is None:
-            return None
-        seq, deleted = int(counter[0]), int(counter[1])
-        message = Message.objects.create(
-            room_id=room_id, author_id=author_id, body=body, client_id=client_id, seq=seq, created_at=now
+            return cursor.fetchall()
+
+
+def _retried(draft: Draft) -> Any:
+    """The outcome of a draft whose insert broke the (author, client_id) constraint."""
+    if draft.client_id is None:
+        raise IntegrityError("message insert failed without a client_id")
+    try:
+        original = _original_for_retry(author=draft.author, client_id=draft.client_id, room_id=draft.room.id)
+    except ChatError as exc:
+        return exc
+    if original is None:
+        raise IntegrityError("message insert failed, and no message holds its client_id")
+    return (original, None)
+
+
+def _match_rows(drafts: list[Draft], rows: list[tuple[int, int, int, int]], *, now: Any) -> list[Any]:
+    """Give each draft its row: a room's drafts took its next seqs in the order given. Rooms without rows
+    were missing or archived under the lock."""
+    by_room: dict[int, list[tuple[int, int, int]]] = {}
+    for message_id, room_id, seq, deleted in sorted(rows, key=lambda row: (row[1], row[2])):
+        by_room.setdefault(room_id, []).append((message_id, seq, deleted))
+    outcomes: list[Any] = []
+    for draft in drafts:
+        written = by_room.get(draft.room.id)
+        if not written:
+            outcomes.append(_refusal(draft.room.id))
+            continue
+        message_id, seq, deleted = written.pop(0)
+        message = Message(
+            id=message_id, room=draft.room, author=draft.author, body=draft.body,
+            client_id=draft.client_id, seq=seq, created_at=now,
         )
-    return message.id, seq, deleted
+        message._state.adding, message._state.db = False, connection.alias  # a stored row, as if loaded
+        outcomes.append((message, deleted))
+    return outcomes
 
 
-def _insert_message_sql() -> str:
-    room, message = Room._meta, Message._meta
+def _refusal(room_id: int) -> ChatError:
+    """Why the writer found no room to write to: it is gone, or its project was archived meanwhile."""
+    archived = Room.objects.filter(pk=room_id).values_list("project__archived", flat=True).first()
+    if archived:
+        return Forbidden("This project is archived; it is read-only.", code="archived")
+    return NotFound("Room not found.")
+
+
+def _insert_one_sqlite(draft: Draft, *, now: Any) -> Any:
+    """The embedded database's writer: the counter, then the row, in one transaction."""
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {Room._meta.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %s "
+                    f"WHERE id = %s AND NOT EXISTS (SELECT 1 FROM {Project._meta.db_table} p "
+                    f"WHERE p.id = {Room._meta.db_table}.project_id AND p.archived) "
+                    "RETURNING last_message_seq, messages_deleted",
+                    [now, draft.room.id],
+                )
+                counter = cursor.fetchone()
+            if counter is None:
+                return _refusal(draft.room.id)
+            seq, deleted = int(counter[0]), int(counter[1])
+            message = Message.objects.create(
+                room=draft.room, author=draft.author, body=draft.body, client_id=draft.client_id, seq=seq, created_at=now
+            )
+    except IntegrityError:
+        return _retried(draft)
+    return (message, deleted)
+
+
+def _insert_messages_sql() -> str:
+    room, message, project = Room._meta, Message._meta, Project._meta
     column = message.get_field
     return (
-        f"WITH r AS (UPDATE {room.db_table} SET last_message_seq = last_message_seq + 1, last_message_at = %(now)s "
-        f"WHERE id = %(room)s RETURNING id, last_message_seq, messages_deleted), "
+        # The drafts, numbered in the order given.
+        "WITH d AS (SELECT * FROM unnest(%(rooms)s::bigint[], %(authors)s::bigint[], %(bodies)s::text[], "
+        "%(client_ids)s::text[]) WITH ORDINALITY AS d(room, author, body, client_id, ord)), "
+        "n AS (SELECT room, count(*) AS n FROM d GROUP BY room), "
+        # The rooms' locks, in id order (two writers never wait for each other in a circle); archived projects are read-only.
+        f"l AS (SELECT r.id FROM {room.db_table} r JOIN {project.db_table} p ON p.id = r.{room.get_field('project').column} "
+        "WHERE r.id IN (SELECT room FROM n) AND NOT p.archived ORDER BY r.id FOR UPDATE OF r), "
+        f"r AS (UPDATE {room.db_table} SET last_message_seq = {room.db_table}.last_message_seq + n.n, "
+        f"last_message_at = %(now)s FROM n WHERE {room.db_table}.id = n.room AND {room.db_table}.id IN (SELECT id FROM l) "
+        f"RETURNING {room.db_table}.id, {room.db_table}.last_message_seq - n.n AS base, {room.db_table}.messages_deleted), "
+        # Ids are drawn in (room, seq) order.
         f"m AS (INSERT INTO {message.db_table} ({column('room').column}, {column('author').column}, {column('seq').column}, "
         f"{column('body').column}, {column('created_at').column}, {column('client_id').column}) "
-        f"SELECT r.id, %(author)s, r.last_message_seq, %(body)s, %(now)s, %(client_id)s FROM r "
-        f"RETURNING id, {column('seq').column} AS seq) "
-        f"SELECT m.id, m.seq, r.messages_deleted FROM m, r"
+        "SELECT d.room, d.author, r.base + row_number() OVER (PARTITION BY d.room ORDER BY d.ord), d.body, %(now)s, "
+        "d.client_id FROM d JOIN r ON r.id = d.room ORDER BY d.room, d.ord "
+        f"RETURNING id, {column('room').column} AS room, {column('seq').column} AS seq) "
+        "SELECT m.id, m.room, m.seq, r.messages_deleted FROM m JOIN r ON r.id = m.room"
     )
 
 
-INSERT_MESSAGE_SQL = _insert_message_sql()
+INSERT_MESSAGES_SQL = _insert_messages_sql()
 
 
-def _message_created(*, message: Message, deleted: int) -> None:
-    """Everything a new message sets off, after its commit, in this order: the event, the caches, the count, mentions.
+def _messages_created(*, created: list[tuple[Message, int]]) -> None:
+    """Everything new messages set off, after their commit, in this order: the events, the caches, the count, mentions.
 
-    Caches, in three round trips: the message's entry is written through
-    (history readers ask for it next), the room's tail stamp is dropped (the
-    newest history page shows it), and the room's unread tail moves from
-    ``seq - 1`` to ``seq`` when it was cached (chat.selectors.unread): without
-    that the first room list after every message would read the tail from the
-    database.
+    Caches, in three round trips for the whole group: each message's entry
+    is written through (history readers ask for it next), each room's tail
+    stamp is dropped (the newest history page shows it), and each room's
+    unread tail moves from the seq before the group to its last seq when it
+    was cached (chat.selectors.unread): without that the first room list
+    after every message would read the tail from the database.
     """
-    room_id, seq = message.room_id, message.seq
-    events.publish_room_event(room_id=room_id, kind="message.new", payload={"message": message_dict(message)}, seq=seq)
-    previous = cache_keys.unread_tail_key(room_id, (seq - 1, deleted))
-    entries = {cache_keys.message_cache_key(message.id): history_selectors.message_cache_entry(message)}
-    tail = perf_cache.get_many_counted({previous: "unread"}).get(previous)
-    if isinstance(tail, list):
-        # Same lifetime as the message entry (CACHE_TTL_ENTRIES): one write for both.
-        entries[cache_keys.unread_tail_key(room_id, (seq, deleted))] = unread_selectors.unread_tail_with(
-            tail, message_id=message.id, author_id=message.author_id
+    for message, _ in created:
+        events.publish_room_event(
+            room_id=message.room_id, kind="message.new", payload={"message": message_dict(message)}, seq=message.seq
         )
+    per_room: dict[int, list[tuple[Message, int]]] = {}
+    for message, deleted in created:
+        per_room.setdefault(message.room_id, []).append((message, deleted))
+    previous = {
+        room_id: cache_keys.unread_tail_key(room_id, (group[0][0].seq - 1, group[0][1])) for room_id, group in per_room.items()
+    }
+    tails = perf_cache.get_many_counted({key: "unread" for key in previous.values()})
+    entries = {cache_keys.message_cache_key(m.id): history_selectors.message_cache_entry(m) for m, _ in created}
+    dropped = [cache_keys.room_tail_stamp_key(room_id) for room_id in per_room]
+    for room_id, group in per_room.items():
+        tail = tails.get(previous[room_id])
+        if not isinstance(tail, list):
+            continue
+        for message, _ in group:
+            tail = unread_selectors.unread_tail_with(tail, message_id=message.id, author_id=message.author_id)
+        last, deleted = group[-1]
+        # Same lifetime as the message entries (CACHE_TTL_ENTRIES): one write for all.
+        entries[cache_keys.unread_tail_key(room_id, (last.seq, deleted))] = tail
+        dropped.append(previous[room_id])  # the older tail is never asked for again
     perf_cache.store_many(entries, family="messages")
-    # The older tail is never asked for again.
-    perf_cache.invalidate(cache_keys.room_tail_stamp_key(room_id), *([previous] if isinstance(tail, list) else []))
-    metrics.MESSAGES_CREATED.inc()
-    if "@" in message.body:
-        events.enqueue_background({"type": "message.created", "message_id": message.id, "room_id": room_id})
+    perf_cache.invalidate(*dropped)
+    metrics.MESSAGES_CREATED.inc(len(created))
+    for message, _ in created:
+        if "@" in message.body:
+            events.enqueue_background({"type": "message.created", "message_id": message.id, "room_id": message.room_id})
 
 
 def _original_for_retry(*, author: Any, client_id: str, room_id: int) -> Message | None:

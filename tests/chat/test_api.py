@@ -484,8 +484,8 @@ def test_message_create_broadcasts_to_the_room_after_commit(chat_world, api_clie
 
     response, callbacks, event = async_to_sync(scenario)()
     assert response.status_code == 201
-    # One after-commit callback (message_services._message_created) makes the event.
-    assert len([c for c in callbacks if getattr(c, "func", None) is message_services._message_created]) == 1
+    # One after-commit callback (message_services._messages_created) makes the event.
+    assert len([c for c in callbacks if getattr(c, "func", None) is message_services._messages_created]) == 1
     frame = orjson.loads(event["text"])
     assert frame["type"] == "message.new"
     assert frame["message"] == response.json()

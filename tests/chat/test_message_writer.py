@@ -69,7 +69,7 @@ def test_errors(chat_world, make_room):
     gone = Room(id=room.id + 10_000, project=room.project)
     with pytest.raises(NotFound):
         message_services.message_create(room=gone, author=member, body="to nowhere")
-    room.project.archived = True
+    type(room.project).objects.filter(pk=room.project_id).update(archived=True)  # the room object still says otherwise
     with pytest.raises(Forbidden):
         message_services.message_create(room=room, author=member, body="read-only")
 
@@ -136,3 +136,69 @@ def test_one_database_round_trip_when_not_in_a_transaction(chat_world, django_as
     room, member = chat_world["public"], chat_world["member"]
     with django_assert_num_queries(1):  # the counter and the insert, in one statement
         message_services.message_create(room=room, author=member, body="one trip")
+
+
+def test_a_group_of_drafts_is_one_statement_in_room_and_seq_order(chat_world, make_room, django_assert_num_queries):
+    room, member, owner = chat_world["public"], chat_world["member"], chat_world["owner"]
+    other = make_room(chat_world["project"], creator=owner, name="second")
+    Draft = message_services.Draft
+    drafts = [
+        Draft(room=other, author=owner, body="o1"),
+        Draft(room=room, author=member, body="r1", client_id="g-1"),
+        Draft(room=other, author=member, body="o2"),
+        Draft(room=room, author=owner, body="r2"),
+        Draft(room=room, author=member, body="r3"),
+    ]
+    with django_assert_num_queries(1):
+        outcomes = message_services.messages_create(drafts)
+    assert all(created for _, created in outcomes)
+    assert [(m.room_id, m.seq, m.body) for m, _ in outcomes] == [
+        (other.id, 1, "o1"), (room.id, 1, "r1"), (other.id, 2, "o2"), (room.id, 2, "r2"), (room.id, 3, "r3"),
+    ]
+    stored = list(Message.objects.order_by("id").values_list("room_id", "seq", "body", "client_id"))
+    assert [(r, s, b) for r, s, b, _ in stored] == sorted((r, s, b) for r, s, b, _ in stored)  # ids in (room, seq) order
+    assert {(m.id, m.seq, m.body) for m, _ in outcomes} == set(Message.objects.values_list("id", "seq", "body"))
+    assert Room.objects.get(pk=room.id).last_message_seq == 3 and Room.objects.get(pk=other.id).last_message_seq == 2
+
+
+def test_a_group_answers_each_draft_on_its_own(chat_world, make_room):
+    """A retried client_id, an empty body, a room gone and an archived project: the others are written all the same."""
+    room, member, owner, project = chat_world["public"], chat_world["member"], chat_world["owner"], chat_world["project"]
+    original, _ = message_services.message_create(room=room, author=member, body="first", client_id="dup")
+    archived_project = type(project).objects.create(name="Old", slug="old", archived=False)
+    archived_room = Room.objects.create(project=archived_project, name="old", slug="old")
+    type(project).objects.filter(pk=archived_project.pk).update(archived=True)  # archived after the room was read
+    gone = Room(id=room.id + 10_000, project=project)
+    Draft = message_services.Draft
+    outcomes = message_services.messages_create(
+        [
+            Draft(room=room, author=owner, body="a"),
+            Draft(room=room, author=member, body="again", client_id="dup"),
+            Draft(room=room, author=owner, body="   "),
+            Draft(room=gone, author=owner, body="nowhere"),
+            Draft(room=archived_room, author=owner, body="read-only"),
+            Draft(room=room, author=owner, body="b"),
+        ]
+    )
+    (a, a_new), (retry, retry_new), empty, missing, archived, (b, b_new) = outcomes
+    assert a_new and b_new and (a.seq, b.seq) == (2, 3)  # no seq used by the refused ones
+    assert not retry_new and retry.id == original.id and retry.body == "first"
+    assert isinstance(empty, InvalidInput) and isinstance(missing, NotFound)
+    assert isinstance(archived, Forbidden) and archived.code == "archived"
+    assert Room.objects.get(pk=archived_room.pk).last_message_seq == 0
+    assert list(Message.objects.filter(room=room).order_by("seq").values_list("body", flat=True)) == ["first", "a", "b"]
+
+
+def test_a_group_inside_a_transaction_keeps_it_usable_after_a_retry(chat_world):
+    from django.db import transaction
+
+    room, member = chat_world["public"], chat_world["member"]
+    message_services.message_create(room=room, author=member, body="first", client_id="t-1")
+    Draft = message_services.Draft
+    with transaction.atomic():
+        outcomes = message_services.messages_create(
+            [Draft(room=room, author=member, body="retry", client_id="t-1"), Draft(room=room, author=member, body="new")]
+        )
+        assert [created for _, created in outcomes] == [False, True]
+        assert Message.objects.filter(room=room).count() == 2
+    assert Room.objects.get(pk=room.id).last_message_seq == 2

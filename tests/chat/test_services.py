@@ -108,8 +108,8 @@ def test_broadcast_only_after_commit(chat_world, django_capture_on_commit_callba
     assert callbacks == []
     with django_capture_on_commit_callbacks() as callbacks:
         message_services.message_create(room=room, author=member, body="kept")
-    created = [c for c in callbacks if getattr(c, "func", None) is message_services._message_created]
-    assert len(created) == 1 and created[0].keywords["message"].body == "kept"
+    created = [c for c in callbacks if getattr(c, "func", None) is message_services._messages_created]
+    assert len(created) == 1 and [m.body for m, _ in created[0].keywords["created"]] == ["kept"]
 
 
 def test_room_mark_read_moves_forward_only_and_clamps(chat_world, make_message):

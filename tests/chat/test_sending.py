@@ -1,0 +1,91 @@
+"""chat.sending: the WebSocket's sends, written in groups by the one writer (real PostgreSQL and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+
+from chat.models import Message, Room
+from chat.sending import GroupCommit, Send
+from chatsite.errors import InvalidInput, NotFound
+from prometheus_client import REGISTRY
+from tests.chat.test_consumers import hello, recv_until, send, subscribe, world  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_sends_that_arrive_together_are_one_group_in_order(chat_world):
+    room, member, owner = chat_world["public"], chat_world["member"], chat_world["owner"]
+    writer = GroupCommit(slots=1, max_group=200)
+    sends = [Send(user=(member, owner)[i % 2], room_id=room.id, body=f"m{i}", client_id=f"c{i}") for i in range(20)]
+    acks = await asyncio.gather(*(writer.send(s) for s in sends))
+    assert writer.groups == 1 and writer.sends == 20
+    assert [a["seq"] for a in acks] == list(range(1, 21)) and [a["client_id"] for a in acks] == [f"c{i}" for i in range(20)]
+    rows = await database_sync_to_async(lambda: list(Message.objects.filter(room=room).order_by("id").values_list("seq", "body")))()
+    assert rows == [(i + 1, f"m{i}") for i in range(20)]
+
+
+async def test_a_full_writer_gathers_the_next_sends_into_one_group(chat_world):
+    room, member = chat_world["public"], chat_world["member"]
+    writer = GroupCommit(slots=1, max_group=5)
+    sends = [Send(user=member, room_id=room.id, body=f"m{i}", client_id=f"g{i}") for i in range(12)]
+    acks = await asyncio.gather(*(writer.send(s) for s in sends))
+    assert writer.groups == 3  # 5, 5 and 2: never more than max_group in one statement
+    assert [a["seq"] for a in acks] == list(range(1, 13))
+
+
+async def test_each_send_of_a_group_gets_its_own_answer(chat_world):
+    room, private, member, outsider = chat_world["public"], chat_world["private"], chat_world["member"], chat_world["outsider"]
+    writer = GroupCommit(slots=1, max_group=200)
+    results = await asyncio.gather(
+        writer.send(Send(user=member, room_id=room.id, body="fine", client_id="a")),
+        writer.send(Send(user=outsider, room_id=private.id, body="not yours", client_id="b")),
+        writer.send(Send(user=member, room_id=room.id, body="", client_id="c")),
+        writer.send(Send(user=member, room_id=room.id, body="fine", client_id="a")),
+        writer.send(Send(user=member, room_id=room.id, body="also fine", client_id="d")),
+        return_exceptions=True,
+    )
+    first, refused, empty, retry, last = results
+    assert isinstance(refused, NotFound) and isinstance(empty, InvalidInput)
+    assert (first["seq"], last["seq"]) == (1, 2) and not first["duplicate"]
+    assert retry["duplicate"] and retry["id"] == first["id"]
+    assert writer.groups == 1
+
+
+def _lookups(family: str) -> float:
+    return sum(
+        REGISTRY.get_sample_value("chat_cache_requests_total", {"family": family, "result": result}) or 0.0
+        for result in ("hit", "miss")
+    )
+
+
+async def test_a_subscribed_socket_sends_without_asking_for_its_access_again(world):
+    room = world["public"]
+    communicator = await hello(world["tokens"]["member"])
+    await subscribe(communicator, room.id)
+    before = _lookups("access"), _lookups("rooms")
+    for i in range(5):
+        await send(communicator, {"type": "message.send", "room": room.id, "body": f"hi {i}", "client_id": f"s{i}"})
+        ack, _ = await recv_until(communicator, "message.ack")
+        assert ack["seq"] == i + 1
+    assert (_lookups("access"), _lookups("rooms")) == before
+    # An unsubscribed room is checked on every send.
+    other = world["private"]
+    await send(communicator, {"type": "message.send", "room": other.id, "body": "no", "client_id": "x"})
+    error, _ = await recv_until(communicator, "error")
+    assert error["code"] == "not_found" and _lookups("access") > before[0]
+    await communicator.disconnect()
+
+
+async def test_a_send_to_a_subscribed_room_of_an_archived_project_is_refused(world):
+    room = world["public"]
+    communicator = await hello(world["tokens"]["member"])
+    await subscribe(communicator, room.id)
+    await database_sync_to_async(lambda: type(room.project).objects.filter(pk=room.project_id).update(archived=True))()
+    await send(communicator, {"type": "message.send", "room": room.id, "body": "late", "client_id": "z"})
+    error, _ = await recv_until(communicator, "error")
+    assert error["code"] == "archived" and error["ref"] == "z"
+    assert await database_sync_to_async(Room.objects.filter(pk=room.id, last_message_seq=0).exists)()
+    await communicator.disconnect()
