@@ -22,7 +22,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat import events, fanout, metrics, presence, sending
+from chat import events, fanout, metrics, presence, resuming, sending
 from chat.asyncdb import db_async
 from chat.models import Room
 from chat.auth import credentials_valid, session_key
@@ -39,7 +39,6 @@ from chat.outbox import (
     PRIORITY_REPLY,
     Outbox,
 )
-from chat.serialization import message_dict
 from chatsite import ratelimit
 from chatsite.errors import DATABASE_UNAVAILABLE, ChatError, InvalidInput, NotFound
 from chatsite.users import user_dict
@@ -73,37 +72,9 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool = True) -> in
     return value
 
 
-def _resume(user: Any, room_id: int, last_id: int | None, cap: int, budget: int) -> tuple[int, int, list[str], bool]:
-    """(the room's project id, cursor seq, missed message.new frames as text, overflowed) for a (re)subscribe.
-
-    Called after joining the room's group. The room counter is read *before*
-    the missed messages, so every message is either in the backlog or arrives
-    later as a live event with a higher seq; live duplicates are dropped by seq.
-    More than ``cap`` messages, or more than ``budget`` bytes of them, is an
-    overflow: the client reloads history over HTTP instead.
-    """
-    room = room_selectors.room_get_for_user(user=user, room_id=room_id)
-    ratelimit.hit("subscribe", user.pk)
-    last_seq = history_selectors.room_last_seq(room_id=room_id)
-    if last_id is None:
-        return room.project_id, last_seq, [], False
-    missed = history_selectors.messages_after(room_id=room_id, after_id=last_id, limit=cap + 1)
-    if len(missed) > cap:
-        return room.project_id, last_seq, [], True
-    frames = [_new_frame(m) for m in missed]
-    if sum(len(f) for f in frames) > budget:
-        return room.project_id, last_seq, [], True
-    cursor = max(last_seq, missed[-1].seq) if missed else last_seq
-    return room.project_id, cursor, frames, False
-
-
-def _new_frame(message: Any) -> str:
-    return orjson.dumps({"type": "message.new", "message": message_dict(message)}).decode()
-
-
 def _gap(room_id: int, after_seq: int, before_seq: int) -> list[str]:
     return [
-        _new_frame(m)
+        resuming.new_frame(m)
         for m in history_selectors.messages_seq_between(room_id=room_id, after_seq=after_seq, before_seq=before_seq)
     ]
 
@@ -467,9 +438,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.send_error("unavailable", "Real-time delivery is unavailable; retry.", ref=room_id, retryable=True)
                 return
         try:
-            project_id, cursor, missed, overflowed = await db_async(_resume)(
-                self.user, room_id, last_id, cap, self.outbox.limit // 2
+            resumed = await resuming.resumer().submit(
+                resuming.Resume(user=self.user, room_id=room_id, last_id=last_id, cap=cap, budget=self.outbox.limit // 2)
             )
+            project_id, cursor, missed, overflowed = resumed.project_id, resumed.cursor, resumed.frames, resumed.overflowed
             if self.access_epoch != epoch and not await db_async(room_selectors.rooms_readable)(user=self.user, room_ids=[room_id]):
                 # Access changed while this subscribe read the (possibly older) cache.
                 raise NotFound("Room not found.")
@@ -559,7 +531,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         known = room_id in self.cursors and room_id not in self.checking and room_id in self.room_projects
         room = Room(id=room_id, project_id=self.room_projects[room_id]) if known else None
         send = sending.Send(user=self.user, room_id=room_id, body=frame.get("body"), client_id=client_id, room=room)
-        self.send_frame(await sending.group_commit().send(send))
+        self.send_frame(await sending.group_commit().submit(send))
 
     async def on_read(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")

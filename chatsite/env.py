@@ -147,6 +147,9 @@ WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
 # meanwhile wait and go together, at most WS_SEND_GROUP_MAX in one statement (chat.sending).
 WS_SEND_GROUPS = env_int("WS_SEND_GROUPS", 2)
 WS_SEND_GROUP_MAX = env_int("WS_SEND_GROUP_MAX", 200)
+# The same for subscribes (access, counters and backlogs read together: chat.resuming).
+WS_RESUME_GROUPS = env_int("WS_RESUME_GROUPS", 2)
+WS_RESUME_GROUP_MAX = env_int("WS_RESUME_GROUP_MAX", 500)
 # Bytes of frames a socket may have pending before low-priority ones are dropped
 # and, past that, it is closed (4408); a resume replays at most half of it.
 WS_SEND_BUFFER_BYTES = env_int("WS_SEND_BUFFER_BYTES", 1024 * 1024)

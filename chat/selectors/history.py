@@ -205,8 +205,7 @@ def history_page_stamps(room_id: int, before: int | None) -> list[str]:
 
 def messages_after(*, room_id: int, after_id: int, limit: int) -> list[Message]:
     """Messages of a room with id > ``after_id``, oldest first (resume). Ids first, as in room_history."""
-    ids = Message.objects.filter(room_id=room_id, id__gt=after_id).order_by("id").values("id")[:limit]
-    return list(_messages().filter(id__in=ids).order_by("id"))
+    return messages_after_many(after=[(room_id, after_id)], limit=limit)[(room_id, after_id)]
 
 
 def messages_seq_between(*, room_id: int, after_seq: int, before_seq: int) -> list[Message]:
@@ -217,7 +216,31 @@ def messages_seq_between(*, room_id: int, after_seq: int, before_seq: int) -> li
 
 
 def room_last_seq(*, room_id: int) -> int:
-    return Room.objects.filter(pk=room_id).values_list("last_message_seq", flat=True).first() or 0
+    return rooms_last_seqs(room_ids=[room_id]).get(room_id, 0)
+
+
+def rooms_last_seqs(*, room_ids: list[int]) -> dict[int, int]:
+    """Each room's message counter, read now (one query); rooms that do not exist are left out."""
+    return dict(Room.objects.filter(pk__in=set(room_ids)).values_list("id", "last_message_seq"))
+
+
+def messages_after_many(*, after: list[tuple[int, int]], limit: int) -> dict[tuple[int, int], list[Message]]:
+    """:func:`messages_after` for many (room id, after id) pairs in two queries: the ids per pair, then the rows."""
+    pairs = list(dict.fromkeys(after))
+    if not pairs:
+        return {}
+    rows = _per_room(
+        [room for room, _ in pairs],
+        [after_id for _, after_id in pairs],
+        "SELECT id, {arg} AS after_id FROM {table} WHERE room_id = {room} AND id > {arg} ORDER BY id LIMIT %s",
+        [limit],
+    )
+    messages = {m.id: m for m in _messages().filter(id__in={message_id for _, message_id, _ in rows})}
+    found: dict[tuple[int, int], list[Message]] = {pair: [] for pair in pairs}
+    for room_id, message_id, after_id in sorted(rows, key=lambda row: row[1]):
+        if message_id in messages:
+            found[(room_id, after_id)].append(messages[message_id])
+    return found
 
 
 def message_get_for_user(*, user: Any, message_id: int) -> Message:

@@ -6,6 +6,7 @@ does not exist: a guessed id never reveals that a room exists.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -55,11 +56,40 @@ def room_get_for_user(*, user: Any, room_id: int) -> Room:
     memo_key = ("room", room_id)
     if memo is not None and memo_key in memo:
         return memo[memo_key]
-    found = perf_cache.get_many_counted(_room_access_keys(user.id, room_id))
-    room = _room_access_resolve(user=user, room_id=room_id, found=found)
+    room = rooms_get_for_users([(user, room_id)])[0]
+    if isinstance(room, NotFound):
+        raise room
     if memo is not None:
         memo[memo_key] = room
     return room
+
+
+def rooms_get_for_users(requests: list[tuple[Any, int]]) -> list[Room | NotFound]:
+    """:func:`room_get_for_user` for many (user, room id) pairs at once: one cache round trip for all.
+
+    Each answer is the room with its own ``my_role``, or the NotFound that
+    refuses it. A reconnect storm's subscribes come here together (chat.resuming).
+    """
+    keys: dict[str, str] = {}
+    for user, room_id in requests:
+        if user.is_authenticated:
+            keys.update(_room_access_keys(user.id, room_id))
+    found = perf_cache.get_many_counted(keys) if keys else {}
+    answers: list[Room | NotFound] = []
+    for user, room_id in requests:
+        if not user.is_authenticated:
+            answers.append(NotFound("Room not found."))
+            continue
+        try:
+            room = _room_access_resolve(user=user, room_id=room_id, found=found)
+        except NotFound as exc:
+            answers.append(exc)
+            continue
+        # Fills land in the group's view too: the next request for this room reads them.
+        found.setdefault(room_cache_key(room_id), room)
+        found.setdefault(room_access_key(user.id, room_id), room.my_role)
+        answers.append(room)
+    return answers
 
 
 def _room_access_keys(user_id: int, room_id: int) -> dict[str, str]:
@@ -81,6 +111,7 @@ def _room_access_resolve(*, user: Any, room_id: int, found: dict[str, Any]) -> R
         perf_cache.store(access_key, role, family="access")
     if not role:
         raise NotFound("Room not found.")
+    room = copy.copy(room)  # the cached room may be shared by several answers: each has its own role
     room.my_role = role
     return room
 

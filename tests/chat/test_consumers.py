@@ -498,21 +498,6 @@ async def test_reconnect_storm_every_client_ends_with_every_message_once(world, 
         await c.disconnect()
 
 
-@pytest.mark.parametrize("missed", [1, 100])
-def test_resume_query_count_does_not_grow_with_the_backlog(chat_world, make_message, django_assert_num_queries, missed):
-    """The resume path: permission (cached after the first call), room counter, the missed page."""
-    from chat.consumers import _resume
-
-    room, member = chat_world["public"], chat_world["member"]
-    first = make_message(room, chat_world["owner"])
-    for _ in range(missed):
-        make_message(room, chat_world["admin"])
-    _resume(member, room.id, first.id, 500, 10**6)  # warms the room and access cache entries
-    with django_assert_num_queries(2):  # room counter; the missed page (ids subquery, authors joined)
-        _, cursor, frames, overflowed = _resume(member, room.id, first.id, 500, 10**6)
-    assert len(frames) == missed and not overflowed and cursor == missed + 1
-
-
 async def test_client_frames_take_no_hop_to_the_shared_sync_thread(world, monkeypatch):
     """Channels' dispatch runs close_old_connections on the one shared sync thread before
     every message; ChatConsumer's database work never uses that thread, so it skips it."""

@@ -8,7 +8,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message, Room
-from chat.sending import GroupCommit, Send
+from chat.batching import ThreadBatcher
+from chat.sending import Send, write_group
 from chatsite.errors import InvalidInput, NotFound
 from prometheus_client import REGISTRY
 from tests.chat.test_consumers import hello, recv_until, send, subscribe, world  # noqa: F401 - a fixture
@@ -18,10 +19,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def test_sends_that_arrive_together_are_one_group_in_order(chat_world):
     room, member, owner = chat_world["public"], chat_world["member"], chat_world["owner"]
-    writer = GroupCommit(slots=1, max_group=200)
+    writer = ThreadBatcher(write_group, slots=1, max_group=200)
     sends = [Send(user=(member, owner)[i % 2], room_id=room.id, body=f"m{i}", client_id=f"c{i}") for i in range(20)]
-    acks = await asyncio.gather(*(writer.send(s) for s in sends))
-    assert writer.groups == 1 and writer.sends == 20
+    acks = await asyncio.gather(*(writer.submit(s) for s in sends))
+    assert writer.groups == 1 and writer.requests == 20
     assert [a["seq"] for a in acks] == list(range(1, 21)) and [a["client_id"] for a in acks] == [f"c{i}" for i in range(20)]
     rows = await database_sync_to_async(lambda: list(Message.objects.filter(room=room).order_by("id").values_list("seq", "body")))()
     assert rows == [(i + 1, f"m{i}") for i in range(20)]
@@ -29,22 +30,22 @@ async def test_sends_that_arrive_together_are_one_group_in_order(chat_world):
 
 async def test_a_full_writer_gathers_the_next_sends_into_one_group(chat_world):
     room, member = chat_world["public"], chat_world["member"]
-    writer = GroupCommit(slots=1, max_group=5)
+    writer = ThreadBatcher(write_group, slots=1, max_group=5)
     sends = [Send(user=member, room_id=room.id, body=f"m{i}", client_id=f"g{i}") for i in range(12)]
-    acks = await asyncio.gather(*(writer.send(s) for s in sends))
+    acks = await asyncio.gather(*(writer.submit(s) for s in sends))
     assert writer.groups == 3  # 5, 5 and 2: never more than max_group in one statement
     assert [a["seq"] for a in acks] == list(range(1, 13))
 
 
 async def test_each_send_of_a_group_gets_its_own_answer(chat_world):
     room, private, member, outsider = chat_world["public"], chat_world["private"], chat_world["member"], chat_world["outsider"]
-    writer = GroupCommit(slots=1, max_group=200)
+    writer = ThreadBatcher(write_group, slots=1, max_group=200)
     results = await asyncio.gather(
-        writer.send(Send(user=member, room_id=room.id, body="fine", client_id="a")),
-        writer.send(Send(user=outsider, room_id=private.id, body="not yours", client_id="b")),
-        writer.send(Send(user=member, room_id=room.id, body="", client_id="c")),
-        writer.send(Send(user=member, room_id=room.id, body="fine", client_id="a")),
-        writer.send(Send(user=member, room_id=room.id, body="also fine", client_id="d")),
+        writer.submit(Send(user=member, room_id=room.id, body="fine", client_id="a")),
+        writer.submit(Send(user=outsider, room_id=private.id, body="not yours", client_id="b")),
+        writer.submit(Send(user=member, room_id=room.id, body="", client_id="c")),
+        writer.submit(Send(user=member, room_id=room.id, body="fine", client_id="a")),
+        writer.submit(Send(user=member, room_id=room.id, body="also fine", client_id="d")),
         return_exceptions=True,
     )
     first, refused, empty, retry, last = results
