@@ -859,11 +859,15 @@ class StormRun(Run):
         )  # fmt: skip
         deadline = start_at + opts.storm_lead + opts.storm_timeout + 15
         status: list[dict[str, Any]] = []
-        while time.time() < deadline:
-            time.sleep(0.1)
-            status = workers.ask([{"cmd": "storm_status"}] * n_workers, timeout=30)
-            if all(s["dropped"] and s["done"] for s in status):
-                break
+        profilers = self.start_profilers("storm", None)
+        try:
+            while time.time() < deadline:
+                time.sleep(0.1)
+                status = workers.ask([{"cmd": "storm_status"}] * n_workers, timeout=30)
+                if all(s["dropped"] and s["done"] for s in status):
+                    break
+        finally:
+            self.stop_profilers(profilers, interrupt=True)
         time.sleep(opts.storm_tail)  # live traffic to sockets that are all back
         stopped = workers.ask([{"cmd": "storm_stop", "timeout": 20}] * n_workers, timeout=60)
         resources = meter.stop()

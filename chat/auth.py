@@ -26,6 +26,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
 from chat.asyncdb import db_async
+from chat.batching import batcher
 from chat.selectors import tokens as token_selectors
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,10 @@ def session_key(scope: dict) -> str | None:
     return getattr(scope.get("session"), "session_key", None) if scope.get("auth_method") == "session" else None
 
 
+def _users_for_tokens(raw_keys: list[str]) -> list[Any]:
+    return token_selectors.users_for_tokens(raw_keys=raw_keys)
+
+
 class TokenAuthMiddleware:
     """Sets ``scope["user"]`` from a bearer token when one is sent; else defers to the session."""
 
@@ -139,7 +144,7 @@ class TokenAuthMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         token = bearer_token(scope.get("headers", []))
         if token is not None:
-            user = await db_async(token_selectors.user_for_token)(raw_key=token)
+            user = await batcher("tokens", _users_for_tokens, slots=2, max_group=500).submit(token)
             if user is not None:
                 scope = dict(scope, user=user, auth_method="token")
                 return await self.inner(scope, receive, send)

@@ -39,7 +39,7 @@ from typing import Any, Iterable
 from django.conf import settings
 
 from chatsite import env
-from perf.redis import async_client, loop_resource
+from perf.redis import async_client, loop_resource, pipelined
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def _prune_local(entries: dict[Any, float], cutoff: float) -> None:
 
 
 async def presence_join(*, room_id: int, user_id: int, socket_id: str) -> Joined:
-    """Mark the socket present in the room. One round trip on Redis; whatever the room's size, bounded work.
+    """Mark the socket present in the room. One round trip on Redis (shared with every socket joining in the
+    same turn of the loop: perf.redis.pipelined); whatever the room's size, bounded work.
 
     When Redis is down: the user alone, as if nobody else were there.
     """
@@ -90,16 +91,18 @@ async def presence_join(*, room_id: int, user_id: int, socket_id: str) -> Joined
     try:
         if env.REDIS_URL:
             users, mine = room_users_key(room_id), room_user_sockets_key(room_id, user_id)
-            pipe = async_client().pipeline(transaction=False)
-            pipe.zscore(users, user_id)
-            pipe.zadd(mine, {socket_id: now})
-            pipe.expire(mine, ttl * 2)
-            pipe.zadd(users, {user_id: now})
-            pipe.expire(users, ttl * 2)
-            pipe.zremrangebyscore(users, "-inf", cutoff)
-            pipe.zcard(users)
-            pipe.zrevrange(users, 0, PRESENCE_LIST_MAX - 1)
-            before, *_, count, sample = await pipe.execute()
+
+            def join(pipe: Any) -> None:
+                pipe.zscore(users, user_id)
+                pipe.zadd(mine, {socket_id: now})
+                pipe.expire(mine, ttl * 2)
+                pipe.zadd(users, {user_id: now})
+                pipe.expire(users, ttl * 2)
+                pipe.zremrangebyscore(users, "-inf", cutoff)
+                pipe.zcard(users)
+                pipe.zrevrange(users, 0, PRESENCE_LIST_MAX - 1)
+
+            before, *_, count, sample = await pipelined(join)
             return Joined(before is not None and before >= cutoff, int(count), [int(u) for u in sample])
         room = _local_users.setdefault(room_id, {})
         _prune_local(room, cutoff)
@@ -122,14 +125,16 @@ async def presence_refresh(*, room_ids: Iterable[int], user_id: int, socket_id: 
     ttl = settings.CHAT_PRESENCE_TTL
     try:
         if env.REDIS_URL:
-            pipe = async_client().pipeline(transaction=False)
-            for room_id in room_ids:
-                users, mine = room_users_key(room_id), room_user_sockets_key(room_id, user_id)
-                pipe.zadd(mine, {socket_id: now})
-                pipe.expire(mine, ttl * 2)
-                pipe.zadd(users, {user_id: now})
-                pipe.expire(users, ttl * 2)
-            await pipe.execute()
+
+            def refresh(pipe: Any) -> None:
+                for room_id in room_ids:
+                    users, mine = room_users_key(room_id), room_user_sockets_key(room_id, user_id)
+                    pipe.zadd(mine, {socket_id: now})
+                    pipe.expire(mine, ttl * 2)
+                    pipe.zadd(users, {user_id: now})
+                    pipe.expire(users, ttl * 2)
+
+            await pipelined(refresh)
         else:
             for room_id in room_ids:
                 _local_users.setdefault(room_id, {})[user_id] = now
@@ -144,13 +149,15 @@ async def presence_leave(*, room_id: int, user_id: int, socket_id: str) -> bool:
     try:
         if env.REDIS_URL:
             mine = room_user_sockets_key(room_id, user_id)
-            pipe = async_client().pipeline(transaction=False)
-            pipe.zrem(mine, socket_id)
-            pipe.zremrangebyscore(mine, "-inf", cutoff)
-            pipe.zcard(mine)
-            if (await pipe.execute())[2]:
+
+            def leave(pipe: Any) -> None:
+                pipe.zrem(mine, socket_id)
+                pipe.zremrangebyscore(mine, "-inf", cutoff)
+                pipe.zcard(mine)
+
+            if (await pipelined(leave))[2]:
                 return False
-            await async_client().zrem(room_users_key(room_id), user_id)
+            await pipelined(lambda pipe: pipe.zrem(room_users_key(room_id), user_id))
             return True
         sockets = _local_user_sockets.get((room_id, user_id), {})
         sockets.pop(socket_id, None)
@@ -285,14 +292,18 @@ async def socket_register(*, user_id: int, socket_id: str, limit: int) -> bool:
     try:
         if env.REDIS_URL:
             key = sockets_key(user_id)
-            pipe = async_client().pipeline(transaction=True)
-            pipe.zremrangebyscore(key, "-inf", cutoff)
-            pipe.zadd(key, {socket_id: now})
-            pipe.zcard(key)
-            pipe.expire(key, settings.CHAT_PRESENCE_TTL * 2)
-            count = (await pipe.execute())[2]
+
+            def register(pipe: Any) -> None:
+                pipe.zremrangebyscore(key, "-inf", cutoff)
+                pipe.zadd(key, {socket_id: now})
+                pipe.zcard(key)
+                pipe.expire(key, settings.CHAT_PRESENCE_TTL * 2)
+
+            # Not atomic: two sockets registering at once may both count each other and
+            # both be refused, never both let in past the cap.
+            count = (await pipelined(register))[2]
             if count > limit:
-                await async_client().zrem(key, socket_id)
+                await pipelined(lambda pipe: pipe.zrem(key, socket_id))
                 return False
             return True
         entries = _local_sockets.setdefault(user_id, {})
@@ -310,7 +321,7 @@ async def socket_register(*, user_id: int, socket_id: str, limit: int) -> bool:
 async def socket_unregister(*, user_id: int, socket_id: str) -> None:
     try:
         if env.REDIS_URL:
-            await async_client().zrem(sockets_key(user_id), socket_id)
+            await pipelined(lambda pipe: pipe.zrem(sockets_key(user_id), socket_id))
         else:
             _local_sockets.get(user_id, {}).pop(socket_id, None)
     except Exception:  # noqa: BLE001

@@ -124,3 +124,56 @@ def async_client() -> Any:
         await client.aclose()
 
     return loop_resource("redis", make, close)
+
+
+class _TurnPipeline:
+    """The commands of every caller in one turn of the event loop, sent as one pipeline: one round trip for all.
+
+    With thousands of sockets arriving or leaving at once, each socket's few
+    commands cost less than the pipeline around them (a pooled connection, a
+    write, a read, a task): gathered, they share one.
+    """
+
+    def __init__(self) -> None:
+        self.pipe: Any = None
+        self.waiting: list[tuple[int, int, asyncio.Future]] = []
+
+    async def run(self, build: Callable[[Any], None]) -> list[Any]:
+        if self.pipe is None:
+            self.pipe = async_client().pipeline(transaction=False)
+            asyncio.get_running_loop().call_soon(self._send)
+        start = len(self.pipe)
+        build(self.pipe)
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((start, len(self.pipe), future))
+        return await future
+
+    def _send(self) -> None:
+        pipe, waiting = self.pipe, self.waiting
+        self.pipe, self.waiting = None, []
+        asyncio.ensure_future(self._execute(pipe, waiting))
+
+    @staticmethod
+    async def _execute(pipe: Any, waiting: list[tuple[int, int, asyncio.Future]]) -> None:
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001 - the round trip failed: every caller hears it
+            for _, _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for start, end, future in waiting:
+            if future.done():
+                continue
+            mine = results[start:end]
+            failed = next((r for r in mine if isinstance(r, Exception)), None)
+            if failed is not None:
+                future.set_exception(failed)
+            else:
+                future.set_result(mine)
+
+
+async def pipelined(build: Callable[[Any], None]) -> list[Any]:
+    """Run the commands ``build`` adds to a ``redis.asyncio`` pipeline (no MULTI), in one round trip with those
+    of every other caller in this turn of the loop. Returns this caller's results; raises the first error among them."""
+    return await loop_resource("redis-turn-pipeline", _TurnPipeline).run(build)

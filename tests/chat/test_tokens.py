@@ -301,3 +301,14 @@ def test_tokens_page_pages(make_user, settings):
     assert f'href="?before={made[1].id}"' in first
     second = client.get(f"/account/tokens/?before={made[1].id}").content.decode()
     assert "token-0" in second and "token-1" not in second and "?before=" not in second
+
+
+def test_sockets_that_connect_together_read_their_tokens_in_one_round_trip(make_user, make_token, django_assert_num_queries):
+    from chat.selectors import tokens as token_selectors
+
+    alice, bob = make_user(), make_user()
+    a, b = make_token(alice), make_token(bob)
+    token_selectors.users_for_tokens(raw_keys=[a, b, "nope"])  # cached from here on, the unknown one too
+    with django_assert_num_queries(0):
+        users = token_selectors.users_for_tokens(raw_keys=[a, "nope", b, "", a])
+    assert [u.pk if u else None for u in users] == [alice.pk, None, bob.pk, None, alice.pk]
