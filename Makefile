@@ -85,6 +85,9 @@ bench-ws: venv
 	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} $(PY) manage.py migrate --no-input
 	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} $(PY) -m bench.ws_bench --target both --bare --reference-stack tutorial --ramp --rate 1200 --rooms 100 --clients-per-room 20 --senders 100 \
 		--processes 1,2 --duration 4 --storm $(BENCH_WS_STORM) --big-room $(BENCH_WS_BIG_ROOM) --big-room-rate 2 --json var/bench-ws.json
+	@# Acknowledged sends: rooms of two, everyone sends (persisted, ordered, idempotent; ack p99 in the table).
+	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} $(PY) -m bench.ws_bench --target ours --ramp --ramp-start 400 --rate 4000 --rooms 200 --clients-per-room 2 --senders 400 \
+		--processes 1,2 --duration 4 --json var/bench-ws-acks.json
 
 ## make loadtest: the Locust chat mix, headless, against a server already running at LOADTEST_HOST
 ## (same DATABASE_URL as that server; serve it with SILKY_INTERCEPT_PERCENT=0 to measure the app, not the profiler)
