@@ -6,6 +6,35 @@ management commands, workers). With the psycopg pool, Django opens a
 connection from the pool at the first query of each request and gives it back
 at the end, so the signal fires once per checkout: the wrapper is added to a
 ``DatabaseWrapper`` once and stays there.
+
+Whose clock says a statement is slow
+------------------------------------
+
+The wrapper's wall-clock time is what the caller waited, not what the
+database spent: statements run in worker threads, and a thread whose result
+has arrived still waits for the GIL (held by the event loop or another
+thread) before it can read it. Measured (docs/MONITORING.md, "The
+slow-query log"): a ``SELECT 1`` that PostgreSQL ran in 0.07 ms took 150 to
+300 ms of wall time while another thread held the GIL in one C call, and the
+thread's own CPU time (``time.thread_time``) cannot tell the two apart: it
+was about 1 ms both for that statement and for a ``pg_sleep(0.2)``.
+
+So PostgreSQL times the statements itself. On each new PostgreSQL
+connection (:func:`enable_server_timing`) the session is given
+``log_min_duration_statement`` = the threshold and ``client_min_messages =
+log``: the server then sends, for every statement at least that slow and only
+for those, the ``LOG: duration: … ms`` message it writes to its own log, and
+:class:`ServerClock` reads the number from it while the statement is being
+executed. A statement slow by the wall clock is logged only when PostgreSQL
+also reports it (``"measured": "database"``); otherwise it was fast on the
+database and is only counted (``chat_db_statements_delayed_total``).
+Fast statements cost nothing more: the server sends nothing for them.
+
+Setting ``log_min_duration_statement`` needs a superuser or, on PostgreSQL
+15+, ``GRANT SET ON PARAMETER log_min_duration_statement TO <role>``. Without
+it, and for what PostgreSQL does not time (a statement that failed,
+``executemany``), statements are judged by the wall clock as before
+(``"measured": "wall"``).
 """
 
 from __future__ import annotations
@@ -17,12 +46,20 @@ import time
 from typing import Any, Callable
 
 import orjson
+import psycopg
 from django.conf import settings
 from django.db import connections
+from prometheus_client import Counter
 
 from perf import context
 
 logger = logging.getLogger("perf.slow_query")
+setup_logger = logging.getLogger(__name__)
+
+DB_STATEMENTS_DELAYED = Counter(
+    "chat_db_statements_delayed_total",
+    "Statements over SLOW_QUERY_THRESHOLD by this process's clock that PostgreSQL ran in less: not logged as slow.",
+)
 
 SQL_MAX_CHARS = 2000
 DEFAULT_THRESHOLD = 0.1  # seconds, when a settings module does not set SLOW_QUERY_THRESHOLD
@@ -48,6 +85,10 @@ def slow_query_wrapper(
     The log line carries the SQL template (placeholders, never the parameters,
     which may hold message bodies or credentials).
     """
+    wrapper = context_["connection"]
+    clock: ServerClock | None = getattr(wrapper.connection, SERVER_CLOCK_ATTR, None)
+    if clock is not None:
+        clock.reset()
     start = time.perf_counter()
     failed = False
     try:
@@ -56,23 +97,49 @@ def slow_query_wrapper(
         failed = True
         raise
     finally:
-        record_statement(time.perf_counter() - start, sql, alias=context_["connection"].alias, many=many, failed=failed)
+        elapsed = time.perf_counter() - start
+        if clock is None or many or failed:
+            record_statement(elapsed, sql, alias=wrapper.alias, many=many, failed=failed)
+        else:
+            record_statement(elapsed, sql, alias=wrapper.alias, db_ms=clock.reported_ms, db_floor_ms=clock.threshold_ms)
 
 
-def record_statement(elapsed: float, sql: str, *, alias: str, many: bool = False, failed: bool = False) -> None:
+def record_statement(
+    elapsed: float,
+    sql: str,
+    *,
+    alias: str,
+    many: bool = False,
+    failed: bool = False,
+    db_ms: float | None = None,
+    db_floor_ms: int | None = None,
+) -> None:
     """Count one statement for the request and log it when slow.
 
-    Every statement comes here through :func:`slow_query_wrapper`, installed on every connection.
+    ``elapsed`` is the wall-clock time around the call (seconds). ``db_ms`` is
+    what PostgreSQL reported for it (0.0: nothing, so it ran in less than
+    ``db_floor_ms``, the session's ``log_min_duration_statement``); None when
+    PostgreSQL did not time it. Every statement comes here through
+    :func:`slow_query_wrapper`, installed on every connection.
     """
     context.record_query(elapsed)
-    if elapsed >= getattr(settings, "SLOW_QUERY_THRESHOLD", DEFAULT_THRESHOLD):
-        _log_slow(elapsed, sql, alias, many, failed)
+    threshold = getattr(settings, "SLOW_QUERY_THRESHOLD", DEFAULT_THRESHOLD)
+    if elapsed < threshold:  # the database's time is within the wall time: fast either way
+        return
+    if db_ms is None or db_floor_ms is None or db_floor_ms > threshold * 1000.0:
+        _log_slow(elapsed, "wall", elapsed, sql, alias, many, failed)
+    elif db_ms >= threshold * 1000.0:
+        _log_slow(db_ms / 1000.0, "database", elapsed, sql, alias, many, failed)
+    else:
+        DB_STATEMENTS_DELAYED.inc()
 
 
-def _log_slow(elapsed: float, sql: str, alias: str, many: bool, failed: bool) -> None:
+def _log_slow(duration: float, measured: str, wall: float, sql: str, alias: str, many: bool, failed: bool) -> None:
     record: dict[str, Any] = {
         "event": "slow_query",
-        "duration_ms": round(elapsed * 1000.0, 1),
+        "duration_ms": round(duration * 1000.0, 1),
+        "measured": measured,
+        "wall_ms": round(wall * 1000.0, 1),
         "db": alias,
         **context.current(),
     }
@@ -84,6 +151,92 @@ def _log_slow(elapsed: float, sql: str, alias: str, many: bool, failed: bool) ->
     logger.warning(orjson.dumps(record).decode(), extra={"slow_query": record})
 
 
+# --- PostgreSQL's own timing --------------------------------------------------------
+
+SERVER_CLOCK_ATTR = "_perf_server_clock"
+# The first number of the message: "duration: 201.342 ms  statement: ..." (also
+# "… execute <unnamed>: …", "… parse …", "… bind …"); PostgreSQL prints it with three
+# decimals whatever lc_messages translates the words to.
+_DURATION = re.compile(r"^\w[\w ]*?\s?[:：]\s*(\d+\.\d{3})\s")
+_MAX_SETTING_MS = 2**31 - 1
+# Aliases whose role may not set log_min_duration_statement: asked once per process.
+_server_timing_denied: set[str] = set()
+
+
+class ServerClock:
+    """The durations PostgreSQL reports on one connection for the statement being executed.
+
+    One per psycopg connection, as its notice handler. psycopg calls the
+    handler in the thread that runs the statement, while it reads the reply,
+    so :meth:`reset` before and :attr:`reported_ms` after bracket one statement.
+    Phases timed separately (``parse``, ``bind``, ``execute``) add up.
+    """
+
+    __slots__ = ("threshold_ms", "reported_ms")
+
+    def __init__(self, threshold_ms: int) -> None:
+        self.threshold_ms = threshold_ms
+        self.reported_ms = 0.0
+
+    def reset(self) -> None:
+        self.reported_ms = 0.0
+
+    def __call__(self, diagnostic: Any) -> None:
+        if diagnostic.severity_nonlocalized != "LOG":
+            return
+        match = _DURATION.match(diagnostic.message_primary or "")
+        if match is not None:
+            self.reported_ms += float(match.group(1))
+
+
+def threshold_ms() -> int:
+    """SLOW_QUERY_THRESHOLD as a ``log_min_duration_statement`` value (whole milliseconds, rounded down)."""
+    seconds = max(0.0, float(getattr(settings, "SLOW_QUERY_THRESHOLD", DEFAULT_THRESHOLD)))
+    return min(_MAX_SETTING_MS, int(seconds * 1000.0))
+
+
+def enable_server_timing(wrapper: Any) -> bool:
+    """Have PostgreSQL time this connection's statements over the threshold; True when it does.
+
+    Runs at every checkout (``connection_created``), and costs a round trip
+    only the first time for each PostgreSQL connection (or after
+    SLOW_QUERY_THRESHOLD changed, as tests do), when the connection is idle
+    in autocommit, where a refused ``SET`` harms nothing. A role that may not
+    set ``log_min_duration_statement`` is asked once per process and alias;
+    its statements are judged by the wall clock.
+    """
+    if wrapper.vendor != "postgresql" or wrapper.alias in _server_timing_denied:
+        return False
+    raw = wrapper.connection
+    wanted = threshold_ms()
+    clock: ServerClock | None = getattr(raw, SERVER_CLOCK_ATTR, None)
+    if clock is not None and clock.threshold_ms == wanted:
+        return True
+    if not raw.autocommit or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return clock is not None  # later, at a checkout where it is idle
+    try:
+        # Both or neither: a refused first SET aborts the second.
+        raw.execute(f"SET log_min_duration_statement = {wanted}; SET client_min_messages = log")
+    except psycopg.errors.InsufficientPrivilege:
+        _server_timing_denied.add(wrapper.alias)
+        setup_logger.warning(
+            "database %r: this role may not set log_min_duration_statement, so slow statements are timed by the "
+            "wall clock (\"measured\": \"wall\"); GRANT SET ON PARAMETER log_min_duration_statement lets PostgreSQL "
+            "time them",
+            wrapper.alias,
+        )
+        return False
+    except psycopg.Error as exc:
+        setup_logger.warning("database %r: could not turn on PostgreSQL's statement timing: %s", wrapper.alias, exc)
+        return False
+    if clock is None:
+        clock = ServerClock(wanted)
+        raw.add_notice_handler(clock)
+        setattr(raw, SERVER_CLOCK_ATTR, clock)
+    clock.threshold_ms = wanted
+    return True
+
+
 def install_query_wrapper(sender: Any, connection: Any, **kwargs: Any) -> None:
     """``connection_created`` receiver: put the wrapper on ``connection`` once.
 
@@ -93,6 +246,7 @@ def install_query_wrapper(sender: Any, connection: Any, **kwargs: Any) -> None:
     """
     if slow_query_wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, slow_query_wrapper)
+    enable_server_timing(connection)
     pool = getattr(connection, "pool", None)
     if pool is not None:
         sweep_on_failed_check(pool)

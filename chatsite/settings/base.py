@@ -252,7 +252,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # stderr, written by a thread of its own ("log-writer"): the thread that
+        # logs, the event loop's above all, only queues the line (perf/logqueue.py).
+        "console": {"class": "perf.logqueue.QueuedStreamHandler", "formatter": "plain"},
         "cache_errors": {"class": "perf.cache.CacheErrorCountingHandler"},
         "slow_queries": {"class": "perf.metrics.SlowQueryCountingHandler"},
     },
