@@ -185,6 +185,8 @@ def test_cache_pool_and_active_users_after_reads(tmp_path, chat_world, make_toke
             assert api.get(f"/api/v1/rooms/{room.id}/messages").status_code == 200
             first = scrape(metrics_port)
             assert api.get(f"/api/v1/rooms/{room.id}/messages").status_code == 200
+            # The room list is read with a plain cache get (django-prometheus counts gets, not get_many).
+            assert api.get(f"/api/v1/projects/{room.project.slug}/rooms").status_code == 200
         second = scrape(metrics_port)
 
         hits = "chat_cache_requests_total"
