@@ -130,6 +130,8 @@ class Options:
     big_room_senders: int = 2
     big_room_probe_at: int = 500  # the smaller room size where bytes per join are measured (the other: --big-room)
     big_room_probe: int = 20  # sockets joined (and measured) at each probe
+    # People join a big room each from their own browser: no shared limit but the server's listen backlog.
+    big_room_concurrency: int = 500
     p99_limit_ms: float = 50.0
     drain: float = 5.0
     client_procs: int = 2
@@ -508,13 +510,19 @@ class Run:
         return max(0.0, (sampler.cpu_seconds() - c0) / (time.monotonic() - t0))
 
     def connect(
-        self, workers: Workers, specs: list[list[dict[str, Any]]], sampler: Sampler, join_ms: list[bytes] | None = None
+        self,
+        workers: Workers,
+        specs: list[list[dict[str, Any]]],
+        sampler: Sampler,
+        join_ms: list[bytes] | None = None,
+        concurrency: int | None = None,
     ) -> dict[str, Any]:
         """Open and subscribe the sockets of ``specs`` (one list per load process); what it took.
 
-        With ``join_ms``, every socket's handshake -> subscribed time is added to it (raw, for percentiles over phases)."""
+        With ``join_ms``, every socket's handshake -> subscribed time is added to it (raw, for percentiles over phases).
+        ``concurrency``: handshakes in flight at once over all load processes (default --connect-concurrency)."""
         opts = self.opts
-        concurrency = max(1, opts.connect_concurrency // opts.client_procs)
+        concurrency = max(1, (concurrency or opts.connect_concurrency) // opts.client_procs)
         meter = Meter(sampler)
         replies = workers.ask(
             [
@@ -1007,7 +1015,7 @@ class BigRoomRun(Run):
                 # What the fill set off has arrived; from here on, every byte is the probe's.
                 self.quiet(workers, seconds=30.0, quiet_s=2.0)
                 before = self.counters(workers, count_types=True)
-            phase = self.connect(workers, specs, sampler, join_ms)
+            phase = self.connect(workers, specs, sampler, join_ms, concurrency=opts.big_room_concurrency)
             join_seconds += phase["seconds"]
             server_cpu += phase["resources"]["server_cpu_s"]
             client_cpu += phase["resources"]["client_cpu_s"]
@@ -1502,6 +1510,10 @@ def parse_args(argv: list[str] | None) -> Options:
         help="the smaller room size at which bytes per join are measured (the larger: --big-room)",
     )  # fmt: skip
     big.add_argument("--big-room-probe", type=int, default=d.big_room_probe, help="sockets joined (and measured) at each probe size")
+    big.add_argument(
+        "--big-room-concurrency", type=int, default=d.big_room_concurrency,
+        help="handshakes in flight at once while the room fills, over all load processes",
+    )  # fmt: skip
     p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms")
     p.add_argument("--drain", type=float, default=d.drain, help="seconds to wait for late deliveries after each step")
     p.add_argument("--client-procs", type=int, default=d.client_procs, help="load-generator processes")
