@@ -947,13 +947,15 @@ class BigRoomRun(Run):
     """``--big-room N``: N sockets join one room (the bytes each join costs everyone, measured at two room
     sizes), then ``--big-room-senders`` of them send ``--big-room-rate`` messages/s to it."""
 
-    def __init__(self, opts: Options, processes: int, database_url: str, redis_url: str, fixture: Any, room: int) -> None:
-        super().__init__(opts, "ours", processes, database_url, redis_url, fixture)
+    def __init__(
+        self, opts: Options, processes: int, database_url: str, redis_url: str, fixture: Any, room: int, target: str = "ours"
+    ) -> None:
+        super().__init__(opts, target, processes, database_url, redis_url, fixture)
         self.room = room
 
     @property
     def label(self) -> str:
-        return "big-room"
+        return "big-room" if self.target == "ours" else f"big-room-{self.target}"
 
     def execute(self) -> dict[str, Any]:
         opts = self.opts
@@ -961,16 +963,16 @@ class BigRoomRun(Run):
         clear_presence(self.redis_url, [self.room])
         env = server_env(opts, self.database_url, self.redis_url)
         result: dict[str, Any] = {
-            "target": "ours", "server": self.server, "processes": self.processes, "layer": self.layer(env), "server_deflate": self.deflate_setting(env),
+            "target": self.target, "server": self.server, "processes": self.processes, "layer": self.layer(env), "server_deflate": self.deflate_setting(env),
             "room": self.room, "sockets_requested": opts.big_room, "rate": opts.big_room_rate, "steps": [],
         }  # fmt: skip
         self.log(
-            f"\n== big room: {opts.big_room} sockets in one room, ours on {self.server} x{self.processes}, "
+            f"\n== big room: {opts.big_room} sockets in one room, {self.target} on {self.server} x{self.processes}, "
             f"{opts.big_room_rate:g} messages/s from {max(1, min(opts.big_room_senders, opts.big_room))} senders"
         )
-        with run_servers(server=self.server, count=self.processes, env=env, app=CHAT_APP) as servers:
+        with run_servers(server=self.server, count=self.processes, env=env, app=APPS[self.target]) as servers:
             self.server_pids = [s.proc.pid for s in servers]
-            plan, ordered = big_room_plan(opts, self.room, self.fixture.tokens, [s.port for s in servers], PATHS["ours"])
+            plan, ordered = big_room_plan(opts, self.room, self.fixture.tokens, [s.port for s in servers], PATHS[self.target])
             workers = Workers(opts.client_procs)
             try:
                 with Sampler(server_pids=self.server_pids, client_pids=workers.pids) as sampler:
@@ -1226,6 +1228,22 @@ def step_row(step: dict[str, Any], label: str | None = None) -> str:
     return row + (f"   [{'; '.join(notes)}]" if notes else "")
 
 
+def _big_room_summary(big: dict[str, Any] | None, name: str) -> list[str]:
+    if not big or not big.get("join"):
+        return []
+    join = big["join"]
+    step = (big.get("steps") or [None])[0]
+    presence = "; ".join(f"{p['wire_bytes_per_join']} B/join at {p['room_size']}" for p in join["probes"])
+    delivery = (
+        f"{step['offered_rate']:g} msg/s = {_fmt(step['offered_deliveries_per_s'])} deliveries/s owed, {_fmt(step['deliveries_per_s'])} delivered/s, "
+        f"p50 {_fmt(step['latency_ms']['p50'])} ms, "
+        f"p99 {_fmt(step['latency_ms']['p99'])} ms, lost {step['lost']}, {_fmt(step['server_cpu_us_per_delivery'])} us/delivery"
+        if step
+        else "not measured"
+    )
+    return [f"   {name}: {join['connected']}/{join['requested']} joined in {join['join_seconds']:.1f}s; presence {presence}; {delivery}"]
+
+
 def summary(report: dict[str, Any]) -> str:
     lines = ["", "== summary (sustainable = highest offered rate with zero loss and p99 <= %.0f ms)" % report["options"]["p99_limit_ms"]]
     client_cores = 100 * report["options"]["client_procs"]
@@ -1280,21 +1298,8 @@ def summary(report: dict[str, Any]) -> str:
             f"{'ok' if storm['ok'] else 'NOT ok'}; server CPU {_fmt(storm['resources']['server_cpu_pct'])}%, "
             f"load generator {_fmt(storm['resources']['client_cpu_pct'])}%"
         )
-    big = report.get("big_room")
-    if big and big.get("join"):
-        join = big["join"]
-        step = (big.get("steps") or [None])[0]
-        presence = "; ".join(f"{p['wire_bytes_per_join']} B/join at {p['room_size']}" for p in join["probes"])
-        delivery = (
-            f"{step['offered_rate']:g} msg/s = {_fmt(step['offered_deliveries_per_s'])} deliveries/s owed, {_fmt(step['deliveries_per_s'])} delivered/s, "
-            f"p50 {_fmt(step['latency_ms']['p50'])} ms, "
-            f"p99 {_fmt(step['latency_ms']['p99'])} ms, lost {step['lost']}, {_fmt(step['server_cpu_us_per_delivery'])} us/delivery"
-            if step
-            else "not measured"
-        )
-        lines.append(
-            f"   big room: {join['connected']}/{join['requested']} joined in {join['join_seconds']:.1f}s; presence {presence}; {delivery}"
-        )
+    for key, name in (("big_room_bare", "big room (bare x1)"), ("big_room", "big room")):
+        lines.extend(_big_room_summary(report.get(key), name))
     idle = report.get("idle")
     if idle:
         lines.append(
@@ -1442,6 +1447,9 @@ def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
         report["storm"] = StormRun(opts, opts.processes[-1], database_url, redis_url, fixture).execute()
     if opts.big_room:
         room = fixture.room_ids[opts.rooms]
+        if "bare" in targets:
+            # The ceiling for the room too: the plain library, one process, the same load generator, in the same run.
+            report["big_room_bare"] = BigRoomRun(opts, 1, database_url, redis_url, fixture, room, target="bare").execute()
         report["big_room"] = BigRoomRun(opts, opts.processes[-1], database_url, redis_url, fixture, room).execute()
     return report
 

@@ -263,3 +263,22 @@ def test_a_tiny_storm_and_big_room_against_ours_report_every_figure():
     assert step["sent"] == 4 and step["expected"] == step["delivered"] == 48 and step["lost"] == 0
     assert {"server_cpu_pct", "client_cpu_pct"} <= set(step["resources"])
     assert step["server_cpu_us_per_delivery"] is not None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(300)
+def test_with_bare_the_big_room_runs_on_the_bare_server_too_in_the_same_run():
+    opts = ws_bench.Options(
+        rooms=2, clients_per_room=2, senders=2, load=False, bare=True, duration=1.0, warmup=0.0, drain=10.0,
+        big_room=8, big_room_probe_at=4, big_room_probe=2, big_room_rate=4.0,
+        p99_limit_ms=60_000.0, client_procs=1, connect_concurrency=10, connect_timeout=60.0,
+        settings_module="chatsite.settings.test", quiet=True,
+    )  # fmt: skip
+    report = ws_bench.run(opts, database_url=_database_url(), redis_url=env.REDIS_URL)
+    bare, ours = report["big_room_bare"], report["big_room"]
+    assert (bare["target"], bare["processes"], ours["target"]) == ("bare", 1, "ours")
+    for big in (bare, ours):
+        assert big["join"]["connected"] == 8
+        (step,) = big["steps"]
+        assert step["expected"] == step["delivered"] == 32 and step["lost"] == 0
+    assert "big room (bare x1): 8/8 joined" in ws_bench.summary(report)
