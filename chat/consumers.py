@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -79,6 +80,35 @@ def _gap(room_id: int, after_seq: int, before_seq: int) -> list[str]:
     ]
 
 
+# The Outbox's counters: functions of the module, not a closure or bound method per socket.
+def _count_shed(priority: int, n: int) -> None:
+    metrics.WS_SHED.labels(str(priority)).inc(n)
+
+
+def _count_batch(events_in_frame: int, size: int) -> None:
+    metrics.WS_FRAMES_OUT.inc()
+    metrics.WS_BYTES_OUT.inc(size)
+    metrics.WS_BATCH_SIZE.observe(events_in_frame)
+
+
+class _NoEntries(dict):
+    """The shared, empty default of a socket's per-room maps: reads and pops work, writes are refused.
+
+    A socket holds its own dict only while it has entries (``ChatConsumer._own``
+    and ``_pop``): most never hold a gap fill, an access check or a typing time.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("shared empty map: write to ChatConsumer._own(name)")
+
+    __setitem__ = setdefault = update = __ior__ = _refuse
+
+
+NO_ENTRIES: dict[Any, Any] = _NoEntries()
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     """One socket per browser tab or program; many room subscriptions per socket."""
 
@@ -87,6 +117,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # No channel-layer channel per socket (Channels skips it for an alias that
     # names no layer): one less queue, Redis subscription and waiting task each.
     channel_layer_alias = "chat.no-channel-per-socket"
+    # A socket holds its own of these only while they have entries; until then,
+    # and again once emptied, it reads the class's shared empty default, so an
+    # idle socket holds none of them.
+    # room id -> events held back while a gap fill (or the subscribe's backlog read) for that room runs
+    filling: dict[int, list[dict[str, Any]]] = NO_ENTRIES
+    # room id -> events held back while the socket checks its access to the room again
+    checking: dict[int, list[dict[str, Any]]] = NO_ENTRIES
+    # room id -> when this socket last relayed typing there
+    typing_sent: dict[int, float] = NO_ENTRIES
+    # gap fills, access and credential checks under way (cancelled at disconnect)
+    fill_tasks: set[asyncio.Future] | frozenset[asyncio.Future] = frozenset()
+    # when this socket's recent subscribes were (WS_SUBSCRIBE_RATE)
+    subscribes: tuple[float, ...] = ()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' ``AsyncConsumer.__call__`` without a task per client frame.
+
+        Channels reads each message in a new task and waits for it with
+        ``asyncio.wait`` (so it can also read a channel-layer channel, which this
+        consumer does not have): an idle socket held that task, its coroutines,
+        the wait's future and callbacks, and the last message read with the task
+        that read it. Here the socket's one task reads the next message itself;
+        as before, the next is read only once the last has been handled.
+        """
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        if self.channel_layer is not None:  # a subclass with a layer channel: Channels' own loop
+            return await super().__call__(scope, receive, send)
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its database hop before every message.
@@ -111,21 +175,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = self.scope.get("user")
         # room id -> seq of the last message.new delivered on this socket
         self.cursors: dict[int, int] = {}
-        self.typing_sent: dict[int, float] = {}
-        # room id -> events held back while a gap fill for that room runs
-        self.filling: dict[int, list[dict[str, Any]]] = {}
-        self.fill_tasks: set[asyncio.Future] = set()
         # Names this socket in presence (it has no channel-layer channel).
         self.socket_id = uuid.uuid4().hex
         # room id -> its project, for a project's access check
         self.room_projects: dict[int, int] = {}
-        # room id -> events held back while the socket checks its access to the room again
-        self.checking: dict[int, list[dict[str, Any]]] = {}
         # Bumped by every access check: a subscribe that overlapped one checks its room again.
         self.access_epoch = 0
         self.revoked = False
         self.credentials_checked = time.monotonic()
-        self.subscribes: list[float] = []
         self.registered = False
         # This loop serves sockets, so sends publish through its publisher (servers without lifespan).
         events.start_publisher()
@@ -151,8 +208,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             limit=settings.CHAT_WS_SEND_BUFFER_BYTES,
             window=settings.CHAT_WS_BATCH_WINDOW,
             on_overflow=self._slow_consumer,
-            on_shed=lambda priority, n: metrics.WS_SHED.labels(str(priority)).inc(n),
-            on_batch=self._count_batch,
+            on_shed=_count_shed,
+            on_batch=_count_batch,
         )
         metrics.WS_CONNECTIONS.inc()
         perf_metrics.user_seen(self.user.id)
@@ -175,15 +232,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for room_id in list(self.cursors):
             await self._leave(room_id)
 
+    def _own(self, name: str) -> dict[Any, Any]:
+        """This socket's own ``name`` map, made at its first write (until then the shared empty one)."""
+        held = getattr(self, name)
+        if held is NO_ENTRIES:
+            held = {}
+            setattr(self, name, held)
+        return held
+
+    def _pop(self, name: str, room_id: int) -> Any:
+        """Remove ``room_id`` from the socket's ``name`` map and return its value (None if absent); an emptied map is dropped."""
+        held = getattr(self, name)
+        value = held.pop(room_id, None)
+        if not held and held is not NO_ENTRIES:
+            delattr(self, name)  # back to the class's shared empty one
+        return value
+
     # -- outgoing ------------------------------------------------------------
 
     async def _write(self, text: str) -> None:
         await self.send(text_data=text)
-
-    def _count_batch(self, events_in_frame: int, size: int) -> None:
-        metrics.WS_FRAMES_OUT.inc()
-        metrics.WS_BYTES_OUT.inc(size)
-        metrics.WS_BATCH_SIZE.observe(events_in_frame)
 
     async def _slow_consumer(self) -> None:
         metrics.WS_SLOW_CLOSES.inc()
@@ -275,8 +343,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return False  # already delivered (backlog or duplicate)
             if seq > cursor + 1:
                 metrics.WS_GAP_FILLS.inc()
-                self.filling[room_id] = [event]
-                self.fill_tasks.add(asyncio.ensure_future(self._fill_gap(room_id, cursor, seq)))
+                self._own("filling")[room_id] = [event]
+                self._spawn(self._fill_gap(room_id, cursor, seq))
                 return True
             self.cursors[room_id] = seq
         elif kind == "typing" and event.get("user") == self.user.id:
@@ -290,9 +358,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception:  # noqa: BLE001 - the client can still resume; say so
             logger.exception("gap fill failed room=%s", room_id)
             texts = None
-        finally:
-            self.fill_tasks.discard(asyncio.current_task())
-        waiting = self.filling.pop(room_id, [])
+        waiting = self._pop("filling", room_id) or []
         if self.outbox is None or room_id not in self.cursors:
             return
         if texts is None:
@@ -309,8 +375,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
+        if not self.fill_tasks:
+            self.fill_tasks = set()  # this socket's own (the class's is a shared empty frozenset)
         self.fill_tasks.add(task)
-        task.add_done_callback(self.fill_tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future) -> None:
+        tasks = self.__dict__.get("fill_tasks")
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self.fill_tasks  # back to the class's shared empty one
 
     def _check_access(self, room_ids: list[int]) -> None:
         """Hold the events of ``room_ids`` from now on and check the user's access to them again.
@@ -322,8 +397,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         fresh = [rid for rid in dict.fromkeys(room_ids) if rid not in self.checking]
         if not fresh:
             return
+        checking = self._own("checking")
         for rid in fresh:
-            self.checking[rid] = []
+            checking[rid] = []
         self._spawn(self._recheck_rooms(fresh))
 
     async def _recheck_rooms(self, room_ids: list[int]) -> None:
@@ -333,7 +409,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.exception("access check failed user=%s", self.user.id)
             readable = set()
         for rid in room_ids:
-            held = self.checking.pop(rid, [])
+            held = self._pop("checking", rid) or []
             if rid in readable:
                 for event in held:
                     self.deliver_room_event(event)
@@ -429,11 +505,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Join before reading the backlog so no event falls between the two.
         if not joined:
             # Live events that arrive before the cursor is known wait here.
-            self.filling[room_id] = []
+            self._own("filling")[room_id] = []
             try:
                 await fanout.hub().join(room_id, self)
             except Exception:  # noqa: BLE001 - layer down: say so, the client retries
-                self.filling.pop(room_id, None)
+                self._pop("filling", room_id)
                 logger.exception("joining the room's group failed")
                 self.send_error("unavailable", "Real-time delivery is unavailable; retry.", ref=room_id, retryable=True)
                 return
@@ -447,7 +523,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 raise NotFound("Room not found.")
         except BaseException as exc:
             if not joined:
-                self.filling.pop(room_id, None)
+                self._pop("filling", room_id)
                 await fanout.hub().leave(room_id, self)
             elif isinstance(exc, NotFound):
                 # A re-subscribe to a room the user can no longer read ends the subscription too.
@@ -476,7 +552,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             }
         )
         # Then the live events that arrived meanwhile (those the backlog already holds are dropped by seq).
-        for event in self.filling.pop(room_id, []) if not joined else []:
+        for event in (self._pop("filling", room_id) or []) if not joined else []:
             self.deliver_room_event(event)
         if not here.was_online:
             presence.announce(room_id=room_id, user_id=self.user.id, status="online")
@@ -485,11 +561,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """The socket's own subscribe limit (WS_SUBSCRIBE_RATE), kept in memory: no I/O for the common case."""
         limit, seconds = ratelimit.parse_rate(settings.CHAT_WS_SUBSCRIBE_RATE)
         now = time.monotonic()
-        self.subscribes = [t for t in self.subscribes if t > now - seconds]
-        if len(self.subscribes) >= limit:
-            retry_after = max(1, int(self.subscribes[0] + seconds - now) + 1)
+        recent = tuple(t for t in self.subscribes if t > now - seconds)
+        if len(recent) >= limit:
+            self.subscribes = recent
+            retry_after = max(1, int(recent[0] + seconds - now) + 1)
             raise ratelimit.RateLimited(f"Too many subscribes on this socket; retry in {retry_after} s.", retry_after=retry_after)
-        self.subscribes.append(now)
+        self.subscribes = (*recent, now)
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
@@ -499,11 +576,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _leave(self, room_id: int) -> None:
         self.room_projects.pop(room_id, None)
         if self.cursors.pop(room_id, None) is None:
-            if self.filling.pop(room_id, None) is not None:
+            if self._pop("filling", room_id) is not None:
                 await fanout.hub().leave(room_id, self)  # a subscribe still reading its backlog
             return
         metrics.WS_SUBSCRIPTIONS.dec()
-        self.filling.pop(room_id, None)
+        self._pop("filling", room_id)
         try:
             await fanout.hub().leave(room_id, self)
         except Exception:  # noqa: BLE001 - group expiry cleans up what a dead layer could not
@@ -552,7 +629,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         now = time.monotonic()
         if now - self.typing_sent.get(room_id, 0.0) < settings.CHAT_WS_TYPING_INTERVAL:
             return  # rate-limited: silently coalesced, typing is ephemeral
-        self.typing_sent[room_id] = now
+        self._own("typing_sent")[room_id] = now
         await self._publish_ephemeral(room_id, "typing")
 
     async def on_presence(self, frame: dict[str, Any]) -> None:

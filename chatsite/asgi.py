@@ -68,5 +68,10 @@ protocol_router = ProtocolTypeRouter(
 # TRUSTED_PROXIES (none by default); the servers' own handling of those
 # headers is off (chatsite.server), so this is the one place that decides,
 # under uvicorn and daphne alike. Per-address limits and request.is_secure()
-# read what it leaves in the scope.
-application = ProxyHeadersMiddleware(protocol_router, trusted_hosts=settings.TRUSTED_PROXIES)
+# read what it leaves in the scope. With no proxy trusted it would change
+# nothing, so it is left out: one coroutine less held by every open socket.
+application = (
+    ProxyHeadersMiddleware(protocol_router, trusted_hosts=settings.TRUSTED_PROXIES)
+    if settings.TRUSTED_PROXIES
+    else protocol_router
+)
