@@ -25,6 +25,7 @@ from django.db import DatabaseError
 
 from chat import events, fanout, metrics, presence, resuming, sending
 from chat.asyncdb import db_async
+from chat.batching import batcher
 from chat.models import Room
 from chat.auth import credentials_valid, session_key
 from chat.selectors import history as history_selectors
@@ -71,6 +72,11 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool = True) -> in
     if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > 2**63 - 1:
         raise InvalidInput(f"'{name}' must be a non-negative integer.", code="invalid_field")
     return value
+
+
+def _credentials_group(checks: list[tuple[dict[str, Any], int]]) -> list[bool]:
+    """Whether each socket's credentials still hold: sockets opened together come due together (WS_AUTH_RECHECK)."""
+    return [credentials_valid(scope, user_id) for scope, user_id in checks]
 
 
 def _gap(room_id: int, after_seq: int, before_seq: int) -> list[str]:
@@ -432,7 +438,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _check_credentials(self) -> None:
         self.credentials_checked = time.monotonic()
         try:
-            valid = await db_async(credentials_valid)(self.scope, self.user.id)
+            valid = await batcher("credentials", _credentials_group, slots=1, max_group=500).submit((self.scope, self.user.id))
         except Exception:  # noqa: BLE001 - the store is down: keep the socket, check at the next event
             logger.warning("credential check failed user=%s", self.user.id, exc_info=True)
             return

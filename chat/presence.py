@@ -328,20 +328,27 @@ async def socket_unregister(*, user_id: int, socket_id: str) -> None:
         logger.warning("socket_unregister failed user=%s", user_id, exc_info=True)
 
 
+# Sockets vouched for per pipeline: one pipeline for 2,000 sockets held the event loop
+# for 56 ms (packing 4,000 commands, parsing their replies), a stall every socket felt.
+REFRESH_CHUNK = 250
+
+
 async def refresh_sockets(sockets: Iterable[tuple[int, str]]) -> None:
-    """Vouch for this process's open sockets ((user id, socket id) pairs): one pipelined round trip."""
+    """Vouch for this process's open sockets ((user id, socket id) pairs): a pipelined round trip per
+    REFRESH_CHUNK sockets, the loop free between them."""
     now = time.time()
     sockets = list(sockets)
     if not sockets:
         return
     try:
         if env.REDIS_URL:
-            pipe = async_client().pipeline(transaction=False)
-            for user_id, socket_id in sockets:
-                key = sockets_key(user_id)
-                pipe.zadd(key, {socket_id: now}, xx=True)
-                pipe.expire(key, settings.CHAT_PRESENCE_TTL * 2)
-            await pipe.execute()
+            for start in range(0, len(sockets), REFRESH_CHUNK):
+                pipe = async_client().pipeline(transaction=False)
+                for user_id, socket_id in sockets[start : start + REFRESH_CHUNK]:
+                    key = sockets_key(user_id)
+                    pipe.zadd(key, {socket_id: now}, xx=True)
+                    pipe.expire(key, settings.CHAT_PRESENCE_TTL * 2)
+                await pipe.execute()
         else:
             for user_id, socket_id in sockets:
                 entries = _local_sockets.get(user_id)

@@ -10,6 +10,7 @@ thread per request: docs/PERFORMANCE.md, "HTTP".) WebSockets stay on the
 event loop, through Channels.
 """
 
+import asyncio
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings.dev")
@@ -28,19 +29,22 @@ from chat import events  # noqa: E402
 from chat.auth import SocketSetupGuard, TokenAuthMiddleware  # noqa: E402
 from chat.background import BackgroundConsumer  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from chatsite import env  # noqa: E402
+from chatsite import env, ratelimit  # noqa: E402
 from chatsite.http_timeouts import RequestBodyTimeout  # noqa: E402
 from perf.redis import aclose_loop_resources  # noqa: E402
 
 
 async def lifespan(scope: dict, receive, send) -> None:  # noqa: ANN001
-    """At start, make the loop's publisher; at shutdown, send what it holds and close the loop's Redis clients."""
+    """At start, make the loop's publisher; at shutdown, send what it holds, the rate limits' unsent counts,
+    and close the loop's Redis clients."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             events.start_publisher()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            # Hits counted here and not yet reconciled would be forgotten: the other processes should see them.
+            await asyncio.get_running_loop().run_in_executor(None, ratelimit.limiter.reconcile)
             await aclose_loop_resources()
             await send({"type": "lifespan.shutdown.complete"})
             return
