@@ -334,3 +334,19 @@ async def test_outboxes_keep_sending_after_the_loops_resources_are_closed():
     await settle()
     assert sink.frames == [ev(0), batch(1, 2)]
     await outbox.close()
+
+
+async def test_an_idle_outbox_holds_no_buffer():
+    from collections import deque
+
+    sink = Sink()
+    outbox = Outbox(sink.write, limit=10_000, window=0, on_overflow=sink.overflow)
+    assert not isinstance(outbox._items, deque)  # before its first frame
+    outbox.put(PRIORITY_MESSAGE, ev(1))
+    assert isinstance(outbox._items, deque) and len(outbox) == 1
+    await until(lambda: sink.frames)
+    assert not isinstance(outbox._items, deque) and len(outbox) == 0  # given back once sent
+    outbox.put(PRIORITY_MESSAGE, ev(2))
+    await until(lambda: len(sink.frames) == 2)
+    assert [e["n"] for e in sink.events()] == [1, 2]
+    await outbox.close()
