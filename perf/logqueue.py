@@ -10,20 +10,20 @@ reader has stopped draining (a stalled log collector) stops the loop outright.
 ``dictConfig`` has no ``"queue"`` handler of its own; 3.12's would do the
 same). In the thread that logs it only merges the message with its arguments
 (done there because the arguments may be objects that change, or that need
-that thread) and puts a copy of the record on a queue; a
-``QueueListener`` thread, ``log-writer``, formats it with the configured
+that thread) and puts a copy of the record on a queue; a writer
+thread, ``log-writer``, formats it with the configured
 formatter and writes it to the stream. The record the logger passes on is
 left as it was, so other handlers (pytest's ``caplog``, the counting handlers
 of ``perf.cache`` and ``perf.metrics``) still see its arguments.
 
-* The listener starts at the first record, so a process that never logs runs
+* The writer starts at the first record, so a process that never logs runs
   no thread. ``close()`` (``logging.shutdown``, and every ``dictConfig`` that
   replaces the configuration, uvicorn's included) stops it after it has
   written everything queued; a record that comes after that starts it again.
-* At exit (``atexit``) the listeners are stopped, so nothing queued is lost;
+* At exit (``atexit``) the writers are stopped, so nothing queued is lost;
   records logged after that are written directly.
 * After ``fork()`` the child has a new, empty queue and starts its own
-  listener at its first record (the parent's thread is not in the child).
+  writer at its first record (the parent's thread is not in the child).
   Before the fork the writer is held between two lines (waiting up to a
   second for the line it is writing), so the child does not inherit a stream
   whose lock is held by a thread that does not exist there.
@@ -52,27 +52,41 @@ _handlers: weakref.WeakSet[QueuedStreamHandler] = weakref.WeakSet()
 _exiting = False
 
 
-class _Listener(logging.handlers.QueueListener):
-    """The writer thread of one :class:`QueuedStreamHandler`: named, and it reports dropped records."""
+_STOP = object()  # queued by stop(): the writer ends after everything queued before it
+
+
+class _Writer:
+    """The ``log-writer`` thread of one :class:`QueuedStreamHandler`: writes queued records and reports dropped ones.
+
+    A loop of its own rather than ``logging.handlers.QueueListener``, whose
+    thread can be neither named nor reached through its public API.
+    """
 
     def __init__(self, owner: QueuedStreamHandler) -> None:
-        super().__init__(owner.queue, owner.target, respect_handler_level=True)
         self.owner = owner
+        self.thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        self.thread.start()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._monitor, name=THREAD_NAME, daemon=True)
-        self._thread.start()
-
-    def handle(self, record: logging.LogRecord) -> None:
+    def _run(self) -> None:
         owner = self.owner
+        records = owner.queue
+        while True:
+            record = records.get()
+            if record is _STOP:
+                return
+            self.write(record)
+
+    def write(self, record: logging.LogRecord) -> None:
+        owner, target = self.owner, self.owner.target
         # Held while writing, so a fork can wait for the end of a line; only this
         # thread and the fork hook take it (never the logging module's lock).
         with owner.write_lock:
-            super().handle(record)
+            if record.levelno >= target.level:
+                target.handle(record)
             dropped = owner.dropped - owner.dropped_reported
             if dropped:
                 owner.dropped_reported += dropped
-                super().handle(
+                target.handle(
                     logging.makeLogRecord(
                         {
                             "name": __name__,
@@ -82,6 +96,11 @@ class _Listener(logging.handlers.QueueListener):
                         }
                     )
                 )
+
+    def stop(self) -> None:
+        """Write everything queued, then end the thread."""
+        self.owner.queue.put(_STOP)
+        self.thread.join()
 
 
 class QueuedStreamHandler(logging.handlers.QueueHandler):
@@ -102,7 +121,7 @@ class QueuedStreamHandler(logging.handlers.QueueHandler):
         self.dropped_reported = 0
         self.write_lock = threading.Lock()
         self._fork_held = False
-        self._listener: _Listener | None = None
+        self._writer: _Writer | None = None
         _handlers.add(self)
 
     # The formatter belongs to the writer: this handler keeps none, so prepare()
@@ -129,14 +148,14 @@ class QueuedStreamHandler(logging.handlers.QueueHandler):
 
     @property
     def writer(self) -> threading.Thread | None:
-        """The listener thread, while it runs."""
-        listener = self._listener
-        return listener._thread if listener is not None else None
+        """The writer thread, while it runs."""
+        writer = self._writer
+        return writer.thread if writer is not None else None
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called with self.lock held (Handler.handle): starting and stopping are serialized.
         try:
-            if self._listener is None:
+            if self._writer is None:
                 if _exiting:
                     self.target.handle(record)
                     return
@@ -149,16 +168,14 @@ class QueuedStreamHandler(logging.handlers.QueueHandler):
             self.handleError(record)
 
     def _start(self) -> None:
-        listener = _Listener(self)
-        listener.start()
-        self._listener = listener
+        self._writer = _Writer(self)
 
     def stop(self) -> None:
         """Write everything queued, then end the writer thread (it starts again at the next record)."""
         with self.lock:
-            listener, self._listener = self._listener, None
-            if listener is not None:
-                listener.stop()
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.stop()
         try:
             self.target.flush()
         except (OSError, ValueError):  # a stream already closed (at exit, pytest's capture): as logging.shutdown
@@ -183,7 +200,7 @@ class QueuedStreamHandler(logging.handlers.QueueHandler):
         self._fork_held = False
         self.write_lock = threading.Lock()
         self.queue = queue.SimpleQueue()
-        self._listener = None
+        self._writer = None
 
 
 def stop_all() -> None:
