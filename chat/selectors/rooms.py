@@ -76,17 +76,23 @@ def rooms_get_for_users(requests: list[tuple[Any, int]]) -> list[Room | NotFound
             keys.update(_room_access_keys(user.id, room_id))
     found = perf_cache.get_many_counted(keys) if keys else {}
     answers: list[Room | NotFound] = []
+    answered: set[str] = set()
     for user, room_id in requests:
         if not user.is_authenticated:
             answers.append(NotFound("Room not found."))
             continue
+        room_key = room_cache_key(room_id)
+        if room_key in answered:
+            # Another answer holds this room object: this one gets its own, for its own role.
+            found[room_key] = copy.copy(found[room_key])
         try:
             room = _room_access_resolve(user=user, room_id=room_id, found=found)
         except NotFound as exc:
             answers.append(exc)
             continue
         # Fills land in the group's view too: the next request for this room reads them.
-        found.setdefault(room_cache_key(room_id), room)
+        found[room_key] = room
+        answered.add(room_key)
         found.setdefault(room_access_key(user.id, room_id), room.my_role)
         answers.append(room)
     return answers
@@ -111,7 +117,6 @@ def _room_access_resolve(*, user: Any, room_id: int, found: dict[str, Any]) -> R
         perf_cache.store(access_key, role, family="access")
     if not role:
         raise NotFound("Room not found.")
-    room = copy.copy(room)  # the cached room may be shared by several answers: each has its own role
     room.my_role = role
     return room
 
