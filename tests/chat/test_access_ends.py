@@ -31,12 +31,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 REACT_WITHIN = 10.0
 
 
-@pytest.fixture
-def world(chat_world, make_token):
-    tokens = {name: make_token(chat_world[name]) for name in ("owner", "member", "insider", "outsider", "admin")}
-    return {**chat_world, "tokens": tokens}
-
-
 async def post(room, author, body: str):
     message, _ = await database_sync_to_async(message_services.message_create)(room=room, author=author, body=body)
     return message

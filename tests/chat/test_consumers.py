@@ -77,12 +77,6 @@ async def send(communicator, frame: dict) -> None:
     await communicator.send_to(text_data=orjson.dumps(frame).decode())
 
 
-@pytest.fixture
-def world(chat_world, make_token):
-    tokens = {name: make_token(chat_world[name]) for name in ("owner", "member", "insider", "outsider", "admin")}
-    return {**chat_world, "tokens": tokens}
-
-
 async def test_anonymous_socket_is_closed_with_4401():
     communicator = WebsocketCommunicator(application, "/ws/", headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
     connected, _ = await communicator.connect()

@@ -12,7 +12,7 @@ from chat.batching import ThreadBatcher
 from chat.sending import Send, write_group
 from chatsite.errors import InvalidInput, NotFound
 from prometheus_client import REGISTRY
-from tests.chat.test_consumers import hello, recv_until, send, subscribe, world  # noqa: F401 - a fixture
+from tests.chat.test_consumers import hello, recv_until, send, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

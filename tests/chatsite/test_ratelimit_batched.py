@@ -91,6 +91,21 @@ def clients():
         client.close()
 
 
+@pytest.fixture
+def two_processes(clients):
+    """Two limiters, as two server processes would have, on the real Redis and one clock the test moves."""
+
+    def make() -> tuple[ratelimit.Limiter, ratelimit.Limiter, Clock]:
+        clock = Clock()
+        client = redis.Redis.from_url(env.REDIS_URL)
+        clients.append(client)
+        a = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=clock)
+        b = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=clock)
+        return a, b, clock
+
+    return make
+
+
 def test_a_send_burst_is_one_round_trip_per_interval_not_one_per_hit(settings, tally, clients):
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "probe": "100000/3600"}
     client = counting_client(tally)
@@ -168,13 +183,9 @@ def test_a_single_process_is_exact_under_many_threads(settings, tally, clients):
     assert tally.round_trips < 4000
 
 
-def test_two_processes_together_refuse_past_the_limit_plus_what_the_other_had_not_sent(settings, clients):
+def test_two_processes_together_refuse_past_the_limit_plus_what_the_other_had_not_sent(settings, two_processes):
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "probe": "50/3600"}
-    clock = Clock()
-    client = redis.Redis.from_url(env.REDIS_URL)
-    clients.append(client)
-    a = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=clock)
-    b = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=clock)
+    a, b, clock = two_processes()
     window = ratelimit._window("probe", "two")
 
     a_allowed = sum(allowed(a, window) for _ in range(60))
@@ -195,14 +206,10 @@ def test_two_processes_together_refuse_past_the_limit_plus_what_the_other_had_no
     assert shared(window) == 60 + 60 + 20  # every hit counted once, in Redis
 
 
-def test_an_identity_new_to_a_process_starts_from_the_shared_total(settings, clients):
+def test_an_identity_new_to_a_process_starts_from_the_shared_total(settings, two_processes):
     """The first hit on a counter reads the total before deciding, even inside an interval."""
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "probe": "50/3600"}
-    clock = Clock()
-    client = redis.Redis.from_url(env.REDIS_URL)
-    clients.append(client)
-    a = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=clock)
-    b = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=clock)
+    a, b, clock = two_processes()
     assert allowed(b, ratelimit._window("probe", "someone else"))  # b's interval has begun
     window = ratelimit._window("probe", "moved")
     assert sum(allowed(a, window) for _ in range(50)) == 50
@@ -213,14 +220,10 @@ def test_an_identity_new_to_a_process_starts_from_the_shared_total(settings, cli
     assert shared(window) == 51
 
 
-def test_two_processes_under_steady_load_stay_within_two_intervals_of_the_others_hits(settings, clients):
+def test_two_processes_under_steady_load_stay_within_two_intervals_of_the_others_hits(settings, two_processes):
     """Both serve the identity all along, with their round trips out of step: the stated tolerance."""
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "probe": "100/3600"}
-    clock = Clock()
-    client = redis.Redis.from_url(env.REDIS_URL)
-    clients.append(client)
-    a = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=clock)
-    b = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=clock)
+    a, b, clock = two_processes()
     window = ratelimit._window("probe", "steady")
     tick = 0.01  # each process gets a hit every 10 ms: 25 hits per interval
     per_interval = round(0.25 / tick)
