@@ -31,16 +31,19 @@ from chat.background import BackgroundConsumer  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chatsite import env, ratelimit  # noqa: E402
 from chatsite.http_timeouts import RequestBodyTimeout  # noqa: E402
+from perf import process  # noqa: E402
 from perf.redis import aclose_loop_resources  # noqa: E402
 
 
 async def lifespan(scope: dict, receive, send) -> None:  # noqa: ANN001
-    """At start, make the loop's publisher; at shutdown, send what it holds, the rate limits' unsent counts,
-    and close the loop's Redis clients."""
+    """At start, make the loop's publisher and register the process (its resources, GC pauses and loop lag
+    are measured); at shutdown, send what the publisher holds, the rate limits' unsent counts, and close the
+    loop's Redis clients."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             events.start_publisher()
+            process.server_started()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # Hits counted here and not yet reconciled would be forgotten: the other processes should see them.

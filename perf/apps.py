@@ -12,3 +12,14 @@ class PerfConfig(AppConfig):
 
         # Every connection, whatever opened it: requests, consumers, commands, workers.
         connection_created.connect(install_query_wrapper, dispatch_uid="perf.install_query_wrapper")
+
+        from chatsite import env
+
+        if env.PROMETHEUS_MULTIPROC_DIR:
+            from perf import context, process
+
+            # A management command beside the servers (the background worker, the exporter) is
+            # one of the deployment's processes, named after its command; servers register at start-up.
+            command = context.current().get("command")
+            if command:
+                process.register(command)

@@ -4,7 +4,9 @@ Server processes (daphne, the background worker) write their metrics to
 memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
 multiprocess mode). ``manage.py serve_metrics`` runs :func:`serve`, which
 answers each scrape with the sum over those files, plus the gauges that only
-make sense once for the whole deployment (active users, read from Redis).
+make sense once for the whole deployment (active users, read from Redis), and
+the CPU, memory, descriptors and threads of every process that registered
+itself (perf.process), read from the operating system at the scrape.
 
 A process that exits leaves its files behind: its counters and histograms keep
 counting towards the totals (so a restart never makes a counter go back), and
@@ -26,7 +28,7 @@ from prometheus_client import multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from perf import metrics
+from perf import metrics, process
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +58,14 @@ def remove_dead_processes(path: str) -> list[int]:
 
 
 class ServerProcessesCollector(multiprocess.MultiProcessCollector):
-    """MultiProcessCollector that first forgets the live gauges of dead processes."""
+    """MultiProcessCollector that first forgets the live gauges of dead processes,
+    and adds the resources of every registered process (perf.process)."""
 
     def collect(self) -> Iterator[Metric]:
         remove_dead_processes(self._path)
-        return super().collect()
+        families = list(super().collect())
+        yield from families
+        yield from process.resource_families(process.registered(families))
 
 
 class DeploymentCollector:

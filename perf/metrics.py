@@ -7,6 +7,7 @@
 * Database: slow statements (:class:`SlowQueryCountingHandler` on
   ``perf.slow_query``) and the connection pool (:func:`sample_once`).
 * Business: active users (:func:`user_seen`, :func:`active_users_count`).
+* Processes: resources, GC pauses and event-loop lag (:mod:`perf.process`).
 
 Multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is in the environment of
 every server process (scripts/serve.sh puts it there), prometheus_client keeps
@@ -34,7 +35,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Metri
 from prometheus_client import multiprocess
 
 from chatsite import env
-from perf import context
+from perf import context, process
 
 request_logger = logging.getLogger("perf.request")
 logger = logging.getLogger(__name__)
@@ -281,8 +282,10 @@ def sample_pools() -> None:
         DB_POOL_WAITING.labels(alias).set(raw.get("requests_waiting", 0))
         errors = raw.get("requests_errors", 0)
         new = errors - _pool_errors_seen.get(alias, 0)
+        # The child exists from the first sample, at zero: a pool that never failed still has a series.
+        counter = DB_POOL_ERRORS.labels(alias)
         if new > 0:
-            DB_POOL_ERRORS.labels(alias).inc(new)
+            counter.inc(new)
         _pool_errors_seen[alias] = errors
 
 
@@ -291,6 +294,7 @@ def sample_once() -> None:
         sample_pools()
     except Exception:  # noqa: BLE001
         logger.warning("pool sample failed", exc_info=True)
+    process.sample(SAMPLE_INTERVAL)
     flush_seen()
 
 
