@@ -57,6 +57,8 @@ PORT = env_int("PORT", 8000)
 ASGI_SERVER = env_str("ASGI_SERVER", "") or "uvicorn"
 SERVER_WORKERS = env_int("SERVER_WORKERS", 0) or env_int("WEB_CONCURRENCY", 0) or 1
 SERVER_GC_FREEZE = env_str("SERVER_GC_FREEZE", "1") != "0"
+# Young-generation collections between two full ones (Python's default: 10).
+SERVER_GC_FULL_EVERY = env_int("SERVER_GC_FULL_EVERY", 100)
 # WebSocket permessage-deflate under uvicorn, each message compressed once for
 # all sockets (perf.ws_deflate); false: frames go uncompressed.
 WS_DEFLATE = env_bool("WS_DEFLATE", True)

@@ -55,6 +55,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="keep the objects loaded at start-up in the cyclic garbage collector's full collections (SERVER_GC_FREEZE=0)",
     )  # fmt: skip
     p.add_argument(
+        "--gc-full-every", type=int, default=env.SERVER_GC_FULL_EVERY,
+        help="generation-1 collections between two full ones (Python's default 10; SERVER_GC_FULL_EVERY)",
+    )  # fmt: skip
+    p.add_argument(
         "-w", "--workers", type=int, default=env.SERVER_WORKERS,
         help="server processes sharing the port (uvicorn only; needs REDIS_URL); default SERVER_WORKERS, else WEB_CONCURRENCY, else 1",
     )  # fmt: skip
@@ -80,7 +84,23 @@ def effective_workers(args: argparse.Namespace) -> int:
     return args.workers
 
 
-def load_application(path: str, *, freeze: bool) -> object:
+def tune_collector(full_every: int) -> None:
+    """Make full (generation 2) collections rarer: one per ``full_every`` generation-1 collections.
+
+    With thousands of sockets open the process holds a few hundred thousand
+    long-lived objects (a hundred per socket, in uvicorn, websockets, asyncio
+    and the consumer), and a full collection walks all of them: a stall of
+    the event loop of about 0.1 s at 2,000 sockets. At Python's default of
+    10, steady delivery load brought one every 20 s. Whatever is freed by
+    reference counting (almost everything) is unaffected; cyclic garbage
+    waits longer for the collection that frees it (docs/PERFORMANCE.md,
+    "Garbage collector pauses").
+    """
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, max(1, full_every))
+
+
+def load_application(path: str, *, freeze: bool, full_every: int = 10) -> object:
     """Import the ASGI application; with ``freeze``, move everything loaded so far out of the cyclic GC's reach.
 
     Django, the URLconf, the apps and their modules are a few hundred thousand
@@ -101,6 +121,7 @@ def load_application(path: str, *, freeze: bool) -> object:
         get_resolver().url_patterns  # noqa: B018 - the URLconf and its views now, not at the first request
         gc.collect()
         gc.freeze()
+    tune_collector(full_every)
     return app
 
 
@@ -110,7 +131,7 @@ WORKER_APPLICATION = "CHAT_SERVER_APPLICATION"
 
 def worker_application() -> object:
     """The application of one of several server processes (uvicorn imports this in each)."""
-    return load_application(os.environ[WORKER_APPLICATION], freeze=env.SERVER_GC_FREEZE)
+    return load_application(os.environ[WORKER_APPLICATION], freeze=env.SERVER_GC_FREEZE, full_every=env.SERVER_GC_FULL_EVERY)
 
 
 def run_uvicorn(args: argparse.Namespace) -> None:
@@ -124,9 +145,10 @@ def run_uvicorn(args: argparse.Namespace) -> None:
         # binds the socket once, shares it, and restarts a process that dies.
         os.environ[WORKER_APPLICATION] = args.application
         os.environ["SERVER_GC_FREEZE"] = "1" if args.gc_freeze else "0"
+        os.environ["SERVER_GC_FULL_EVERY"] = str(args.gc_full_every)
         app: object = "chatsite.server:worker_application"
     else:
-        app = load_application(args.application, freeze=args.gc_freeze)
+        app = load_application(args.application, freeze=args.gc_freeze, full_every=args.gc_full_every)
     uvicorn.run(
         app,  # type: ignore[arg-type]
         factory=workers > 1,

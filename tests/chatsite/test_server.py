@@ -58,6 +58,29 @@ def test_load_application_freezes_what_start_up_loaded_the_urlconf_included():
     assert gc.get_freeze_count() == 0  # the test process itself is untouched
 
 
+def _threshold_after_load(code: str, **extra_env: str) -> tuple[int, int, int]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(extra_env)
+    code = f"import gc; from chatsite import server; {code}; print(*gc.get_threshold())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=env)
+    young, middle, full = out.stdout.strip().splitlines()[-1].split()
+    return int(young), int(middle), int(full)
+
+
+def test_full_collections_are_made_rarer_in_one_process_and_in_each_of_several(environ):
+    environ(SERVER_GC_FULL_EVERY=None)
+    assert server.parse_args([]).gc_full_every == 100
+    assert server.parse_args(["--gc-full-every", "25"]).gc_full_every == 25
+    young, middle, _ = gc.get_threshold()
+    single = _threshold_after_load("server.load_application('chatsite.asgi:application', freeze=True, full_every=40)")
+    assert single == (young, middle, 40)
+    # Each of several processes imports the application through worker_application, from the environment.
+    worker = _threshold_after_load(
+        "server.worker_application()", CHAT_SERVER_APPLICATION="chatsite.asgi:application", SERVER_GC_FULL_EVERY="70"
+    )
+    assert worker == (young, middle, 70)
+
+
 def test_workers_default_from_server_workers_then_web_concurrency(environ):
     environ(SERVER_WORKERS=None, WEB_CONCURRENCY=None)
     assert server.parse_args([]).workers == 1
