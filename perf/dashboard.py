@@ -15,7 +15,9 @@ the page, so with several processes each one draws the stretch it saw.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import threading
 import time
 from collections import defaultdict, deque
@@ -30,8 +32,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from chatsite import env
-from perf import metrics
+from perf import metrics, process
 from perf.db import pool_stats
+
+logger = logging.getLogger(__name__)
 
 HTTP_LATENCY = "django_http_requests_latency_seconds_by_view_method"
 HTTP_STATUS = "django_http_responses_total_by_status_total"
@@ -154,12 +158,97 @@ def _percentiles(hist: Histogram) -> dict[str, Any]:
     }
 
 
+# --- processes, Redis and PostgreSQL -------------------------------------------------------
+
+# (time, CPU seconds) of each process at the last render by this process: CPU % is the difference.
+_cpu_seen: dict[int, tuple[float, float]] = {}
+_cpu_lock = threading.Lock()
+
+
+def processes(families: list[Any], now: float) -> list[dict[str, Any]]:
+    """CPU, memory, descriptors, threads, GC pause and loop lag of every registered process
+    (all of them in multiprocess mode, else this one)."""
+    # Without the multiprocess directory the gauges are this process's own, without a pid label.
+    pid = None if env.PROMETHEUS_MULTIPROC_DIR else os.getpid()
+    known = process.registered(families, default_pid=pid)
+    published = process.per_process(families, default_pid=pid)
+    if not known and pid is not None:
+        known = [(pid, "this process", 0.0)]  # a process that never registered (development server, tests)
+    rows = []
+    with _cpu_lock:
+        for pid, role, started in known:
+            found = process.read(pid, started or None)
+            if found is None:
+                continue
+            before = _cpu_seen.get(pid)
+            _cpu_seen[pid] = (now, found["cpu_seconds"])
+            cpu_percent = None
+            if before is not None and now - before[0] >= MIN_SPACING:
+                cpu_percent = round(100.0 * max(0.0, found["cpu_seconds"] - before[1]) / (now - before[0]), 1)
+            own = published.get((pid, role), {})
+            rows.append({
+                "role": role,
+                "pid": pid,
+                "cpu_seconds": round(found["cpu_seconds"], 2),
+                "cpu_percent": cpu_percent,
+                "rss_bytes": found["rss_bytes"],
+                "open_fds": found["open_fds"],
+                "threads": found["threads"],
+                "gc_pause_max_ms": _ms(own.get("gc_pause_max")),
+                "loop_lag_max_ms": _ms(own.get("loop_lag_max")),
+            })
+        for pid in set(_cpu_seen) - {row["pid"] for row in rows}:
+            del _cpu_seen[pid]
+    rows.sort(key=lambda row: (row["role"] != process.ROLE_SERVER, row["role"], row["pid"]))
+    return rows
+
+
+def redis_health() -> dict[str, Any]:
+    """Memory against maxmemory, evictions, clients, commands per second and keyspace hits of the app's Redis."""
+    from perf.redis import sync_client
+
+    client = sync_client()
+    if client is None:
+        return {"available": False, "reason": "No Redis: the embedded mode keeps the cache in the process."}
+    try:
+        info = client.info()
+    except Exception:  # noqa: BLE001 - the page must render while Redis is down
+        logger.warning("redis INFO failed", exc_info=True)
+        return {"available": False, "reason": "Redis did not answer INFO."}
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
+    return {
+        "available": True,
+        "used_memory": used,
+        "maxmemory": limit,
+        "memory_ratio": _ratio(used, limit),
+        "maxmemory_policy": info.get("maxmemory_policy"),
+        "evicted_keys": int(info.get("evicted_keys", 0)),
+        "connected_clients": int(info.get("connected_clients", 0)),
+        "ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
+        "keyspace_hit_ratio": _ratio(hits, hits + misses),
+    }
+
+
+def postgres_health() -> dict[str, Any]:
+    """Connections against max_connections, and this database's buffer cache hit ratio, commits, rollbacks, deadlocks."""
+    from perf.selectors import server_activity
+
+    try:
+        return server_activity()
+    except Exception:  # noqa: BLE001 - the page must render while the database is down
+        logger.warning("database activity read failed", exc_info=True)
+        return {"available": False, "reason": "The database did not answer."}
+
+
 # --- the snapshot ----------------------------------------------------------------------
 
 
 def snapshot() -> dict[str, Any]:
     """Everything the page shows, as plain data (also served as JSON)."""
-    samples = samples_by_name(metrics.collect())
+    collected = metrics.collect()
+    now = time.time()
+    samples = samples_by_name(collected)
     http = histograms(samples, HTTP_LATENCY, "view", "method")
     endpoints = [
         {"view": view, "method": method, **_percentiles(hist)} for (view, method), hist in http.items() if hist.count
@@ -178,7 +267,7 @@ def snapshot() -> dict[str, Any]:
     cache_lookups = cache_hits + sum(row["misses"] for row in cache)
 
     return {
-        "time": time.time(),
+        "time": now,
         "multiprocess": bool(env.PROMETHEUS_MULTIPROC_DIR),
         "http": {
             "overall": _percentiles(merged(http.values())),
@@ -231,6 +320,9 @@ def snapshot() -> dict[str, Any]:
             "messages_created": int(total(samples, "chat_messages_created_total")),
             "active_users": metrics.active_users_count(),
         },
+        "processes": processes(collected, now),
+        "redis": redis_health(),
+        "postgres": postgres_health(),
         "_http_hist": merged(http.values()),
     }
 
@@ -259,7 +351,15 @@ def _point(snap: dict[str, Any]) -> dict[str, Any]:
         "cache_hits": snap["cache"]["hits"],
         "cache_lookups": snap["cache"]["lookups"],
         "pool_in_use": snap["db"]["pool"]["in_use"] or snap["db"]["pool"]["this_process"].get("in_use", 0),
+        "cpu_percent": _sum_known(row["cpu_percent"] for row in snap["processes"]),
+        "rss_bytes": sum(row["rss_bytes"] for row in snap["processes"]),
+        "redis_evicted": snap["redis"].get("evicted_keys"),
     }
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known), 1) if known else None
 
 
 def record(snap: dict[str, Any]) -> list[dict[str, Any]]:
@@ -293,6 +393,13 @@ def trends(points: list[dict[str, Any]]) -> dict[str, list[float | None]]:
         hits = after["cache_hits"] - before["cache_hits"]
         series["cache_hit_ratio"].append(round(hits / lookups, 4) if lookups > 0 else None)
         series["pool_in_use"].append(after["pool_in_use"])
+        series["cpu_percent"].append(after.get("cpu_percent"))
+        rss = after.get("rss_bytes")
+        series["rss_mb"].append(round(rss / 2**20, 1) if rss is not None else None)
+        evicted = [before.get("redis_evicted"), after.get("redis_evicted")]
+        series["redis_evictions_per_s"].append(
+            round(max(0.0, evicted[1] - evicted[0]) / seconds, 3) if None not in evicted else None
+        )
     return dict(series)
 
 
@@ -306,6 +413,9 @@ CHARTS = (
     ("messages_per_s", "Messages created", "/s"),
     ("cache_hit_ratio", "Cache hit ratio", ""),
     ("pool_in_use", "Pool connections in use", ""),
+    ("cpu_percent", "CPU, all processes", " % of a core"),
+    ("rss_mb", "Resident memory, all processes", " MB"),
+    ("redis_evictions_per_s", "Redis evictions", "/s"),
 )
 
 

@@ -178,6 +178,32 @@ def cache_hit_ratios(*, alias: str = "default") -> dict[str, Any]:
     }
 
 
+def server_activity(*, alias: str = "default") -> dict[str, Any]:
+    """Client connections against ``max_connections`` (the whole server), and this database's
+    buffer cache hit ratio, commits, rollbacks and deadlocks since the last stats reset."""
+    if connections[alias].vendor != "postgresql":
+        return {"available": False, "reason": "Connections and cache hit ratio are read from PostgreSQL."}
+    row = _rows(
+        alias,
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections, "
+        "current_setting('max_connections')::int AS max_connections, "
+        "current_setting('superuser_reserved_connections')::int AS reserved_connections, "
+        "xact_commit, xact_rollback, deadlocks, blks_hit, blks_read "
+        "FROM pg_stat_database WHERE datname = current_database()",
+    )[0]
+    return {
+        "available": True,
+        "connections": row["connections"],
+        "max_connections": row["max_connections"],
+        "reserved_connections": row["reserved_connections"],
+        "connections_ratio": round(row["connections"] / row["max_connections"], 4) if row["max_connections"] else None,
+        "cache_hit_ratio": _ratio(row["blks_hit"], row["blks_read"]),
+        "commits": row["xact_commit"],
+        "rollbacks": row["xact_rollback"],
+        "deadlocks": row["deadlocks"],
+    }
+
+
 def db_report(*, limit: int = 10, alias: str = "default") -> dict[str, Any]:
     """The whole report. Pool numbers are those of the process that builds it."""
     report: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 from django.test import Client
@@ -11,6 +12,7 @@ from perf import cache as perf_cache
 from perf import dashboard
 from perf.cache import cache_key
 from perf.dashboard import Histogram, quantile, sparkline, trends
+from tests.servers import free_port
 
 
 def _json(client: Client) -> dict:
@@ -183,3 +185,77 @@ def test_sparkline_draws_segments_and_escapes_its_title() -> None:
     assert "<strong>3 ms</strong>" in svg and "max 4 ms" in svg
     empty = str(sparkline([], title="nothing"))
     assert "<polyline" not in empty and "no data yet" in empty
+
+
+@pytest.mark.django_db
+def test_page_shows_this_process_redis_and_postgres(make_user, monkeypatch) -> None:
+    from django.db import connection
+    from django_redis import get_redis_connection
+
+    monkeypatch.setattr(dashboard, "MIN_SPACING", 0.0)
+    staff = Client()
+    staff.force_login(make_user(is_staff=True))
+    _json(staff)
+    data = _json(staff)
+    # Without the multiprocess directory: this process, read from the operating system.
+    [own] = [row for row in data["processes"] if row["pid"] == os.getpid()]
+    assert own["cpu_seconds"] > 0 and own["rss_bytes"] > 0 and own["threads"] >= 1 and own["open_fds"] > 0
+    assert own["cpu_percent"] is not None and own["cpu_percent"] >= 0  # from the first render to the second
+
+    info = get_redis_connection("default").info()
+    redis = data["redis"]
+    assert redis["available"] and redis["used_memory"] > 0 and redis["connected_clients"] >= 1
+    assert redis["maxmemory"] == info["maxmemory"] and redis["evicted_keys"] == info["evicted_keys"]
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_connections")
+        max_connections = int(cursor.fetchone()[0])
+    postgres = data["postgres"]
+    assert postgres["available"] and postgres["max_connections"] == max_connections
+    assert 1 <= postgres["connections"] <= max_connections
+    assert 0 < postgres["cache_hit_ratio"] <= 1 and postgres["commits"] > 0
+
+    html = staff.get("/perf/?partial=1").content.decode()
+    assert f'<tr data-pid="{os.getpid()}">' in html
+    assert 'data-metric="redis-evicted"' in html and 'data-metric="pg-connections"' in html
+    assert f"of max_connections {max_connections}" in html
+
+
+@pytest.mark.django_db
+def test_redis_evictions_and_its_memory_limit_are_shown(make_user, monkeypatch, tmp_path) -> None:
+    """A Redis of its own that evicts (the shared one must not): the page reads it as it reads the app's."""
+    import redis
+
+    from perf import redis as perf_redis
+    from tests.perf.operator_stack import evicting_redis, fill_until_evicted
+
+    staff = Client()
+    staff.force_login(make_user(is_staff=True))
+    with evicting_redis(tmp_path) as url:
+        evicted = fill_until_evicted(url)
+        client = redis.Redis.from_url(url)
+        monkeypatch.setattr(perf_redis, "sync_client", lambda: client)
+        try:
+            data = _json(staff)["redis"]
+            html = staff.get("/perf/?partial=1").content.decode()
+        finally:
+            client.close()
+    assert data["evicted_keys"] >= evicted > 0
+    assert data["maxmemory"] == 4 * 2**20 and data["maxmemory_policy"] == "allkeys-lru"
+    assert 0.5 < data["memory_ratio"] <= 1.1
+    assert f'<span data-metric="redis-evicted">{data["evicted_keys"]:,}</span> keys evicted' in html
+
+
+@pytest.mark.django_db
+def test_page_says_when_redis_does_not_answer(make_user, monkeypatch) -> None:
+    import redis
+
+    from perf import redis as perf_redis
+
+    staff = Client()
+    staff.force_login(make_user(is_staff=True))
+    closed = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    monkeypatch.setattr(perf_redis, "sync_client", lambda: closed)
+    response = staff.get("/perf/?partial=1")
+    assert response.status_code == 200
+    assert "Redis did not answer INFO." in response.content.decode()

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 
+import httpx
 import psutil
 import pytest
+from django.test import Client
 
 from perf import process
 from perf.redis import aclose_loop_resources
@@ -29,10 +31,13 @@ def of(samples: Scrape, name: str, pid: int) -> float:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(180)
-def test_each_server_process_and_the_worker_report_their_resources(tmp_path) -> None:
+def test_each_server_process_and_the_worker_report_their_resources(tmp_path, make_user) -> None:
     directory = tmp_path / "prometheus-multiproc"
+    staff = Client()
+    staff.force_login(make_user(is_staff=True))
+    session = staff.cookies["sessionid"].value
     # Two server processes behind one port, as deployed (SERVER_WORKERS), and the background worker.
-    with metrics_stack(tmp_path, SERVER_WORKERS="2") as ([(_, supervisor)], metrics_port):
+    with metrics_stack(tmp_path, SERVER_WORKERS="2") as ([(port, supervisor)], metrics_port):
         with background_worker(PROMETHEUS_MULTIPROC_DIR=str(directory), ENABLE_METRICS="true") as worker:
 
             def complete(s: Scrape) -> bool:
@@ -57,6 +62,17 @@ def test_each_server_process_and_the_worker_report_their_resources(tmp_path) -> 
             assert worker.pid not in pids(samples, "chat_worker", "chat_event_loop_lag_max_seconds")
             exporter = pids(samples, "serve_metrics")
             assert len(exporter) == 1 and exporter.isdisjoint(servers | {worker.pid})
+
+            # The staff page, served by one of the servers, lists every process with the same numbers.
+            page = httpx.get(f"http://127.0.0.1:{port}/perf/dashboard.json", cookies={"sessionid": session}, timeout=10)
+            assert page.status_code == 200, page.text[:500]
+            rows = {row["pid"]: row for row in page.json()["processes"]}
+            assert set(rows) >= servers | {worker.pid} | exporter
+            for pid in servers | {worker.pid}:
+                assert rows[pid]["cpu_seconds"] > 0 and rows[pid]["rss_bytes"] > 20 * 2**20
+                assert rows[pid]["gc_pause_max_ms"] is not None
+            assert {rows[pid]["role"] for pid in servers} == {"server"} and rows[worker.pid]["role"] == "chat_worker"
+            assert all(rows[pid]["loop_lag_max_ms"] is not None for pid in servers)
 
             # A server process that dies is no longer listed; the one uvicorn starts instead registers itself.
             victim = min(servers)
