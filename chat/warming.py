@@ -33,7 +33,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connections
 from django.utils import timezone
 
@@ -43,6 +42,7 @@ from chat.selectors import rooms as room_selectors
 from chat.selectors import unread as unread_selectors
 from perf import redis as perf_redis
 from perf import cache as perf_cache
+from perf.cache import backend as cache_backend
 from perf.cache import cache_key
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def cache_warm_if_due(*, rooms: int, pages: int, every: float, pause: float = 0.
     """
     if rooms <= 0 or pages <= 0 or not perf_cache.caching_enabled():
         return None
-    if not cache.add(warm_marker_key(), int(time.time()), max(1, int(every))):
+    if not cache_backend().add(warm_marker_key(), int(time.time()), max(1, int(every))):
         return None
     try:
         return cache_warm(rooms=rooms, pages=pages, pause=pause)
@@ -225,7 +225,7 @@ class CacheWarmer(threading.Thread):
             self.runs += 1
             logger.info("cache warmed: %s", report.summary())
         elif first:
-            if cache.get(warm_marker_key()) is None:
+            if cache_backend().get(warm_marker_key()) is None:
                 logger.info("cache warming skipped: the cache did not answer (it is tried again every %g s)", self.check)
             else:
                 logger.info("cache warming skipped: it ran less than %g s ago against this cache", self.every)

@@ -59,11 +59,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from chatsite.errors import ChatError
+from perf.cache import backend as cache_backend
 from perf.cache import cache_key
 from perf.redis import sync_client
 
@@ -237,15 +237,15 @@ class Limiter:
         if client is None:  # not Redis: the cache's own API, one counter at a time
             totals: list[int | None] = []
             for counter, sent in batch:
-                cache.add(counter.key, 0, _ttl(counter, wall))
+                cache_backend().add(counter.key, 0, _ttl(counter, wall))
                 try:
-                    totals.append(cache.incr(counter.key, sent))
+                    totals.append(cache_backend().incr(counter.key, sent))
                 except ValueError:  # not stored (DummyCache) or evicted
                     totals.append(None)
             return totals
         pipe = client.pipeline(transaction=False)
         for counter, sent in batch:
-            key = cache.make_key(counter.key)
+            key = cache_backend().make_key(counter.key)
             pipe.incrby(key, sent)
             pipe.expire(key, _ttl(counter, wall))
         return pipe.execute()[0::2]
@@ -310,11 +310,11 @@ def _limits_changed(*, setting: str, **kwargs: Any) -> None:
 def _count(window: _Window) -> int | None:
     """Add one to ``window``'s counter in the cache; its new value, or None when the cache is unavailable."""
     try:
-        if cache.add(window.key, 1, window.seconds + 1):
+        if cache_backend().add(window.key, 1, window.seconds + 1):
             return 1
-        return cache.incr(window.key)
+        return cache_backend().incr(window.key)
     except ValueError:  # expired between add and incr
-        cache.add(window.key, 1, window.seconds + 1)
+        cache_backend().add(window.key, 1, window.seconds + 1)
         return 1
     except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
         logger.warning("rate limiter unavailable for %s", window.action, exc_info=True)
@@ -365,7 +365,7 @@ def usage(*limits: tuple[str, object]) -> list[Usage | None]:
     windows = [_window(action, ident) for action, ident in limits]
     keys = [window.key for window in windows if window is not None]
     try:
-        found = cache.get_many(keys) if keys else {}
+        found = cache_backend().get_many(keys) if keys else {}
     except Exception:  # noqa: BLE001 - fail open when the cache is unavailable
         logger.warning("rate limiter unavailable for %s", ", ".join(action for action, _ in limits), exc_info=True)
         found = {}

@@ -27,8 +27,10 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from django.conf import settings
-from django.core.cache import cache, caches
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.dummy import DummyCache
+from django.core.signals import setting_changed
 from django.db import transaction
 from prometheus_client import Counter
 
@@ -51,9 +53,42 @@ LOCK_TIMEOUT = 10
 LOCK_WAIT = 2.0
 
 
+_backends: dict[str, BaseCache] = {}
+_backends_lock = threading.Lock()
+
+
+def backend(alias: str = "default") -> BaseCache:
+    """The process's one cache backend for ``alias``; every cache read and write here goes through it.
+
+    Django's ``caches[alias]`` builds a new backend in every context that has
+    none (Django ticket #33625): every ``sync_to_async`` call and every
+    request. With django-redis that is a client object graph per call, CPU
+    and cyclic garbage that only a full collection frees. The backends
+    configured here (django-redis on a shared thread-safe client, local
+    memory with its own lock, dummy) are safe to share between threads.
+    """
+    found = _backends.get(alias)
+    if found is None:
+        with _backends_lock:
+            found = _backends.get(alias)
+            if found is None:
+                found = _backends[alias] = caches.create_connection(alias)
+    return found
+
+
+def _forget_backends(*, setting: str, **kwargs: Any) -> None:
+    # override_settings(CACHES=...) in tests: the next call builds from the new settings.
+    if setting == "CACHES":
+        with _backends_lock:
+            _backends.clear()
+
+
+setting_changed.connect(_forget_backends)
+
+
 def caching_enabled() -> bool:
     """False when the default cache stores nothing (ENABLE_CACHING=false, or a benchmark's cache-off run)."""
-    return not isinstance(caches["default"], DummyCache)
+    return not isinstance(backend(), DummyCache)
 
 
 def cache_key(family: str, *parts: Any) -> str:
@@ -153,29 +188,29 @@ def cached(family: str, key: str, fill: Callable[[], T], *, ttl: int | None = No
     ``LOCK_WAIT`` seconds for the value and compute it themselves only if the
     holder did not deliver (so a dead Redis or a crashed holder cannot hang them).
     """
-    value = cache.get(key)
+    value = backend().get(key)
     if value is not None:
         _count(family, 1, 0)
         return None if value == _NONE else value
     _count(family, 0, 1)
     if lock:
         lock_key = cache_key("lock", key)
-        if not cache.add(lock_key, 1, LOCK_TIMEOUT):
+        if not backend().add(lock_key, 1, LOCK_TIMEOUT):
             deadline = time.monotonic() + LOCK_WAIT
             while time.monotonic() < deadline:
                 time.sleep(0.01)
-                value = cache.get(key)
+                value = backend().get(key)
                 if value is not None:
                     return None if value == _NONE else value
             return fill()
         try:
             result = fill()
-            cache.set(key, _NONE if result is None else result, _ttl(ttl, family, result))
+            backend().set(key, _NONE if result is None else result, _ttl(ttl, family, result))
             return result
         finally:
-            cache.delete(lock_key)
+            backend().delete(lock_key)
     result = fill()
-    cache.set(key, _NONE if result is None else result, _ttl(ttl, family, result))
+    backend().set(key, _NONE if result is None else result, _ttl(ttl, family, result))
     return result
 
 
@@ -188,7 +223,7 @@ def cached_many(
     """
     if not keys:
         return {}
-    found = cache.get_many(list(keys.values()))
+    found = backend().get_many(list(keys.values()))
     result: dict[Any, T] = {}
     missing = []
     for ident, key in keys.items():
@@ -200,7 +235,7 @@ def cached_many(
     if missing:
         filled = fill(missing)
         if filled:
-            cache.set_many({keys[i]: v for i, v in filled.items()}, _ttl(ttl, family))
+            backend().set_many({keys[i]: v for i, v in filled.items()}, _ttl(ttl, family))
         result.update(filled)
     return result
 
@@ -216,14 +251,14 @@ def cached_stamped(family: str, key: str, stamps: list[str], fill: Callable[[], 
     that could not learn a stamp (Redis down, or another reader's ``add``
     won) computes without storing. A hit costs one round trip.
     """
-    found = cache.get_many([*stamps, key])
+    found = backend().get_many([*stamps, key])
     current: list[str | None] = []
     for stamp in stamps:
         value = found.get(stamp)
         if value is None:
             fresh = secrets.token_hex(8)
             # A lost stamp only costs one render of what it covered: keep it as long as entries.
-            value = fresh if cache.add(stamp, fresh, env.CACHE_TTL_ENTRIES) else None
+            value = fresh if backend().add(stamp, fresh, env.CACHE_TTL_ENTRIES) else None
         current.append(value)
     entry = found.get(key)
     if entry is not None and None not in current and entry[0] == current:
@@ -232,7 +267,7 @@ def cached_stamped(family: str, key: str, stamps: list[str], fill: Callable[[], 
     _count(family, 0, 1)
     result = fill()
     if None not in current:
-        cache.set(key, (current, result), _ttl(ttl, family))
+        backend().set(key, (current, result), _ttl(ttl, family))
     return result
 
 
@@ -241,7 +276,7 @@ def get_many_counted(families: dict[str, str]) -> dict[str, Any]:
 
     Returns the found values as stored (the ``NONE`` sentinel included).
     """
-    found = cache.get_many(list(families))
+    found = backend().get_many(list(families))
     _count_lookups(families, found)
     return found
 
@@ -253,13 +288,13 @@ def _count_lookups(families: dict[str, str], found: dict[str, Any]) -> None:
 
 def store(key: str, value: Any, *, ttl: int | None = None, family: str | None = None) -> None:
     """Write one entry (with ``family``'s TTL); None is stored as the ``NONE`` sentinel."""
-    cache.set(key, _NONE if value is None else value, _ttl(ttl, family, value))
+    backend().set(key, _NONE if value is None else value, _ttl(ttl, family, value))
 
 
 def store_many(entries: dict[str, Any], *, ttl: int | None = None, family: str | None = None) -> None:
     """Write several entries in one round trip; None values are stored as the ``NONE`` sentinel."""
     if entries:
-        cache.set_many({k: _NONE if v is None else v for k, v in entries.items()}, _ttl(ttl, family))
+        backend().set_many({k: _NONE if v is None else v for k, v in entries.items()}, _ttl(ttl, family))
 
 
 _request_memo: ContextVar[dict | None] = ContextVar("perf_request_memo", default=None)
@@ -287,7 +322,7 @@ def close_request_memo(token: Any) -> None:
 def invalidate(*keys: str) -> None:
     """Delete exact keys now."""
     if keys:
-        cache.delete_many(list(keys))
+        backend().delete_many(list(keys))
 
 
 # Keys Redis looks at per SCAN round trip in invalidate_pattern. Its default,
@@ -298,13 +333,13 @@ PATTERN_SCAN_COUNT = 1000
 
 def invalidate_pattern(pattern: str) -> None:
     """Delete a family of keys (``family:part:*``). SCAN-based on Redis; use for rare writes."""
-    delete_pattern = getattr(cache, "delete_pattern", None)
+    delete_pattern = getattr(backend(), "delete_pattern", None)
     if delete_pattern is not None:
         delete_pattern(pattern, itersize=PATTERN_SCAN_COUNT)
     else:
         # Local-memory or dummy cache (the embedded default): no pattern
         # support, and the cache is per process, so clearing it is cheap.
-        cache.clear()
+        backend().clear()
 
 
 def invalidate_on_commit(*keys: str, patterns: Iterable[str] = ()) -> None:

@@ -372,3 +372,41 @@ def test_exactly_invalidated_families_keep_entries_longer_than_the_others(chat_w
     unknown_token = cache_keys.token_cache_key(hashlib.sha256(b"no-such-token").hexdigest())
     for key in ("ttl-test:page", "ttl-test:unread", unknown_token):
         assert 0 < cache.ttl(key) <= env.CACHE_TTL, key
+
+
+def test_one_cache_backend_serves_every_thread_and_sync_to_async_call(db) -> None:
+    """Django's caches[...] builds a backend per context; perf.cache keeps one for the process."""
+    import asyncio
+    import contextvars
+
+    from asgiref.sync import sync_to_async
+    from django.core.cache import caches
+
+    def both() -> tuple[object, object]:
+        return perf_cache.backend(), caches["default"]
+
+    async def many() -> list[tuple[object, object]]:
+        return await asyncio.gather(*(sync_to_async(both, thread_sensitive=False)() for _ in range(20)))
+
+    # A fresh context, as a server's connection task or request starts with.
+    seen = contextvars.Context().run(asyncio.run, many())
+    in_thread: list[object] = []
+    worker = threading.Thread(target=lambda: in_thread.append(perf_cache.backend()))
+    worker.start()
+    worker.join()
+
+    ours = {id(pair[0]) for pair in seen} | {id(in_thread[0]), id(perf_cache.backend())}
+    djangos = {id(pair[1]) for pair in seen}
+    assert len(ours) == 1
+    # What this saves: Django's own handler made a backend in (nearly) every call's context.
+    assert len(djangos) > 1
+    perf_cache.store("shared:probe", 7)
+    assert cache.get("shared:probe") == 7
+
+
+def test_the_process_backend_follows_a_change_of_caches(db) -> None:
+    before = perf_cache.backend()
+    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}):
+        assert not perf_cache.caching_enabled()
+        assert perf_cache.backend() is not before
+    assert perf_cache.caching_enabled()
