@@ -66,6 +66,18 @@ WS_DEFLATE = env_bool("WS_DEFLATE", True)
 # Services. Empty means "embedded default" (SQLite, in-memory layer, local-memory cache).
 DATABASE_URL = env_str("DATABASE_URL", "")
 REDIS_URL = env_str("REDIS_URL", "")
+# Redis through Sentinel: host:port of each Sentinel, comma-separated. When set,
+# REDIS_URL's host is the name the Sentinels monitor (redis://<name>/<db>) and
+# every Redis client asks them where that primary is now (perf.redis).
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+# A streaming standby of DATABASE_URL for reads that may be served from it
+# (perf.replica): only when it has replayed everything the primary had
+# committed when the read began. Empty: every read goes to DATABASE_URL.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+# Seconds a read waits for a replica connection before it goes to the primary.
+DATABASE_REPLICA_TIMEOUT = env_float("DATABASE_REPLICA_TIMEOUT", 1.0)
+# Seconds the replica is left alone after it failed (down, or not a standby).
+DATABASE_REPLICA_RETRY = env_float("DATABASE_REPLICA_RETRY", 5.0)
 # Where the embedded SQLite database lives when DATABASE_URL is empty.
 SQLITE_PATH = env_str("SQLITE_PATH", "var/db.sqlite3")
 # Where collectstatic writes (relative paths are under the project directory).

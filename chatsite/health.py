@@ -23,18 +23,12 @@ def _database() -> str:
 
 def _redis() -> str:
     from chatsite import env
+    from perf.redis import ping
 
     if not env.REDIS_URL:
         return "disabled"
     try:
-        import redis
-
-        client = redis.Redis.from_url(env.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            client.ping()
-        finally:
-            client.close()
-        return "ok"
+        return "ok" if ping() else "error"
     except Exception:  # noqa: BLE001
         logger.warning("healthz: redis check failed", exc_info=True)
         return "error"

@@ -1,15 +1,23 @@
 """The one place that makes Redis clients, and the one registry of per-event-loop resources.
 
-Three ways reach Redis, each from one function here:
+Four ways reach Redis, each from one function here:
 
 * the cache (django-redis, configured in settings): :class:`SharedClientConnectionFactory`
   makes its client once per URL and process;
 * :func:`sync_client`: that same client, for code that needs Redis itself
-  (active users, the health check); None without a Redis cache;
+  (active users, rate limits); None without a Redis cache;
 * :func:`async_client`: one ``redis.asyncio`` client per event loop on
-  ``REDIS_URL`` (presence and socket counts), from :func:`loop_resource`.
+  ``REDIS_URL`` (presence and socket counts), from :func:`loop_resource`;
+* :func:`ping`: the health check's own short-lived connection.
 
-The channel layer's connections are channels-redis's own.
+The channel layer's connections are channels-redis's own; where they go
+(the server of ``REDIS_URL``, or the primary the Sentinels name) is said here
+too, by :func:`channel_layer_host`, as the cache's is by :func:`cache_options`.
+
+With ``REDIS_SENTINELS`` set, every client asks the Sentinels where the
+primary of the service named by ``REDIS_URL``'s host is, and asks again when
+its connection breaks or the server it reaches turns out to be a replica: a
+failover needs no restart. Without it, each client connects to ``REDIS_URL``.
 
 Async resources live as long as their event loop: a server's loop lives as
 long as the server, a test's only as long as the test. :func:`loop_resource`
@@ -23,8 +31,11 @@ import asyncio
 import logging
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import unquote, urlparse
 
-from django_redis.pool import ConnectionFactory
+from django_redis.pool import ConnectionFactory, SentinelConnectionFactory
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from chatsite import env
 
@@ -54,6 +65,129 @@ class SharedClientConnectionFactory(ConnectionFactory):
                 if client is None:
                     client = self._clients[key] = super().get_connection(params)
         return client
+
+
+class SharedSentinelConnectionFactory(SharedClientConnectionFactory, SentinelConnectionFactory):
+    """django-redis's Sentinel factory, with the client shared as above.
+
+    django-redis's own ``__init__`` makes a Sentinel manager (a client per
+    Sentinel) for every factory, so for every request context; here only the
+    one client's first connection makes it.
+    """
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._sentinel_options = options
+        ConnectionFactory.__init__(self, {"CONNECTION_POOL_CLASS": "redis.sentinel.SentinelConnectionPool", **options})
+
+    def get_connection_pool(self, params: dict[str, Any]) -> Any:
+        SentinelConnectionFactory.__init__(self, self._sentinel_options)
+        return SentinelConnectionFactory.get_connection_pool(self, params)
+
+
+# --- where Redis is ------------------------------------------------------------------------
+
+def sentinel_kwargs(*, for_asyncio: bool = False) -> dict[str, Any]:
+    """Options of the connections to the Sentinels themselves: one that does not answer at once is skipped for the next.
+
+    No retries: redis-py's client retries a refused connection ten times with
+    backoff, seconds per Sentinel that is down, while the next one would answer.
+    """
+    from redis.backoff import NoBackoff
+
+    if for_asyncio:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry  # type: ignore[assignment]
+    return {"socket_connect_timeout": 0.5, "socket_timeout": 0.5, "retry": Retry(NoBackoff(), 0)}
+
+
+def sentinels() -> list[tuple[str, int]]:
+    """The Sentinels of REDIS_SENTINELS as (host, port); empty when REDIS_URL names the server itself."""
+    found = []
+    for entry in env.REDIS_SENTINELS:
+        host, _, port = entry.rpartition(":")
+        found.append((host.strip("[]") or "127.0.0.1", int(port)))
+    return found
+
+
+def _url_parts() -> dict[str, Any]:
+    """The service name, database number and credentials in REDIS_URL (Sentinel mode)."""
+    url = urlparse(env.REDIS_URL)
+    parts: dict[str, Any] = {"db": int(url.path.strip("/") or 0)}
+    if url.username:
+        parts["username"] = unquote(url.username)
+    if url.password:
+        parts["password"] = unquote(url.password)
+    return {"service": url.hostname or "", **parts}
+
+
+def cache_options() -> dict[str, Any]:
+    """The django-redis OPTIONS that say how the cache reaches Redis (settings: CACHES).
+
+    Through the Sentinels, django-redis's SentinelConnectionFactory with the
+    default client: every read and write goes to the primary. (django-redis's
+    SentinelClient would read from replicas, which could return an entry a
+    write on the primary has just invalidated.)
+    """
+    if not sentinels():
+        return {"CONNECTION_FACTORY": "perf.redis.SharedClientConnectionFactory"}
+    return {
+        "CONNECTION_FACTORY": "perf.redis.SharedSentinelConnectionFactory",
+        "SENTINELS": sentinels(),
+        "SENTINEL_KWARGS": sentinel_kwargs(),
+    }
+
+
+def channel_layer_host(**options: Any) -> str | dict[str, Any]:
+    """One entry of the channel layer's ``hosts`` (channels-redis), with ``options`` for its pool.
+
+    Through the Sentinels it is channels-redis's Sentinel form (``master_name``,
+    ``sentinels``): its pools ask them for the primary at every new connection,
+    and its pub/sub connection reconnects and subscribes again by itself.
+    """
+    if not sentinels():
+        return {"address": env.REDIS_URL, **options} if options else env.REDIS_URL
+    parts = _url_parts()
+    service = parts.pop("service")
+    return {
+        "master_name": service,
+        "sentinels": sentinels(),
+        "sentinel_kwargs": sentinel_kwargs(for_asyncio=True),
+        # A primary that vanished is given up on quickly, so the Sentinels are asked again.
+        "socket_connect_timeout": 1,
+        **parts,
+        **options,
+    }
+
+
+def ping() -> bool:
+    """PING the Redis server (the primary, through the Sentinels) on a connection of its own; False when none answers.
+
+    The health check asks this: its answer does not depend on a pool that a
+    busy process has exhausted.
+    """
+    import redis
+
+    if not env.REDIS_URL:
+        return False
+    if sentinels():
+        from redis.sentinel import Sentinel
+
+        parts = _url_parts()
+        service = parts.pop("service")
+        manager = Sentinel(sentinels(), sentinel_kwargs=sentinel_kwargs())
+        client = manager.master_for(service, socket_connect_timeout=1, socket_timeout=1, **parts)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+            for sentinel in manager.sentinels:
+                sentinel.close()
+    client = redis.Redis.from_url(env.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
 
 
 def sync_client() -> Any | None:
@@ -115,15 +249,32 @@ def async_client() -> Any:
     def make() -> Any:
         import redis.asyncio as aioredis
 
-        pool = aioredis.BlockingConnectionPool.from_url(
-            env.REDIS_URL, max_connections=32, timeout=5, socket_connect_timeout=1, socket_timeout=1
-        )
+        if sentinels():
+            from redis.asyncio.sentinel import Sentinel
+
+            parts = _url_parts()
+            service = parts.pop("service")
+            manager = Sentinel(sentinels(), sentinel_kwargs=sentinel_kwargs(for_asyncio=True))
+            pool = _BlockingSentinelConnectionPool(
+                service, manager, max_connections=32, timeout=5, socket_connect_timeout=1, socket_timeout=1, **parts
+            )
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                env.REDIS_URL, max_connections=32, timeout=5, socket_connect_timeout=1, socket_timeout=1
+            )
         return aioredis.Redis(connection_pool=pool)
 
     async def close(client: Any) -> None:
         await client.aclose()
+        manager = getattr(client.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
 
     return loop_resource("redis", make, close)
+
+
+class _BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool, waiting for a free connection as :func:`async_client`'s pool does without Sentinel."""
 
 
 class _TurnPipeline:

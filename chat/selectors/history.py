@@ -29,6 +29,7 @@ from chat.serialization import message_dict
 from chatsite.errors import NotFound
 from chatsite.users import USER_DISPLAY_FIELDS, user_dict
 from perf import cache as perf_cache
+from perf.replica import may_lag
 
 User = get_user_model()
 
@@ -54,6 +55,7 @@ def _messages() -> QuerySet[Message]:
     return Message.objects.select_related("author").only(*MESSAGE_FIELDS)
 
 
+@may_lag
 def room_history(*, room: Room, before: int | None = None, after: int | None = None, limit: int) -> list[Message]:
     """A page of a room's messages in increasing id order.
 
@@ -147,6 +149,7 @@ def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:
     return perf_cache.cached_many("profiles", {i: profile_key(i) for i in ids}, fill)
 
 
+@may_lag
 def room_history_dicts(
     *,
     room: Room,
@@ -181,6 +184,7 @@ def room_history_dicts(
     return [found[i] for i in page if i in found]
 
 
+@may_lag
 def room_history_page(*, room: Room, before: int | None, limit: int, render: Any) -> Any:
     """A rendered page of history (``render()``'s result, encoded), cached while what it shows is unchanged.
 

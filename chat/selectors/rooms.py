@@ -21,6 +21,7 @@ from chat.selectors.unread import UNREAD_CAP, _per_room, _unread_from_tail, room
 from chatsite.errors import NotFound
 from chatsite.users import USER_DISPLAY_FIELDS
 from perf import cache as perf_cache
+from perf.replica import may_lag
 from projects.models import Membership, Project
 
 User = get_user_model()
@@ -174,6 +175,7 @@ def room_get_by_slug_for_user(*, user: Any, project: Project, slug: str) -> Room
     return room
 
 
+@may_lag
 def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     """Rooms of ``project`` the user may read, by name, each with ``unread`` and ``last_read``.
 

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import dj_database_url
 
 from chatsite import env
+from perf import redis as perf_redis
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -97,6 +98,20 @@ if env.DATABASE_URL:
         },
     }
     DATABASES = {"default": _db}
+    if env.DATABASE_REPLICA_URL:
+        # A streaming standby for the reads perf.replica.may_lag lets it answer, and only when it has caught up.
+        _replica = dj_database_url.parse(env.DATABASE_REPLICA_URL)
+        _replica.update(ENGINE=_db["ENGINE"], CONN_MAX_AGE=0, CONN_HEALTH_CHECKS=True)
+        _replica["OPTIONS"] = {
+            # A standby that does not answer costs a read this long before it goes to the primary.
+            "connect_timeout": max(1, round(env.DATABASE_REPLICA_TIMEOUT)),
+            "pool": {**_db["OPTIONS"]["pool"], "min_size": 1, "timeout": env.DATABASE_REPLICA_TIMEOUT},
+        }
+        # Test runs have one database: the replica alias reads the test database.
+        _replica["TEST"] = {"MIRROR": "default"}
+        DATABASES["replica"] = _replica
+        DATABASE_ROUTERS = ["perf.replica.ReplicaRouter"]
+        DATABASE_REPLICA_RETRY = env.DATABASE_REPLICA_RETRY
 else:
     DATABASES = {
         "default": {
@@ -124,8 +139,9 @@ if env.REDIS_URL and env.ENABLE_CACHING:
             "VERSION": 1,
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                # One redis.Redis per process, not one per request or socket (perf.redis).
-                "CONNECTION_FACTORY": "perf.redis.SharedClientConnectionFactory",
+                # One redis.Redis per process, not one per request or socket; through the Sentinels when
+                # REDIS_SENTINELS is set (perf.redis).
+                **perf_redis.cache_options(),
                 "PARSER_CLASS": "redis.connection._HiredisParser",
                 # A Redis outage degrades to the database instead of a 500.
                 "IGNORE_EXCEPTIONS": True,
@@ -156,11 +172,14 @@ _layer_prefix = env.CHANNEL_LAYER_PREFIX or "chat:layer:" + (urlparse(env.REDIS_
 CHAT_BACKGROUND_CHANNEL = "chat-background." + re.sub(r"[^A-Za-z0-9_.-]", "-", _layer_prefix)
 
 # The "core" layer's Redis pool; a setting left at 0 keeps redis-py's default (chatsite/env.py).
-_core_layer_host: dict[str, object] = {"address": env.REDIS_URL}
+_core_layer_pool: dict[str, object] = {}
 if env.CHANNEL_LAYER_MAX_CONNECTIONS > 0:
-    _core_layer_host["max_connections"] = env.CHANNEL_LAYER_MAX_CONNECTIONS
+    _core_layer_pool["max_connections"] = env.CHANNEL_LAYER_MAX_CONNECTIONS
 if env.CHANNEL_LAYER_SOCKET_TIMEOUT > 0:
-    _core_layer_host["socket_timeout"] = env.CHANNEL_LAYER_SOCKET_TIMEOUT
+    _core_layer_pool["socket_timeout"] = env.CHANNEL_LAYER_SOCKET_TIMEOUT
+_core_layer_host = perf_redis.channel_layer_host(**_core_layer_pool)
+if isinstance(_core_layer_host, str):
+    _core_layer_host = {"address": _core_layer_host}
 
 if env.REDIS_URL and env.CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
@@ -179,7 +198,7 @@ elif env.REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [env.REDIS_URL], "prefix": _layer_prefix},
+            "CONFIG": {"hosts": [perf_redis.channel_layer_host()], "prefix": _layer_prefix},
         }
     }
 else:
