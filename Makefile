@@ -7,7 +7,7 @@ PORT ?= 8000
 SILKY_INTERCEPT_PERCENT ?= 100
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test venv migrate seed lint check-services clean bench bench-database bench-db bench-http bench-ws loadtest perf-report
+.PHONY: run test venv migrate seed lint check-services clean bench bench-database bench-db bench-http bench-ws loadtest perf-report cluster cluster-stop test-cluster
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
@@ -31,6 +31,22 @@ run: venv
 test: venv check-services
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+
+## make test-cluster: only the cluster fault tests (tests/cluster; `make test` runs them too)
+test-cluster: venv check-services
+	$(PY) -m pytest tests/cluster
+
+## make cluster: HAProxy, two app nodes with their workers, a PostgreSQL primary and streaming standby, a Redis
+## primary, replica and three Sentinels, on this machine from Debian's packages (docs/SCALING.md); serves on
+## http://127.0.0.1:$(CLUSTER_BASE_PORT). make cluster-stop stops everything it started (data stays in $(CLUSTER_DIR)).
+CLUSTER_DIR ?= var/cluster
+CLUSTER_BASE_PORT ?= 17000
+cluster: venv
+	$(PY) deploy/cluster/chatcluster.py up --dir $(CLUSTER_DIR) --base-port $(CLUSTER_BASE_PORT)
+
+cluster-stop:
+	@if test -x $(PY); then $(PY) deploy/cluster/chatcluster.py down --dir $(CLUSTER_DIR); \
+	else echo "no $(PY): make cluster has not run here"; fi
 
 check-services: venv
 	@$(PY) scripts/check_services.py
