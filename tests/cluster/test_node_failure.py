@@ -64,11 +64,11 @@ def test_clients_of_a_killed_node_move_to_the_other_and_lose_nothing(cluster: Cl
         for i in range(ROUNDS):
             if i == KILL_AT:
                 # In flight: alice's send is on the wire when her node dies.
-                await people["alice"].sock.send({"type": "message.send", "room": room, "body": f"a{i}", "client_id": f"a{i}"})
+                await people["alice"].sock.send({"type": "message.send", "room": room, "body": f"failure-a{i}", "client_id": f"failure-a{i}"})
                 killed["at"] = time.monotonic()
                 c.stop_node(victim_index, signum=signal.SIGKILL)
-            await deliver(people["alice"], f"a{i}")
-            await deliver(people["bob"], f"b{i}")
+            await deliver(people["alice"], f"failure-a{i}")
+            await deliver(people["bob"], f"failure-b{i}")
 
         # The readers who only read notice their dead socket and reconnect too.
         for reader in moved:
