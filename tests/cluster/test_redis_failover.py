@@ -131,7 +131,26 @@ def test_live_delivery_survives_losing_the_redis_primary(cluster: ClusterUnderTe
         assert status == 200, body
         status, _, body = cluster.http("GET", f"/api/v1/rooms/{room}/messages", token=cluster.tokens["bob"])
         assert status == 200 and [m["id"] for m in json.loads(body)["items"]] == sorted(acked)
-        assert c.redis_command(new_primary, "DBSIZE") > 0
+        # Presence (the per-loop async client) and rate limits (the cache's client) reach the new
+        # primary too: keys that did not exist before the kill, so replication cannot have brought them.
+        status, _, body = cluster.http("GET", "/api/v1/me", token=cluster.tokens["bob"])
+        bob_id = json.loads(body)["id"]
+        later = cluster.new_room("after-failover")
+
+        def keys(pattern: str) -> list[str]:
+            return c.redis_command(new_primary, "KEYS", pattern) or []
+
+        async def bob_joins_and_posts() -> None:
+            bob = ClusterReader("bob", cluster.tokens["bob"], later)
+            await bob.connect(port, resume=False)
+            assert (await bob.send("bob-after-failover"))["type"] == "message.ack"
+            # While bob's socket is open (leaving removes him).
+            presence = f"chat:presence:room:{later}:*"
+            await asyncio.to_thread(wait_until, lambda: keys(presence), timeout=30, message="no presence on the new primary")
+            await bob.sock.close()
+
+        run(bob_joins_and_posts())
+        wait_until(lambda: keys(f"*ratelimit:message:{bob_id}:*"), timeout=30, message="no rate-limit count on the new primary")
         record(
             "redis primary killed",
             promoted_after_s=round(times["promoted"] - times["killed"], 2),
