@@ -424,11 +424,14 @@ class Cluster:
                         f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}",
                         f"sentinel failover-timeout {SERVICE} 10000",
                         f"sentinel parallel-syncs {SERVICE} 1",
+                        f"sentinel client-reconfig-script {SERVICE} {ROOT / 'deploy' / 'cluster' / 'redis-failover.sh'}",
                         "",
                     ]
                 )
             )
-        self._spawn(f"sentinel-{port}", ["redis-sentinel", str(config)])
+        # The failover script empties the app's database (REDIS_URL's number) on the new primary.
+        env = {**os.environ, "CHAT_REDIS_DB": self.redis_url.rsplit("/", 1)[1]}
+        self._spawn(f"sentinel-{port}", ["redis-sentinel", str(config)], env=env)
         wait_for(f"sentinel on {port}", lambda: self.redis_command(port, "PING"), timeout=30)
 
     def sentinel_primary(self) -> int | None:

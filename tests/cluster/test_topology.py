@@ -72,6 +72,11 @@ def test_the_profiles_settings_name_its_services():
     monitored = next(line.split() for line in (CLUSTER / "sentinel.conf").read_text().splitlines() if line.startswith("sentinel monitor"))
     assert urlsplit(values["REDIS_URL"]).hostname == monitored[2] == chatcluster.SERVICE
     assert monitored[3] == "redis-primary" and int(monitored[5]) == 2  # quorum: two of three
+    # After a failover the new primary's cache is emptied (deploy/cluster/redis-failover.sh).
+    script = next(line.split() for line in (CLUSTER / "sentinel.conf").read_text().splitlines() if "client-reconfig-script" in line)
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["sentinel-1"]["volumes"]}
+    assert mounts[script[3]] == "./deploy/cluster/redis-failover.sh"
+    assert urlsplit(values["REDIS_URL"]).path == "/0"  # the database the script empties (CHAT_REDIS_DB defaults to 0)
 
 
 @pytest.mark.parametrize("which", ["compose", "make cluster"])
