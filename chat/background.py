@@ -19,13 +19,30 @@ from channels.consumer import SyncConsumer
 from chat import events
 from chat.selectors import history as history_selectors
 from chat.serialization import message_dict
+from perf.cache import backend as cache_backend
+from perf.cache import cache_key
 
 logger = logging.getLogger(__name__)
+
+# Seconds a worker's claim on a job is kept: far longer than any copy of it takes to arrive.
+CLAIM_TTL = 3600
+
+
+def claim(kind: str, ident: object) -> bool:
+    """True for the one worker that claims this job first.
+
+    With the pub/sub channel layer every worker listening on the background
+    channel receives every job (one per app node in a cluster); the claim,
+    an ``add`` in the shared cache, makes exactly one of them do it.
+    """
+    return bool(cache_backend().add(cache_key("background", kind, ident), 1, CLAIM_TTL))
 
 
 class BackgroundConsumer(SyncConsumer):
     def message_created(self, event: dict[str, Any]) -> None:
-        """Notify users @mentioned in a new message who can read its room."""
+        """Notify users @mentioned in a new message who can read its room (once, whichever worker claims it)."""
+        if not claim("mentions", event["message_id"]):
+            return
         message = history_selectors.message_with_room(message_id=event["message_id"])
         if message is None or message.deleted_at is not None:
             return
