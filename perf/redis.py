@@ -194,12 +194,14 @@ def sync_client() -> Any | None:
     """The default cache's Redis client, or None when the cache is not django-redis (embedded mode, caching off)."""
     if not env.REDIS_URL:
         return None
-    try:
-        from django_redis import get_redis_connection
+    from perf.cache import backend
 
-        return get_redis_connection("default")
-    except NotImplementedError:  # not a django-redis cache
+    # What django_redis.get_redis_connection does, on the process's one backend
+    # rather than on caches["default"], which builds one per calling context.
+    get_client = getattr(getattr(backend(), "client", None), "get_client", None)
+    if get_client is None:  # not a django-redis cache
         return None
+    return get_client(True)
 
 
 # --- per event loop ---------------------------------------------------------------------
