@@ -3,6 +3,8 @@
     python deploy/cluster/chatcluster.py up      # start everything, print where it is
     python deploy/cluster/chatcluster.py down    # stop everything `up` started
     python deploy/cluster/chatcluster.py status  # what runs, who is the Redis primary
+    python deploy/cluster/chatcluster.py drain 1 # no new requests or sockets for node1 (ready 1: back)
+    python deploy/cluster/chatcluster.py roll    # restart the app nodes one by one, as for a deploy
 
 What runs, each a real server on its own port on 127.0.0.1 (docs/SCALING.md):
 
@@ -603,6 +605,22 @@ backend app
     def ready(self, index: int) -> None:
         self.haproxy(f"set server app/{self.node_name(index)} state ready")
 
+    def roll(self) -> None:
+        """Restart the app nodes one at a time, as a deploy does: drain, stop gracefully, start, ready.
+
+        The drained node takes no new request or socket; stopping it ends its
+        requests and closes its sockets, whose clients reconnect through
+        HAProxy to the others and resume (tests/cluster/test_drain.py).
+        """
+        for index in range(len(self.ports.nodes)):
+            name = self.node_name(index)
+            self.drain(index)
+            self.stop_node(index)
+            self.start_node(index)
+            self.ready(index)
+            wait_for(f"{name} up in haproxy", lambda: self.haproxy_states().get(name) == "UP", timeout=60)
+            self.log(f"{name} restarted")
+
     # --- the whole -----------------------------------------------------------------------------
 
     def up(self) -> None:
@@ -648,7 +666,8 @@ backend app
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="chatcluster", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument("action", choices=("up", "down", "status", "drain", "ready", "roll"))
+    parser.add_argument("node", nargs="?", type=int, help="drain/ready: the node's number (1, 2)")
     parser.add_argument("--dir", default=os.environ.get("CLUSTER_DIR", str(ROOT / "var" / "cluster")))
     parser.add_argument("--base-port", type=int, default=int(os.environ.get("CLUSTER_BASE_PORT", "17000")))
     args = parser.parse_args(argv)
@@ -672,6 +691,13 @@ def main(argv: list[str] | None = None) -> None:
         if left:
             raise SystemExit(f"still running: {', '.join(left)}")
         print("cluster stopped; nothing of it runs")
+    elif args.action in ("drain", "ready"):
+        if args.node is None or not 1 <= args.node <= len(ports.nodes):
+            raise SystemExit(f"{args.action} needs a node number, 1 to {len(ports.nodes)}")
+        getattr(cluster, args.action)(args.node - 1)
+        print(json.dumps(cluster.haproxy_states()))
+    elif args.action == "roll":
+        cluster.roll()
     else:
         print(json.dumps(cluster.status(), indent=2))
 
