@@ -73,8 +73,8 @@ def configured() -> bool:
 def may_lag(fn: F) -> F:
     """Let the reads of ``fn`` be served by the replica when it has caught up (see the module's docstring).
 
-    ``fn`` must only read: when the replica fails part-way, ``fn`` runs again
-    on the primary. Nested calls join the outermost block.
+    ``fn`` must not write to the database: when the replica fails part-way,
+    ``fn`` runs again on the primary. Nested calls join the outermost block.
     """
 
     @functools.wraps(fn)
@@ -86,11 +86,10 @@ def may_lag(fn: F) -> F:
         try:
             try:
                 return fn(*args, **kwargs)
-            except DatabaseError:
+            except DatabaseError as exc:
                 if block.alias != REPLICA:
                     raise
-                logger.warning("replica read failed; reading from the primary", exc_info=True)
-                _give_up_on_replica("failed")
+                _give_up_on_replica(f"a read failed, read again from the primary: {exc}")
             REPLICA_BLOCKS.labels("primary", "failed").inc()
             block.alias = DEFAULT_DB_ALIAS
             return fn(*args, **kwargs)
