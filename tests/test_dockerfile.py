@@ -182,3 +182,38 @@ def test_dockerignore_keeps_local_state_out_of_the_build():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     for entry in (".git", ".venv", "var", "deploy/env", "tests"):
         assert entry in ignored, entry
+
+
+def test_compose_redis_is_a_bounded_cache_with_the_options_a_real_redis_takes(tmp_path):
+    """The compose Redis's command, run by this machine's redis-server: the options parse and bound it."""
+    import socket
+    import time
+
+    command = compose()["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", *command[1:], "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        config: dict[str, str] = {}
+        for _ in range(100):
+            out = subprocess.run(
+                ["redis-cli", "-p", str(port), "CONFIG", "GET", "maxmemory*"], capture_output=True, text=True
+            )
+            lines = out.stdout.split()
+            if out.returncode == 0 and lines:
+                config = dict(zip(lines[::2], lines[1::2]))
+                break
+            assert server.poll() is None, "redis-server refused the compose options"
+            time.sleep(0.05)
+        assert config["maxmemory"] == str(512 * 1024 * 1024)
+        assert config["maxmemory-policy"] == "allkeys-lru"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
