@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 
 from tests.faults.conftest import Reader
 from tests.servers import ROOT
@@ -155,6 +156,23 @@ class ClusterReader(Reader):
     async def connect(self, port: int, *, attempts: int = 60, resume: bool = True) -> None:
         # Through HAProxy a reconnect can meet a moment with no node marked up: retry longer than the default.
         await super().connect(port, attempts=attempts, resume=resume)
+
+    # When this reader first had to reconnect to get a send acknowledged (send_until_acked).
+    reconnected_at: float | None = None
+
+    async def send_until_acked(self, client_id: str, port: int, *, attempts: int = 10) -> int:
+        """Send until acknowledged; when the socket dies, reconnect through HAProxy and send again. The ack's id."""
+        for _ in range(attempts):
+            try:
+                answer = await self.send(client_id)
+            except (websockets.ConnectionClosed, OSError, asyncio.TimeoutError, TimeoutError):
+                await self.connect(port)
+                if self.reconnected_at is None:
+                    self.reconnected_at = time.monotonic()
+                continue
+            assert answer["type"] == "message.ack", answer
+            return answer["id"]
+        raise AssertionError(f"{client_id} never acknowledged")
 
 
 @pytest.fixture(scope="session")
