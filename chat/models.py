@@ -4,6 +4,7 @@ import hashlib
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from projects.models import Project
@@ -17,7 +18,16 @@ class Room(models.Model):
     in increasing order (see chat.services.messages.message_create).
     ``messages_deleted`` counts message_delete's: with the seq it names the
     room's cached unread entries, so a delete moves readers to new ones.
+
+    A direct-message conversation is a private room of ``kind`` DM whose
+    RoomMembers are its people; ``dm_key`` (their sorted user ids) makes the
+    same set of people always find the same room, even when two of them
+    start it at once.
     """
+
+    class Kind(models.TextChoices):
+        ROOM = "room", "Room"
+        DM = "dm", "Direct message"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rooms", db_index=False)
     slug = models.SlugField(max_length=64, db_index=False)  # covered by room_project_slug_uniq
@@ -31,12 +41,18 @@ class Room(models.Model):
     last_message_at = models.DateTimeField(null=True, blank=True)
     last_message_seq = models.BigIntegerField(default=0)
     messages_deleted = models.BigIntegerField(default=0, db_default=0)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.ROOM, db_default=Kind.ROOM)
+    dm_key = models.CharField(max_length=100, null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
         constraints = [
             # room by (project, slug) and the room list of a project
             models.UniqueConstraint(fields=["project", "slug"], name="room_project_slug_uniq"),
+            # the one conversation of a set of people in a project (get-or-create under a race)
+            models.UniqueConstraint(
+                fields=["project", "dm_key"], condition=Q(dm_key__isnull=False), name="room_project_dm_key_uniq"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -110,6 +126,77 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.id} in {self.room_id}"
+
+
+class Reaction(models.Model):
+    """One person's emoji on a message. Summaries are read per page of messages, never kept on the message row."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    emoji = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # idempotent add and remove; a page's summaries read by message
+            models.UniqueConstraint(fields=["message", "emoji", "user"], name="reaction_message_emoji_user_uniq"),
+        ]
+        indexes = [
+            # deleting a user deletes their reactions
+            models.Index(fields=["user"], name="reaction_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} by {self.user_id} on {self.message_id}"
+
+
+class Pin(models.Model):
+    """A message pinned in its room, for everyone who reads the room."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="pins", db_index=False)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
+    pinned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # a message is pinned once; deleting a message deletes its pin
+            models.UniqueConstraint(fields=["message"], name="pin_message_uniq"),
+        ]
+        indexes = [
+            # a room's pins, newest first
+            models.Index(fields=["room", "id"], name="pin_room_id_idx"),
+            # a user's deletion sets pinned_by to NULL
+            models.Index(fields=["pinned_by"], name="pin_pinned_by_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pin of {self.message_id} in {self.room_id}"
+
+
+class SavedMessage(models.Model):
+    """A message a user saved for later: private to them."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # idempotent save and unsave
+            models.UniqueConstraint(fields=["user", "message"], name="saved_user_message_uniq"),
+        ]
+        indexes = [
+            # a user's saved list, newest first, paged by id
+            models.Index(fields=["user", "id"], name="saved_user_id_idx"),
+            # deleting a message deletes its saves
+            models.Index(fields=["message"], name="saved_message_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} saved by {self.user_id}"
 
 
 class ApiToken(models.Model):
