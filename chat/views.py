@@ -37,6 +37,7 @@ from chat.forms import (
 )
 from chat.models import Room
 from chat.selectors import history as history_selectors
+from chat.selectors import reactions as reaction_selectors
 from chat.selectors import rooms as room_selectors
 from chat.selectors import tokens as token_selectors
 from chat.services import accounts as account_services
@@ -153,6 +154,7 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
     """
     page_size = settings.CHAT_PAGE_SIZE
     history = history_selectors.room_history(room=room, limit=page_size)
+    _attach_reactions(history)
     if history:
         room_services.room_mark_read(room=room, user=request.user, last_read_message_id=history[-1].id)
     # After marking read, so the current room's badge is already cleared.
@@ -196,6 +198,18 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
     return _revalidate(render(request, "chat/room_detail.html", context), etag)
 
 
+def _attach_reactions(history: list[Any]) -> None:
+    """Give each message its reaction summary (``m.reactions``), with the first names: one query, one profile lookup.
+
+    What the viewer reacted with is marked by chat.js from ``user_ids``, so
+    the rendered list stays the same for every reader.
+    """
+    summaries = reaction_selectors.reaction_summaries(message_ids=[m.id for m in history])
+    profiles = history_selectors.user_profiles(ids=list(reaction_selectors.named_user_ids(list(summaries.values()))))
+    for m in history:
+        m.reactions = reaction_selectors.with_names(summaries.get(m.id, []), profiles=profiles)
+
+
 def _digest(data: Any) -> str:
     return hashlib.blake2b(repr(data).encode(), digest_size=16).hexdigest()
 
@@ -205,7 +219,7 @@ def _history_digest(history: list[Any]) -> str:
     return _digest(
         [
             (m.id, m.seq, m.author_id, m.author.username, m.author.first_name, m.author.last_name,
-             m.body, m.created_at, m.edited_at, m.deleted_at)
+             m.body, m.created_at, m.edited_at, m.deleted_at, getattr(m, "reactions", None))
             for m in history
         ]
     )  # fmt: skip
