@@ -125,6 +125,7 @@ BROTLI_QUALITY = env_int("BROTLI_QUALITY", 4)
 # Chat behaviour
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "chat-demo-pass")
 RESUME_MAX_MESSAGES = env_int("RESUME_MAX_MESSAGES", 500)
+PINS_MAX = env_int("PINS_MAX", 100)
 # "pubsub" (RedisPubSubChannelLayer: one PUBLISH per event, fan-out in each
 # process) or "core" (RedisChannelLayer: a queue per socket). See docs/PERFORMANCE.md.
 CHANNEL_LAYER = env_str("CHANNEL_LAYER", "pubsub")
