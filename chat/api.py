@@ -355,7 +355,7 @@ def message_edit(request: HttpRequest, message_id: int, payload: MessageEditIn) 
     """Edit a message's body (author or project admin); broadcast after commit."""
     message = history_selectors.message_get_for_user(user=request.auth, message_id=message_id)
     message = message_services.message_edit(message=message, by=request.auth, body=payload.body)
-    return message_dict(message)
+    return message_dict(message, reactions=history_selectors.message_reactions(message_id=message.id))
 
 
 @router.delete("/messages/{message_id}", response={204: None, **ERROR_RESPONSES}, tags=["messages"])

@@ -90,6 +90,24 @@ class MeOut(UserOut):
     is_staff: bool
 
 
+class ReactionOut(Schema):
+    emoji: str
+    count: int
+    user_ids: list[int] = Field(..., description="Everyone who reacted with this emoji, first first: you reacted when your id is in it.")
+    users: list[UserOut] = Field(..., description="The first few of them, to name.")
+
+
+class ReactionIn(Schema):
+    emoji: Text = Field(..., description="One Unicode emoji.")
+
+
+class ReactionChangeOut(Schema):
+    message: int
+    emoji: str
+    changed: bool = Field(..., description="False when the reaction was already there (add) or not there (remove).")
+    reactions: list[ReactionOut]
+
+
 class MessageOut(Schema):
     id: int
     room: int
@@ -100,6 +118,7 @@ class MessageOut(Schema):
     edited_at: str | None
     deleted: bool
     client_id: str | None
+    reactions: list[ReactionOut] = Field(..., description="The reaction summary, by emoji in the order first used.")
 
 
 MessageItem = selectable(MessageOut, name="MessageItem")

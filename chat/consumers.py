@@ -31,6 +31,7 @@ from chat.auth import credentials_valid, session_key
 from chat.selectors import history as history_selectors
 from chat.selectors import rooms as room_selectors
 from chat.services import messages as message_services
+from chat.services import reactions as reaction_services
 from chat.services import rooms as room_services
 from chat.signals import session_key_digest
 from chat.outbox import (
@@ -59,6 +60,7 @@ EVENT_PRIORITY = {
     "message.edited": PRIORITY_CHANGE,
     "message.deleted": PRIORITY_CHANGE,
     "mention": PRIORITY_CHANGE,
+    "reaction": PRIORITY_CHANGE,
     "read": PRIORITY_READ,
     "typing": PRIORITY_EPHEMERAL,
     "presence": PRIORITY_EPHEMERAL,
@@ -655,6 +657,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
             {"type": "presence.state", "room": room_id, "online_count": count, "online": [u for u in users if u in online]}
         )
 
+    async def _on_reaction(self, frame: dict[str, Any], change: Any) -> None:
+        message_id = _int_field(frame, "message")
+        emoji = reaction_services.clean_emoji(frame.get("emoji"))
+
+        def write() -> bool:
+            message = history_selectors.message_get_for_user(user=self.user, message_id=message_id)
+            return change(message=message, user=self.user, emoji=emoji)
+
+        changed = await db_async(write)()
+        self.send_frame(
+            {"type": "reaction.ack", "message": message_id, "emoji": emoji, "changed": changed, "ref": frame.get("ref")}
+        )
+
+    async def on_reaction_add(self, frame: dict[str, Any]) -> None:
+        await self._on_reaction(frame, reaction_services.reaction_add)
+
+    async def on_reaction_remove(self, frame: dict[str, Any]) -> None:
+        await self._on_reaction(frame, reaction_services.reaction_remove)
+
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await presence.presence_refresh(room_ids=self.cursors, user_id=self.user.id, socket_id=self.socket_id)
         self.send_frame({"type": "pong", "ref": frame.get("ref")})
@@ -667,4 +688,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         "typing": on_typing,
         "presence": on_presence,
         "ping": on_ping,
+        "reaction.add": on_reaction_add,
+        "reaction.remove": on_reaction_remove,
     }

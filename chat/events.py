@@ -174,6 +174,105 @@ def publish_room_event(*, room_id: int, kind: str, payload: dict[str, Any], seq:
     _layer_call("group_send", room_group(room_id), message, what=f"room={room_id} kind={kind} seq={seq}")
 
 
+class _ReactionCoalescer:
+    """One per event loop: gathers the messages whose reactions changed and publishes each once per window.
+
+    A storm of reactions on one message then costs one summary read and one
+    event per window per server process, however many reactions arrived. The
+    summary is read when the window closes, so it holds every reaction
+    committed before; each event carries ``version`` (the time the read
+    started) and clients keep the newest per message, since two processes
+    may publish the same message's summary in either order.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: dict[int, int] = {}  # message id -> room id
+        self.handle: asyncio.TimerHandle | None = None
+
+    def mark(self, room_id: int, message_id: int) -> None:
+        self.pending[message_id] = room_id
+        if self.handle is None:
+            from django.conf import settings
+
+            self.handle = self.loop.call_later(settings.CHAT_REACTION_WINDOW, self._flush)
+
+    async def stop(self) -> None:
+        """Publish what is waiting now (shutdown): the publisher, stopped after this, still sends it."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        pending, self.pending = self.pending, {}
+        if pending:
+            await self._publish(pending)
+
+    def _flush(self) -> None:
+        self.handle = None
+        pending, self.pending = self.pending, {}
+        self.loop.create_task(self._publish(pending))
+
+    async def _publish(self, pending: dict[int, int]) -> None:
+        from chat.asyncdb import db_async
+
+        try:
+            found = await db_async(reaction_event_messages)(pending)
+        except Exception:  # noqa: BLE001 - the reactions are committed; the next change or a reload shows them
+            metrics.PUBLISH_FAILURES.inc()
+            logger.exception("reaction summaries could not be read for %d messages", len(pending))
+            return
+        for room_id, message in found:
+            _enqueue(("group_send", (room_group(room_id), message), f"room={room_id} kind=reaction"))
+
+
+def reaction_event_messages(pending: dict[int, int]) -> list[tuple[int, dict[str, Any]]]:
+    """The ``reaction`` event of each message in ``pending`` (message id -> room id): one query for all."""
+    from chat.selectors import history as history_selectors
+    from chat.selectors import reactions as reaction_selectors
+
+    version = time.time_ns()
+    summaries = reaction_selectors.reaction_summaries(message_ids=list(pending))
+    profiles = history_selectors.user_profiles(ids=list(reaction_selectors.named_user_ids(list(summaries.values()))))
+    return [
+        (
+            room_id,
+            room_event_message(
+                room_id=room_id,
+                kind="reaction",
+                payload={
+                    "room": room_id,
+                    "message": message_id,
+                    "version": version,
+                    "reactions": reaction_selectors.with_names(summaries.get(message_id, []), profiles=profiles),
+                },
+            ),
+        )
+        for message_id, room_id in pending.items()
+    ]
+
+
+def publish_reactions(*, room_id: int, message_id: int) -> None:
+    """Announce that a message's reactions changed (call it after commit): coalesced on a serving loop, else now."""
+    if get_channel_layer() is None:
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:
+        _reactions_coalescer().mark(room_id, message_id)
+        return
+    loop = _serving_loop
+    if loop is not None and loop.is_running() and existing_loop_resource(loop, "publisher") is not None:
+        loop.call_soon_threadsafe(lambda: _reactions_coalescer().mark(room_id, message_id))
+        return
+    for room, message in reaction_event_messages({message_id: room_id}):
+        _layer_call("group_send", room_group(room), message, what=f"room={room} kind=reaction")
+
+
+def _reactions_coalescer() -> _ReactionCoalescer:
+    return loop_resource("reactions", lambda: _ReactionCoalescer(asyncio.get_running_loop()), _ReactionCoalescer.stop)
+
+
 def background_channel() -> str:
     """The worker's channel name (settings.CHAT_BACKGROUND_CHANNEL; ``manage.py chat_worker`` runs it)."""
     from django.conf import settings

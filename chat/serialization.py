@@ -8,7 +8,8 @@ from chat.models import Message, Room
 from chatsite.users import user_dict
 
 
-def message_dict(message: Message) -> dict[str, Any]:
+def message_dict(message: Message, *, reactions: Any = ()) -> dict[str, Any]:
+    """``reactions``: the message's summary (chat.selectors.reactions.with_names); a new message has none."""
     deleted = message.deleted_at is not None
     return {
         "id": message.id,
@@ -20,6 +21,7 @@ def message_dict(message: Message) -> dict[str, Any]:
         "edited_at": message.edited_at.isoformat() if message.edited_at else None,
         "deleted": deleted,
         "client_id": message.client_id,
+        "reactions": list(reactions),
     }
 
 

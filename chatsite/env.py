@@ -153,6 +153,8 @@ HTTP_KEEPALIVE_TIMEOUT = env_int("HTTP_KEEPALIVE_TIMEOUT", 5)
 
 # Real-time delivery (chat.consumers)
 WS_BATCH_WINDOW_MS = env_float("WS_BATCH_WINDOW_MS", 2.0)
+# How long a message's reaction changes are gathered into one `reaction` event (per server process).
+REACTION_WINDOW_MS = env_float("REACTION_WINDOW_MS", 100.0)
 # HTTP: threads per server process that run requests through Django's handler,
 # one request each at a time (chatsite.asgi).
 HTTP_THREADS = env_int("HTTP_THREADS", 8)
@@ -195,6 +197,7 @@ RATE_LIMIT_LOGIN_ACCOUNT = env_str("RATE_LIMIT_LOGIN_ACCOUNT", "20/300")
 RATE_LIMIT_TOKENS = env_str("RATE_LIMIT_TOKENS", "10/300")
 RATE_LIMIT_ROOMS = env_str("RATE_LIMIT_ROOMS", "30/3600")
 RATE_LIMIT_SUBSCRIBES = env_str("RATE_LIMIT_SUBSCRIBES", "600/60")
+RATE_LIMIT_REACTIONS = env_str("RATE_LIMIT_REACTIONS", "300/60")
 RATE_LIMIT_INVITES = env_str("RATE_LIMIT_INVITES", "50/3600")
 
 # Metrics and profiling (perf.metrics, perf.exporter; docs/MONITORING.md)

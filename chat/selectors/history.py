@@ -23,6 +23,7 @@ from chat.cache_keys import (
     room_tail_stamp_key,
 )
 from chat.models import Message, Room
+from chat.selectors import reactions as reaction_selectors
 from chat.selectors.rooms import room_get_for_user, room_members
 from chat.selectors.unread import _per_room
 from chat.serialization import message_dict
@@ -120,8 +121,10 @@ def message_dicts(*, ids: list[int], with_authors: bool = True, read_ahead: list
     def fill(missing: list[int]) -> dict[int, dict[str, Any]]:
         wanted = set(missing)
         filled, extra = {}, {}
-        for m in _messages().filter(id__in=[*missing, *read_ahead]):
-            (filled if m.id in wanted else extra)[m.id] = message_cache_entry(m)
+        loaded = list(_messages().filter(id__in=[*missing, *read_ahead]))
+        summaries = reaction_selectors.reaction_summaries(message_ids=[m.id for m in loaded])
+        for m in loaded:
+            (filled if m.id in wanted else extra)[m.id] = message_cache_entry(m, reactions=summaries.get(m.id, []))
         if extra:
             perf_cache.store_many({message_cache_key(i): e for i, e in extra.items()}, family="messages")
         return filled
@@ -129,15 +132,34 @@ def message_dicts(*, ids: list[int], with_authors: bool = True, read_ahead: list
     entries = perf_cache.cached_many("messages", {i: message_cache_key(i) for i in ids}, fill)
     if not with_authors:
         return entries
-    profiles = user_profiles(ids=list({e["author"]["id"] for e in entries.values()}))
-    return {i: {**e, "author": profiles.get(e["author"]["id"], e["author"])} for i, e in entries.items()}
+    reactions = [e.get("reactions", ()) for e in entries.values()]
+    named = {e["author"]["id"] for e in entries.values()} | reaction_selectors.named_user_ids(reactions)
+    profiles = user_profiles(ids=list(named))
+    return {
+        i: {
+            **e,
+            "author": profiles.get(e["author"]["id"], e["author"]),
+            "reactions": reaction_selectors.with_names(e.get("reactions", []), profiles=profiles),
+        }
+        for i, e in entries.items()
+    }
 
 
-def message_cache_entry(message: Message) -> dict[str, Any]:
-    """What the message cache stores: the wire dict with the author reduced to its id."""
-    entry = message_dict(message)
+def message_cache_entry(message: Message, *, reactions: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """What the message cache stores: the wire dict with the author reduced to its id, and the reaction summary.
+
+    A new message has no reactions; a reaction drops its message's entry.
+    """
+    entry = message_dict(message, reactions=reactions)
     entry["author"] = {"id": message.author_id}
     return entry
+
+
+def message_reactions(*, message_id: int) -> list[dict[str, Any]]:
+    """One message's reaction summary with the first names (chat.selectors.reactions.with_names), read now."""
+    summary = reaction_selectors.reaction_summary(message_id=message_id)
+    profiles = user_profiles(ids=list(reaction_selectors.named_user_ids([summary])))
+    return reaction_selectors.with_names(summary, profiles=profiles)
 
 
 def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:

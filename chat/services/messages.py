@@ -351,7 +351,7 @@ def message_edit(*, message: Message, by: Any, body: str) -> Message:
     message.edited_at = timezone.now()
     message.save(update_fields=["body", "edited_at"])
     invalidate_on_commit(cache_keys.message_cache_key(message.id), cache_keys.room_stamp_key(message.room_id))
-    payload = {"message": message_dict(message)}
+    payload = {"message": message_dict(message, reactions=history_selectors.message_reactions(message_id=message.id))}
     transaction.on_commit(
         partial(events.publish_room_event, room_id=message.room_id, kind="message.edited", payload=payload),
         robust=True,

@@ -238,6 +238,7 @@ CHAT_RESUME_MAX_MESSAGES = env.RESUME_MAX_MESSAGES
 CHAT_PINS_MAX = env.PINS_MAX
 DEMO_PASSWORD = env.DEMO_PASSWORD
 CHAT_WS_BATCH_WINDOW = env.WS_BATCH_WINDOW_MS / 1000
+CHAT_REACTION_WINDOW = env.REACTION_WINDOW_MS / 1000
 CHAT_WS_SEND_BUFFER_BYTES = env.WS_SEND_BUFFER_BYTES
 CHAT_WS_MAX_SOCKETS_PER_USER = env.WS_MAX_SOCKETS_PER_USER
 CHAT_WS_SUBSCRIBE_RATE = env.WS_SUBSCRIBE_RATE
@@ -262,6 +263,7 @@ RATE_LIMITS = {
     "room_create": env.RATE_LIMIT_ROOMS,  # per user
     "subscribe": env.RATE_LIMIT_SUBSCRIBES,  # per user, every socket and server process
     "invite": env.RATE_LIMIT_INVITES,  # project invitations sent per inviter, pages and API
+    "reaction": env.RATE_LIMIT_REACTIONS,  # reactions added or removed per user, WebSocket and API together
 }
 
 # Request bodies above this are refused with 400 before parsing.

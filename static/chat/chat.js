@@ -1,5 +1,5 @@
 // The room page client: one WebSocket per tab, live messages, resume after a
-// reconnect, idempotent sends, history paging, edit and delete.
+// reconnect, idempotent sends, history paging, edit and delete, reactions.
 //
 // User text only ever reaches the DOM through textContent, never innerHTML.
 
@@ -176,6 +176,7 @@ function renderMessage(msg) {
   } else {
     if (msg.edited_at) meta.append(" ", el("span", "msg-edited", "(edited)"));
     li.append(bodyEl(msg.body));
+    li.append(reactionBar(msg.reactions));
     if (mine || canModerate) li.append(actionButtons());
   }
   return li;
@@ -211,6 +212,7 @@ function applyEdit(msg) {
   if (!li.querySelector(".msg-edited")) {
     li.querySelector(".msg-meta").append(" ", el("span", "msg-edited", "(edited)"));
   }
+  if (msg.reactions) applyReactions(msg.id, msg.reactions);
 }
 
 function applyDelete(id) {
@@ -220,10 +222,104 @@ function applyDelete(id) {
   li.querySelector(".msg-edited")?.remove();
   li.querySelector(".msg-actions")?.remove();
   li.querySelector(".msg-editor")?.remove();
+  li.querySelector(".msg-reactions")?.remove();
+  li.querySelector(".reaction-picker")?.remove();
   const body = li.querySelector(".msg-body");
   body.hidden = false;
   body.className = "msg-body tombstone";
   body.textContent = "message deleted";
+}
+
+// --- reactions -------------------------------------------------------------
+
+const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀", "✅", "🚀"];
+/** Newest summary version applied per message id (reaction events may arrive out of order). */
+const reactionVersion = new Map();
+
+function reactionChip(r) {
+  const users = r.user_ids || [];
+  const chip = el("button", "reaction");
+  chip.type = "button";
+  chip.dataset.emoji = r.emoji;
+  chip.dataset.users = users.join(",");
+  const names = (r.users || []).map((u) => u.display_name || u.username);
+  chip.title = names.join(", ") + (r.count > names.length ? ` and ${r.count} in all` : "");
+  chip.append(r.emoji, " ", el("span", "reaction-count", String(r.count)));
+  markMine(chip);
+  return chip;
+}
+
+function markMine(chip) {
+  const mine = chip.dataset.users.split(",").includes(String(ME));
+  chip.classList.toggle("mine", mine);
+  chip.setAttribute("aria-pressed", mine ? "true" : "false");
+}
+
+function addButton() {
+  const add = el("button", "reaction-add", "+");
+  add.type = "button";
+  add.dataset.action = "react";
+  add.setAttribute("aria-label", "Add a reaction");
+  add.title = "Add a reaction";
+  return add;
+}
+
+/** The reaction bar under a message; the same markup as templates/chat/_reactions.html. */
+function reactionBar(reactions) {
+  const bar = el("div", "msg-reactions");
+  for (const r of reactions || []) bar.append(reactionChip(r));
+  bar.append(addButton());
+  return bar;
+}
+
+function applyReactions(messageId, reactions, version) {
+  if (version !== undefined) {
+    if (version < (reactionVersion.get(messageId) || 0)) return;
+    reactionVersion.set(messageId, version);
+  }
+  const li = rendered.get(messageId);
+  if (!li || li.classList.contains("deleted")) return;
+  const bar = li.querySelector(".msg-reactions");
+  const fresh = reactionBar(reactions);
+  if (bar) bar.replaceWith(fresh);
+  else li.querySelector(".msg-body").after(fresh);
+}
+
+async function toggleReaction(li, emoji, on) {
+  const id = Number(li.dataset.id);
+  try {
+    const path = `messages/${id}/reactions`;
+    const result = on
+      ? await api("POST", path, { emoji })
+      : await api("DELETE", `${path}/${encodeURIComponent(emoji)}`);
+    applyReactions(id, result.reactions);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function openPicker(li, button) {
+  li.querySelector(".reaction-picker")?.remove();
+  const picker = el("div", "reaction-picker");
+  picker.setAttribute("role", "menu");
+  for (const emoji of QUICK_REACTIONS) {
+    const choice = el("button", "reaction-choice", emoji);
+    choice.type = "button";
+    choice.setAttribute("role", "menuitem");
+    choice.addEventListener("click", () => {
+      picker.remove();
+      toggleReaction(li, emoji, true);
+    });
+    picker.append(choice);
+  }
+  picker.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      picker.remove();
+      button.focus();
+    }
+  });
+  button.after(picker);
+  picker.querySelector("button").focus();
 }
 
 // --- sidebar badges and read state ---------------------------------------
@@ -421,9 +517,15 @@ async function deleteMessage(li, button) {
 }
 
 els.list.addEventListener("click", (event) => {
-  const button = event.target.closest("button[data-action]");
   const li = event.target.closest("li.msg");
+  const chip = event.target.closest("button.reaction");
+  if (chip && li) {
+    toggleReaction(li, chip.dataset.emoji, !chip.classList.contains("mine"));
+    return;
+  }
+  const button = event.target.closest("button[data-action]");
   if (!button || !li) return;
+  if (button.dataset.action === "react") openPicker(li, button);
   if (button.dataset.action === "edit") openEditor(li);
   if (button.dataset.action === "delete") deleteMessage(li, button);
 });
@@ -485,6 +587,7 @@ async function refreshShown() {
       if (!li) continue;
       if (msg.deleted) applyDelete(msg.id);
       else if (msg.edited_at && li.querySelector(".msg-body").textContent !== msg.body) applyEdit(msg);
+      else applyReactions(msg.id, msg.reactions);
     }
   } catch {
     // Not worth an error message: the live stream is already running.
@@ -620,6 +723,9 @@ function handle(frame) {
       break;
     case "message.deleted":
       if (frame.room === config.room) applyDelete(frame.id);
+      break;
+    case "reaction":
+      if (frame.room === config.room) applyReactions(frame.message, frame.reactions, frame.version);
       break;
     case "message.ack":
       onAck(frame);
@@ -775,6 +881,7 @@ for (const li of els.list.querySelectorAll("li.msg")) {
 }
 lastReadSent = streamLastId; // the server marked the rendered page read
 for (const node of els.list.querySelectorAll("time.msg-time")) localizeTime(node);
+for (const chip of els.list.querySelectorAll("button.reaction")) markMine(chip);
 showOlderControls();
 scrollToBottom();
 autosize();

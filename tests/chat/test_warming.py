@@ -249,11 +249,11 @@ def test_an_edit_that_commits_while_a_round_reads_is_not_left_stale(history, cha
     real_entry = history_selectors.message_cache_entry
     edited = []
 
-    def entry_then_edit(message):
+    def entry_then_edit(message, **kwargs):
         # The round has read its rows; the edit commits (and invalidates) before the round writes.
         if not edited:
             edited.append(message_services.message_edit(message=target, by=target.author, body="edited mid-round"))
-        return real_entry(message)
+        return real_entry(message, **kwargs)
 
     monkeypatch.setattr(history_selectors, "message_cache_entry", entry_then_edit)
     cache_warm(rooms=10, pages=PAGES)
@@ -300,11 +300,11 @@ def test_a_delete_that_commits_while_a_round_reads_leaves_no_stale_unread_count(
             done.append(message_services.message_delete(message=target, by=target.author))
         return tails
 
-    def entry_then_post(message):
+    def entry_then_post(message, **kwargs):
         if len(done) == 1:  # the next message's writer carries the stale tail on to the next seq
             done.append("posting")  # its own write-through comes back here
             done[-1] = make_message(room, chat_world["owner"])
-        return real_entry(message)
+        return real_entry(message, **kwargs)
 
     monkeypatch.setattr(unread_selectors, "_room_tails", tails_then_delete)
     monkeypatch.setattr(history_selectors, "message_cache_entry", entry_then_post)
