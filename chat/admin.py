@@ -1,4 +1,4 @@
-"""Admin for rooms, room members, messages and API tokens.
+"""Admin for rooms, room members, messages, reactions, pins, saved messages and API tokens.
 
 Built for tables of millions of rows: every changelist selects its foreign
 keys in the same query (no query per row), foreign keys are edited with
@@ -8,6 +8,8 @@ second, unfiltered COUNT(*).
 Writes that have rules (sequence numbers, broadcasts, token secrets) belong
 to chat.services, so the admin does not create rooms, messages or tokens and
 shows messages read-only: it is for looking things up and light edits.
+Reactions, pins and saved messages are view-only: each of their writes tells
+open sockets (chat.services), which a change made here would not.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from chat.models import ApiToken, Message, Room, RoomMember
+from chat.models import ApiToken, Message, Pin, Reaction, Room, RoomMember, SavedMessage
 
 
 class RoomMemberInline(admin.TabularInline):
@@ -37,9 +39,9 @@ class RoomMemberInline(admin.TabularInline):
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ("id", "name", "slug", "project", "is_private", "last_message_seq", "last_message_at")
+    list_display = ("id", "name", "slug", "project", "kind", "is_private", "last_message_seq", "last_message_at")
     list_select_related = ("project",)
-    list_filter = ("is_private",)
+    list_filter = ("kind", "is_private")
     search_fields = ("name", "slug", "project__slug")
     autocomplete_fields = ("project", "created_by")
     readonly_fields = ("created_at", "last_message_seq", "last_message_at", "messages_deleted")
@@ -152,3 +154,49 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Looked up, never written here: the services' writes also publish to open sockets."""
+
+    ordering = ("-id",)
+    show_full_result_count = False
+    # Ordering by another column would sort the whole table for one page.
+    sortable_by = ()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Reaction)
+class ReactionAdmin(ViewOnlyAdmin):
+    list_display = ("id", "emoji", "message", "user", "created_at")
+    list_select_related = ("message", "user")
+    search_fields = ("=user__username", "=emoji")
+    raw_id_fields = ("message", "user")
+
+
+@admin.register(Pin)
+class PinAdmin(ViewOnlyAdmin):
+    list_display = ("id", "room", "message", "excerpt", "pinned_by", "created_at")
+    list_select_related = ("room", "message", "pinned_by")
+    search_fields = ("=room__slug", "=pinned_by__username")
+    raw_id_fields = ("room", "message", "pinned_by")
+
+    @admin.display(description="message body")
+    def excerpt(self, obj: Pin) -> str:
+        return Truncator(obj.message.body).chars(80)
+
+
+@admin.register(SavedMessage)
+class SavedMessageAdmin(ViewOnlyAdmin):
+    list_display = ("id", "user", "message", "created_at")
+    list_select_related = ("user", "message")
+    search_fields = ("=user__username",)
+    raw_id_fields = ("user", "message")

@@ -11,7 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chat.models import ApiToken, Message, Room, RoomMember
+from chat.models import ApiToken, Message, Pin, Reaction, Room, RoomMember, SavedMessage
 from chat.services import accounts as account_services
 from chat.services import rooms as room_services
 from projects.models import Membership, Project
@@ -25,6 +25,10 @@ def admin_world(chat_world, make_message) -> dict[str, Any]:
     world["message"] = make_message(world["public"], world["member"], body="hello from the admin test")
     make_message(world["private"], world["insider"], body="a private word")
     world["token"], world["raw_key"] = account_services.token_create(user=world["member"], name="ci")
+    message = world["message"]
+    world["reaction"] = Reaction.objects.create(message=message, user=world["owner"], emoji="\N{THUMBS UP SIGN}")
+    world["pin"] = Pin.objects.create(room=world["public"], message=message, pinned_by=world["admin"])
+    world["saved"] = SavedMessage.objects.create(user=world["owner"], message=message)
     return world
 
 
@@ -44,6 +48,9 @@ def objects(world: dict[str, Any]) -> dict[type, Any]:
         Message: world["message"],
         ApiToken: world["token"],
         User: world["member"],
+        Reaction: world["reaction"],
+        Pin: world["pin"],
+        SavedMessage: world["saved"],
     }
 
 
@@ -51,7 +58,9 @@ def admin_url(model: type, action: str, *args: Any) -> str:
     return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{action}", args=args)
 
 
-@pytest.mark.parametrize("model", [Project, Membership, Room, RoomMember, Message, ApiToken, User])
+@pytest.mark.parametrize(
+    "model", [Project, Membership, Room, RoomMember, Message, ApiToken, User, Reaction, Pin, SavedMessage]
+)
 def test_staff_gets_changelist_and_change_page(staff_client, admin_world, model):
     obj = objects(admin_world)[model]
     changelist = staff_client.get(admin_url(model, "changelist"))
@@ -94,8 +103,29 @@ def test_token_page_shows_the_hash_never_the_key(staff_client, admin_world):
 
 
 def test_service_owned_objects_cannot_be_added_in_the_admin(staff_client, admin_world):
-    for model in (Project, Room, Message, ApiToken):
+    for model in (Project, Room, Message, ApiToken, Reaction, Pin, SavedMessage):
         assert staff_client.get(admin_url(model, "add")).status_code == 403
+
+
+@pytest.mark.parametrize("model", [Reaction, Pin, SavedMessage])
+def test_reactions_pins_and_saves_are_view_only(staff_client, admin_world, model):
+    """Their services tell open sockets about each change; the admin would not, so it changes nothing."""
+    obj = objects(admin_world)[model]
+    page = staff_client.get(admin_url(model, "change", obj.pk)).content.decode()
+    assert 'name="_save"' not in page
+    assert staff_client.post(admin_url(model, "change", obj.pk), {}).status_code == 403
+    assert staff_client.get(admin_url(model, "delete", obj.pk)).status_code == 403
+    assert model.objects.filter(pk=obj.pk).exists()
+
+
+def test_room_list_shows_and_filters_the_kind(staff_client, admin_world):
+    url = admin_url(Room, "changelist")
+    page = staff_client.get(url).content.decode()
+    assert "column-kind" in page and "kind__exact=dm" in page
+    rooms = staff_client.get(url, {"kind__exact": "room"}).content.decode()
+    assert admin_url(Room, "change", admin_world["public"].pk) in rooms
+    dms = staff_client.get(url, {"kind__exact": "dm"}).content.decode()
+    assert admin_url(Room, "change", admin_world["public"].pk) not in dms
 
 
 def test_non_staff_is_sent_to_the_admin_login(admin_world):
@@ -157,3 +187,23 @@ def _captured(client: Client, url: str) -> list[dict[str, Any]]:
     with CaptureQueriesContext(connection) as ctx:
         assert client.get(url).status_code == 200
     return ctx.captured_queries
+
+
+@pytest.mark.parametrize("model", [Reaction, Pin, SavedMessage])
+def test_reaction_pin_and_saved_changelists_query_count_does_not_grow(
+    staff_client, admin_world, make_user, make_message, model
+):
+    url = admin_url(model, "changelist")
+    first = len(_captured(staff_client, url))
+    world = admin_world
+    for i in range(10):  # each row with its own message, author, room, user and pinner
+        user = make_user()
+        Membership.objects.create(project=world["project"], user=user, role=Membership.Role.ADMIN)
+        room = room_services.room_create(project=world["project"], user=user, name=f"busy {i}")
+        message = make_message(Room.objects.select_related("project").get(pk=room.pk), user)
+        Reaction.objects.create(message=message, user=user, emoji="\N{PARTY POPPER}")
+        Pin.objects.create(room_id=room.pk, message=message, pinned_by=user)
+        SavedMessage.objects.create(user=user, message=message)
+    assert model.objects.count() == 11
+    page = _captured(staff_client, url)
+    assert len(page) == first
