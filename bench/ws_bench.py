@@ -19,7 +19,10 @@ many sockets negotiated it.
 ``--storm N`` drops N subscribed sockets at once and measures their resumed
 reconnect (time until all are live again, exactly-once delivery across it);
 ``--big-room N`` puts N sockets in one room (join time, presence bytes per
-join at two sizes, delivery at ``--big-room-rate``). ``--idle N`` holds N
+join at two sizes, delivery at ``--big-room-rate``). ``--reactions`` runs a
+reaction storm on a few messages (acks, coalesced ``reaction`` events per
+socket, convergence on the database's final state, a few messages besides).
+``--idle N`` holds N
 mostly-idle sockets and reports RSS per connection and idle CPU. See
 bench/README.md.
 
@@ -105,7 +108,7 @@ class Options:
     compression: str = "deflate"  # what the clients offer; the server decides
     target: str = "ours"
     bare: bool = False  # also run the bare websockets server (the ceiling)
-    load: bool = True  # the load runs (--no-load: only --storm / --big-room)
+    load: bool = True  # the load runs (--no-load: only --storm / --big-room / --reactions)
     reference_stacks: list[str] = field(default_factory=lambda: ["tutorial"])
     ramp: bool = False
     ramp_start: float = 20.0
@@ -132,6 +135,12 @@ class Options:
     big_room_probe: int = 20  # sockets joined (and measured) at each probe
     # People join a big room each from their own browser: no shared limit but the server's listen backlog.
     big_room_concurrency: int = 500
+    reactions: bool = False  # a reaction storm on ours, at the largest --processes
+    reaction_rate: float = 200.0  # reactions/s offered in total
+    reaction_duration: float = 10.0  # seconds of reacting
+    reaction_messages: int = 1  # messages reacted to, one per room over the first rooms (round-robin beyond)
+    reaction_message_rate: float = 5.0  # messages/s sent meanwhile, all of which must arrive
+    reaction_deadline: float = 5.0  # seconds after the last ack within which every socket must hold the final summary
     p99_limit_ms: float = 50.0
     drain: float = 5.0
     client_procs: int = 2
@@ -364,7 +373,14 @@ def server_env(opts: Options, database_url: str, redis_url: str, **extra: str) -
         # 100 senders at several messages/s each are a load test, not abuse: the
         # per-user limit would refuse them (error frames counted as lost) past ~5/s.
         RATE_LIMIT_MESSAGES=os.environ.get("BENCH_RATE_LIMIT_MESSAGES", "100000/60"),
+        # A reaction storm from a room's 20 users is several reactions/s each, past the default 300/60.
+        RATE_LIMIT_REACTIONS=bench_reaction_limit(),
     )
+
+
+def bench_reaction_limit() -> str:
+    """The per-user reaction limit the benchmark's servers run with (BENCH_RATE_LIMIT_REACTIONS overrides it)."""
+    return os.environ.get("BENCH_RATE_LIMIT_REACTIONS", "100000/60")
 
 
 def clear_channel_layer(redis_url: str) -> int:
@@ -1096,6 +1112,322 @@ def join_text(join: dict[str, Any]) -> list[str]:
     return lines
 
 
+# -- reaction storm ----------------------------------------------------------------
+
+# One Unicode emoji each, none with a variation selector (the server stores what it is sent).
+REACTION_EMOJI = ["👍", "🎉", "😂", "🚀", "👀"]
+
+
+class ReactionRun(Run):
+    """``--reactions``: the load's sockets (--rooms x --clients-per-room, deflate offered) on ours; in each of the
+    first rooms a fresh message, and the sockets of those rooms add and remove reactions on it at
+    ``--reaction-rate`` in total while the senders send ``--reaction-message-rate`` messages/s. Measured: the
+    acknowledged reactions, the ``reaction`` events each socket got for them (coalescing), whether every
+    socket ends on the database's final summary, what it cost, and that no message was lost."""
+
+    def __init__(self, opts: Options, processes: int, database_url: str, redis_url: str, fixture: Any) -> None:
+        super().__init__(opts, "ours", processes, database_url, redis_url, fixture)
+
+    @property
+    def label(self) -> str:
+        return "reactions"
+
+    def execute(self) -> dict[str, Any]:
+        from bench.ws_data import reaction_targets
+
+        opts = self.opts
+        clear_channel_layer(self.redis_url)
+        rooms = self.fixture.room_ids[: opts.rooms]
+        clear_presence(self.redis_url, rooms)
+        env = server_env(opts, self.database_url, self.redis_url)
+        count = max(1, opts.reaction_messages)
+        targets = reaction_targets(room_ids=rooms[: min(count, len(rooms))], count=count, label=f"ws_bench {self.tag}")
+        messages: dict[int, list[int]] = {}
+        for room, message_id in targets:
+            messages.setdefault(room, []).append(message_id)
+        result: dict[str, Any] = {
+            "target": "ours", "server": self.server, "processes": self.processes, "layer": self.layer(env),
+            "server_deflate": self.deflate_setting(env), "rooms": opts.rooms, "clients_per_room": opts.clients_per_room,
+            "rate": opts.reaction_rate, "message_rate": opts.reaction_message_rate, "deadline_s": opts.reaction_deadline,
+            "rate_limit_reactions": env["RATE_LIMIT_REACTIONS"], "reaction_window_ms": env.get("REACTION_WINDOW_MS"),
+            "emoji": REACTION_EMOJI, "messages": [{"room": room, "id": message_id} for room, message_id in targets], "steps": [],
+        }  # fmt: skip
+        self.log(
+            f"\n== reactions: {opts.reaction_rate:g} reactions/s for {opts.reaction_duration:g} s on {count} message(s) in "
+            f"{len(messages)} room(s), from their sockets (adding and removing {len(REACTION_EMOJI)} emoji), "
+            f"{opts.reaction_message_rate:g} messages/s besides; ours on {self.server} x{self.processes}, "
+            f"{opts.rooms} rooms x {opts.clients_per_room} sockets\n"
+            f"   servers run with RATE_LIMIT_REACTIONS={env['RATE_LIMIT_REACTIONS']} (the default, 300/60 per user, would refuse "
+            f"a storm from a room's users; BENCH_RATE_LIMIT_REACTIONS sets it) and "
+            f"REACTION_WINDOW_MS={env.get('REACTION_WINDOW_MS') or '100 (default)'}"
+        )
+        with run_servers(server=self.server, count=self.processes, env=env, app=CHAT_APP) as servers:
+            self.server_pids = [s.proc.pid for s in servers]
+            plan = make_plan(opts, rooms, self.fixture.tokens, [s.port for s in servers], PATHS["ours"])
+            workers = Workers(opts.client_procs)
+            try:
+                with Sampler(server_pids=self.server_pids, client_pids=workers.pids) as sampler:
+                    result["sockets"] = self.connect(workers, plan.specs, sampler)
+                    self.log(f"   {sockets_text(result['sockets'])}")
+                    if result["sockets"]["connected"] == 0:
+                        result["error"] = "no socket connected"
+                        return result
+                    self.idle_cpu_s_per_s = self.measure_idle_cpu(sampler)
+                    result["server_idle_cpu_pct"] = round(100 * self.idle_cpu_s_per_s, 1)
+                    self.step_no = 0
+                    self.log(reaction_header())
+                    if opts.warmup > 0:
+                        warmup = self.reaction_step(workers, plan, sampler, messages, duration=opts.warmup)
+                        result["warmup"] = warmup
+                        self.log(reaction_row(warmup, label="warm"))
+                        self.quiet(workers)
+                    step = self.reaction_step(workers, plan, sampler, messages, duration=opts.reaction_duration)
+                    result["steps"].append(step)
+                    self.log(reaction_row(step))
+                    for line in reaction_text(step):
+                        self.log(line)
+            finally:
+                workers.close()
+                for s in servers:
+                    if s.proc.poll() is not None:
+                        result.setdefault("server_exits", []).append({"code": s.proc.returncode, "log": s.log_tail()})
+        return result
+
+    def reaction_step(
+        self, workers: Workers, plan: Plan, sampler: Sampler, messages: dict[int, list[int]], *, duration: float
+    ) -> dict[str, Any]:
+        from bench.ws_data import reaction_state
+
+        opts = self.opts
+        step_no = self.step_no
+        self.step_no += 1
+        n_workers = len(workers.pipes)
+        reactors = [sum(1 for spec in worker if spec["room"] in messages) for worker in plan.specs]
+        senders = max(1, sum(plan.senders_per_worker))
+        ack_timeout = max(opts.drain, 10.0)
+        start_at = time.time() + 0.5
+        commands = [
+            {
+                "cmd": "reactions", "step": step_no, "start_at": start_at, "duration": duration, "messages": messages,
+                "emoji": REACTION_EMOJI, "rate": opts.reaction_rate * n / max(1, sum(reactors)),
+                "message_rate": opts.reaction_message_rate * m / senders, "size": opts.size, "ack_timeout": ack_timeout,
+            }
+            for n, m in zip(reactors, plan.senders_per_worker)
+        ]  # fmt: skip
+        meter = Meter(sampler)
+        profilers = self.start_profilers(f"reactions{step_no}", duration)
+        try:
+            replies = workers.ask(commands, timeout=duration + ack_timeout + 30)
+        finally:
+            self.stop_profilers(profilers, interrupt=False)
+        send_end = time.time()
+        sent = [r["reactions"] for r in replies]
+        # Every reaction is acknowledged (or the wait gave up): the database now holds the final state.
+        expected = reaction_state(message_ids=[m for ids in messages.values() for m in ids])
+        last_ack: dict[int, int] = {}
+        for r in sent:
+            for message_id, ns in r["last_ack_ns"].items():
+                last_ack[int(message_id)] = max(last_ack.get(int(message_id), 0), ns)
+        deadline_ns = (max(last_ack.values()) if last_ack else time.time_ns()) + int(opts.reaction_deadline * 1e9)
+        checks = workers.ask(
+            [{"cmd": "reaction_check", "messages": messages, "expected": expected, "last_ack_ns": last_ack,
+              "deadline_ns": deadline_ns, "settle_s": 0.3}] * n_workers,
+            timeout=opts.reaction_deadline + 30,
+        )  # fmt: skip
+        cpu = meter.stop()
+        per_room: dict[int, int] = {}
+        for r in replies:
+            for room, n in r["messages"]["per_room"].items():
+                per_room[int(room)] = per_room.get(int(room), 0) + n
+        drained = workers.ask(
+            [{"cmd": "drain", "per_room": per_room, "drain_s": opts.drain}] * n_workers, timeout=opts.drain + 30
+        )
+        return reaction_step_result(
+            step_no=step_no, opts=opts, duration=duration, plan=plan, messages=messages, sent=sent,
+            message_sent=[r["messages"] for r in replies], checks=checks, drained=drained, expected=expected,
+            last_ack=last_ack, cpu=cpu, resources=sampler.window(start_at, send_end),
+            idle_cpu_s=self.idle_cpu_s_per_s * cpu["seconds"],
+        )  # fmt: skip
+
+
+def reaction_step_result(
+    *,
+    step_no: int,
+    opts: Options,
+    duration: float,
+    plan: Plan,
+    messages: dict[int, list[int]],
+    sent: list[dict[str, Any]],
+    message_sent: list[dict[str, Any]],
+    checks: list[dict[str, Any]],
+    drained: list[dict[str, Any]],
+    expected: dict[int, dict[str, tuple[int, tuple[int, ...]]]],
+    last_ack: dict[int, int],
+    cpu: dict[str, Any],
+    resources: dict[str, Any],
+    idle_cpu_s: float,
+) -> dict[str, Any]:
+    """One reaction step's figures from the load processes' replies (see bench/README.md, "Reaction storm")."""
+    planned = sum(r["planned"] for r in sent)
+    total_sent = sum(r["sent"] for r in sent)
+    acked = sum(r["acked"] for r in sent)
+    first_send = min((r["first_send_ns"] for r in sent if r["first_send_ns"]), default=0)
+    last_ack_ns = max(last_ack.values(), default=0)
+    ack_span = (last_ack_ns - first_send) / 1e9 if first_send and last_ack_ns > first_send else 0.0
+    changed_by_message: dict[int, int] = {}
+    model: dict[int, dict[str, int]] = {}
+    for r in sent:
+        for message_id, n in r["changed_by_message"].items():
+            changed_by_message[int(message_id)] = changed_by_message.get(int(message_id), 0) + n
+        for message_id, counts in r["model"].items():
+            entry = model.setdefault(int(message_id), {})
+            for emoji, n in counts.items():
+                entry[emoji] = entry.get(emoji, 0) + n
+    final_counts = {message_id: {emoji: count for emoji, (count, _) in emojis.items()} for message_id, emojis in expected.items()}
+    # Without coalescing every change would be one event to every socket of its message's room.
+    room_of = {message_id: room for room, ids in messages.items() for message_id in ids}
+    model = {message_id: {emoji: n for emoji, n in model.get(message_id, {}).items() if n} for message_id in room_of}
+    uncoalesced = sum(n * plan.subscribers.get(room_of.get(m, -1), 0) for m, n in changed_by_message.items())
+    sockets = sum(c["sockets"] for c in checks)
+    converged = sum(c["converged"] for c in checks)
+    converge_ms = latency_summary([c["converge_ms"] for c in checks])
+    events = sum(c["events"] for c in checks)
+    event_bytes = sum(c["bytes"] for c in checks)
+    wire = sum(c["wire_bytes_end"] for c in checks) - sum(r["wire_bytes_start"] for r in sent)
+    per_socket_s = max(1, sockets) * duration
+    within = converged == sockets and converge_ms["max"] is not None and converge_ms["max"] <= opts.reaction_deadline * 1000
+    errors: dict[str, int] = {}
+    for r in drained:
+        for code, n in r["errors"].items():
+            errors[code] = errors.get(code, 0) + n
+    message_expected = sum(r["expected"] for r in drained)
+    message_delivered = sum(r["unique"] for r in drained)
+    messages_sent = sum(r["sent"] for r in message_sent)
+    generator_kept_up = total_sent >= 0.97 * planned and messages_sent >= 0.97 * sum(r["planned"] for r in message_sent)
+    cpu_net = max(0.0, cpu["server_cpu_s"] - idle_cpu_s)
+    malformed = sum(c["malformed"] for c in checks)
+    ok = (
+        total_sent > 0 and generator_kept_up and acked == total_sent and not errors and malformed == 0
+        and sockets > 0 and within and model == final_counts and message_expected == message_delivered
+    )  # fmt: skip
+    return {
+        "step": step_no,
+        "offered_rate": opts.reaction_rate,
+        "duration_s": duration,
+        "messages": len(room_of),
+        "reactors": sum(r["reactors"] for r in sent),
+        "planned": planned,
+        "sent": total_sent,
+        "sent_rate": round(total_sent / max(duration, *(r["send_seconds"] for r in sent)), 1) if total_sent else 0.0,
+        "send_lag_max_ms": round(max(r["lag_max_ms"] for r in sent), 1),
+        "generator_kept_up": generator_kept_up,
+        "acked": acked,
+        "changed": sum(r["changed"] for r in sent),
+        # Over the send window at least: first send -> last ack.
+        "acked_per_s": round(acked / max(ack_span, duration), 1) if acked else 0.0,
+        "ack_latency_ms": latency_summary([r["ack_latencies_ms"] for r in sent]),
+        "reaction_errors": sum(r["errors"] for r in sent),
+        "errors": errors,
+        "error_samples": [x for r in drained for x in r["error_samples"]][:5],
+        "events": {
+            "sockets": sockets,  # the sockets of the reacted rooms
+            "received": events,
+            "bytes": event_bytes,  # decompressed; a batched frame's share per event
+            "per_socket_per_s": round(events / per_socket_s, 2),
+            "bytes_per_socket_per_s": round(event_bytes / per_socket_s),
+            # Everything those sockets received on the wire (compressed if negotiated): events, acks, messages.
+            "wire_bytes_per_socket_per_s": round(wire / per_socket_s),
+            "reactions_per_socket_per_s": round(uncoalesced / per_socket_s, 2),
+            "uncoalesced": uncoalesced,
+            "coalescing_ratio": round(uncoalesced / events, 2) if events else None,
+            "older_versions": sum(c["older"] for c in checks),  # arrived after a newer summary of the same message
+            "malformed": malformed,
+        },
+        "convergence": {
+            "sockets": sockets,
+            "converged": converged,
+            "deadline_ms": opts.reaction_deadline * 1000,
+            "within_deadline": within,
+            "converge_ms": converge_ms,  # the message's last ack -> the socket's final summary (latest of its messages)
+            "mismatch_samples": [x for c in checks for x in c["mismatch_samples"]][:5],
+            "final_state": final_counts,
+            # What the users hold after their acknowledged sends, summed by the load generator: the database must agree.
+            "model_matches_database": model == final_counts,
+        },
+        "message_traffic": {
+            "offered_rate": opts.reaction_message_rate,
+            "sent": messages_sent,
+            "expected": message_expected,
+            "delivered": message_delivered,
+            "lost": message_expected - message_delivered,
+            "duplicates": sum(r["duplicates"] for r in drained),
+            "disconnects": sum(r["disconnects"] for r in drained),
+            "latency_ms": latency_summary([r["latencies_ms"] for r in drained]),
+        },
+        "cpu": cpu,  # exact, from the first send to the convergence check (servers and load generator)
+        "resources": resources,  # sampled during the send window
+        # Net of the idle baseline; the few messages sent meanwhile are included.
+        "server_cpu_ms_per_reaction": round(1000 * cpu_net / acked, 3) if acked else None,
+        "client_cpu_ms_per_reaction": round(1000 * cpu["client_cpu_s"] / total_sent, 3) if total_sent else None,
+        "ok": ok,
+    }
+
+
+REACTION_COLUMNS = [
+    ("step", 4), ("offer/s", 8), ("sent/s", 8), ("acked/s", 8), ("ack p50", 8), ("ack p99", 8), ("ev/sock/s", 10),
+    ("B/sock/s", 9), ("coalesce", 9), ("converged", 10), ("conv p99", 9), ("msg lost", 9), ("srvCPU%", 8),
+    ("cliCPU%", 8), ("sys%", 5), ("ms/react", 9), ("ok", 3),
+]  # fmt: skip
+
+
+def reaction_header() -> str:
+    return "   " + " ".join(name.rjust(width) for name, width in REACTION_COLUMNS)
+
+
+def reaction_row(step: dict[str, Any], label: str | None = None) -> str:
+    ev, conv, msgs, cpu = step["events"], step["convergence"], step["message_traffic"], step["cpu"]
+    values = [
+        label or step["step"], step["offered_rate"], step["sent_rate"], step["acked_per_s"], step["ack_latency_ms"]["p50"],
+        step["ack_latency_ms"]["p99"], ev["per_socket_per_s"], ev["bytes_per_socket_per_s"], ev["coalescing_ratio"],
+        f"{conv['converged']}/{conv['sockets']}", conv["converge_ms"]["p99"], msgs["lost"], cpu.get("server_cpu_pct"),
+        cpu.get("client_cpu_pct"), cpu.get("system_cpu_pct"), step["server_cpu_ms_per_reaction"], "yes" if step["ok"] else "NO",
+    ]  # fmt: skip
+    row = "   " + " ".join(_fmt(v).rjust(width) for v, (_, width) in zip(values, REACTION_COLUMNS))
+    notes = []
+    if step["errors"]:
+        notes.append(f"errors {step['errors']}")
+    if step["acked"] != step["sent"]:
+        notes.append(f"acked {step['acked']}/{step['sent']}")
+    if not step["generator_kept_up"]:
+        notes.append(f"generator sent {step['sent']}/{step['planned']}")
+    if not conv["model_matches_database"]:
+        notes.append("the database differs from what was acknowledged")
+    return row + (f"   [{'; '.join(notes)}]" if notes else "")
+
+
+def reaction_text(step: dict[str, Any]) -> list[str]:
+    ev, conv, msgs, cpu = step["events"], step["convergence"], step["message_traffic"], step["cpu"]
+    acks, cms = step["ack_latency_ms"], conv["converge_ms"]
+    lines = [
+        f"   reactions: {step['acked']}/{step['sent']} acknowledged ({step['changed']} changed something) from {step['reactors']} "
+        f"sockets on {step['messages']} message(s), {_fmt(step['acked_per_s'])}/s; reaction.ack p50 {_fmt(acks['p50'])} ms, "
+        f"p99 {_fmt(acks['p99'])} ms, max {_fmt(acks['max'])} ms; errors {step['errors'] or 0}",
+        f"   events: each of the {ev['sockets']} sockets of those rooms got {_fmt(ev['per_socket_per_s'])} reaction events/s "
+        f"({ev['bytes_per_socket_per_s']} B/s decompressed; {ev['wire_bytes_per_socket_per_s']} B/s on the wire for all its "
+        f"traffic) for {_fmt(ev['reactions_per_socket_per_s'])} reactions/s on its room's messages: coalescing ratio "
+        f"{_fmt(ev['coalescing_ratio'])}; {ev['older_versions']} arrived older than a summary already held, {ev['malformed']} malformed",
+        f"   convergence: {conv['converged']}/{conv['sockets']} sockets hold the database's final summary (count and people per "
+        f"emoji) {_fmt(cms['p50'])} ms (p50), {_fmt(cms['p99'])} ms (p99), {_fmt(cms['max'])} ms (max) after the message's last "
+        f"ack (deadline {conv['deadline_ms'] / 1000:g} s); acknowledged state = database: "
+        f"{'yes' if conv['model_matches_database'] else 'NO'}; final {conv['final_state']}"
+        + (f"; mismatches {conv['mismatch_samples'][:2]}" if conv["mismatch_samples"] else ""),
+        f"   messages meanwhile: {msgs['sent']} sent, {msgs['delivered']}/{msgs['expected']} deliveries, lost {msgs['lost']}, "
+        f"p99 {_fmt(msgs['latency_ms']['p99'])} ms; server CPU {_fmt(step['server_cpu_ms_per_reaction'])} ms per acknowledged "
+        f"reaction (idle netted out, the messages included), {cpu_text(cpu)} -> {'ok' if step['ok'] else 'NOT ok'}",
+    ]
+    return lines
+
+
 # -- idle sockets ------------------------------------------------------------------
 
 
@@ -1300,6 +1632,19 @@ def summary(report: dict[str, Any]) -> str:
         )
     for key, name in (("big_room_bare", "big room (bare x1)"), ("big_room", "big room")):
         lines.extend(_big_room_summary(report.get(key), name))
+    reactions = report.get("reactions") or {}
+    for step in reactions.get("steps", []):
+        ev, conv = step["events"], step["convergence"]
+        lines.append(
+            f"   reactions x{reactions['processes']}: {step['offered_rate']:g}/s offered on {step['messages']} message(s), "
+            f"{_fmt(step['acked_per_s'])} acknowledged/s (p99 {_fmt(step['ack_latency_ms']['p99'])} ms); "
+            f"{_fmt(ev['per_socket_per_s'])} events/s per socket ({ev['bytes_per_socket_per_s']} B/s) for "
+            f"{_fmt(ev['reactions_per_socket_per_s'])} reactions/s (coalescing {_fmt(ev['coalescing_ratio'])}x); "
+            f"converged {conv['converged']}/{conv['sockets']}, p99 {_fmt(conv['converge_ms']['p99'])} ms; "
+            f"{_fmt(step['server_cpu_ms_per_reaction'])} ms server CPU per reaction, load generator "
+            f"{_fmt(step['cpu'].get('client_cpu_pct'))}%; messages lost {step['message_traffic']['lost']} "
+            f"-> {'ok' if step['ok'] else 'NOT ok'}"
+        )
     idle = report.get("idle")
     if idle:
         lines.append(
@@ -1442,7 +1787,7 @@ def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
                 report["runs"].append(Run(opts, "ours", processes, database_url, redis_url, fixture).execute())
     report["ratios"] = reference_ratios(report["runs"])
     report["bare_ratios"] = bare_ratios(report["runs"])
-    # The storm and the big room run on ours at the largest process count, as deployed.
+    # The storm, the big room and the reactions run on ours at the largest process count, as deployed.
     if opts.storm:
         report["storm"] = StormRun(opts, opts.processes[-1], database_url, redis_url, fixture).execute()
     if opts.big_room:
@@ -1451,6 +1796,8 @@ def run(opts: Options, *, database_url: str, redis_url: str) -> dict[str, Any]:
             # The ceiling for the room too: the plain library, one process, the same load generator, in the same run.
             report["big_room_bare"] = BigRoomRun(opts, 1, database_url, redis_url, fixture, room, target="bare").execute()
         report["big_room"] = BigRoomRun(opts, opts.processes[-1], database_url, redis_url, fixture, room).execute()
+    if opts.reactions:
+        report["reactions"] = ReactionRun(opts, opts.processes[-1], database_url, redis_url, fixture).execute()
     return report
 
 
@@ -1478,7 +1825,7 @@ def parse_args(argv: list[str] | None) -> Options:
         help="what the load runs measure; bare: only the bare websockets server (bench/bare_broadcast.py)",
     )  # fmt: skip
     p.add_argument("--bare", action="store_true", help="also run the bare websockets server first, and print ratios to it")
-    p.add_argument("--no-load", dest="load", action="store_false", help="skip the load runs (only --storm / --big-room)")
+    p.add_argument("--no-load", dest="load", action="store_false", help="skip the load runs (only --storm / --big-room / --reactions)")
     p.add_argument(
         "--reference-stack", default=",".join(d.reference_stacks), dest="reference_stacks",
         help="where the reference runs, one run each: tutorial (daphne, RedisChannelLayer defaults, redis-py connections "
@@ -1521,6 +1868,25 @@ def parse_args(argv: list[str] | None) -> Options:
     big.add_argument(
         "--big-room-concurrency", type=int, default=d.big_room_concurrency,
         help="handshakes in flight at once while the room fills, over all load processes",
+    )  # fmt: skip
+    react = p.add_argument_group("reaction storm (ours, at the largest --processes)")
+    react.add_argument(
+        "--reactions", action="store_true",
+        help="the load's sockets, and the sockets of the first rooms add and remove reactions on a fresh message each",
+    )  # fmt: skip
+    react.add_argument("--reaction-rate", type=float, default=d.reaction_rate, help="reactions/s offered in total")
+    react.add_argument("--reaction-duration", type=float, default=d.reaction_duration, help="seconds of reacting")
+    react.add_argument(
+        "--reaction-messages", type=int, default=d.reaction_messages,
+        help="messages reacted to, one in each of the first rooms (round-robin over --rooms beyond that)",
+    )  # fmt: skip
+    react.add_argument(
+        "--reaction-message-rate", type=float, default=d.reaction_message_rate,
+        help="messages/s the senders send meanwhile (all must arrive)",
+    )  # fmt: skip
+    react.add_argument(
+        "--reaction-deadline", type=float, default=d.reaction_deadline,
+        help="seconds after the last ack within which every socket must hold the final summary",
     )  # fmt: skip
     p.add_argument("--p99-limit", type=float, default=d.p99_limit_ms, dest="p99_limit_ms")
     p.add_argument("--drain", type=float, default=d.drain, help="seconds to wait for late deliveries after each step")

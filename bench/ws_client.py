@@ -14,6 +14,9 @@ small command dicts. Each command is answered with one dict:
     storm_status -> status      how many storm sockets are live again, pending, failed
     storm_stop   -> storm       stop sending; reconnect times, failures, the keys sent per room
     storm_check  -> accounting  wait (bounded) for the keys sent; exactly-once accounting
+    reactions    -> reacted     a reaction storm: reaction.add/remove at a rate on given messages from
+                                the sockets of their rooms (messages besides), then wait (bounded) for the acks
+    reaction_check -> convergence wait (bounded) until every socket of those rooms holds the final summaries
     idle         -> idle_result heartbeats only, for a fixed time
     close        -> closed      close every socket, then the process exits
 
@@ -55,6 +58,8 @@ DEFLATE = "permessage-deflate"
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 10.0
 KEY_BITS = 40  # a message's key: worker << KEY_BITS | k
+# A reaction's ref starts with this, so its acks and errors are never taken for a message.send's (client_id refs).
+REACTION_REF = "r"
 
 
 def key_name(key: int) -> str:
@@ -87,7 +92,7 @@ def negotiated_deflate(ws: ClientConnection) -> bool:
 class Client:
     __slots__ = (
         "idx", "room", "url", "token", "sender", "storm", "ws", "reader", "subscribed", "seen", "dups", "closed",
-        "last_id", "deflate", "wire_base", "live_ns", "join_ms", "resumed", "failed",
+        "last_id", "deflate", "wire_base", "live_ns", "join_ms", "resumed", "failed", "views", "held", "rng",
     )  # fmt: skip
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -110,6 +115,9 @@ class Client:
         self.join_ms = 0.0  # handshake -> subscribed, of its last successful attempt
         self.resumed = 0  # messages replayed by its last subscribe
         self.failed = False  # a storm reconnect that gave up
+        self.views: dict[int, View] = {}  # message id -> the reaction summary with the largest version received
+        self.held: dict[int, set[str]] = {}  # message id -> the emoji this socket's user has on it (after its sends)
+        self.rng = random.Random(self.idx)  # which emoji it toggles next: seeded, so a run can be repeated
 
     def wire_bytes(self) -> int:
         ws = self.ws
@@ -171,6 +179,84 @@ def exactly_once(
     }
 
 
+Summary = dict[str, tuple[int, tuple[int, ...]]]  # emoji -> (count, user ids, ascending)
+
+
+class View:
+    """A socket's newest ``reaction`` event of one message: the one with the largest ``version``."""
+
+    __slots__ = ("version", "summary", "arrived_ns")
+
+    def __init__(self, version: int, summary: Summary | None, arrived_ns: int) -> None:
+        self.version = version
+        self.summary = summary  # None: the event's summary was malformed (a count that is not its number of ids)
+        self.arrived_ns = arrived_ns
+
+
+def summary_of(reactions: Any) -> Summary | None:
+    """A ``reaction`` event's ``reactions`` as emoji -> (count, user ids); None when it is malformed."""
+    if not isinstance(reactions, list):
+        return None
+    out: Summary = {}
+    for entry in reactions:
+        if not isinstance(entry, dict):
+            return None
+        users = entry.get("user_ids")
+        if not isinstance(users, list) or entry.get("count") != len(users) or entry.get("emoji") in out:
+            return None
+        out[str(entry.get("emoji"))] = (len(users), tuple(sorted(users)))
+    return out
+
+
+def reaction_convergence(
+    views: Iterable[tuple[int, Mapping[int, View]]],
+    messages: Mapping[int, Collection[int]],
+    expected: Mapping[int, Summary],
+    last_ack_ns: Mapping[int, int],
+    *,
+    samples: int = ERROR_SAMPLES,
+) -> dict[str, Any]:
+    """Whether each socket's newest summary of every reacted message of its room equals the final state.
+
+    ``views``: one (room, message id -> View) per socket. ``messages``: room ->
+    the reacted messages in it. ``expected``: message id -> the summary in the
+    database after the last ack (an emoji nobody has any more is left out).
+    ``last_ack_ns``: message id -> when its last reaction was acknowledged; a
+    converged socket's time is the arrival of its final summary after that
+    (the latest over its messages, at least 0)."""
+    sockets = converged = 0
+    converge_ms = array("d")
+    mismatch_samples: list[dict[str, Any]] = []
+    for socket_no, (room, held) in enumerate(views):
+        owed = messages.get(room)
+        if not owed:
+            continue
+        sockets += 1
+        worst = 0.0
+        ok = True
+        for message_id in owed:
+            view = held.get(message_id)
+            want = expected.get(message_id, {})
+            if view is None or view.summary != want:
+                ok = False
+                if len(mismatch_samples) < samples:
+                    mismatch_samples.append(
+                        {"socket": socket_no, "room": room, "message": message_id, "version": view.version if view else None,
+                         "got": view.summary if view else None, "expected": want}
+                    )  # fmt: skip
+                break
+            worst = max(worst, (view.arrived_ns - last_ack_ns.get(message_id, view.arrived_ns)) / 1e6)
+        if ok:
+            converged += 1
+            converge_ms.append(max(0.0, worst))
+    return {
+        "sockets": sockets,
+        "converged": converged,
+        "converge_ms": converge_ms.tobytes(),
+        "mismatch_samples": mismatch_samples,
+    }
+
+
 class Recorder:
     """What this worker's sockets received during the current step (and a few running totals)."""
 
@@ -200,6 +286,16 @@ class Recorder:
         self.last_recv_ns = 0
         self.frames = 0
         self.batched_frames = 0
+        self.reaction_ack_latencies_ms = array("d")
+        self.reaction_acked = 0
+        self.reaction_changed = 0
+        self.reaction_errors = 0  # error frames answering this step's reactions
+        self.reaction_last_ack_ns: dict[int, int] = {}  # message id -> its last reaction.ack of this step
+        self.reaction_changed_by_message: Counter[int] = Counter()
+        self.reaction_events = 0
+        self.reaction_bytes = 0  # decompressed, the frame's share when several events came batched
+        self.reaction_older = 0  # events older (smaller version) than one already received: kept out
+        self.reaction_malformed = 0
 
     def on_text(self, client: Client, data: str | bytes) -> None:
         # The arrival of the socket's newest bytes: never earlier than this frame's own.
@@ -222,6 +318,10 @@ class Recorder:
                 self._on_message(client, event, now)
             elif kind == "message.ack":
                 self._on_ack(event, now)
+            elif kind == "reaction":
+                self._on_reaction(client, event, now, len(data) if len(events) == 1 else len(orjson.dumps(event)))
+            elif kind == "reaction.ack":
+                self._on_reaction_ack(event, now)
             elif kind == "subscribed":
                 client.resumed = int(event.get("resumed") or 0)
                 client.live_ns = now
@@ -234,6 +334,8 @@ class Recorder:
                 self.errors[str(event.get("code"))] += 1
                 if len(self.error_samples) < ERROR_SAMPLES:
                     self.error_samples.append(event)
+                if str(event.get("ref") or "").startswith(f"{REACTION_REF}.{self.tag}.{self.step}."):
+                    self.reaction_errors += 1
 
     def _count_types(self, events: Any, frame_bytes: int) -> None:
         single = len(events) == 1
@@ -273,6 +375,35 @@ class Recorder:
         if len(parts) == 5 and parts[0] == self.tag and parts[1] == str(self.step):
             self.ack_latencies_ms.append((now - int(parts[4])) / 1e6)
 
+    def _on_reaction(self, client: Client, event: dict[str, Any], now: int, size: int) -> None:
+        self.reaction_events += 1
+        self.reaction_bytes += size
+        message_id, version = event.get("message"), event.get("version")
+        if not isinstance(message_id, int) or not isinstance(version, int):
+            self.reaction_malformed += 1
+            return
+        summary = summary_of(event.get("reactions"))
+        if summary is None:
+            self.reaction_malformed += 1
+        view = client.views.get(message_id)
+        if view is not None and version < view.version:
+            self.reaction_older += 1  # two processes' summaries crossed: the client keeps the newer one
+            return
+        client.views[message_id] = View(version, summary, now)
+
+    def _on_reaction_ack(self, event: dict[str, Any], now: int) -> None:
+        parts = str(event.get("ref") or "").split(".")
+        if len(parts) != 6 or parts[0] != REACTION_REF or parts[1] != self.tag or parts[2] != str(self.step):
+            return
+        self.reaction_acked += 1
+        self.reaction_ack_latencies_ms.append((now - int(parts[5])) / 1e6)
+        message_id = event.get("message")
+        if isinstance(message_id, int):
+            self.reaction_last_ack_ns[message_id] = now
+            if event.get("changed"):
+                self.reaction_changed += 1
+                self.reaction_changed_by_message[message_id] += 1
+
 
 class Storm:
     """One reconnect storm in this worker: the sockets it dropped, the reconnects, the messages sent meanwhile."""
@@ -307,7 +438,8 @@ class Worker:
         handlers = {
             "setup": self.setup, "step": self.step, "drain": self.drain, "quiet": self.quiet, "counters": self.counters,
             "storm_start": self.storm_start, "storm_status": self.storm_status, "storm_stop": self.storm_stop,
-            "storm_check": self.storm_check, "idle": self.idle, "close": self.close,
+            "storm_check": self.storm_check, "reactions": self.reactions, "reaction_check": self.reaction_check,
+            "idle": self.idle, "close": self.close,
         }  # fmt: skip
         while True:
             command = await loop.run_in_executor(None, self.conn.recv)
@@ -673,6 +805,129 @@ class Worker:
             }
         )
         return result
+
+    # -- reaction storm ----------------------------------------------------
+
+    async def reaction_loop(
+        self, reactors: list[Client], messages: Mapping[int, list[int]], *, emoji: list[str], rate: float, duration: float
+    ) -> dict[str, Any]:
+        """Send ``rate`` reactions/s, evenly spaced, round-robin over ``reactors``, for ``duration`` s.
+
+        Each socket's user picks one of its room's messages and one of its own
+        first 1 + idx mod len(emoji) emoji (so counts differ per emoji) at
+        random, and adds it if it does not have it, else removes it: a user can
+        react as long as the step lasts, and the final state is no fixed pattern."""
+        recorder = self.recorder
+        planned = int(rate * duration) if reactors and rate > 0 else 0
+        per_message: Counter[int] = Counter()
+        send_errors = 0
+        lag_max = 0.0
+        t0 = time.monotonic()
+        first_send_ns = time.time_ns()
+        interval = 1.0 / rate if rate > 0 else 0.0
+        k = 0
+        tag, step, wid = recorder.tag, recorder.step, self.worker_id
+        while k < planned:
+            due = t0 + k * interval
+            now = time.monotonic()
+            if due > now:
+                await asyncio.sleep(due - now)
+                now = time.monotonic()
+            lag_max = max(lag_max, now - due)
+            if now - t0 > duration + SEND_OVERRUN_S:
+                break
+            while k < planned and t0 + k * interval <= now:
+                client = reactors[k % len(reactors)]
+                k += 1
+                message_id = client.rng.choice(messages[client.room])
+                chosen = client.rng.choice(emoji[: 1 + client.idx % len(emoji)])
+                held = client.held.setdefault(message_id, set())
+                ws = client.ws
+                if ws is None:
+                    send_errors += 1
+                    continue
+                kind = "reaction.remove" if chosen in held else "reaction.add"
+                ref = f"{REACTION_REF}.{tag}.{step}.{wid}.{k}.{time.time_ns()}"
+                try:
+                    await ws.send(orjson.dumps({"type": kind, "message": message_id, "emoji": chosen, "ref": ref}), text=True)
+                except ConnectionClosed:
+                    send_errors += 1
+                    continue
+                # The server handles a socket's frames in order, so this is the user's state once all are handled.
+                held.symmetric_difference_update((chosen,))
+                per_message[message_id] += 1
+        return {
+            "planned": planned,
+            "sent": sum(per_message.values()),
+            "per_message": dict(per_message),
+            "send_errors": send_errors,
+            "lag_max_ms": lag_max * 1000,
+            "send_seconds": time.monotonic() - t0,
+            "first_send_ns": first_send_ns if planned else 0,
+        }
+
+    async def reactions(self, command: dict[str, Any]) -> dict[str, Any]:
+        """A reaction storm on ``messages`` (room -> message ids) from the sockets of those rooms, with
+        ``message_rate`` messages/s from the senders at the same time; then wait (bounded) for the reactions' acks."""
+        self.begin_step(command["step"])
+        messages = {int(room): list(ids) for room, ids in command["messages"].items()}
+        reactors = [c for c in self.clients if c.room in messages and c.subscribed.is_set()]
+        senders = [c for c in self.clients if c.sender and c.subscribed.is_set()]
+        wire0 = sum(c.wire_bytes() for c in reactors)
+        await asyncio.sleep(max(0.0, command["start_at"] - time.time()))
+        duration = command["duration"]
+        sent_messages, sent = await asyncio.gather(
+            self.send_loop(senders, rate=command["message_rate"], duration=duration, size=command["size"]),
+            self.reaction_loop(reactors, messages, emoji=command["emoji"], rate=command["rate"], duration=duration),
+        )
+        recorder = self.recorder
+        deadline = time.monotonic() + command["ack_timeout"]
+        while recorder.reaction_acked + recorder.reaction_errors < sent["sent"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        # What the users hold once every sent reaction is handled, per message and emoji (the database must agree).
+        model: dict[int, Counter[str]] = {}
+        for client in reactors:
+            for message_id, held in client.held.items():
+                model.setdefault(message_id, Counter()).update(held)
+        return {
+            "messages": sent_messages,
+            "reactions": {
+                **sent,
+                "reactors": len(reactors),
+                "acked": recorder.reaction_acked,
+                "changed": recorder.reaction_changed,
+                "changed_by_message": dict(recorder.reaction_changed_by_message),
+                "errors": recorder.reaction_errors,
+                "ack_latencies_ms": recorder.reaction_ack_latencies_ms.tobytes(),
+                "last_ack_ns": dict(recorder.reaction_last_ack_ns),
+                "model": {message_id: dict(counts) for message_id, counts in model.items()},
+                "wire_bytes_start": wire0,
+            },
+        }
+
+    async def reaction_check(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Wait until ``deadline_ns`` (wall clock) at most for every socket of the reacted rooms to hold the final summary
+        of each of their messages; then, after ``settle_s`` (a later event must not undo it), account for convergence."""
+        messages = {int(room): list(ids) for room, ids in command["messages"].items()}
+        expected = {int(m): summary for m, summary in command["expected"].items()}
+        last_ack_ns = {int(m): ns for m, ns in command["last_ack_ns"].items()}
+        watched = [c for c in self.clients if c.room in messages and c.subscribed.is_set() and c.ws is not None]
+
+        def check() -> dict[str, Any]:
+            return reaction_convergence([(c.room, c.views) for c in watched], messages, expected, last_ack_ns)
+
+        while time.time_ns() < command["deadline_ns"] and check()["converged"] < len(watched):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(command.get("settle_s", 0.3))
+        recorder = self.recorder
+        return {
+            **check(),
+            "events": recorder.reaction_events,
+            "bytes": recorder.reaction_bytes,
+            "older": recorder.reaction_older,
+            "malformed": recorder.reaction_malformed,
+            "wire_bytes_end": sum(c.wire_bytes() for c in watched),
+        }
 
     # -- idle --------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Benchmark fixtures in the database: one project, N public rooms, users with bearer tokens.
+"""Benchmark fixtures in the database: one project, N public rooms, users with bearer tokens; messages for a
+reaction storm, and the reactions they ended with.
 
 Runs in the coordinator process with Django set up. Users, rooms and the
 project are reused between runs (looked up by name); tokens are issued fresh
@@ -13,8 +14,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
-from chat.models import ApiToken, Room
+from chat.models import ApiToken, Reaction, Room
 from chat.services import accounts as account_services
+from chat.services import messages as message_services
 from chat.services import rooms as room_services
 from projects import services as project_services
 from projects.models import Membership, Project
@@ -85,3 +87,29 @@ def prepare(*, rooms: int, users: int) -> Fixture:
         ApiToken.objects.filter(user__username__startswith=USER_PREFIX, name=TOKEN_NAME).delete()
         tokens = [account_services.token_create(user=u, name=TOKEN_NAME)[1] for u in members]
     return Fixture(room_ids=room_ids, tokens=tokens)
+
+
+def reaction_targets(*, room_ids: list[int], count: int, label: str) -> list[tuple[int, int]]:
+    """Post ``count`` fresh messages for a reaction storm, round-robin over ``room_ids``: (room id, message id) each.
+
+    Fresh, so each storm starts from no reactions; posted by the project's owner through the one message writer."""
+    owner = _owner()
+    rooms = {room.id: room for room in Room.objects.filter(id__in=room_ids)}
+    targets = []
+    for i in range(count):
+        room = rooms[room_ids[i % len(room_ids)]]
+        message, _ = message_services.message_create(room=room, author=owner, body=f"React to this ({label}, {i + 1}/{count})")
+        targets.append((room.id, message.id))
+    return targets
+
+
+def reaction_state(*, message_ids: list[int]) -> dict[int, dict[str, tuple[int, tuple[int, ...]]]]:
+    """What the database holds: message id -> emoji -> (count, user ids ascending), read from the rows themselves
+    (not through the selector the server's summaries come from)."""
+    state: dict[int, dict[str, list[int]]] = {message_id: {} for message_id in message_ids}
+    for message_id, emoji, user_id in Reaction.objects.filter(message_id__in=message_ids).values_list("message_id", "emoji", "user_id"):
+        state[message_id].setdefault(emoji, []).append(user_id)
+    return {
+        message_id: {emoji: (len(users), tuple(sorted(users))) for emoji, users in emojis.items()}
+        for message_id, emojis in state.items()
+    }
