@@ -345,7 +345,7 @@ def message_create(request: HttpRequest, room_id: int, payload: MessageCreateIn)
     room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
     ratelimit.hit("message", request.auth.pk)
     message, created = message_services.message_create(
-        room=room, author=request.auth, body=payload.body, client_id=payload.client_id
+        room=room, author=request.auth, body=payload.body, client_id=payload.client_id, thread_root=payload.thread_root
     )
     return Status(201 if created else 200, message_dict(message))
 
@@ -355,7 +355,7 @@ def message_edit(request: HttpRequest, message_id: int, payload: MessageEditIn) 
     """Edit a message's body (author or project admin); broadcast after commit."""
     message = history_selectors.message_get_for_user(user=request.auth, message_id=message_id)
     message = message_services.message_edit(message=message, by=request.auth, body=payload.body)
-    return message_dict(message, reactions=history_selectors.message_reactions(message_id=message.id))
+    return history_selectors.message_dicts(ids=[message.id])[message.id]
 
 
 @router.delete("/messages/{message_id}", response={204: None, **ERROR_RESPONSES}, tags=["messages"])

@@ -48,6 +48,9 @@ class MessageCreateIn(Schema):
     client_id: Text | None = Field(
         None, description="Up to 64 characters, unique per author: a retry with it returns the original."
     )
+    thread_root: StrictInt | None = Field(
+        None, gt=0, description="Reply in the thread of this message of the room (a reply's thread when it is a reply)."
+    )
 
 
 class MessageEditIn(Schema):
@@ -108,6 +111,14 @@ class ReactionChangeOut(Schema):
     reactions: list[ReactionOut]
 
 
+class ThreadSummaryOut(Schema):
+    reply_count: int
+    last_reply_at: str
+    last_reply_id: int
+    participant_ids: list[int] = Field(..., description="The first five people who replied, in the order they first did.")
+    participants: list[UserOut]
+
+
 class MessageOut(Schema):
     id: int
     room: int
@@ -119,6 +130,8 @@ class MessageOut(Schema):
     deleted: bool
     client_id: str | None
     reactions: list[ReactionOut] = Field(..., description="The reaction summary, by emoji in the order first used.")
+    thread_root: int | None = Field(..., description="For a reply: the first message of its thread.")
+    thread: ThreadSummaryOut | None = Field(..., description="For the first message of a thread: its live replies.")
 
 
 MessageItem = selectable(MessageOut, name="MessageItem")

@@ -615,7 +615,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # A subscribed room's access is known (changes arrive as access.check): the writer is not asked again.
         known = room_id in self.cursors and room_id not in self.checking and room_id in self.room_projects
         room = Room(id=room_id, project_id=self.room_projects[room_id]) if known else None
-        send = sending.Send(user=self.user, room_id=room_id, body=frame.get("body"), client_id=client_id, room=room)
+        send = sending.Send(
+            user=self.user, room_id=room_id, body=frame.get("body"), client_id=client_id, room=room,
+            thread_root=frame.get("thread_root"),
+        )  # fmt: skip
         self.send_frame(await sending.group_commit().submit(send))
 
     async def on_read(self, frame: dict[str, Any]) -> None:

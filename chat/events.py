@@ -174,12 +174,17 @@ def publish_room_event(*, room_id: int, kind: str, payload: dict[str, Any], seq:
     _layer_call("group_send", room_group(room_id), message, what=f"room={room_id} kind={kind} seq={seq}")
 
 
-class _ReactionCoalescer:
-    """One per event loop: gathers the messages whose reactions changed and publishes each once per window.
+# Summaries of a message that change often and are sent whole: its reactions
+# (event ``reaction``) and its thread's replies (event ``thread.updated``).
+SUMMARY_KINDS = ("reaction", "thread.updated")
 
-    A storm of reactions on one message then costs one summary read and one
-    event per window per server process, however many reactions arrived. The
-    summary is read when the window closes, so it holds every reaction
+
+class _SummaryCoalescer:
+    """One per event loop: gathers the messages whose summaries changed and publishes each once per window.
+
+    A storm of reactions (or replies) on one message then costs one summary
+    read and one event per window per server process, however many arrived.
+    The summary is read when the window closes, so it holds every change
     committed before; each event carries ``version`` (the time the read
     started) and clients keep the newest per message, since two processes
     may publish the same message's summary in either order.
@@ -187,11 +192,11 @@ class _ReactionCoalescer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.pending: dict[int, int] = {}  # message id -> room id
+        self.pending: dict[tuple[str, int], int] = {}  # (kind, message id) -> room id
         self.handle: asyncio.TimerHandle | None = None
 
-    def mark(self, room_id: int, message_id: int) -> None:
-        self.pending[message_id] = room_id
+    def mark(self, kind: str, room_id: int, message_id: int) -> None:
+        self.pending[(kind, message_id)] = room_id
         if self.handle is None:
             from django.conf import settings
 
@@ -211,47 +216,38 @@ class _ReactionCoalescer:
         pending, self.pending = self.pending, {}
         self.loop.create_task(self._publish(pending))
 
-    async def _publish(self, pending: dict[int, int]) -> None:
+    async def _publish(self, pending: dict[tuple[str, int], int]) -> None:
         from chat.asyncdb import db_async
 
         try:
-            found = await db_async(reaction_event_messages)(pending)
-        except Exception:  # noqa: BLE001 - the reactions are committed; the next change or a reload shows them
+            found = await db_async(summary_event_messages)(pending)
+        except Exception:  # noqa: BLE001 - the changes are committed; the next change or a reload shows them
             metrics.PUBLISH_FAILURES.inc()
-            logger.exception("reaction summaries could not be read for %d messages", len(pending))
+            logger.exception("message summaries could not be read for %d messages", len(pending))
             return
         for room_id, message in found:
-            _enqueue(("group_send", (room_group(room_id), message), f"room={room_id} kind=reaction"))
+            _enqueue(("group_send", (room_group(room_id), message), f"room={room_id} kind={message['kind']}"))
 
 
-def reaction_event_messages(pending: dict[int, int]) -> list[tuple[int, dict[str, Any]]]:
-    """The ``reaction`` event of each message in ``pending`` (message id -> room id): one query for all."""
+def summary_event_messages(pending: dict[tuple[str, int], int]) -> list[tuple[int, dict[str, Any]]]:
+    """The event of each (kind, message id) in ``pending`` (-> room id): one read per kind for all."""
     from chat.selectors import history as history_selectors
-    from chat.selectors import reactions as reaction_selectors
 
     version = time.time_ns()
-    summaries = reaction_selectors.reaction_summaries(message_ids=list(pending))
-    profiles = history_selectors.user_profiles(ids=list(reaction_selectors.named_user_ids(list(summaries.values()))))
-    return [
-        (
-            room_id,
-            room_event_message(
-                room_id=room_id,
-                kind="reaction",
-                payload={
-                    "room": room_id,
-                    "message": message_id,
-                    "version": version,
-                    "reactions": reaction_selectors.with_names(summaries.get(message_id, []), profiles=profiles),
-                },
-            ),
-        )
-        for message_id, room_id in pending.items()
-    ]
+    reactions = history_selectors.messages_reactions(message_ids=[m for kind, m in pending if kind == "reaction"])
+    threads = history_selectors.thread_summaries(root_ids=[m for kind, m in pending if kind == "thread.updated"])
+    found = []
+    for (kind, message_id), room_id in pending.items():
+        if kind == "reaction":
+            payload = {"room": room_id, "message": message_id, "version": version, "reactions": reactions.get(message_id, [])}
+        else:
+            payload = {"room": room_id, "root": message_id, "version": version, "thread": threads.get(message_id)}
+        found.append((room_id, room_event_message(room_id=room_id, kind=kind, payload=payload)))
+    return found
 
 
-def publish_reactions(*, room_id: int, message_id: int) -> None:
-    """Announce that a message's reactions changed (call it after commit): coalesced on a serving loop, else now."""
+def publish_summary(*, kind: str, room_id: int, message_id: int) -> None:
+    """Announce that a message's ``kind`` summary changed (call it after commit): coalesced on a serving loop, else now."""
     if get_channel_layer() is None:
         return
     try:
@@ -259,18 +255,22 @@ def publish_reactions(*, room_id: int, message_id: int) -> None:
     except RuntimeError:
         running = None
     if running is not None:
-        _reactions_coalescer().mark(room_id, message_id)
+        _summary_coalescer().mark(kind, room_id, message_id)
         return
     loop = _serving_loop
     if loop is not None and loop.is_running() and existing_loop_resource(loop, "publisher") is not None:
-        loop.call_soon_threadsafe(lambda: _reactions_coalescer().mark(room_id, message_id))
+        loop.call_soon_threadsafe(lambda: _summary_coalescer().mark(kind, room_id, message_id))
         return
-    for room, message in reaction_event_messages({message_id: room_id}):
-        _layer_call("group_send", room_group(room), message, what=f"room={room} kind=reaction")
+    for room, message in summary_event_messages({(kind, message_id): room_id}):
+        _layer_call("group_send", room_group(room), message, what=f"room={room} kind={kind}")
 
 
-def _reactions_coalescer() -> _ReactionCoalescer:
-    return loop_resource("reactions", lambda: _ReactionCoalescer(asyncio.get_running_loop()), _ReactionCoalescer.stop)
+def publish_reactions(*, room_id: int, message_id: int) -> None:
+    publish_summary(kind="reaction", room_id=room_id, message_id=message_id)
+
+
+def _summary_coalescer() -> _SummaryCoalescer:
+    return loop_resource("summaries", lambda: _SummaryCoalescer(asyncio.get_running_loop()), _SummaryCoalescer.stop)
 
 
 def background_channel() -> str:

@@ -109,6 +109,12 @@ class Message(models.Model):
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     client_id = models.CharField(max_length=64, null=True, blank=True)
+    # A reply names the first message of its thread (never another reply). Replies
+    # take the room's seq like any message, so resume and gap fill stay exact, but
+    # they are not in the room's main timeline nor in its unread count.
+    thread_root = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=False
+    )
 
     class Meta:
         constraints = [
@@ -122,10 +128,53 @@ class Message(models.Model):
             # room_history / messages_after / unread counts: a room's messages by id;
             # author and deleted_at included so unread counts are index-only
             models.Index(fields=["room", "id"], name="message_room_id_idx", include=["author", "deleted_at"]),
+            # the main timeline (history pages, unread tails and counts) without
+            # the replies, however many there are: index-only as above
+            models.Index(
+                fields=["room", "id"],
+                name="message_room_main_idx",
+                include=["author", "deleted_at"],
+                condition=Q(thread_root__isnull=True),
+            ),
+            # a thread's replies in order, their count and participants
+            models.Index(
+                fields=["thread_root", "id"],
+                name="message_thread_id_idx",
+                include=["author", "deleted_at", "created_at"],
+                condition=Q(thread_root__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"#{self.id} in {self.room_id}"
+
+
+class ThreadFollow(models.Model):
+    """Someone following a thread, and how far they have read it (its own unread state).
+
+    Made when they start the thread, reply in it or follow it by hand.
+    Unfollowing keeps the row (``following`` False) with its read state;
+    replying again follows again.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    root = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
+    following = models.BooleanField(default=True)
+    last_read_id = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # one row per person and thread; a user's followed threads by root
+            models.UniqueConstraint(fields=["user", "root"], name="threadfollow_user_root_uniq"),
+        ]
+        indexes = [
+            # a thread's followers (deleting a message deletes its follows)
+            models.Index(fields=["root"], name="threadfollow_root_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} follows {self.root_id}"
 
 
 class Reaction(models.Model):

@@ -37,6 +37,7 @@ class Send:
     body: Any
     client_id: str
     room: Room | None = None
+    thread_root: Any = None
 
 
 def ack_frame(room_id: int, client_id: str, message: Any, created: bool) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def ack_frame(room_id: int, client_id: str, message: Any, created: bool) -> dict
         "client_id": client_id,
         "id": message.id,
         "seq": message.seq,
+        "thread_root": message.thread_root_id,
         "created_at": message.created_at.isoformat(),
         "duplicate": not created,
     }
@@ -62,7 +64,10 @@ def write_group(sends: list[Send]) -> list[dict[str, Any] | ChatError]:
         except ChatError as exc:
             results[i] = exc
             continue
-        drafts.append((i, message_services.Draft(room=room, author=send.user, body=send.body, client_id=send.client_id)))
+        draft = message_services.Draft(
+            room=room, author=send.user, body=send.body, client_id=send.client_id, thread_root=send.thread_root
+        )
+        drafts.append((i, draft))
     outcomes = message_services.messages_create([draft for _, draft in drafts])
     for (i, _), outcome in zip(drafts, outcomes):
         send = sends[i]

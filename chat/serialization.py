@@ -8,8 +8,12 @@ from chat.models import Message, Room
 from chatsite.users import user_dict
 
 
-def message_dict(message: Message, *, reactions: Any = ()) -> dict[str, Any]:
-    """``reactions``: the message's summary (chat.selectors.reactions.with_names); a new message has none."""
+def message_dict(message: Message, *, reactions: Any = (), thread: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``reactions``: the message's summary (chat.selectors.reactions.with_names); a new message has none.
+
+    ``thread``: for the first message of a thread, its replies' summary
+    (chat.selectors.history.thread_summaries); None while it has no replies.
+    """
     deleted = message.deleted_at is not None
     return {
         "id": message.id,
@@ -22,6 +26,8 @@ def message_dict(message: Message, *, reactions: Any = ()) -> dict[str, Any]:
         "deleted": deleted,
         "client_id": message.client_id,
         "reactions": list(reactions),
+        "thread_root": message.thread_root_id,
+        "thread": thread,
     }
 
 

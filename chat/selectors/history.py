@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 
 from chat.cache_keys import (
     history_page_key,
@@ -45,6 +45,7 @@ MESSAGE_FIELDS = (
     "edited_at",
     "deleted_at",
     "client_id",
+    "thread_root_id",
     "author__id",
     "author__username",
     "author__first_name",
@@ -69,7 +70,7 @@ def room_history(*, room: Room, before: int | None = None, after: int | None = N
     joined rows, PostgreSQL may walk the primary key backwards instead, which
     is fast for a busy room and very slow for one that went quiet long ago.
     """
-    ids = Message.objects.filter(room=room)
+    ids = _main_timeline(room.id)
     if after is not None:
         ids = ids.filter(id__gt=after).order_by("id")
     else:
@@ -79,12 +80,22 @@ def room_history(*, room: Room, before: int | None = None, after: int | None = N
     return list(_messages().filter(id__in=ids.values("id")[:limit]).order_by("id"))
 
 
+def _main_timeline(room_id: int) -> QuerySet[Message]:
+    """A room's messages without thread replies (message_room_main_idx, whatever the number of replies)."""
+    return Message.objects.filter(room_id=room_id, thread_root__isnull=True)
+
+
 def rooms_newest_message_ids(*, room_ids: list[int], count: int) -> list[int]:
     """The ids of the ``count`` newest messages (tombstones included) of each room, in one statement.
 
     Index-only on message_room_id_idx, one LATERAL branch per room (_per_room).
     """
-    rows = _per_room(room_ids, [0] * len(room_ids), "SELECT id FROM {table} WHERE room_id = {room} ORDER BY id DESC LIMIT %s", [count])
+    rows = _per_room(
+        room_ids,
+        [0] * len(room_ids),
+        "SELECT id FROM {table} WHERE room_id = {room} AND thread_root_id IS NULL ORDER BY id DESC LIMIT %s",
+        [count],
+    )
     return [int(mid) for _, mid in rows]
 
 
@@ -123,8 +134,10 @@ def message_dicts(*, ids: list[int], with_authors: bool = True, read_ahead: list
         filled, extra = {}, {}
         loaded = list(_messages().filter(id__in=[*missing, *read_ahead]))
         summaries = reaction_selectors.reaction_summaries(message_ids=[m.id for m in loaded])
+        threads = _thread_counts(root_ids=[m.id for m in loaded if m.thread_root_id is None])
         for m in loaded:
-            (filled if m.id in wanted else extra)[m.id] = message_cache_entry(m, reactions=summaries.get(m.id, []))
+            entry = message_cache_entry(m, reactions=summaries.get(m.id, []), thread=threads.get(m.id))
+            (filled if m.id in wanted else extra)[m.id] = entry
         if extra:
             perf_cache.store_many({message_cache_key(i): e for i, e in extra.items()}, family="messages")
         return filled
@@ -134,32 +147,83 @@ def message_dicts(*, ids: list[int], with_authors: bool = True, read_ahead: list
         return entries
     reactions = [e.get("reactions", ()) for e in entries.values()]
     named = {e["author"]["id"] for e in entries.values()} | reaction_selectors.named_user_ids(reactions)
+    named |= {uid for e in entries.values() if e.get("thread") for uid in e["thread"]["participant_ids"]}
     profiles = user_profiles(ids=list(named))
     return {
         i: {
             **e,
             "author": profiles.get(e["author"]["id"], e["author"]),
             "reactions": reaction_selectors.with_names(e.get("reactions", []), profiles=profiles),
+            "thread": _thread_with_names(e.get("thread"), profiles),
         }
         for i, e in entries.items()
     }
 
 
-def message_cache_entry(message: Message, *, reactions: list[dict[str, Any]] = ()) -> dict[str, Any]:
-    """What the message cache stores: the wire dict with the author reduced to its id, and the reaction summary.
+def message_cache_entry(
+    message: Message, *, reactions: list[dict[str, Any]] = (), thread: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the message cache stores: the wire dict with the author reduced to its id, the reaction
+    summary and the thread summary by user ids.
 
-    A new message has no reactions; a reaction drops its message's entry.
+    A new message has neither; a reaction drops its message's entry, a reply its root's.
     """
-    entry = message_dict(message, reactions=reactions)
+    entry = message_dict(message, reactions=reactions, thread=thread)
     entry["author"] = {"id": message.author_id}
     return entry
 
 
+# People a thread summary names ("alice, bob and 3 more replied").
+THREAD_PARTICIPANTS = 5
+
+
+def _thread_counts(*, root_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each root's live replies: ``{reply_count, last_reply_at, last_reply_id, participant_ids}``; roots
+    without replies are left out. One grouped query on message_thread_id_idx (index-only)."""
+    if not root_ids:
+        return {}
+    rows = (
+        Message.objects.filter(thread_root_id__in=root_ids, deleted_at__isnull=True)
+        .values("thread_root_id", "author_id")
+        .annotate(n=Count("id"), last_at=Max("created_at"), last_id=Max("id"), first_id=Min("id"))
+        .order_by("thread_root_id", "first_id")
+    )
+    found: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        thread = found.setdefault(
+            row["thread_root_id"], {"reply_count": 0, "last_reply_at": None, "last_reply_id": 0, "participant_ids": []}
+        )
+        thread["reply_count"] += row["n"]
+        if thread["last_reply_id"] < row["last_id"]:
+            thread["last_reply_id"], thread["last_reply_at"] = row["last_id"], row["last_at"].isoformat()
+        if len(thread["participant_ids"]) < THREAD_PARTICIPANTS:
+            thread["participant_ids"].append(row["author_id"])
+    return found
+
+
+def _thread_with_names(thread: dict[str, Any] | None, profiles: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+    if thread is None:
+        return None
+    return {**thread, "participants": [profiles[uid] for uid in thread["participant_ids"] if uid in profiles]}
+
+
+def thread_summaries(*, root_ids: list[int]) -> dict[int, dict[str, Any] | None]:
+    """The wire summary of each root's thread (None for a root with no live replies), read now."""
+    counts = _thread_counts(root_ids=root_ids)
+    profiles = user_profiles(ids=list({uid for t in counts.values() for uid in t["participant_ids"]}))
+    return {root: _thread_with_names(counts.get(root), profiles) for root in root_ids}
+
+
+def messages_reactions(*, message_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each message's reaction summary with the first names, read now (messages without reactions left out)."""
+    summaries = reaction_selectors.reaction_summaries(message_ids=message_ids)
+    profiles = user_profiles(ids=list(reaction_selectors.named_user_ids(list(summaries.values()))))
+    return {mid: reaction_selectors.with_names(summary, profiles=profiles) for mid, summary in summaries.items()}
+
+
 def message_reactions(*, message_id: int) -> list[dict[str, Any]]:
     """One message's reaction summary with the first names (chat.selectors.reactions.with_names), read now."""
-    summary = reaction_selectors.reaction_summary(message_id=message_id)
-    profiles = user_profiles(ids=list(reaction_selectors.named_user_ids([summary])))
-    return reaction_selectors.with_names(summary, profiles=profiles)
+    return messages_reactions(message_ids=[message_id]).get(message_id, [])
 
 
 def user_profiles(*, ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -186,7 +250,7 @@ def room_history_dicts(
     cache at all, and without ``author`` the profiles are not looked up.
     Cache misses still store whole entries, so the cache stays complete.
     """
-    ids = Message.objects.filter(room=room)
+    ids = _main_timeline(room.id)
     ahead: list[int] = []
     if after is not None:
         page = list(ids.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:limit])
@@ -227,6 +291,20 @@ def history_page_stamps(room_id: int, before: int | None) -> list[str]:
     if before is None:
         stamps.append(room_tail_stamp_key(room_id))
     return stamps
+
+
+@may_lag
+def thread_reply_ids(*, root_id: int, before: int | None = None, after: int | None = None, limit: int) -> list[int]:
+    """A page of a thread's reply ids in increasing order, as room_history_dicts pages (index-only on
+    message_thread_id_idx): with ``after`` the oldest newer ones, else the newest older than ``before``."""
+    ids = Message.objects.filter(thread_root_id=root_id)
+    if after is not None:
+        return list(ids.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:limit])
+    if before is not None:
+        ids = ids.filter(id__lt=before)
+    page = list(ids.order_by("-id").values_list("id", flat=True)[:limit])
+    page.reverse()
+    return page
 
 
 def messages_after(*, room_id: int, after_id: int, limit: int) -> list[Message]:

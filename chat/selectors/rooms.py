@@ -274,11 +274,11 @@ def _listed_room(row: dict[str, Any], live: dict[str, Any], project: Project, un
 
 
 # Live messages by others after a marker in one room, counted up to a cap: at
-# most UNREAD_CAP entries of message_room_id_idx (index-only). {room} and
+# most UNREAD_CAP entries of message_room_main_idx (index-only; replies are not counted). {room} and
 # {arg} (the marker) are SQL; the placeholders take the user id and the cap.
 _UNREAD_COUNT = (
     "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE room_id = {room} AND id > {arg} "
-    "AND deleted_at IS NULL AND author_id <> %s LIMIT %s) capped"
+    "AND deleted_at IS NULL AND author_id <> %s AND thread_root_id IS NULL LIMIT %s) capped"
 )
 
 

@@ -44,16 +44,18 @@ def room_unread_tails(*, states: dict[int, UnreadState]) -> dict[int, list[tuple
 
 
 def _room_tails(room_ids: list[int]) -> dict[int, list[tuple[int, int, bool]]]:
-    """The newest UNREAD_TAIL messages of each room, newest first, as (id, author id, deleted).
+    """The newest UNREAD_TAIL messages of each room's main timeline, newest first, as (id, author id, deleted).
 
     Shared by every reader of the room, so one cache entry per room and
     message (the key embeds the room's last seq) serves all its members'
-    unread counts. One statement, index-only on message_room_id_idx.
+    unread counts. Thread replies are not counted (threads have their own
+    unread state). One statement, index-only on message_room_main_idx.
     """
     rows = _per_room(
         room_ids,
         [0] * len(room_ids),
-        "SELECT id, author_id, deleted_at IS NOT NULL FROM {table} WHERE room_id = {room} ORDER BY id DESC LIMIT %s",
+        "SELECT id, author_id, deleted_at IS NOT NULL FROM {table} WHERE room_id = {room} AND thread_root_id IS NULL "
+        "ORDER BY id DESC LIMIT %s",
         [UNREAD_TAIL],
     )
     tails: dict[int, list[tuple[int, int, bool]]] = {rid: [] for rid in room_ids}

@@ -9,6 +9,7 @@ commit (keys from chat.cache_keys).
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 from contextlib import nullcontext
 from functools import partial
@@ -24,6 +25,7 @@ from django.utils import timezone
 from chat import cache_keys, events, metrics
 from chat.models import Message, Room
 from chat.selectors import history as history_selectors
+from chat.services import threads as thread_services
 from chat.selectors import unread as unread_selectors
 from chat.serialization import message_dict
 from chatsite.errors import ChatError, Conflict, Forbidden, InvalidInput, NotFound
@@ -77,15 +79,19 @@ class Draft:
     author: Any
     body: Any
     client_id: Any = None
+    # A reply: the id of a message of the same room (a reply's root is taken).
+    thread_root: Any = None
 
 
 # What messages_create returns per draft: the message and whether it is new, or why it was refused.
 Outcome = Union[tuple[Message, bool], ChatError]
 
 
-def message_create(*, room: Room, author: Any, body: str, client_id: str | None = None) -> tuple[Message, bool]:
+def message_create(
+    *, room: Room, author: Any, body: str, client_id: str | None = None, thread_root: int | None = None
+) -> tuple[Message, bool]:
     """Persist one message: :func:`messages_create` with one draft. Raises what it refuses with."""
-    outcome = messages_create([Draft(room=room, author=author, body=body, client_id=client_id)])[0]
+    outcome = messages_create([Draft(room=room, author=author, body=body, client_id=client_id, thread_root=thread_root)])[0]
     if isinstance(outcome, ChatError):
         raise outcome
     return outcome
@@ -116,6 +122,7 @@ def messages_create(drafts: Sequence[Draft]) -> list[Outcome]:
             valid.append((i, _clean_draft(draft)))
         except ChatError as exc:
             outcomes[i] = exc
+    valid = _with_thread_roots(valid, outcomes)
     now = timezone.now()
     created: list[tuple[Message, int]] = []
     for i, outcome in zip([i for i, _ in valid], _insert_messages([d for _, d in valid], now=now)):
@@ -129,7 +136,47 @@ def messages_create(drafts: Sequence[Draft]) -> list[Outcome]:
 
 def _clean_draft(draft: Draft) -> Draft:
     # Whether the project is archived is read under the room's lock, by the statement itself.
-    return Draft(room=draft.room, author=draft.author, body=_clean_body(draft.body), client_id=_clean_client_id(draft.client_id))
+    thread_root = draft.thread_root
+    if thread_root is not None and (not isinstance(thread_root, int) or isinstance(thread_root, bool) or thread_root <= 0):
+        raise InvalidInput("thread_root must be the id of a message.", code="invalid_thread_root")
+    return Draft(
+        room=draft.room, author=draft.author, body=_clean_body(draft.body),
+        client_id=_clean_client_id(draft.client_id), thread_root=thread_root,
+    )  # fmt: skip
+
+
+def _with_thread_roots(valid: list[tuple[int, Draft]], outcomes: list[Any]) -> list[tuple[int, Draft]]:
+    """Replies point at their thread's root (a reply to a reply joins its thread); one query for all.
+
+    A parent in another room (or none) is NotFound, as a message the author
+    may not read; a deleted root takes no new replies (Conflict ``deleted``).
+    """
+    parents = {d.thread_root for _, d in valid if d.thread_root is not None}
+    if not parents:
+        return valid
+    rows = {
+        row[0]: row
+        for row in Message.objects.filter(id__in=parents).values_list("id", "room_id", "thread_root_id", "deleted_at")
+    }
+    roots = {row[2] for row in rows.values() if row[2] is not None} - set(rows)
+    if roots:
+        rows.update(
+            {row[0]: row for row in Message.objects.filter(id__in=roots).values_list("id", "room_id", "thread_root_id", "deleted_at")}
+        )
+    kept = []
+    for i, draft in valid:
+        if draft.thread_root is None:
+            kept.append((i, draft))
+            continue
+        parent = rows.get(draft.thread_root)
+        root = parent if parent is None or parent[2] is None else rows.get(parent[2])
+        if root is None or root[1] != draft.room.id:
+            outcomes[i] = NotFound("Message not found.")
+        elif root[3] is not None:
+            outcomes[i] = Conflict("A deleted message takes no new replies.", code="deleted")
+        else:
+            kept.append((i, dataclasses.replace(draft, thread_root=root[0])))
+    return kept
 
 
 def _insert_messages(drafts: list[Draft], *, now: Any) -> list[Any]:
@@ -174,6 +221,7 @@ def _insert_rows(drafts: list[Draft], *, now: Any) -> list[tuple[int, int, int, 
                     "authors": [d.author.id for d in drafts],
                     "bodies": [d.body for d in drafts],
                     "client_ids": [d.client_id for d in drafts],
+                    "thread_roots": [d.thread_root for d in drafts],
                 },
             )
             return cursor.fetchall()
@@ -207,7 +255,7 @@ def _match_rows(drafts: list[Draft], rows: list[tuple[int, int, int, int]], *, n
         message_id, seq, deleted = written.pop(0)
         message = Message(
             id=message_id, room=draft.room, author=draft.author, body=draft.body,
-            client_id=draft.client_id, seq=seq, created_at=now,
+            client_id=draft.client_id, seq=seq, created_at=now, thread_root_id=draft.thread_root,
         )
         message._state.adding, message._state.db = False, connection.alias  # a stored row, as if loaded
         outcomes.append((message, deleted))
@@ -239,7 +287,8 @@ def _insert_one_sqlite(draft: Draft, *, now: Any) -> Any:
                 return _refusal(draft.room.id)
             seq, deleted = int(counter[0]), int(counter[1])
             message = Message.objects.create(
-                room=draft.room, author=draft.author, body=draft.body, client_id=draft.client_id, seq=seq, created_at=now
+                room=draft.room, author=draft.author, body=draft.body, client_id=draft.client_id, seq=seq,
+                created_at=now, thread_root_id=draft.thread_root,
             )
     except IntegrityError:
         return _retried(draft)
@@ -252,7 +301,8 @@ def _insert_messages_sql() -> str:
     return (
         # The drafts, numbered in the order given.
         "WITH d AS (SELECT * FROM unnest(%(rooms)s::bigint[], %(authors)s::bigint[], %(bodies)s::text[], "
-        "%(client_ids)s::text[]) WITH ORDINALITY AS d(room, author, body, client_id, ord)), "
+        "%(client_ids)s::text[], %(thread_roots)s::bigint[]) WITH ORDINALITY AS d(room, author, body, client_id, "
+        "thread_root, ord)), "
         "n AS (SELECT room, count(*) AS n FROM d GROUP BY room), "
         # The rooms' locks, in id order (two writers never wait for each other in a circle); archived projects are read-only.
         f"l AS (SELECT r.id FROM {room.db_table} r JOIN {project.db_table} p ON p.id = r.{room.get_field('project').column} "
@@ -262,9 +312,10 @@ def _insert_messages_sql() -> str:
         f"RETURNING {room.db_table}.id, {room.db_table}.last_message_seq - n.n AS base, {room.db_table}.messages_deleted), "
         # Ids are drawn in (room, seq) order.
         f"m AS (INSERT INTO {message.db_table} ({column('room').column}, {column('author').column}, {column('seq').column}, "
-        f"{column('body').column}, {column('created_at').column}, {column('client_id').column}) "
+        f"{column('body').column}, {column('created_at').column}, {column('client_id').column}, "
+        f"{column('thread_root').column}) "
         "SELECT d.room, d.author, r.base + row_number() OVER (PARTITION BY d.room ORDER BY d.ord), d.body, %(now)s, "
-        "d.client_id FROM d JOIN r ON r.id = d.room ORDER BY d.room, d.ord "
+        "d.client_id, d.thread_root FROM d JOIN r ON r.id = d.room ORDER BY d.room, d.ord "
         f"RETURNING id, {column('room').column} AS room, {column('seq').column} AS seq) "
         "SELECT m.id, m.room, m.seq, r.messages_deleted FROM m JOIN r ON r.id = m.room"
     )
@@ -301,14 +352,23 @@ def _messages_created(*, created: list[tuple[Message, int]]) -> None:
         if not isinstance(tail, list):
             continue
         for message, _ in group:
-            tail = unread_selectors.unread_tail_with(tail, message_id=message.id, author_id=message.author_id)
+            if message.thread_root_id is None:  # replies are not in the room's unread count
+                tail = unread_selectors.unread_tail_with(tail, message_id=message.id, author_id=message.author_id)
         last, deleted = group[-1]
         # Same lifetime as the message entries (CACHE_TTL_ENTRIES): one write for all.
         entries[cache_keys.unread_tail_key(room_id, (last.seq, deleted))] = tail
         dropped.append(previous[room_id])  # the older tail is never asked for again
+    replies = [message for message, _ in created if message.thread_root_id is not None]
+    for message in replies:
+        # The root's thread summary changed: its entry, and any history page showing it.
+        dropped += [cache_keys.message_cache_key(message.thread_root_id), cache_keys.room_stamp_key(message.room_id)]
     perf_cache.store_many(entries, family="messages")
     perf_cache.invalidate(*dropped)
     metrics.MESSAGES_CREATED.inc(len(created))
+    if replies:
+        thread_services.threads_replied(replies=replies)
+        for message in replies:
+            events.publish_summary(kind="thread.updated", room_id=message.room_id, message_id=message.thread_root_id)
     for message, _ in created:
         if "@" in message.body:
             events.enqueue_background({"type": "message.created", "message_id": message.id, "room_id": message.room_id})
@@ -351,7 +411,9 @@ def message_edit(*, message: Message, by: Any, body: str) -> Message:
     message.edited_at = timezone.now()
     message.save(update_fields=["body", "edited_at"])
     invalidate_on_commit(cache_keys.message_cache_key(message.id), cache_keys.room_stamp_key(message.room_id))
-    payload = {"message": message_dict(message, reactions=history_selectors.message_reactions(message_id=message.id))}
+    thread = history_selectors.thread_summaries(root_ids=[message.id])[message.id] if message.thread_root_id is None else None
+    reactions = history_selectors.message_reactions(message_id=message.id)
+    payload = {"message": message_dict(message, reactions=reactions, thread=thread)}
     transaction.on_commit(
         partial(events.publish_room_event, room_id=message.room_id, kind="message.edited", payload=payload),
         robust=True,
@@ -378,9 +440,15 @@ def message_delete(*, message: Message, by: Any) -> Message:
         cache_keys.message_cache_key(message.id),
         cache_keys.room_stamp_key(message.room_id),
     )
-    payload = {"id": message.id, "room": message.room_id, "seq": message.seq}
+    payload = {"id": message.id, "room": message.room_id, "seq": message.seq, "thread_root": message.thread_root_id}
     transaction.on_commit(
         partial(events.publish_room_event, room_id=message.room_id, kind="message.deleted", payload=payload),
         robust=True,
     )
+    if message.thread_root_id is not None:  # one reply fewer in its root's summary
+        invalidate_on_commit(cache_keys.message_cache_key(message.thread_root_id))
+        transaction.on_commit(
+            partial(events.publish_summary, kind="thread.updated", room_id=message.room_id, message_id=message.thread_root_id),
+            robust=True,
+        )
     return message

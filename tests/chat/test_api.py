@@ -300,7 +300,7 @@ def test_message_list_default_is_newest_page_oldest_first(chat_world, api_client
     assert response.status_code == 200
     assert ids(response) == [m.id for m in messages[-50:]]
     first = response.json()["items"][0]
-    assert set(first) == {"id", "room", "seq", "author", "body", "created_at", "edited_at", "deleted", "client_id", "reactions"}
+    assert set(first) == {"id", "room", "seq", "author", "body", "created_at", "edited_at", "deleted", "client_id", "reactions", "thread_root", "thread"}
     assert first["author"]["username"] in ("owner", "member")
     assert page_cursor_decode(response.json()["next_cursor"], fields={"b": int}) == {"b": messages[10].id}
 
@@ -423,12 +423,12 @@ def test_message_list_query_count_does_not_grow_with_page_size(
     seed_messages(public, authors, 110)
     client = api_client(chat_world["member"])
     # Cold cache: token -> user, room, project role, the page's ids, the
-    # messages, their reactions, their authors' profiles; the same for 1 and for 100 messages.
+    # messages, their reactions, their threads, their authors' profiles; the same for 1 and for 100 messages.
     cache.clear()
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         client.get(f"{API}/rooms/{public.id}/messages?limit=1")
     cache.clear()
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         client.get(f"{API}/rooms/{public.id}/messages?limit=100")
     client.get(f"{API}/rooms/{public.id}/messages?limit=1")  # rendered again: the clear above dropped it
 

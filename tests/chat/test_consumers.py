@@ -241,7 +241,7 @@ async def test_events_for_edits_and_deletes(world):
     edited = await recv(bob)
     assert edited["type"] == "message.edited" and edited["message"]["body"] == "fixed"
     deleted = await recv(bob)
-    assert deleted == {"type": "message.deleted", "id": message[0].id, "room": room.id, "seq": 1}
+    assert deleted == {"type": "message.deleted", "id": message[0].id, "room": room.id, "seq": 1, "thread_root": None}
     await bob.disconnect()
 
 

@@ -115,10 +115,10 @@ def test_history_carries_summaries_in_a_constant_number_of_queries(
         [Reaction(message=m, user=u, emoji=e) for m in messages for u in people for e in ("👍", "🎉")]
     )
     client = api_client(chat_world["member"])
-    # Cold cache: token, room, role, the page's ids, the messages, their reactions, the profiles.
+    # Cold cache: token, room, role, the page's ids, the messages, their reactions, their threads, the profiles.
     for limit in (1, 100):
         cache.clear()
-        with django_assert_num_queries(7):
+        with django_assert_num_queries(8):
             items = client.get(f"{API}/rooms/{public.id}/messages?limit={limit}").json()["items"]
         assert len(items) == limit
     newest = items[-1]["reactions"]

@@ -29,8 +29,8 @@ def test_opening_a_room_and_scrolling_back_fill_the_next_older_pages_on_a_miss(
         return page
 
     # A cold newest page: the id query, one fill that also loads the next two
-    # pages (their messages and their reactions), and the authors' profiles.
-    with django_assert_num_queries(4):
+    # pages (their messages, reactions and threads), and the authors' profiles.
+    with django_assert_num_queries(5):
         page = history_selectors.room_history_dicts(room=room, limit=20)
     assert [m["id"] for m in page] == created[-20:]
     cache_stats_reset()
@@ -38,10 +38,10 @@ def test_opening_a_room_and_scrolling_back_fill_the_next_older_pages_on_a_miss(
         page = scroll(page[0]["id"], expected, 1)  # the id query only: every message is cached
     assert cache_stats()["messages"]["misses"] == 0 and cache_stats()["messages"]["hits"] == 40
     # Past the read-ahead: a miss again, which fills the next two older pages in turn.
-    page = scroll(page[0]["id"], created[-80:-60], 3)
+    page = scroll(page[0]["id"], created[-80:-60], 4)
     for expected in (created[-100:-80], created[-120:-100]):
         page = scroll(page[0]["id"], expected, 1)
-    page = scroll(page[0]["id"], created[-140:-120], 3)
+    page = scroll(page[0]["id"], created[-140:-120], 4)
 
 
 def test_read_ahead_entries_are_not_stale_after_an_edit(chat_world, make_message):

@@ -114,6 +114,11 @@ LOAD_SQL = [
                            * power(((g::bigint * 2654435761) % 1000003)::float8 / 1000003, 2))::int
             END
         ORDER BY g""",
+    # A third of the messages are thread replies, each to the nearest older root of its room.
+    """UPDATE chat_message m SET thread_root_id = (
+            SELECT r.id FROM chat_message r WHERE r.room_id = m.room_id AND r.id < m.id AND r.id % 3 <> 0
+            ORDER BY r.id DESC LIMIT 1)
+        WHERE m.id % 3 = 0""",
     """UPDATE chat_room r SET last_message_seq = s.n, last_message_at = now()
         FROM (SELECT room_id, count(*) AS n FROM chat_message GROUP BY room_id) s WHERE s.room_id = r.id""",
     # Read markers part way through each room.
@@ -134,7 +139,8 @@ UNLOAD_MESSAGES = """
                  JOIN projects_project p ON p.id = r.project_id WHERE p.slug NOT LIKE 'idx-p%') THEN
         RAISE EXCEPTION 'chat_message holds rows of other tests';
       END IF;
-      TRUNCATE chat_message;
+      -- The tables that refer to messages are empty here too (nothing in this module writes them).
+      TRUNCATE chat_message, chat_reaction, chat_pin, chat_savedmessage, chat_threadfollow;
     END $$"""
 
 UNLOAD_SQL = [
@@ -261,7 +267,7 @@ def test_room_history_newest_page(data: None, room_of: Any) -> None:
     with captured() as statements:
         page = history_selectors.room_history(room=room, limit=50)
     assert len(page) == 50
-    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+    assert_uses(reading(statements, "chat_message"), "message_room_main_idx")
 
 
 @pytest.mark.parametrize("room_of", ROOMS)
@@ -271,7 +277,7 @@ def test_room_history_older_page(data: None, room_of: Any) -> None:
     with captured() as statements:
         page = history_selectors.room_history(room=room, before=middle, limit=50)
     assert len(page) == 50 and page[-1].id < middle
-    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+    assert_uses(reading(statements, "chat_message"), "message_room_main_idx")
 
 
 @pytest.mark.parametrize("room_of", ROOMS)
@@ -281,7 +287,7 @@ def test_room_history_catch_up_after(data: None, room_of: Any) -> None:
     with captured() as statements:
         page = history_selectors.room_history(room=room, after=early, limit=50)
     assert len(page) == 50 and page[0].id > early
-    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+    assert_uses(reading(statements, "chat_message"), "message_room_main_idx")
 
 
 @pytest.mark.parametrize("room_of", ROOMS)
@@ -294,7 +300,7 @@ def test_room_history_dicts_selects_ids_first(data: None, room_of: Any, cursor: 
     with captured() as statements:
         page = history_selectors.room_history_dicts(room=room, limit=50, **kwargs)
     assert len(page) == 50
-    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+    assert_uses(reading(statements, "chat_message"), "message_room_main_idx")
 
 
 @pytest.mark.parametrize("room_of", ROOMS)
@@ -316,13 +322,50 @@ def test_messages_seq_between_gap_fill(data: None, room_of: Any) -> None:
     assert_uses(reading(statements, "chat_message"), "message_room_seq_uniq")
 
 
+@pytest.mark.parametrize("room_of", ROOMS)
+def test_main_timeline_pages_skip_replies_without_reading_them(data: None, room_of: Any) -> None:
+    """The main timeline's page of ids reads only its own entries: the replies are not in its index."""
+    room = room_of()
+    assert Message.objects.filter(room=room, thread_root__isnull=False).count() > 1_000
+    with captured() as statements:
+        page = history_selectors.room_history(room=room, limit=50)
+    assert len(page) == 50 and all(m.thread_root_id is None for m in page)
+    sql, params = reading(statements, "chat_message")[0]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    plan = plan if isinstance(plan, list) else __import__("json").loads(plan)
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        nodes.append(node)
+        for child in node.get("Plans", ()):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    scans = [n for n in nodes if n.get("Index Name") == "message_room_main_idx"]
+    # The newest 50 of the main timeline: exactly 50 (or 51) index entries read, no reply filtered out.
+    assert scans and all(n["Actual Rows"] <= 51 and not n.get("Rows Removed by Filter") for n in scans), scans
+
+
+def test_thread_replies_and_summaries_use_the_thread_index(data: None) -> None:
+    room = hot_room()
+    root = Message.objects.filter(room=room, thread_root__isnull=True, id__in=Message.objects.filter(
+        thread_root__isnull=False, room=room).values("thread_root_id")).order_by("-id").first()
+    with captured() as statements:
+        ids = history_selectors.thread_reply_ids(root_id=root.id, limit=50)
+        summaries = history_selectors.thread_summaries(root_ids=[root.id])
+    assert ids and summaries[root.id]["reply_count"] >= len(ids)
+    assert_uses(reading(statements, "chat_message"), "message_thread_id_idx")
+
+
 def test_rooms_for_user_with_unread_counts(data: None) -> None:
     room = hot_room()
     user = member_of(room)
     with captured() as statements:
         rooms = room_selectors.rooms_for_user(user=user, project=room.project)
     assert rooms and any(r.unread for r in rooms)
-    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+    assert_uses(reading(statements, "chat_message"), "message_room_main_idx")
     assert_uses(reading(statements, "projects_membership"), MEMBERSHIP)
     assert_uses(reading(statements, "chat_readmarker"), "readmarker_user_room_uniq")
 

@@ -1,0 +1,167 @@
+"""Threads: replies through the one writer, the main timeline without them, summaries, follows and
+thread unread state, over the API and the WebSocket."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.cache import cache
+
+from chat.models import Message, ThreadFollow
+from chat.selectors import rooms as room_selectors
+from chat.services import messages as message_services
+from tests.chat.test_consumers import hello, recv, recv_until, send, subscribe
+
+API = "/api/v1"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def post(client, room_id: int, body: str, **extra):
+    return client.post(f"{API}/rooms/{room_id}/messages", {"body": body, **extra}, content_type="application/json")
+
+
+def test_replies_take_the_room_seq_and_stay_out_of_the_main_timeline(chat_world, api_client):
+    public = chat_world["public"]
+    member, owner = api_client(chat_world["member"]), api_client(chat_world["owner"])
+    root = post(member, public.id, "where do we deploy?").json()
+    first = post(owner, public.id, "staging first", thread_root=root["id"])
+    assert first.status_code == 201 and first.json()["thread_root"] == root["id"]
+    # A reply to a reply joins the same thread.
+    second = post(member, public.id, "agreed", thread_root=first.json()["id"]).json()
+    assert second["thread_root"] == root["id"]
+    after = post(member, public.id, "next topic").json()
+    assert [root["seq"], first.json()["seq"], second["seq"], after["seq"]] == [1, 2, 3, 4]
+
+    items = member.get(f"{API}/rooms/{public.id}/messages").json()["items"]
+    assert [m["body"] for m in items] == ["where do we deploy?", "next topic"]
+    thread = items[0]["thread"]
+    assert thread["reply_count"] == 2 and thread["last_reply_id"] == second["id"]
+    assert thread["participant_ids"] == [chat_world["owner"].id, chat_world["member"].id]
+    assert [u["username"] for u in thread["participants"]] == ["owner", "member"]
+    assert items[1]["thread"] is None and items[1]["thread_root"] is None
+
+
+def test_thread_view_pages_replies_and_reports_follow_state(chat_world, api_client):
+    public = chat_world["public"]
+    member, owner = api_client(chat_world["member"]), api_client(chat_world["owner"])
+    root = post(owner, public.id, "release notes").json()
+    replies = [post(member, public.id, f"reply {i}", thread_root=root["id"]).json()["id"] for i in range(5)]
+    page = member.get(f"{API}/messages/{root['id']}/thread?limit=3").json()
+    assert page["root"]["id"] == root["id"] and page["root"]["thread"]["reply_count"] == 5
+    assert [m["id"] for m in page["items"]] == replies[2:]
+    # The replier follows, read up to their own reply.
+    assert page["following"] is True and page["last_read_id"] == replies[-1]
+    older = member.get(f"{API}/messages/{root['id']}/thread?limit=3&cursor={page['next_cursor']}").json()
+    assert [m["id"] for m in older["items"]] == replies[:2] and older["next_cursor"] is None
+    # Asking for a reply's thread gives the same thread.
+    assert member.get(f"{API}/messages/{replies[0]}/thread").json()["root"]["id"] == root["id"]
+
+
+def test_bad_replies_are_clear_errors(chat_world, api_client, make_message):
+    public, private = chat_world["public"], chat_world["private"]
+    member = api_client(chat_world["member"])
+    elsewhere = make_message(private, chat_world["insider"], "in another room")
+    assert post(member, public.id, "x", thread_root=elsewhere.id).json()["code"] == "not_found"
+    assert post(member, public.id, "x", thread_root=987654321).status_code == 404
+    assert post(member, public.id, "x", thread_root="one").status_code == 422
+    assert post(member, public.id, "x", thread_root=0).status_code == 422
+    root = post(member, public.id, "soon gone").json()
+    member.delete(f"{API}/messages/{root['id']}")
+    refused = post(member, public.id, "too late", thread_root=root["id"])
+    assert refused.status_code == 409 and refused.json()["code"] == "deleted"
+    assert not Message.objects.filter(body__in=["x", "too late"]).exists()
+    # Someone who cannot read the room cannot see its threads.
+    outsider = api_client(chat_world["outsider"])
+    assert outsider.get(f"{API}/messages/{root['id']}/thread").status_code == 404
+    assert outsider.put(f"{API}/messages/{root['id']}/thread/follow").status_code == 404
+
+
+def test_replies_are_not_room_unread_but_thread_unread(chat_world, api_client):
+    public, project = chat_world["public"], chat_world["project"]
+    owner, member = api_client(chat_world["owner"]), api_client(chat_world["member"])
+    root = post(member, public.id, "lunch?").json()
+    member.post(f"{API}/rooms/{public.id}/read", {"last_id": root["id"]}, content_type="application/json")
+    for i in range(3):
+        post(owner, public.id, f"yes {i}", thread_root=root["id"])
+    cache.clear()  # also from the database, not only through the writer's cached tail
+    for _ in range(2):
+        rooms = {r.id: r for r in room_selectors.rooms_for_user(user=chat_world["member"], project=project)}
+        assert rooms[public.id].unread == 0
+        cache.clear()
+    threads = member.get(f"{API}/projects/{project.slug}/threads").json()["items"]
+    assert [(t["root"]["id"], t["unread"]) for t in threads] == [(root["id"], 3)]
+    newest = Message.objects.filter(thread_root_id=root["id"]).order_by("-id").first().id
+    read = member.post(f"{API}/messages/{root['id']}/thread/read", {"last_id": newest + 100}, content_type="application/json")
+    assert read.json() == {"last_id": newest}
+    assert member.get(f"{API}/projects/{project.slug}/threads").json()["items"][0]["unread"] == 0
+    # Unfollowing takes it off the list; replying follows again.
+    assert member.delete(f"{API}/messages/{root['id']}/thread/follow").json() == {"following": False}
+    assert member.get(f"{API}/projects/{project.slug}/threads").json()["items"] == []
+    post(member, public.id, "on second thought", thread_root=root["id"])
+    assert ThreadFollow.objects.get(user=chat_world["member"], root_id=root["id"]).following
+
+
+def test_followed_threads_list_has_a_constant_query_count(chat_world, api_client, make_message, django_assert_num_queries):
+    public, project, member = chat_world["public"], chat_world["project"], chat_world["member"]
+    client = api_client(member)
+    counts = []
+    for total in (1, 20):
+        for _ in range(total - len(counts)):
+            root = make_message(public, chat_world["owner"], "topic")
+            message_services.message_create(room=public, author=member, body="reply", thread_root=root.id)
+        counts.append(total)
+        cache.clear()
+        # token, user, project and role, the follows with their counts, the rooms' access,
+        # the roots (messages, reactions, threads), their profiles: the same for 1 and 20
+        with django_assert_num_queries(9) as captured:
+            items = client.get(f"{API}/projects/{project.slug}/threads").json()["items"]
+        assert len(items) == total, captured
+
+
+def test_a_thread_stops_showing_when_access_ends(chat_world, api_client, make_message):
+    from chat.services import rooms as room_services
+
+    private, insider = chat_world["private"], chat_world["insider"]
+    root = make_message(private, chat_world["owner"], "secret plan")
+    message_services.message_create(room=private, author=insider, body="count me in", thread_root=root.id)
+    client = api_client(insider)
+    assert len(client.get(f"{API}/projects/{private.project.slug}/threads").json()["items"]) == 1
+    # The insider leaves the private room (someone else stays in it), but not the project.
+    room_services.room_member_add(room=private, username="member", by=insider)
+    room_services.room_member_remove(room=private, user=insider, by=insider)
+    cache.clear()
+    assert client.get(f"{API}/projects/{private.project.slug}/threads").json()["items"] == []
+    assert client.get(f"{API}/messages/{root.id}/thread").status_code == 404
+
+
+async def test_replies_over_the_websocket_and_the_thread_event(world):
+    room = world["public"]
+    root, _ = await database_sync_to_async(message_services.message_create)(room=room, author=world["owner"], body="poll")
+    watcher = await hello(world["tokens"]["owner"])
+    await subscribe(watcher, room.id)
+    replier = await hello(world["tokens"]["member"])
+    await subscribe(replier, room.id)
+    await send(replier, {"type": "message.send", "room": room.id, "body": "option b", "client_id": "t1", "thread_root": root.id})
+    ack, _ = await recv_until(replier, "message.ack")
+    assert ack["thread_root"] == root.id
+    new, _ = await recv_until(watcher, "message.new")
+    assert new["message"]["thread_root"] == root.id and new["message"]["body"] == "option b"
+    updated, _ = await recv_until(watcher, "thread.updated")
+    assert updated["root"] == root.id and updated["thread"]["reply_count"] == 1
+    assert updated["thread"]["participant_ids"] == [world["member"].id]
+    await send(replier, {"type": "message.send", "room": room.id, "body": "x", "client_id": "t2", "thread_root": "nope"})
+    error, _ = await recv_until(replier, "error")
+    assert error["code"] == "invalid_thread_root" and error["ref"] == "t2"
+    for communicator in (watcher, replier):
+        await communicator.disconnect()
+
+
+def test_deleting_a_reply_updates_its_root(chat_world, api_client):
+    public = chat_world["public"]
+    member = api_client(chat_world["member"])
+    root = post(member, public.id, "question").json()
+    reply = post(member, public.id, "answer", thread_root=root["id"]).json()
+    assert member.get(f"{API}/rooms/{public.id}/messages").json()["items"][-1]["thread"]["reply_count"] == 1
+    member.delete(f"{API}/messages/{reply['id']}")
+    assert member.get(f"{API}/rooms/{public.id}/messages").json()["items"][-1]["thread"] is None
