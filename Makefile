@@ -88,19 +88,22 @@ bench-http: bench-database
 	$(BENCH_ENV) $(PY) bench/bench_http.py --requests 100000 --duration 20 --rate 300 --page-rate 10 --workers 2 --wrk
 
 ## make bench-ws: WebSocket fan-out as browsers connect (permessage-deflate offered): the bare websockets server (the ceiling),
-## the tutorial-style reference consumer and ours at 1 and 2 processes, then a reconnect storm and a big room (bench/README.md)
+## the tutorial-style reference consumer and ours at 1 and 2 processes, then a reconnect storm, a big room and a reaction storm (bench/README.md)
 ## (its own database, chat_ws: its 100-room project and the messages it sends would skew bench-db's data set)
 BENCH_WS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat_ws
 # The issue's storm is 10,000 sockets (make bench-ws BENCH_WS_STORM=10000); 5,000 keeps the target near 15 minutes on 2 cores.
 BENCH_WS_STORM ?= 5000
 BENCH_WS_BIG_ROOM ?= 5000
+# Reactions/s on one message from its room's 20 sockets, for 10 s (coalesced events, convergence, CPU per reaction).
+BENCH_WS_REACTION_RATE ?= 200
 bench-ws: venv
 	@mkdir -p var
 	@psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'chat_ws'" | grep -q 1 \
 		|| psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE chat_ws"
 	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} $(PY) manage.py migrate --no-input
 	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} $(PY) -m bench.ws_bench --target both --bare --reference-stack tutorial --ramp --rate 1200 --rooms 100 --clients-per-room 20 --senders 100 \
-		--processes 1,2 --duration 4 --storm $(BENCH_WS_STORM) --big-room $(BENCH_WS_BIG_ROOM) --big-room-rate 2 --json var/bench-ws.json
+		--processes 1,2 --duration 4 --storm $(BENCH_WS_STORM) --big-room $(BENCH_WS_BIG_ROOM) --big-room-rate 2 \
+		--reactions --reaction-rate $(BENCH_WS_REACTION_RATE) --json var/bench-ws.json
 	@# Acknowledged sends: rooms of two, everyone sends (persisted, ordered, idempotent; ack p99 in the table).
 	DJANGO_SETTINGS_MODULE=chatsite.settings.test DATABASE_URL=$${DATABASE_URL:-$(BENCH_WS_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} $(PY) -m bench.ws_bench --target ours --ramp --ramp-start 400 --rate 4000 --rooms 200 --clients-per-room 2 --senders 400 \
 		--processes 1,2 --duration 4 --json var/bench-ws-acks.json
