@@ -1294,7 +1294,8 @@ def reaction_step_result(
     events = sum(c["events"] for c in checks)
     event_bytes = sum(c["bytes"] for c in checks)
     wire = sum(c["wire_bytes_end"] for c in checks) - sum(r["wire_bytes_start"] for r in sent)
-    per_socket_s = max(1, sockets) * duration
+    # Events keep coming while a backlog of reactions is handled: per second of the first send -> last ack, at least the duration.
+    per_socket_s = max(1, sockets) * max(duration, ack_span)
     within = converged == sockets and converge_ms["max"] is not None and converge_ms["max"] <= opts.reaction_deadline * 1000
     errors: dict[str, int] = {}
     for r in drained:
