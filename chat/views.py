@@ -199,15 +199,18 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
 
 
 def _attach_reactions(history: list[Any]) -> None:
-    """Give each message its reaction summary (``m.reaction_summary``), with the first names: one query, one profile lookup.
+    """Give each message its reaction summary (``m.reaction_summary``), with the first names, and its thread's
+    (``m.thread_summary``): a query and a profile lookup each.
 
     What the viewer reacted with is marked by chat.js from ``user_ids``, so
     the rendered list stays the same for every reader.
     """
     summaries = reaction_selectors.reaction_summaries(message_ids=[m.id for m in history])
     profiles = history_selectors.user_profiles(ids=list(reaction_selectors.named_user_ids(list(summaries.values()))))
+    threads = history_selectors.thread_summaries(root_ids=[m.id for m in history])
     for m in history:
         m.reaction_summary = reaction_selectors.with_names(summaries.get(m.id, []), profiles=profiles)
+        m.thread_summary = threads.get(m.id)
 
 
 def _digest(data: Any) -> str:
@@ -219,7 +222,8 @@ def _history_digest(history: list[Any]) -> str:
     return _digest(
         [
             (m.id, m.seq, m.author_id, m.author.username, m.author.first_name, m.author.last_name,
-             m.body, m.created_at, m.edited_at, m.deleted_at, getattr(m, "reaction_summary", None))
+             m.body, m.created_at, m.edited_at, m.deleted_at, getattr(m, "reaction_summary", None),
+             getattr(m, "thread_summary", None))
             for m in history
         ]
     )  # fmt: skip
