@@ -44,7 +44,8 @@ class RoomAdmin(admin.ModelAdmin):
     list_filter = ("kind", "is_private")
     search_fields = ("name", "slug", "project__slug")
     autocomplete_fields = ("project", "created_by")
-    readonly_fields = ("created_at", "last_message_seq", "last_message_at", "messages_deleted")
+    # A DM's kind and key say whose conversation it is: never retyped by hand.
+    readonly_fields = ("kind", "dm_key", "created_at", "last_message_seq", "last_message_at", "messages_deleted")
     inlines = (RoomMemberInline,)
     ordering = ("-id",)
     show_full_result_count = False

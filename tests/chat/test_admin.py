@@ -128,6 +128,22 @@ def test_room_list_shows_and_filters_the_kind(staff_client, admin_world):
     assert admin_url(Room, "change", admin_world["public"].pk) not in dms
 
 
+def test_room_change_form_keeps_kind_and_dm_key(staff_client, admin_world):
+    """Shown, not editable: the form saves without them and leaves them as they were."""
+    room = admin_world["public"]
+    url = admin_url(Room, "change", room.pk)
+    page = staff_client.get(url).content.decode()
+    assert 'name="kind"' not in page and 'name="dm_key"' not in page
+    data = {
+        "project": room.project_id, "slug": room.slug, "name": "renamed", "topic": room.topic,
+        "created_by": room.created_by_id or "", "members-TOTAL_FORMS": "0", "members-INITIAL_FORMS": "0",
+        "kind": "dm", "dm_key": "1,2",
+    }  # fmt: skip
+    assert staff_client.post(url, data).status_code == 302
+    saved = Room.objects.get(pk=room.pk)
+    assert (saved.name, saved.kind, saved.dm_key) == ("renamed", Room.Kind.ROOM, None)
+
+
 def test_non_staff_is_sent_to_the_admin_login(admin_world):
     client = Client()
     client.force_login(admin_world["member"])
