@@ -165,3 +165,45 @@ def test_deleting_a_reply_updates_its_root(chat_world, api_client):
     assert member.get(f"{API}/rooms/{public.id}/messages").json()["items"][-1]["thread"]["reply_count"] == 1
     member.delete(f"{API}/messages/{reply['id']}")
     assert member.get(f"{API}/rooms/{public.id}/messages").json()["items"][-1]["thread"] is None
+
+
+def test_history_with_reactions_and_threads_keeps_its_query_count(
+    make_user, make_project, make_message, api_client, django_assert_num_queries
+):
+    """The room page and the API's history, cold, cost the same for 1 message as for 100 that all have
+    reactions and threads (page size 100 for the API; the page shows its 50)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.models import Reaction, Room
+    from tests.chat.test_pages import client_for, room_url
+
+    def room_with(count: int, tag: str):
+        viewer, other = make_user(f"viewer{tag}"), make_user(f"other{tag}")
+        project = make_project(viewer, name=f"Threads {tag}", members=(other,))
+        room = Room.objects.select_related("project").get(project=project, slug="general")
+        roots = [make_message(room, other, f"root {i}") for i in range(count)]
+        for root in roots:
+            for author in (viewer, other):
+                message_services.message_create(room=room, author=author, body="re", thread_root=root.id)
+        Reaction.objects.bulk_create([Reaction(message=m, user=u, emoji="👍") for m in roots for u in (viewer, other)])
+        return room, viewer
+
+    small, small_viewer = room_with(1, "s")
+    big, big_viewer = room_with(100, "b")
+    cache.clear()
+    with CaptureQueriesContext(connection) as page_queries:
+        assert client_for(small_viewer).get(room_url(small)).status_code == 200
+    cache.clear()
+    with django_assert_num_queries(len(page_queries.captured_queries)):
+        body = client_for(big_viewer).get(room_url(big)).content.decode()
+    assert body.count('class="reaction"') == 50
+
+    cache.clear()
+    with CaptureQueriesContext(connection) as api_queries:
+        items = api_client(small_viewer).get(f"{API}/rooms/{small.id}/messages?limit=100").json()["items"]
+    assert len(items) == 1
+    cache.clear()
+    with django_assert_num_queries(len(api_queries.captured_queries)):
+        items = api_client(big_viewer).get(f"{API}/rooms/{big.id}/messages?limit=100").json()["items"]
+    assert len(items) == 100 and all(m["thread"]["reply_count"] == 2 and m["reactions"][0]["count"] == 2 for m in items)
