@@ -184,6 +184,7 @@ def me(request: HttpRequest) -> dict[str, Any]:
 def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[str, Any]:
     """The rooms of a project the caller may read, with unread counts, in creation (id) order.
 
+    Direct messages are not rooms here: `GET /projects/{slug}/dms` lists them.
     Page size: `limit` (default 50; values above 100 are treated as 100).
     `fields` picks the room fields returned.
     """
@@ -191,9 +192,13 @@ def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[s
     project, _ = project_get_for_user(user=request.auth, slug=slug)
     limit = page_limit(page.limit)
     after_id = page_cursor_key(page.cursor, key="i", kind=int) or 0
-    # rooms_for_user returns the whole (short) list: page it by id here.
+    # rooms_for_user returns the whole (short) list, DMs included: page its rooms by id here.
     rooms = sorted(
-        (room for room in room_selectors.rooms_for_user(user=request.auth, project=project) if room.id > after_id),
+        (
+            room
+            for room in room_selectors.rooms_for_user(user=request.auth, project=project)
+            if room.id > after_id and room.kind != Room.Kind.DM
+        ),
         key=lambda room: room.id,
     )
     items = rooms[:limit]

@@ -5,8 +5,11 @@ channel, settings.CHAT_BACKGROUND_CHANNEL; ``make run`` and docker-compose
 start it). Services enqueue work after commit with
 ``chat.events.enqueue_background``; nothing here is on the sender's path.
 
-Today it delivers @mention notifications to the mentioned users' personal
-groups (every socket of that user, whatever rooms it follows).
+Today it delivers notifications to users' personal groups (every socket of
+that user, whatever rooms it follows): a ``mention`` to each user @mentioned
+in a message who can read its room, and to every other member of a direct
+message for each of its messages (with ``"dm": true``), so a DM reaches its
+recipients as a mention does.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 from channels.consumer import SyncConsumer
 
 from chat import events
+from chat.models import Room
 from chat.selectors import history as history_selectors
+from chat.selectors import rooms as room_selectors
 from chat.serialization import message_dict
 from perf.cache import backend as cache_backend
 from perf.cache import cache_key
@@ -40,16 +45,24 @@ def claim(kind: str, ident: object) -> bool:
 
 class BackgroundConsumer(SyncConsumer):
     def message_created(self, event: dict[str, Any]) -> None:
-        """Notify users @mentioned in a new message who can read its room (once, whichever worker claims it)."""
+        """Notify users @mentioned in a new message who can read its room, or every other member of a DM.
+
+        Once per message, whichever worker claims it. In a DM everyone is
+        notified whether named or not, and once: a mention adds nothing.
+        """
         if not claim("mentions", event["message_id"]):
             return
         message = history_selectors.message_with_room(message_id=event["message_id"])
         if message is None or message.deleted_at is not None:
             return
-        users = history_selectors.mentioned_readers(room=message.room, body=message.body)
+        is_dm = message.room.kind == Room.Kind.DM
+        if is_dm:
+            users = list(room_selectors.room_members(room=message.room))
+        else:
+            users = history_selectors.mentioned_readers(room=message.room, body=message.body)
         if not users:
             return
-        payload = {"room": message.room_id, "message": message_dict(message)}
+        payload = {"room": message.room_id, "message": message_dict(message), "dm": is_dm}
         for user in users:
             if user.id != message.author_id:
                 events.publish_user_event(user_id=user.id, kind="mention", payload=payload)

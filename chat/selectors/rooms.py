@@ -26,6 +26,18 @@ from projects.models import Membership, Project
 
 User = get_user_model()
 
+# Room id -> is it a DM, as this process has learned it. A room's kind is set
+# when it is created and room ids are never reused, so an answer never goes stale.
+_DM_ROOMS: dict[int, bool] = {}
+_DM_ROOMS_MAX = 100_000
+
+
+def _dm_learn(room: Room) -> None:
+    """Keep whether ``room`` (read from the database or the cache) is a DM, for rooms_dm_ids."""
+    if len(_DM_ROOMS) >= _DM_ROOMS_MAX:
+        _DM_ROOMS.clear()  # a bound on memory; what is dropped is learned again
+    _DM_ROOMS[room.id] = room.kind == Room.Kind.DM
+
 
 def _readable_rooms(user: Any) -> QuerySet[Room]:
     """Rooms the user may read, each annotated with ``my_role`` in its project."""
@@ -93,6 +105,7 @@ def rooms_get_for_users(requests: list[tuple[Any, int]]) -> list[Room | NotFound
             continue
         # Fills land in the group's view too: the next request for this room reads them.
         found[room_key] = room
+        _dm_learn(room)  # a socket's later sends to it ask nothing more
         answered.add(room_key)
         found.setdefault(room_access_key(user.id, room_id), room.my_role)
         answers.append(room)
@@ -145,6 +158,29 @@ def rooms_cached(*, room_ids: list[int]) -> dict[int, Room]:
 
     found = perf_cache.cached_many("rooms", {rid: room_cache_key(rid) for rid in room_ids}, fill)
     return {rid: room for rid, room in found.items() if isinstance(room, Room)}  # not the "no such room" marker
+
+
+def rooms_dm_ids(*, rooms: list[Room]) -> set[int]:
+    """Which of ``rooms`` are direct-message rooms: the message writer's question for every new message.
+
+    A room read from the database or the cache answers itself. A room known
+    by its id only (``Room(id=...)``, the socket's sends) is answered from a
+    per-process memo, and rooms it has not seen yet from the ``rooms`` cache
+    family (one round trip, a query on a miss). Missing rooms are not DMs.
+    """
+    answers: dict[int, bool] = {}
+    for room in rooms:
+        if not room._state.adding and "kind" in room.__dict__:
+            _dm_learn(room)
+            answers[room.id] = room.kind == Room.Kind.DM
+        elif room.id in _DM_ROOMS:
+            answers[room.id] = _DM_ROOMS[room.id]
+    missing = [room.id for room in rooms if room.id not in answers]
+    if missing:
+        for found in rooms_cached(room_ids=missing).values():
+            _dm_learn(found)
+            answers[found.id] = found.kind == Room.Kind.DM
+    return {room_id for room_id, is_dm in answers.items() if is_dm}
 
 
 def rooms_unread_states(*, room_ids: list[int]) -> dict[int, UnreadState]:
@@ -210,8 +246,8 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
             .filter(project=project)
             .annotate(last_read=marker, unread=_unread_count_sql(user.id))
             .order_by("name", "id")
-            .values("id", "slug", "name", "topic", "is_private", "my_role", "last_message_seq", "last_message_at",
-                    "last_read", "unread")
+            .values("id", "slug", "name", "topic", "is_private", "kind", "dm_key", "my_role", "last_message_seq",
+                    "last_message_at", "last_read", "unread")
         )  # fmt: skip
         return [_listed_room(row, row, project, row["unread"]) for row in rows]
 
@@ -220,7 +256,7 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
             _readable_rooms(user)
             .filter(project=project)
             .order_by("name", "id")
-            .values("id", "slug", "name", "topic", "is_private", "my_role")
+            .values("id", "slug", "name", "topic", "is_private", "kind", "dm_key", "my_role")
         )
         # The same query answers room_get_for_user for each of these rooms:
         # keep the user's access to them (family ``access``), so opening one
@@ -266,6 +302,8 @@ def _listed_room(row: dict[str, Any], live: dict[str, Any], project: Project, un
     room = Room(
         id=row["id"], project=project, slug=row["slug"], name=row["name"], topic=row["topic"],
         is_private=row["is_private"], last_message_seq=live["last_message_seq"], last_message_at=live["last_message_at"],
+        # Lists cached before rooms had a kind hold rooms only.
+        kind=row.get("kind", Room.Kind.ROOM), dm_key=row.get("dm_key"),
     )  # fmt: skip
     room.my_role = row["my_role"]
     room.last_read = live["last_read"]

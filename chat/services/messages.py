@@ -26,6 +26,7 @@ from chat import cache_keys, events, metrics
 from chat.models import Message, Room
 from chat.selectors import history as history_selectors
 from chat.services import threads as thread_services
+from chat.selectors import rooms as room_selectors
 from chat.selectors import unread as unread_selectors
 from chat.serialization import message_dict
 from chatsite.errors import ChatError, Conflict, Forbidden, InvalidInput, NotFound
@@ -369,8 +370,10 @@ def _messages_created(*, created: list[tuple[Message, int]]) -> None:
         thread_services.threads_replied(replies=replies)
         for message in replies:
             events.publish_summary(kind="thread.updated", room_id=message.room_id, message_id=message.thread_root_id)
+    # The worker notifies @mentioned readers, and every other member of a DM (chat.background).
+    dm_rooms = room_selectors.rooms_dm_ids(rooms=[group[0][0].room for group in per_room.values()])
     for message, _ in created:
-        if "@" in message.body:
+        if "@" in message.body or message.room_id in dm_rooms:
             events.enqueue_background({"type": "message.created", "message_id": message.id, "room_id": message.room_id})
 
 

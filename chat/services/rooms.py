@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from chat.models import Message, ReadMarker, Room, RoomMember
+from chat.services.dms import DM_SLUG_PREFIX
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from projects.models import Membership, Project
 
@@ -58,6 +59,12 @@ def room_create(
     slug = slugify(slug or name)[:64]
     if not slug:
         raise InvalidInput("Room slug must contain letters or digits.")
+    if slug.startswith(DM_SLUG_PREFIX):
+        # Direct messages' slugs have this form (chat.services.dms): a room must never take one.
+        raise InvalidInput(
+            f"Room slugs starting with '{DM_SLUG_PREFIX}' are kept for direct messages: choose another name or slug.",
+            code="reserved_slug",
+        )
     if project.archived:
         raise Forbidden("This project is archived; it is read-only.", code="archived")
     try:
@@ -73,7 +80,8 @@ def room_create(
 
 @transaction.atomic
 def room_member_add(*, room: Room, username: str, by: Any) -> RoomMember:
-    """Add a project member to a private room. Room members and project admins only."""
+    """Add a project member to a private room. Room members and project admins only; never to a DM."""
+    _refuse_dm(room)
     by_role = Membership.objects.filter(project_id=room.project_id, user=by).values_list("role", flat=True).first()
     is_admin = by_role in (Membership.Role.OWNER, Membership.Role.ADMIN)
     if not is_admin and not RoomMember.objects.filter(room=room, user=by).exists():
@@ -91,8 +99,10 @@ def room_member_remove(*, room: Room, user: Any, by: Any) -> None:
 
     Their open sockets drop the room at once if it is private (chat.signals).
     The last member of a private room cannot leave it: nobody could read it
-    or add anyone again.
+    or add anyone again. Nobody leaves or is removed from a DM: its people
+    are what names it (chat.services.dms).
     """
+    _refuse_dm(room)
     if by.pk != user.pk:
         by_role = Membership.objects.filter(project_id=room.project_id, user=by).values_list("role", flat=True).first()
         if by_role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
@@ -103,3 +113,11 @@ def room_member_remove(*, room: Room, user: Any, by: Any) -> None:
     if room.is_private and not RoomMember.objects.filter(room=room).exclude(pk=member.pk).exists():
         raise Conflict("The last member of a private room cannot leave it.", code="last_member")
     member.delete()
+
+
+def _refuse_dm(room: Room) -> None:
+    if room.kind == Room.Kind.DM:
+        raise Forbidden(
+            "The people of a direct message are fixed: start a new conversation with the people you want.",
+            code="dm_members_fixed",
+        )
