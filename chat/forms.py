@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -79,3 +80,18 @@ class RoomCreateForm(forms.Form):
 
 class RoomMemberAddForm(forms.Form):
     username = forms.CharField(max_length=150)
+
+
+class DmCreateForm(forms.Form):
+    """The people of a new direct message, by username; the service checks who they are."""
+
+    users = forms.CharField(
+        max_length=1200, label="People", help_text="Usernames, separated by commas or spaces (up to 8 people)."
+    )
+
+    def clean_users(self) -> list[str]:
+        names = [name.removeprefix("@") for name in re.split(r"[\s,]+", self.cleaned_data["users"])]
+        names = [name for name in names if name]
+        if not names:
+            raise ValidationError("Name at least one person.")
+        return names

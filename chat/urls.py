@@ -20,6 +20,7 @@ urlpatterns = [
     path("invitations/<int:invitation_id>/accept/", project_views.invitation_accept, name="invitation-accept"),
     path("invitations/<int:invitation_id>/decline/", project_views.invitation_decline, name="invitation-decline"),
     path("p/<slug:slug>/rooms/", views.room_create, name="room-create"),
+    path("p/<slug:slug>/dms/", views.dm_create, name="dm-create"),
     path("p/<slug:slug>/r/<slug:room_slug>/", views.room_detail, name="room-detail"),
     path("p/<slug:slug>/r/<slug:room_slug>/members/", views.room_member_add, name="room-member-add"),
 ]

@@ -28,6 +28,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from chat.forms import (
+    DmCreateForm,
     LoginForm,
     RoomCreateForm,
     RoomMemberAddForm,
@@ -36,11 +37,13 @@ from chat.forms import (
     login_response,
 )
 from chat.models import Room
+from chat.selectors import dms as dm_selectors
 from chat.selectors import history as history_selectors
 from chat.selectors import reactions as reaction_selectors
 from chat.selectors import rooms as room_selectors
 from chat.selectors import tokens as token_selectors
 from chat.services import accounts as account_services
+from chat.services import dms as dm_services
 from chat.services import rooms as room_services
 from chatsite import login_policy, ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -115,8 +118,14 @@ def _room_for_request(*, request: HttpRequest, project: Project, room_slug: str)
 
 
 def project_page_rooms(*, request: HttpRequest, project: Project, membership: Membership) -> dict[str, Any]:
-    """Chat's part of a project's page (projects.views.add_project_page_part): the rooms the user sees and the room form."""
-    return {"rooms": room_selectors.rooms_for_user(user=request.user, project=project), "room_form": RoomCreateForm()}
+    """Chat's part of a project's page (projects.views.add_project_page_part): the rooms and DMs the user sees, and their forms."""
+    rooms, dms = dm_selectors.rooms_split(room_selectors.rooms_for_user(user=request.user, project=project))
+    return {
+        "rooms": rooms,
+        "dms": dm_selectors.dms_with_people(user=request.user, dms=dms),
+        "room_form": RoomCreateForm(),
+        "dm_form": DmCreateForm(),
+    }
 
 
 @login_required
@@ -147,6 +156,28 @@ def room_create(request: HttpRequest, slug: str) -> HttpResponse:
     return project_page(request, project=project, membership=membership, room_form=form)
 
 
+@login_required
+@require_POST
+def dm_create(request: HttpRequest, slug: str) -> HttpResponse:
+    """Start a direct message with the people named (or find the one that exists) and go to it.
+
+    Errors come back on the project page's form. Creating counts against the
+    user's ``room_create`` limit, as the API does; finding does not.
+    """
+    project, membership = project_for_request(request=request, slug=slug)
+    form = DmCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            room, _ = dm_services.dm_get_or_create(project=project, by=request.user, users=form.cleaned_data["users"])
+        except ratelimit.RateLimited as exc:
+            form.add_error(None, _too_many(exc))
+        except (Conflict, InvalidInput, NotFound, Forbidden) as exc:
+            add_error(form, exc, field="users")
+        else:
+            return redirect("room-detail", slug=project.slug, room_slug=room.slug)
+    return project_page(request, project=project, membership=membership, dm_form=form)
+
+
 def room_page(request: HttpRequest, *, project: Project, room: Room, member_form: RoomMemberAddForm | None = None) -> HttpResponse:
     """Render the room page and move the viewer's read marker to the newest message shown.
 
@@ -158,7 +189,13 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
     if history:
         room_services.room_mark_read(room=room, user=request.user, last_read_message_id=history[-1].id)
     # After marking read, so the current room's badge is already cleared.
-    rooms = room_selectors.rooms_for_user(user=request.user, project=project)
+    rooms, dms = dm_selectors.rooms_split(room_selectors.rooms_for_user(user=request.user, project=project))
+    dms = dm_selectors.dms_with_people(user=request.user, dms=dms)
+    is_dm = room.kind == Room.Kind.DM
+    if is_dm:
+        listed = next((d for d in dms if d.id == room.id), None) or dm_selectors.dms_with_people(user=request.user, dms=[room])[0]
+        # A DM is shown by its people as this viewer sees them, wherever the page names the room.
+        room.people, room.name = listed.people, listed.title
     can_moderate = room.my_role in MODERATOR_ROLES
     config: dict[str, Any] = {
         "room": room.id,
@@ -169,7 +206,8 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
             "username": request.user.get_username(),
             "display_name": user_display_name(request.user),
         },
-        "other_rooms": [r.id for r in rooms if r.id != room.id],
+        # Every listed room and DM: the socket follows them for the sidebar's live badges.
+        "other_rooms": [r.id for r in (*rooms, *dms) if r.id != room.id],
         "my_role": room.my_role,
         "has_older": len(history) >= page_size,
         "page_size": page_size,
@@ -181,10 +219,12 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
         "project": project,
         "room": room,
         "rooms": rooms,
+        "dms": dms,
         "history": history,
         "can_moderate": can_moderate,
-        "member_form": (member_form or RoomMemberAddForm()) if room.is_private else None,
-        "room_members": room_selectors.room_members(room=room) if room.is_private else (),
+        # A DM's people are fixed (chat.services.dms): no member list to add to.
+        "member_form": (member_form or RoomMemberAddForm()) if room.is_private and not is_dm else None,
+        "room_members": room_selectors.room_members(room=room) if room.is_private and not is_dm else (),
         "chat_config": config,
     }
     history_digest = _history_digest(history)
@@ -260,7 +300,8 @@ def _room_page_etag(request: HttpRequest, context: dict[str, Any], history_diges
     unchanged room skips the template (about half of the page's time) and the
     bytes. Nothing the page shows can change without changing the digest:
     message bodies and edit/delete times, author names, the room list with
-    unread counts, the members of a private room, the viewer, the CSRF secret
+    unread counts, the DM list with its people and unread counts, the members
+    of a private room, the viewer, the CSRF secret
     the page's tokens are made from, and the templates and static file names
     (release_fingerprint). None, so no 304, while flash messages are waiting.
     Anything per-request the page ever embeds (a CSP nonce, say) must join
@@ -276,8 +317,9 @@ def _room_page_etag(request: HttpRequest, context: dict[str, Any], history_diges
         request.META["CSRF_COOKIE"],
         (user.pk, user.get_username(), user.first_name, user.last_name),
         (context["project"].slug, context["project"].name),
-        (room.id, room.slug, room.name, room.topic, room.is_private, room.my_role),
+        (room.id, room.slug, room.name, room.topic, room.is_private, room.kind, room.my_role),
         [(r.id, r.slug, r.name, r.is_private, r.unread) for r in context["rooms"]],
+        [(d.id, d.slug, d.title, d.unread, [tuple(p.values()) for p in d.people]) for d in context["dms"]],
         history_digest,
         [(u.pk, u.username, u.first_name, u.last_name) for u in members],
         context["can_moderate"],
@@ -307,8 +349,8 @@ def room_member_add(request: HttpRequest, slug: str, room_slug: str) -> HttpResp
     """Add a project member to a private room (room members and project admins)."""
     project, _ = project_for_request(request=request, slug=slug)
     room = _room_for_request(request=request, project=project, room_slug=room_slug)
-    if not room.is_private:
-        raise Http404("Public rooms have no member list.")
+    if not room.is_private or room.kind == Room.Kind.DM:
+        raise Http404("Public rooms and direct messages have no member list.")
     form = RoomMemberAddForm(request.POST)
     if form.is_valid():
         try:

@@ -43,6 +43,7 @@ FORMS = [
     ("/", "admin", "/logout/", {}),
     ("/", "admin", "/", {"name": "Another project"}),
     ("/p/world/", "admin", "/p/world/rooms/", {"name": "csrf-room"}),
+    ("/p/world/", "admin", "/p/world/dms/", {"users": "bystander"}),
     ("/p/world/", "admin", "/p/world/invite/", {"username": "newbie", "role": "member"}),
     ("/p/world/", "admin", "/p/world/leave/", {}),
     ("/p/world/", "admin", "/p/world/members/{id}/remove/", {}),
