@@ -2,8 +2,8 @@
 
 Thin, as chat.api: a message or room the caller may not read is 404
 (chat.selectors), what they may read but not change is 403 (chat.services).
-The schemas are here too: they document the items of chat.services.pins.pin_dict
-and chat.services.saved.saved_dict.
+The schemas are here too: they document the items of
+chat.selectors.pins.pin_dicts and saved_dicts.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class SavedPage(Schema):
 def pin_list(request: HttpRequest, room_id: int) -> dict[str, Any]:
     """The room's pinned messages, newest pin first, in one page (a room has at most `PINS_MAX` pins)."""
     room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
-    return {"items": [pin_services.pin_dict(pin) for pin in pin_selectors.room_pins(room=room)]}
+    return {"items": pin_selectors.pin_dicts(pin_selectors.room_pins(room=room))}
 
 
 @router.put("/messages/{message_id}/pin", response={200: PinOut, 201: PinOut, **ERROR_RESPONSES}, tags=["pins"])
@@ -84,7 +84,7 @@ def pin_create(request: HttpRequest, message_id: int) -> Status:
     """
     message = history_selectors.message_get_for_user(user=request.auth, message_id=message_id)
     pin, created = pin_services.pin_create(message=message, by=request.auth)
-    return Status(201 if created else 200, pin_services.pin_dict(pin))
+    return Status(201 if created else 200, pin_selectors.pin_dicts([pin])[0])
 
 
 @router.delete("/messages/{message_id}/pin", response={204: None, **ERROR_RESPONSES}, tags=["pins"])
@@ -111,7 +111,7 @@ def saved_list(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
     saved = pin_selectors.saved_for_user(user=request.auth, before=before, limit=limit + 1)
     items = saved[:limit]
     next_cursor = page_cursor_encode({"b": items[-1].id}) if len(saved) > limit else None
-    return {"items": fields_select(map(saved_services.saved_dict, items), fields), "next_cursor": next_cursor}
+    return {"items": fields_select(pin_selectors.saved_dicts(items), fields), "next_cursor": next_cursor}
 
 
 @router.put("/messages/{message_id}/saved", response={200: SavedOut, 201: SavedOut, **ERROR_RESPONSES}, tags=["saved"])
@@ -122,7 +122,7 @@ def saved_create(request: HttpRequest, message_id: int) -> Status:
     """
     message = history_selectors.message_get_for_user(user=request.auth, message_id=message_id)
     saved, created = saved_services.message_save(message=message, user=request.auth)
-    return Status(201 if created else 200, saved_services.saved_dict(saved))
+    return Status(201 if created else 200, pin_selectors.saved_dicts([saved])[0])
 
 
 @router.delete("/messages/{message_id}/saved", response={204: None, **ERROR_RESPONSES}, tags=["saved"])

@@ -1,8 +1,10 @@
 """Reads of pins and saved messages: a room's pins, a user's saved list, which messages are pinned.
 
-Each is one query whatever the number of rows: the message, its author and
-the pinner come in the same statement. Deleted messages are never listed,
-nor marked pinned (a delete leaves the pin row: chat.services.pins).
+The rows are one query whatever their number; their messages are shown as
+history shows them (chat.selectors.history.message_dicts: the message cache,
+reactions and thread summaries included), a fixed number of queries more
+on a cache miss. Deleted messages are never listed, nor marked pinned (a
+delete leaves the pin row: chat.services.pins).
 """
 
 from __future__ import annotations
@@ -13,27 +15,42 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from chat.models import Pin, Room, RoomMember, SavedMessage
-from chat.selectors.history import MESSAGE_FIELDS
-from chatsite.users import USER_DISPLAY_FIELDS
+from chat.selectors.history import message_dicts
+from chatsite.users import USER_DISPLAY_FIELDS, user_dict
 from projects.models import Membership
-
-_MESSAGE_COLUMNS = tuple(f"message__{name}" for name in MESSAGE_FIELDS)
 
 
 def room_pins(*, room: Room) -> list[Pin]:
-    """The room's pins, newest first, at most ``CHAT_PINS_MAX``; each with ``message`` (and its author) and ``pinned_by``.
+    """The room's pins, newest first, at most ``CHAT_PINS_MAX``, each with ``pinned_by`` (see :func:`pin_dicts`).
 
     The caller has checked that the user reads ``room`` (room_get_for_user).
     One query on pin_room_id_idx, read backwards.
     """
     pins: QuerySet[Pin] = (
         Pin.objects.filter(room=room, message__deleted_at__isnull=True)
-        .select_related("message__author", "pinned_by")
-        .only("id", "room_id", "created_at", *_MESSAGE_COLUMNS, "pinned_by__id",
+        .select_related("pinned_by")
+        .only("id", "room_id", "message_id", "created_at", "pinned_by__id",
               *(f"pinned_by__{name}" for name in USER_DISPLAY_FIELDS))
         .order_by("-id")
     )  # fmt: skip
     return list(pins[: settings.CHAT_PINS_MAX])
+
+
+def pin_dicts(pins: list[Pin]) -> list[dict[str, Any]]:
+    """Pins on the wire: ``{"message", "pinned_by" (null once that user is deleted), "pinned_at"}``.
+
+    ``pinned_by`` must be loaded with the pins (room_pins, or the pin just written).
+    """
+    messages = message_dicts(ids=[pin.message_id for pin in pins])
+    return [
+        {
+            "message": messages[pin.message_id],
+            "pinned_by": user_dict(pin.pinned_by) if pin.pinned_by_id is not None else None,
+            "pinned_at": pin.created_at.isoformat(),
+        }
+        for pin in pins
+        if pin.message_id in messages
+    ]
 
 
 def pinned_message_ids(*, message_ids: list[int]) -> set[int]:
@@ -45,7 +62,7 @@ def pinned_message_ids(*, message_ids: list[int]) -> set[int]:
 
 
 def saved_for_user(*, user: Any, before: int | None = None, limit: int) -> list[SavedMessage]:
-    """The user's saved messages that they can still read, newest save first, with ``message`` and its author.
+    """The user's saved messages that they can still read, newest save first (see :func:`saved_dicts`).
 
     Paged by save id (``before``: the id of the oldest save already shown).
     Access is checked in the same query, now: a save in a project the user
@@ -61,10 +78,19 @@ def saved_for_user(*, user: Any, before: int | None = None, limit: int) -> list[
         SavedMessage.objects.filter(user=user, message__deleted_at__isnull=True)
         .filter(Exists(in_project))
         .filter(Q(message__room__is_private=False) | Exists(in_room))
-        .select_related("message__author")
-        .only("id", "created_at", "user_id", *_MESSAGE_COLUMNS)
+        .only("id", "created_at", "user_id", "message_id")
         .order_by("-id")
     )
     if before is not None:
         saved = saved.filter(id__lt=before)
     return list(saved[:limit])
+
+
+def saved_dicts(saved: list[SavedMessage]) -> list[dict[str, Any]]:
+    """Saved messages on the wire: ``{"message", "saved_at"}``."""
+    messages = message_dicts(ids=[row.message_id for row in saved])
+    return [
+        {"message": messages[row.message_id], "saved_at": row.created_at.isoformat()}
+        for row in saved
+        if row.message_id in messages
+    ]

@@ -21,9 +21,8 @@ from django.db import IntegrityError, connection, transaction
 
 from chat import cache_keys, events
 from chat.models import Message, Pin
-from chat.serialization import message_dict
+from chat.selectors import pins as pin_selectors
 from chatsite.errors import Conflict, Forbidden
-from chatsite.users import user_dict
 from perf.cache import invalidate_on_commit
 from projects.models import Membership
 
@@ -55,15 +54,6 @@ def _lock_room_pins(room_id: int) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('chat.pins', %s))", [room_id])
 
 
-def pin_dict(pin: Pin) -> dict[str, Any]:
-    """A pin on the wire: the message, who pinned it (null once that user is deleted) and when."""
-    return {
-        "message": message_dict(pin.message),
-        "pinned_by": user_dict(pin.pinned_by) if pin.pinned_by is not None else None,
-        "pinned_at": pin.created_at.isoformat(),
-    }
-
-
 @transaction.atomic
 def pin_create(*, message: Message, by: Any) -> tuple[Pin, bool]:
     """Pin ``message`` in its room: ``(pin, created)``; an existing pin comes back with ``created=False``.
@@ -83,7 +73,6 @@ def pin_create(*, message: Message, by: Any) -> tuple[Pin, bool]:
     _lock_room_pins(message.room_id)
     existing = Pin.objects.filter(message=message).select_related("pinned_by").first()
     if existing is not None:
-        existing.message = message
         return existing, False
     limit = settings.CHAT_PINS_MAX
     # Pins of deleted messages are listed nowhere, so they do not count either.
@@ -97,10 +86,9 @@ def pin_create(*, message: Message, by: Any) -> tuple[Pin, bool]:
         existing = Pin.objects.filter(message=message).select_related("pinned_by").first()
         if existing is None:
             raise
-        existing.message = message
         return existing, False
     invalidate_on_commit(cache_keys.room_stamp_key(message.room_id))
-    payload = {"room": message.room_id, **pin_dict(pin)}
+    payload = {"room": message.room_id, **pin_selectors.pin_dicts([pin])[0]}
     transaction.on_commit(
         partial(events.publish_room_event, room_id=message.room_id, kind="message.pinned", payload=payload),
         robust=True,

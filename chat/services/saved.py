@@ -15,13 +15,8 @@ from django.db import IntegrityError, transaction
 
 from chat import events
 from chat.models import Message, SavedMessage
-from chat.serialization import message_dict
+from chat.selectors import pins as pin_selectors
 from chatsite.errors import Conflict
-
-
-def saved_dict(saved: SavedMessage) -> dict[str, Any]:
-    """A saved message on the wire: the message and when it was saved."""
-    return {"message": message_dict(saved.message), "saved_at": saved.created_at.isoformat()}
 
 
 @transaction.atomic
@@ -46,10 +41,10 @@ def message_save(*, message: Message, user: Any) -> tuple[SavedMessage, bool]:
             if existing is None:
                 raise
     if existing is not None:
-        existing.message = message
         return existing, False
+    payload = pin_selectors.saved_dicts([saved])[0]
     transaction.on_commit(
-        partial(events.publish_user_event, user_id=user.id, kind="message.saved", payload=saved_dict(saved)),
+        partial(events.publish_user_event, user_id=user.id, kind="message.saved", payload=payload),
         robust=True,
     )
     return saved, True
