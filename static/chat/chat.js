@@ -1,5 +1,6 @@
 // The room page client: one WebSocket per tab, live messages, resume after a
-// reconnect, idempotent sends, history paging, edit and delete, reactions.
+// reconnect, idempotent sends, history paging, edit and delete, reactions,
+// threads (a side panel, or a full-screen overlay on small screens).
 //
 // User text only ever reaches the DOM through textContent, never innerHTML.
 
@@ -25,6 +26,21 @@ const els = {
   error: $("composer-error"),
   status: $("conn-status"),
   nav: $("room-nav"),
+  room: $("room"),
+  panel: $("thread-panel"),
+  panelScroller: $("thread-scroller"),
+  panelRoot: $("thread-root"),
+  panelList: $("thread-replies"),
+  panelPending: $("thread-pending"),
+  panelOlder: $("thread-older"),
+  panelNote: $("thread-loading"),
+  panelClose: $("thread-close"),
+  panelFollow: $("thread-follow"),
+  panelComposer: $("thread-composer"),
+  panelInput: $("thread-input"),
+  panelError: $("thread-error"),
+  panelTitle: $("thread-title"),
+  panelGone: $("thread-gone"),
 };
 
 // --- state ---------------------------------------------------------------
@@ -36,7 +52,7 @@ const rendered = new Map();
 let streamLastId = 0;
 /** Newest message id seen in each other room, to resume their badges. */
 const otherLastId = new Map();
-/** Unacknowledged sends, in send order: client_id -> {clientId, body, el, failed}. */
+/** Unacknowledged sends, in send order: client_id -> {clientId, body, threadRoot, el, failed}. */
 const outbox = new Map();
 /** Cursor for the next older page: undefined = not asked yet, null = no older messages. */
 let nextCursor = config.has_older ? undefined : null;
@@ -45,6 +61,24 @@ let lastReadSent = 0;
 let readTimer = null;
 let unseenWhileHidden = 0;
 const baseTitle = document.title;
+
+/** Where messages are shown: the room's main timeline, and the open thread's replies. */
+const mainView = { list: els.list, rendered, inThread: false };
+const threadView = { list: els.panelList, rendered: new Map(), inThread: true };
+/** The open thread: root id (null when closed), its root's element, paging, follow and read state. */
+const thread = {
+  root: null,
+  rootLi: null,
+  nextCursor: null,
+  following: false,
+  readSent: 0,
+  readTimer: null,
+  opener: null,
+  /** Bumped whenever the panel is emptied, so answers for an earlier opening are dropped. */
+  generation: 0,
+  /** Unsent text per root, kept while another thread is open. */
+  drafts: new Map(),
+};
 
 // --- small helpers -----------------------------------------------------
 
@@ -91,9 +125,15 @@ function localizeTime(node) {
   node.title = fullFmt.format(d);
 }
 
-function showError(text) {
-  els.error.textContent = text;
-  els.error.hidden = !text;
+function showError(text, { inThread = false } = {}) {
+  const target = inThread ? els.panelError : els.error;
+  target.textContent = text;
+  target.hidden = !text;
+}
+
+/** Errors about something in the thread panel are shown there, where the person is looking. */
+function showErrorFor(node, text) {
+  showError(text, { inThread: Boolean(node && els.panel.contains(node)) });
 }
 
 function nearBottom() {
@@ -141,20 +181,29 @@ function goToLogin() {
 
 // --- rendering ---------------------------------------------------------
 
-function actionButtons() {
+function actionButtons({ reply, manage }) {
   const box = el("div", "msg-actions");
-  const edit = el("button", "btn-link", "Edit");
-  edit.type = "button";
-  edit.dataset.action = "edit";
-  const del = el("button", "btn-link danger", "Delete");
-  del.type = "button";
-  del.dataset.action = "delete";
-  box.append(edit, del);
+  if (reply) {
+    const button = el("button", "btn-link", "Reply");
+    button.type = "button";
+    button.dataset.action = "reply";
+    box.append(button);
+  }
+  if (manage) {
+    const edit = el("button", "btn-link", "Edit");
+    edit.type = "button";
+    edit.dataset.action = "edit";
+    const del = el("button", "btn-link danger", "Delete");
+    del.type = "button";
+    del.dataset.action = "delete";
+    box.append(edit, del);
+  }
   return box;
 }
 
-/** A message element; the same markup as templates/chat/_message.html. */
-function renderMessage(msg) {
+/** A message element; the same markup as templates/chat/_message.html.
+ *  In the thread panel (``inThread``) there is no Reply action and no summary line: the panel is the thread. */
+function renderMessage(msg, { inThread = false } = {}) {
   const li = el("li", "msg");
   const mine = msg.author.id === ME;
   if (mine) li.classList.add("mine");
@@ -170,64 +219,81 @@ function renderMessage(msg) {
   meta.append(time);
   li.append(meta);
 
+  const summary = !inThread && msg.thread && msg.thread.reply_count > 0 ? threadSummary(msg.thread) : null;
   if (msg.deleted) {
     li.classList.add("deleted");
     li.append(el("div", "msg-body tombstone", "message deleted"));
+    if (summary) li.append(summary);
   } else {
     if (msg.edited_at) meta.append(" ", el("span", "msg-edited", "(edited)"));
     li.append(bodyEl(msg.body));
     li.append(reactionBar(msg.reactions));
-    if (mine || canModerate) li.append(actionButtons());
+    if (summary) li.append(summary);
+    const manage = mine || canModerate;
+    if (!inThread || manage) li.append(actionButtons({ reply: !inThread, manage }));
   }
   return li;
 }
 
-/** Put ``li`` into the list so ids stay increasing. New messages are usually last. */
-function insertInOrder(li, id) {
-  for (let node = els.list.lastElementChild; node; node = node.previousElementSibling) {
+/** Put ``li`` into ``list`` so ids stay increasing. New messages are usually last. */
+function insertInOrder(li, id, list) {
+  for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
     if (Number(node.dataset.id) < id) {
       node.after(li);
       return;
     }
   }
-  els.list.prepend(li);
+  list.prepend(li);
 }
 
-/** Add or refresh a confirmed message. Returns true when it was not shown before. */
-function upsert(msg, { provisional = false } = {}) {
-  const existing = rendered.get(msg.id);
+/** Add or refresh a confirmed message in ``view``. Returns true when it was not shown before. */
+function upsert(view, msg, { provisional = false } = {}) {
+  const existing = view.rendered.get(msg.id);
   if (existing && !existing.dataset.provisional) return false;
-  const li = renderMessage(msg);
+  const li = renderMessage(msg, { inThread: view.inThread });
   if (provisional) li.dataset.provisional = "1";
   if (existing) existing.replaceWith(li);
-  else insertInOrder(li, msg.id);
-  rendered.set(msg.id, li);
+  else insertInOrder(li, msg.id, view.list);
+  view.rendered.set(msg.id, li);
   return !existing;
 }
 
+/** Every element showing message ``id``: a thread's root is in the main list and at the top of its panel. */
+function copiesOf(id) {
+  const found = [];
+  for (const li of [rendered.get(id), threadView.rendered.get(id), thread.root === id ? thread.rootLi : null]) {
+    if (li) found.push(li);
+  }
+  return found;
+}
+
 function applyEdit(msg) {
-  const li = rendered.get(msg.id);
-  if (!li || li.classList.contains("deleted")) return;
-  li.querySelector(".msg-body").textContent = msg.body;
-  if (!li.querySelector(".msg-edited")) {
-    li.querySelector(".msg-meta").append(" ", el("span", "msg-edited", "(edited)"));
+  for (const li of copiesOf(msg.id)) {
+    if (li.classList.contains("deleted")) continue;
+    li.querySelector(".msg-body").textContent = msg.body;
+    if (!li.querySelector(".msg-edited")) {
+      li.querySelector(".msg-meta").append(" ", el("span", "msg-edited", "(edited)"));
+    }
   }
   if (msg.reactions) applyReactions(msg.id, msg.reactions);
+  // An edit event's summary has no version: it only fills in a root no thread.updated has reached yet.
+  if (msg.thread_root === null && msg.thread !== undefined && !threadVersion.has(msg.id)) applySummary(msg.id, msg.thread);
 }
 
 function applyDelete(id) {
-  const li = rendered.get(id);
-  if (!li) return;
-  li.classList.add("deleted");
-  li.querySelector(".msg-edited")?.remove();
-  li.querySelector(".msg-actions")?.remove();
-  li.querySelector(".msg-editor")?.remove();
-  li.querySelector(".msg-reactions")?.remove();
-  li.querySelector(".reaction-picker")?.remove();
-  const body = li.querySelector(".msg-body");
-  body.hidden = false;
-  body.className = "msg-body tombstone";
-  body.textContent = "message deleted";
+  for (const li of copiesOf(id)) {
+    li.classList.add("deleted");
+    li.querySelector(".msg-edited")?.remove();
+    li.querySelector(".msg-actions")?.remove();
+    li.querySelector(".msg-editor")?.remove();
+    li.querySelector(".msg-reactions")?.remove();
+    li.querySelector(".reaction-picker")?.remove();
+    const body = li.querySelector(".msg-body");
+    body.hidden = false;
+    body.className = "msg-body tombstone";
+    body.textContent = "message deleted";
+  }
+  if (thread.root === id) rootGone();
 }
 
 // --- reactions -------------------------------------------------------------
@@ -277,12 +343,13 @@ function applyReactions(messageId, reactions, version) {
     if (version < (reactionVersion.get(messageId) || 0)) return;
     reactionVersion.set(messageId, version);
   }
-  const li = rendered.get(messageId);
-  if (!li || li.classList.contains("deleted")) return;
-  const bar = li.querySelector(".msg-reactions");
-  const fresh = reactionBar(reactions);
-  if (bar) bar.replaceWith(fresh);
-  else li.querySelector(".msg-body").after(fresh);
+  for (const li of copiesOf(messageId)) {
+    if (li.classList.contains("deleted")) continue;
+    const bar = li.querySelector(".msg-reactions");
+    const fresh = reactionBar(reactions);
+    if (bar) bar.replaceWith(fresh);
+    else li.querySelector(".msg-body").after(fresh);
+  }
 }
 
 async function toggleReaction(li, emoji, on) {
@@ -294,7 +361,7 @@ async function toggleReaction(li, emoji, on) {
       : await api("DELETE", `${path}/${encodeURIComponent(emoji)}`);
     applyReactions(id, result.reactions);
   } catch (error) {
-    showError(error.message);
+    showErrorFor(li, error.message);
   }
 }
 
@@ -320,6 +387,58 @@ function openPicker(li, button) {
   });
   button.after(picker);
   picker.querySelector("button").focus();
+}
+
+// --- thread summaries -----------------------------------------------------
+
+/** Newest thread summary version applied per root id (thread.updated events may arrive out of order). */
+const threadVersion = new Map();
+
+function personName(p) {
+  return p.display_name || p.username;
+}
+
+/** The first character (a whole code point, as the template's ``first`` filter takes it), upper-cased. */
+function initial(name) {
+  return ([...name][0] || "?").toUpperCase();
+}
+
+/** A root's "3 replies · Last reply 14:02" line; the same markup as templates/chat/_thread_summary.html. */
+function threadSummary(summary) {
+  const button = el("button", "thread-summary");
+  button.type = "button";
+  button.dataset.action = "thread";
+  const participants = summary.participants || [];
+  button.title = `Replies from ${participants.map(personName).join(", ")}`;
+  const people = el("span", "thread-people");
+  people.setAttribute("aria-hidden", "true");
+  for (const p of participants.slice(0, 3)) people.append(el("span", "avatar thread-avatar", initial(personName(p))));
+  const n = summary.reply_count;
+  const time = el("time", "thread-time");
+  time.setAttribute("datetime", summary.last_reply_at || "");
+  localizeTime(time);
+  const last = el("span", "thread-last", "Last reply ");
+  last.append(time);
+  button.append(people, el("span", "thread-count", `${n} ${n === 1 ? "reply" : "replies"}`), last);
+  return button;
+}
+
+/** Show ``summary`` (or none) under root ``rootId`` in the main list; ``version`` orders thread.updated events. */
+function applySummary(rootId, summary, version) {
+  if (version !== undefined) {
+    if (version < (threadVersion.get(rootId) || 0)) return;
+    threadVersion.set(rootId, version);
+  }
+  const li = rendered.get(rootId);
+  if (!li) return;
+  const old = li.querySelector(":scope > .thread-summary");
+  if (!summary || !summary.reply_count) {
+    old?.remove();
+    return;
+  }
+  const fresh = threadSummary(summary);
+  if (old) old.replaceWith(fresh);
+  else (li.querySelector(":scope > .msg-reactions") || li.querySelector(":scope > .msg-body")).after(fresh);
 }
 
 // --- sidebar badges and read state ---------------------------------------
@@ -350,6 +469,7 @@ document.addEventListener("visibilitychange", () => {
   unseenWhileHidden = 0;
   document.title = baseTitle;
   scheduleRead();
+  scheduleThreadRead();
   if (!ws && !stopped) connectNow();
 });
 
@@ -384,17 +504,24 @@ function setPendingState(item, text, failed = false) {
 
 function transmit(item) {
   if (item.failed) return;
-  const sent = sendFrame({ type: "message.send", room: config.room, body: item.body, client_id: item.clientId });
+  const frame = { type: "message.send", room: config.room, body: item.body, client_id: item.clientId };
+  if (item.threadRoot) frame.thread_root = item.threadRoot;
+  const sent = sendFrame(frame);
   setPendingState(item, sent ? "Sending…" : "Waiting for connection…");
 }
 
-function send(body) {
-  const item = { clientId: newClientId(), body, el: null, failed: false };
+/** Queue ``body`` for the room, or as a reply in thread ``threadRoot``; one outbox for both. */
+function send(body, threadRoot = null) {
+  const item = { clientId: newClientId(), body, threadRoot, el: null, failed: false };
   item.el = renderPending(item);
   outbox.set(item.clientId, item);
-  els.pending.append(item.el);
+  if (threadRoot) els.panelPending.append(item.el);
+  else els.pending.append(item.el);
   transmit(item);
-  scrollToBottom();
+  if (threadRoot) {
+    showReplyNote();
+    scrollPanelToBottom();
+  } else scrollToBottom();
 }
 
 /** The send is confirmed: drop it from the queue. */
@@ -406,7 +533,7 @@ function settle(clientId) {
   return item;
 }
 
-els.pending.addEventListener("click", (event) => {
+function onPendingClick(event) {
   const button = event.target.closest("button[data-action]");
   const li = event.target.closest("li[data-client-id]");
   const item = li && outbox.get(li.dataset.clientId);
@@ -416,34 +543,42 @@ els.pending.addEventListener("click", (event) => {
     item.failed = false;
     transmit(item);
   }
-});
-
-els.composer.addEventListener("submit", (event) => {
-  event.preventDefault();
-  const body = els.input.value;
-  if (!body.trim()) return;
-  if (body.length > config.max_length) {
-    showError(`A message can be at most ${config.max_length} characters.`);
-    return;
-  }
-  showError("");
-  send(body);
-  els.input.value = "";
-  autosize();
-});
-
-els.input.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    els.composer.requestSubmit();
-  }
-});
-
-function autosize() {
-  els.input.style.height = "auto";
-  els.input.style.height = `${Math.min(els.input.scrollHeight, 200)}px`;
 }
-els.input.addEventListener("input", autosize);
+els.pending.addEventListener("click", onPendingClick);
+els.panelPending.addEventListener("click", onPendingClick);
+
+/** The main composer and the thread's: the same checks, the same outbox. */
+function wireComposer(form, input, threadRootOf) {
+  const inThread = form === els.panelComposer;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = input.value;
+    if (!body.trim()) return;
+    if (body.length > config.max_length) {
+      showError(`A message can be at most ${config.max_length} characters.`, { inThread });
+      return;
+    }
+    showError("", { inThread });
+    send(body, threadRootOf());
+    input.value = "";
+    autosize(input);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  input.addEventListener("input", () => autosize(input));
+}
+
+function autosize(input = els.input) {
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 200)}px`;
+}
+
+wireComposer(els.composer, els.input, () => null);
+wireComposer(els.panelComposer, els.panelInput, () => thread.root);
 
 // --- edit and delete -----------------------------------------------------
 
@@ -512,11 +647,12 @@ async function deleteMessage(li, button) {
     applyDelete(Number(li.dataset.id));
   } catch (error) {
     button.disabled = false;
-    showError(error.message);
+    showErrorFor(li, error.message);
   }
 }
 
-els.list.addEventListener("click", (event) => {
+/** Clicks on a message, in the main list or in the thread panel. */
+function onMessageClick(event) {
   const li = event.target.closest("li.msg");
   const chip = event.target.closest("button.reaction");
   if (chip && li) {
@@ -528,7 +664,9 @@ els.list.addEventListener("click", (event) => {
   if (button.dataset.action === "react") openPicker(li, button);
   if (button.dataset.action === "edit") openEditor(li);
   if (button.dataset.action === "delete") deleteMessage(li, button);
-});
+  if (button.dataset.action === "reply" || button.dataset.action === "thread") openThread(Number(li.dataset.id), button);
+}
+for (const list of [els.list, els.panelRoot, els.panelList]) list.addEventListener("click", onMessageClick);
 
 // --- history -------------------------------------------------------------
 
@@ -540,7 +678,7 @@ function roomMessagesPath(query) {
 function mergeOlder(items) {
   const fromBottom = els.scroller.scrollHeight - els.scroller.scrollTop;
   let added = 0;
-  for (const msg of items) if (upsert(msg)) added += 1;
+  for (const msg of items) if (upsert(mainView, msg)) added += 1;
   els.scroller.scrollTop = els.scroller.scrollHeight - fromBottom;
   return added;
 }
@@ -577,17 +715,25 @@ async function loadOlder() {
 
 els.older.addEventListener("click", loadOlder);
 
+/** A fetched message over what ``li`` shows: a delete, an edit, or else its reactions. */
+function refreshOne(li, msg) {
+  if (msg.deleted) applyDelete(msg.id);
+  else if (msg.edited_at && li.querySelector(".msg-body").textContent !== msg.body) applyEdit(msg);
+  else applyReactions(msg.id, msg.reactions);
+}
+
 /** After a reconnect: resume replays new messages only, so fetch the newest
  *  page once to pick up edits and deletes made while this tab was away. */
 async function refreshShown() {
+  refreshThread();
   try {
     const page = await api("GET", roomMessagesPath(`limit=${config.page_size}`));
     for (const msg of page.items) {
       const li = rendered.get(msg.id);
       if (!li) continue;
-      if (msg.deleted) applyDelete(msg.id);
-      else if (msg.edited_at && li.querySelector(".msg-body").textContent !== msg.body) applyEdit(msg);
-      else applyReactions(msg.id, msg.reactions);
+      refreshOne(li, msg);
+      // thread.updated events missed while away are not replayed: this read is newer than any applied before.
+      applySummary(msg.id, msg.thread);
     }
   } catch {
     // Not worth an error message: the live stream is already running.
@@ -607,29 +753,263 @@ async function resync() {
       }
     }
     for (const msg of page.items) {
-      upsert(msg);
+      upsert(mainView, msg);
       streamLastId = Math.max(streamLastId, msg.id);
     }
     nextCursor = page.next_cursor;
     showOlderControls();
     scrollToBottom();
     scheduleRead();
+    // Replies missed meanwhile were not replayed either.
+    refreshThread();
   } catch (error) {
     showError(`Could not reload messages: ${error.message}`);
   }
 }
+
+// --- the thread panel ------------------------------------------------------
+
+const narrow = window.matchMedia("(max-width: 760px)");
+
+function threadPath(root, query) {
+  return `messages/${root}/thread?${query}`;
+}
+
+function panelNearBottom() {
+  const s = els.panelScroller;
+  return s.scrollHeight - s.scrollTop - s.clientHeight < 120;
+}
+
+function scrollPanelToBottom() {
+  els.panelScroller.scrollTop = els.panelScroller.scrollHeight;
+}
+
+/** On a small screen the panel covers the page: a modal dialog, with the room behind it inert. */
+function applyPanelMode() {
+  const modal = thread.root !== null && narrow.matches;
+  els.panel.setAttribute("role", modal ? "dialog" : "complementary");
+  if (modal) els.panel.setAttribute("aria-modal", "true");
+  else els.panel.removeAttribute("aria-modal");
+  els.room.inert = modal;
+}
+narrow.addEventListener("change", applyPanelMode);
+
+function setFollowing(on) {
+  thread.following = on;
+  els.panelFollow.hidden = false;
+  els.panelFollow.textContent = on ? "Following" : "Follow";
+  els.panelFollow.setAttribute("aria-pressed", on ? "true" : "false");
+  els.panelFollow.title = on ? "You follow this thread; click to stop" : "Follow this thread";
+}
+
+/** Empty the panel (it stays as shown or hidden). */
+function resetThread() {
+  if (thread.root !== null) {
+    thread.drafts.set(thread.root, els.panelInput.value);
+    rendered.get(thread.root)?.classList.remove("thread-open");
+  }
+  clearTimeout(thread.readTimer);
+  thread.generation += 1;
+  thread.root = null;
+  thread.rootLi = null;
+  thread.nextCursor = null;
+  thread.following = false;
+  thread.readSent = 0;
+  threadView.rendered.clear();
+  els.panelRoot.replaceChildren();
+  els.panelList.replaceChildren();
+  els.panelPending.replaceChildren();
+  els.panelOlder.hidden = true;
+  els.panelFollow.hidden = true;
+  els.panelNote.textContent = "";
+  els.panelGone.hidden = true;
+  els.panelComposer.hidden = false;
+  showError("", { inThread: true });
+}
+
+/** Open the thread of root ``rootId`` (from ``opener``, a Reply button or a summary line). */
+function openThread(rootId, opener) {
+  const toReply = opener?.dataset.action === "reply";
+  if (thread.root !== rootId) {
+    resetThread();
+    thread.root = rootId;
+    els.panel.hidden = false;
+    rendered.get(rootId)?.classList.add("thread-open");
+    els.panelInput.value = thread.drafts.get(rootId) || "";
+    autosize(els.panelInput);
+    // Replies still being sent from an earlier opening of this thread.
+    for (const item of outbox.values()) if (item.threadRoot === rootId) els.panelPending.append(item.el);
+    applyPanelMode();
+    loadThread();
+  }
+  thread.opener = opener || null;
+  // On a phone the keyboard would cover the replies someone came to read.
+  if (toReply || !narrow.matches) els.panelInput.focus();
+  else els.panelTitle.focus();
+}
+
+function closeThread() {
+  if (thread.root === null) return;
+  const li = rendered.get(thread.root);
+  const opener = thread.opener;
+  resetThread();
+  els.panel.hidden = true;
+  applyPanelMode();
+  // Back where the thread was opened from; a hidden Reply button cannot take focus, so fall back.
+  for (const target of [opener, li?.querySelector(".thread-summary"), els.input]) {
+    if (!target || !target.isConnected) continue;
+    target.focus();
+    if (document.activeElement === target) break;
+  }
+}
+
+/** The open thread's root was deleted: it takes no new replies. */
+function rootGone() {
+  els.panelGone.hidden = false;
+  els.panelComposer.hidden = true;
+}
+
+function showThreadRoot(root) {
+  const li = renderMessage(root, { inThread: true });
+  if (thread.rootLi) thread.rootLi.replaceWith(li);
+  else els.panelRoot.append(li);
+  thread.rootLi = li;
+  if (root.deleted) rootGone();
+}
+
+function showReplyNote() {
+  els.panelNote.textContent = threadView.rendered.size || els.panelPending.childElementCount ? "" : "No replies yet.";
+}
+
+async function loadThread() {
+  const { root, generation } = thread;
+  els.panelNote.textContent = "Loading…";
+  els.panelScroller.setAttribute("aria-busy", "true");
+  try {
+    const page = await api("GET", threadPath(root, `limit=${config.page_size}`));
+    if (generation !== thread.generation) return;
+    showThreadRoot(page.root);
+    for (const msg of page.items) upsert(threadView, msg);
+    thread.nextCursor = page.next_cursor;
+    thread.readSent = page.last_read_id;
+    els.panelOlder.hidden = !thread.nextCursor;
+    setFollowing(page.following);
+    showReplyNote();
+    scrollPanelToBottom();
+    scheduleThreadRead();
+  } catch (error) {
+    if (generation !== thread.generation) return;
+    els.panelNote.textContent = "";
+    showError(`Could not load the thread: ${error.message}`, { inThread: true });
+  } finally {
+    if (generation === thread.generation) els.panelScroller.setAttribute("aria-busy", "false");
+  }
+}
+
+async function loadOlderReplies() {
+  const { root, generation } = thread;
+  if (!thread.nextCursor) return;
+  els.panelOlder.disabled = true;
+  try {
+    const query = `limit=${config.page_size}&cursor=${encodeURIComponent(thread.nextCursor)}`;
+    const page = await api("GET", threadPath(root, query));
+    if (generation !== thread.generation) return;
+    const s = els.panelScroller;
+    const fromBottom = s.scrollHeight - s.scrollTop;
+    for (const msg of page.items) upsert(threadView, msg);
+    s.scrollTop = s.scrollHeight - fromBottom;
+    thread.nextCursor = page.next_cursor;
+  } catch (error) {
+    if (generation === thread.generation) showError(`Could not load older replies: ${error.message}`, { inThread: true });
+  } finally {
+    els.panelOlder.disabled = false;
+    els.panelOlder.hidden = !thread.nextCursor;
+  }
+}
+
+/** After a reconnect or a resync: the open thread's newest replies again, for edits, deletes and
+ *  reactions made meanwhile (and replies a resync did not replay). */
+async function refreshThread() {
+  const { root, generation } = thread;
+  if (root === null) return;
+  if (!thread.rootLi) {
+    loadThread();
+    return;
+  }
+  try {
+    const page = await api("GET", threadPath(root, `limit=${config.page_size}`));
+    if (generation !== thread.generation) return;
+    refreshOne(thread.rootLi, page.root);
+    for (const msg of page.items) {
+      const li = threadView.rendered.get(msg.id);
+      if (li && !li.dataset.provisional) refreshOne(li, msg);
+      else upsert(threadView, msg);
+    }
+    setFollowing(page.following);
+    showReplyNote();
+    scheduleThreadRead();
+  } catch {
+    // As refreshShown: the live stream is already running.
+  }
+}
+
+/** While the panel is open and the page visible, move the thread's read marker to its newest reply. */
+function scheduleThreadRead() {
+  if (thread.root === null || document.visibilityState !== "visible") return;
+  const root = thread.root;
+  clearTimeout(thread.readTimer);
+  thread.readTimer = setTimeout(async () => {
+    if (thread.root !== root) return;
+    const last = Math.max(0, ...threadView.rendered.keys());
+    const before = thread.readSent;
+    if (last <= before) return;
+    thread.readSent = last;
+    try {
+      await api("POST", `messages/${root}/thread/read`, { last_id: last });
+    } catch {
+      if (thread.root === root && thread.readSent === last) thread.readSent = before; // try again with the next reply
+    }
+  }, 300);
+}
+
+els.panelClose.addEventListener("click", closeThread);
+els.panelOlder.addEventListener("click", loadOlderReplies);
+els.panelFollow.addEventListener("click", async () => {
+  const root = thread.root;
+  els.panelFollow.disabled = true;
+  try {
+    const result = await api(thread.following ? "DELETE" : "PUT", `messages/${root}/thread/follow`);
+    if (thread.root === root) setFollowing(result.following);
+  } catch (error) {
+    if (thread.root === root) showError(error.message, { inThread: true });
+  } finally {
+    els.panelFollow.disabled = false;
+  }
+});
+
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || thread.root === null || event.defaultPrevented) return;
+  // The editor and the reaction picker close themselves first.
+  if (event.target instanceof Element && event.target.closest(".msg-editor, .reaction-picker")) return;
+  closeThread();
+});
 
 // --- incoming events -----------------------------------------------------
 
 function onMessageNew(msg) {
   if (msg.room !== config.room) {
     otherLastId.set(msg.room, Math.max(otherLastId.get(msg.room) || 0, msg.id));
-    if (msg.author.id !== ME && !msg.deleted) bumpBadge(msg.room);
+    // Replies are not in a room's unread count.
+    if (msg.author.id !== ME && !msg.deleted && !msg.thread_root) bumpBadge(msg.room);
+    return;
+  }
+  if (msg.thread_root) {
+    onReply(msg);
     return;
   }
   const stick = nearBottom() || msg.author.id === ME;
   streamLastId = Math.max(streamLastId, msg.id);
-  upsert(msg);
+  upsert(mainView, msg);
   if (msg.client_id && msg.author.id === ME) settle(msg.client_id);
   if (msg.author.id !== ME) {
     if (document.visibilityState !== "visible") {
@@ -641,11 +1021,28 @@ function onMessageNew(msg) {
   if (stick) scrollToBottom();
 }
 
+/** A reply takes the room's seq, so it moves the stream position, but it only ever shows in its thread's panel. */
+function onReply(msg) {
+  streamLastId = Math.max(streamLastId, msg.id);
+  if (msg.client_id && msg.author.id === ME) settle(msg.client_id);
+  if (thread.root !== msg.thread_root) return;
+  const stick = panelNearBottom() || msg.author.id === ME;
+  upsert(threadView, msg);
+  if (msg.author.id === ME) setFollowing(true); // replying follows the thread (chat.services.threads)
+  showReplyNote();
+  if (stick) scrollPanelToBottom();
+  scheduleThreadRead();
+}
+
 function onAck(ack) {
   const item = settle(ack.client_id);
-  if (!item || ack.room !== config.room || rendered.has(ack.id)) return;
+  if (!item || ack.room !== config.room) return;
+  const root = ack.thread_root || item.threadRoot;
+  const view = root ? threadView : mainView;
+  if (view.rendered.has(ack.id) || (root && root !== thread.root)) return;
   // Shown at once; replaced by the authoritative message.new when it arrives.
   upsert(
+    view,
     {
       id: ack.id,
       room: ack.room,
@@ -656,10 +1053,16 @@ function onAck(ack) {
       edited_at: null,
       deleted: false,
       client_id: ack.client_id,
+      reactions: [],
+      thread_root: root || null,
+      thread: null,
     },
     { provisional: true },
   );
-  scrollToBottom();
+  if (root) {
+    showReplyNote();
+    scrollPanelToBottom();
+  } else scrollToBottom();
 }
 
 /** The server dropped a subscription because the user can no longer read the room. */
@@ -695,8 +1098,11 @@ function onError(frame) {
       setPendingState(item, limited ? `Sending too fast; retrying in ${Math.ceil(wait / 1000)} s` : "Retrying…");
       setTimeout(() => outbox.has(item.clientId) && transmit(item), wait + Math.random() * 1000);
       return;
-    } else {
-      setPendingState(item, `Not sent: ${frame.message}`, true);
+    }
+    setPendingState(item, `Not sent: ${frame.message}`, true);
+    if (item.threadRoot) {
+      showError(frame.message || "Something went wrong.", { inThread: true });
+      return;
     }
   } else if (frame.retryable) {
     // Most likely a subscribe that could not complete: try the missing ones again.
@@ -722,10 +1128,14 @@ function handle(frame) {
       if (frame.message.room === config.room) applyEdit(frame.message);
       break;
     case "message.deleted":
+      // A reply's delete reaches the panel through copiesOf; its root's count comes with thread.updated.
       if (frame.room === config.room) applyDelete(frame.id);
       break;
     case "reaction":
       if (frame.room === config.room) applyReactions(frame.message, frame.reactions, frame.version);
+      break;
+    case "thread.updated":
+      if (frame.room === config.room) applySummary(frame.root, frame.thread, frame.version);
       break;
     case "message.ack":
       onAck(frame);
@@ -880,7 +1290,7 @@ for (const li of els.list.querySelectorAll("li.msg")) {
   streamLastId = Math.max(streamLastId, id);
 }
 lastReadSent = streamLastId; // the server marked the rendered page read
-for (const node of els.list.querySelectorAll("time.msg-time")) localizeTime(node);
+for (const node of els.list.querySelectorAll("time.msg-time, time.thread-time")) localizeTime(node);
 for (const chip of els.list.querySelectorAll("button.reaction")) markMine(chip);
 showOlderControls();
 scrollToBottom();
