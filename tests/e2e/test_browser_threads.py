@@ -88,6 +88,23 @@ def test_thread_replies_live_in_two_browsers(live_server_url, world, question, b
     expect(summary(bob, QUESTION)).to_contain_text("2 replies")
     expect(alice.locator("#messages li.msg")).to_have_count(1)
 
+    # Bob drops off with the panel open: Alice's reply comes back through resume, his own
+    # reply waits in the outbox, and neither lands in the main list.
+    bob_context.set_offline(True)
+    expect(bob.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    send_reply(alice, "while you were away")
+    expect(reply(alice, "while you were away")).to_have_count(1)
+    send_reply(bob, "typed offline")
+    expect(bob.locator("#thread-pending li", has_text="typed offline")).to_contain_text("Waiting for connection")
+    bob_context.set_offline(False)
+    expect(bob.locator("#conn-status")).to_have_attribute("data-state", "online")
+    expect(reply(bob, "while you were away")).to_have_count(1)
+    expect(reply(bob, "typed offline")).to_have_count(1)
+    expect(reply(alice, "typed offline")).to_have_count(1)
+    expect(bob.locator("#thread-pending li")).to_have_count(0)
+    expect(summary(bob, QUESTION)).to_contain_text("4 replies")
+    expect(bob.locator("#messages li.msg")).to_have_count(1)
+
     # Reactions in the panel: Bob picks one on Alice's reply, Alice joins in with the chip.
     theirs = reply(bob, "I can take it")
     theirs.hover()
@@ -108,11 +125,11 @@ def test_thread_replies_live_in_two_browsers(live_server_url, world, question, b
     # A reload renders the summary line on the server, and still no reply in the main list.
     bob.reload()
     expect(bob.locator("#conn-status")).to_have_attribute("data-state", "online")
-    expect(summary(bob, QUESTION)).to_contain_text("2 replies")
+    expect(summary(bob, QUESTION)).to_contain_text("4 replies")
     expect(bob.locator("#messages li.msg")).to_have_count(1)
     html = bob_context.request.get(f"{base}/p/e2e/r/general/").text()
-    assert 'class="thread-summary"' in html and "2 replies" in html
-    assert "thanks, Alice" not in html
+    assert 'class="thread-summary"' in html and "4 replies" in html
+    assert "thanks, Alice" not in html and "typed offline" not in html
     alice_context.close()
     bob_context.close()
 
