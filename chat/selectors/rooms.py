@@ -215,6 +215,10 @@ def room_get_by_slug_for_user(*, user: Any, project: Project, slug: str) -> Room
 def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
     """Rooms of ``project`` the user may read, by name, each with ``unread`` and ``last_read``.
 
+    Direct messages are among them (``kind`` DM, with their ``dm_key``):
+    callers that show rooms and DMs apart split the one list
+    (chat.selectors.dms.rooms_split), so both share its queries and caches.
+
     ``unread`` counts live messages by others newer than the user's read
     marker, up to ``UNREAD_CAP``.
 
