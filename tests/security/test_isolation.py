@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from chat.models import Message, RoomMember
+from chat.models import Message, Reaction, RoomMember
 from chatsite.asgi import application
 from projects.models import Invitation, Membership
 from tests.security.conftest import MISSING_ID, MISSING_SLUG, PRIVATE_ROOM_NAME, ROLES, World, page_client, session_api_client
@@ -57,6 +57,12 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "private.subscribe":        (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
     "private.resume":           (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
     "private.add_member":       (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
+    "public.react":             (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
+    "public.reply":             (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
+    "public.read_thread":       (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
+    "private.react":            (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
+    "private.reply":            (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
+    "private.read_thread":      (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
 }
 # fmt: on
 
@@ -64,8 +70,11 @@ MATRIX: dict[str, tuple[str, ...]] = {
 PROJECT_MEMBERSHIP_ACTIONS = {"invite_to_project", "accept_invitation", "decline_invitation", "leave_project", "remove_member"}
 INVITATION_ACTIONS = {"accept_invitation", "decline_invitation"}
 PAGE_ACTIONS = {"read_project", "list_rooms", "read_history", "add_member"} | PROJECT_MEMBERSHIP_ACTIONS
-API_ACTIONS = {"read_project", "list_rooms", "read_history", "post", "edit_others", "delete_others", "add_member"} | PROJECT_MEMBERSHIP_ACTIONS
-WS_ACTIONS = {"post", "subscribe", "resume"}
+API_ACTIONS = {
+    "read_project", "list_rooms", "read_history", "post", "edit_others", "delete_others", "add_member",
+    "react", "reply", "read_thread",
+} | PROJECT_MEMBERSHIP_ACTIONS  # fmt: skip
+WS_ACTIONS = {"post", "subscribe", "resume", "react", "reply"}
 
 
 def cases(surface_actions: set[str]) -> list[Any]:
@@ -233,6 +242,13 @@ def _api_request(
         return [write("delete", f"/messages/{message_id}")]
     if verb == "add_member":
         return [write("post", f"/rooms/{room_id}/members", {"username": "bystander"})]
+    if verb == "react":
+        return [write("post", f"/messages/{message_id}/reactions", {"emoji": "👍"})]
+    if verb == "reply":
+        probe = {"body": "isolation probe", "client_id": "iso-probe", "thread_root": message_id}
+        return [write("post", f"/rooms/{room_id}/messages", probe)]
+    if verb == "read_thread":
+        return [read(f"/messages/{message_id}/thread")]
     raise AssertionError(verb)
 
 
@@ -274,6 +290,8 @@ def test_api(world: World, role: str, action: str, expected: str, auth: str) -> 
             "leave_project": 204,
             "remove_member": 204,
             "post": 201,
+            "reply": 201,
+            "react": 201,
             "add_member": 201,
             "delete_others": 204,
         }.get(verb, 200)
@@ -297,7 +315,9 @@ def _assert_writes(world: World, role: str, room_kind: str | None, verb: str, ex
     assert RoomMember.objects.filter(room=world.private, user__username="bystander").exists() == (
         verb == "add_member" and allowed
     )
-    assert Message.objects.filter(client_id="iso-probe").exists() == (verb == "post" and allowed)
+    assert Message.objects.filter(client_id="iso-probe").exists() == (verb in ("post", "reply") and allowed)
+    assert Message.objects.filter(client_id="iso-probe", thread_root__isnull=False).exists() == (verb == "reply" and allowed)
+    assert Reaction.objects.exists() == (verb == "react" and allowed)
     for messages in (world.public_messages, world.private_messages):
         target = Message.objects.get(pk=messages[0].id)
         touched = allowed and room_kind is not None and messages is getattr(world, f"{room_kind}_messages")
@@ -340,6 +360,12 @@ def _ws_frame(world: World, room_kind: str, verb: str, *, missing: bool) -> tupl
         return {"type": "subscribe", "room": room_id, "last_id": messages[0].id, "ref": "probe"}, "subscribed"
     if verb == "post":
         return {"type": "message.send", "room": room_id, "body": "isolation probe", "client_id": "iso-probe"}, "message.ack"
+    message_id = MISSING_ID if missing else messages[0].id
+    if verb == "reply":
+        frame = {"type": "message.send", "room": room_id, "body": "isolation probe", "client_id": "iso-probe"}
+        return {**frame, "thread_root": message_id}, "message.ack"
+    if verb == "react":
+        return {"type": "reaction.add", "message": message_id, "emoji": "👍", "ref": "probe"}, "reaction.ack"
     raise AssertionError(verb)
 
 
@@ -373,7 +399,9 @@ async def test_websocket(world: World, role: str, action: str, expected: str) ->
     finally:
         await communicator.disconnect()
     stored = await database_sync_to_async(Message.objects.filter(client_id="iso-probe").exists)()
-    assert stored == (verb == "post" and expected == OK)
+    assert stored == (verb in ("post", "reply") and expected == OK)
+    reacted = await database_sync_to_async(Reaction.objects.exists)()
+    assert reacted == (verb == "react" and expected == OK)
 
 
 # --- Staff-only pages and what the public site must not serve ---------------
