@@ -148,6 +148,7 @@ class RoomOut(Schema):
     name: str
     topic: str
     is_private: bool
+    kind: str = Field(..., description="`room`, or `dm` for a direct message (see GET /projects/{slug}/dms).")
     project: str
     last_message_at: str | None
     unread: int | None = Field(None, description="Unread messages by others; only in room lists.")

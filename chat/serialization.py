@@ -38,6 +38,7 @@ def room_dict(room: Room) -> dict[str, Any]:
         "name": room.name,
         "topic": room.topic,
         "is_private": room.is_private,
+        "kind": getattr(room, "kind", Room.Kind.ROOM),
         "project": getattr(room, "project_slug", None) or room.project.slug,
         "last_message_at": room.last_message_at.isoformat() if room.last_message_at else None,
         "unread": getattr(room, "unread", None),
