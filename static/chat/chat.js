@@ -1,6 +1,7 @@
 // The room page client: one WebSocket per tab, live messages, resume after a
 // reconnect, idempotent sends, history paging, edit and delete, reactions,
-// threads (a side panel, or a full-screen overlay on small screens).
+// threads, pins and saved messages (one side panel, or a full-screen overlay on
+// small screens).
 //
 // User text only ever reaches the DOM through textContent, never innerHTML.
 
@@ -41,6 +42,15 @@ const els = {
   panelError: $("thread-error"),
   panelTitle: $("thread-title"),
   panelGone: $("thread-gone"),
+  panelWhere: $("thread-where"),
+  listScroller: $("list-scroller"),
+  listNote: $("list-note"),
+  sideList: $("side-list"),
+  listMore: $("list-more"),
+  listError: $("list-error"),
+  pinsOpen: $("pins-open"),
+  pinCount: $("pin-count"),
+  savedOpen: $("saved-open"),
 };
 
 // --- state ---------------------------------------------------------------
@@ -125,15 +135,16 @@ function localizeTime(node) {
   node.title = fullFmt.format(d);
 }
 
-function showError(text, { inThread = false } = {}) {
-  const target = inThread ? els.panelError : els.error;
+function showError(text, { inThread = false, inList = false } = {}) {
+  const target = inList ? els.listError : inThread ? els.panelError : els.error;
   target.textContent = text;
   target.hidden = !text;
 }
 
-/** Errors about something in the thread panel are shown there, where the person is looking. */
+/** Errors about something in the side panel are shown there, where the person is looking. */
 function showErrorFor(node, text) {
-  showError(text, { inThread: Boolean(node && els.panel.contains(node)) });
+  const inPanel = Boolean(node && els.panel.contains(node));
+  showError(text, { inThread: inPanel, inList: inPanel && els.listScroller.contains(node) });
 }
 
 function nearBottom() {
@@ -181,22 +192,20 @@ function goToLogin() {
 
 // --- rendering ---------------------------------------------------------
 
+function actionButton(action, label, className = "btn-link") {
+  const button = el("button", className, label);
+  button.type = "button";
+  button.dataset.action = action;
+  return button;
+}
+
+/** Save is for every reader; Pin, Edit and Delete for the author and project admins (as the server allows). */
 function actionButtons({ reply, manage }) {
   const box = el("div", "msg-actions");
-  if (reply) {
-    const button = el("button", "btn-link", "Reply");
-    button.type = "button";
-    button.dataset.action = "reply";
-    box.append(button);
-  }
+  if (reply) box.append(actionButton("reply", "Reply"));
+  box.append(actionButton("save", "Save"));
   if (manage) {
-    const edit = el("button", "btn-link", "Edit");
-    edit.type = "button";
-    edit.dataset.action = "edit";
-    const del = el("button", "btn-link danger", "Delete");
-    del.type = "button";
-    del.dataset.action = "delete";
-    box.append(edit, del);
+    box.append(actionButton("pin", "Pin"), actionButton("edit", "Edit"), actionButton("delete", "Delete", "btn-link danger"));
   }
   return box;
 }
@@ -229,8 +238,8 @@ function renderMessage(msg, { inThread = false } = {}) {
     li.append(bodyEl(msg.body));
     li.append(reactionBar(msg.reactions));
     if (summary) li.append(summary);
-    const manage = mine || canModerate;
-    if (!inThread || manage) li.append(actionButtons({ reply: !inThread, manage }));
+    li.append(actionButtons({ reply: !inThread, manage: mine || canModerate }));
+    markPinSaved(li);
   }
   return li;
 }
@@ -292,8 +301,11 @@ function applyDelete(id) {
     body.hidden = false;
     body.className = "msg-body tombstone";
     body.textContent = "message deleted";
+    li.classList.remove("pinned");
+    li.querySelector(".msg-pin")?.remove();
   }
   if (thread.root === id) rootGone();
+  forgetDeleted(id);
 }
 
 // --- reactions -------------------------------------------------------------
@@ -440,6 +452,411 @@ function applySummary(rootId, summary, version) {
   if (old) old.replaceWith(fresh);
   else (li.querySelector(":scope > .msg-reactions") || li.querySelector(":scope > .msg-body")).after(fresh);
 }
+
+// --- pins and saved messages ----------------------------------------------
+
+/** The room's pins: message id -> {message, pinned_by, pinned_at}. */
+const pins = new Map();
+/** Your saved messages known here (the first page, live changes, pages loaded since): id -> {message, saved_at}. */
+const saved = new Map();
+/** Load state of each: whether an answer arrived, whether a request is in flight, and the saved list's next page. */
+const lists = { pinsLoaded: false, pinsLoading: false, savedLoaded: false, savedLoading: false, savedCursor: null };
+/** What the side panel lists (null while it is closed or shows a thread), and the button that opened it. */
+const list = { mode: null, opener: null };
+/** The panel's items: message id -> {entry, li}; an item is rebuilt when its entry object changes. */
+const listItems = new Map();
+const PANEL_TITLES = { thread: "Thread", pins: "Pinned messages", saved: "Saved messages" };
+const roomWhere = els.panelWhere.textContent;
+
+/** Live changes heard while a list request is in flight, replayed over its answer, which may predate them. */
+function changeLog() {
+  const open = new Set();
+  return {
+    start() {
+      const log = [];
+      open.add(log);
+      return log;
+    },
+    stop(log) {
+      open.delete(log);
+    },
+    record(change) {
+      for (const log of open) log.push(change);
+    },
+  };
+}
+const pinLog = changeLog();
+const savedLog = changeLog();
+
+function newestFirst(key) {
+  return (a, b) => Date.parse(b[key]) - Date.parse(a[key]) || b.message.id - a.message.id;
+}
+
+/** A drawn pushpin: an emoji depends on the reader's fonts. */
+function pinIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("width", "12");
+  svg.setAttribute("height", "12");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", "msg-pin-icon");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", "M10.2 1.3l4.5 4.5-1.4.6-2.6 2.6.4 3.2-1.1 1.1-3.1-3.1-4.2 4.2-.7-.7 4.2-4.2-3.1-3.1 1.1-1.1 3.2.4 2.6-2.6z");
+  path.setAttribute("fill", "currentColor");
+  svg.append(path);
+  return svg;
+}
+
+/** The pin marker and the Pin/Save labels of one message element, from the current state. */
+function markPinSaved(li) {
+  const id = Number(li.dataset.id);
+  const pin = pins.get(id);
+  li.classList.toggle("pinned", Boolean(pin) && !li.classList.contains("deleted"));
+  const meta = li.querySelector(":scope > .msg-meta");
+  let mark = meta?.querySelector(".msg-pin");
+  if (pin && meta && !li.classList.contains("deleted")) {
+    if (!mark) {
+      mark = el("span", "msg-pin");
+      mark.append(pinIcon(), "Pinned");
+      meta.append(mark);
+    }
+    mark.title = pin.pinned_by ? `Pinned by ${personName(pin.pinned_by)}` : "Pinned";
+  } else mark?.remove();
+  const pinButton = li.querySelector(":scope > .msg-actions [data-action=pin]");
+  if (pinButton) pinButton.textContent = pin ? "Unpin" : "Pin";
+  const saveButton = li.querySelector(":scope > .msg-actions [data-action=save]");
+  if (saveButton) saveButton.textContent = saved.has(id) ? "Unsave" : "Save";
+}
+
+function markAll() {
+  for (const li of [...rendered.values(), ...threadView.rendered.values(), thread.rootLi]) if (li) markPinSaved(li);
+}
+
+function showPinCount() {
+  els.pinCount.hidden = !lists.pinsLoaded;
+  els.pinCount.textContent = ` (${pins.size})`;
+  els.pinsOpen.title = lists.pinsLoaded ? `${pins.size} pinned in this room` : "Pinned messages";
+}
+
+/** ``change`` is {pin} (pinned) or {id} (unpinned). */
+function pinChange(change) {
+  if (change.pin) pins.set(change.pin.message.id, change.pin);
+  else pins.delete(change.id);
+}
+
+function applyPinChange(change) {
+  pinChange(change);
+  pinLog.record(change);
+  for (const li of copiesOf(change.pin ? change.pin.message.id : change.id)) markPinSaved(li);
+  showPinCount();
+  if (list.mode === "pins") renderList();
+}
+
+/** ``change`` is {entry} (saved) or {id} (unsaved). */
+function savedChange(change) {
+  if (change.entry) saved.set(change.entry.message.id, change.entry);
+  else saved.delete(change.id);
+}
+
+function applySavedChange(change) {
+  savedChange(change);
+  savedLog.record(change);
+  for (const li of copiesOf(change.entry ? change.entry.message.id : change.id)) markPinSaved(li);
+  if (list.mode === "saved") renderList();
+}
+
+/** The room's pins, all of them (a room has at most PINS_MAX); on open and after each reconnect. */
+async function loadPins() {
+  const log = pinLog.start();
+  lists.pinsLoading = true;
+  if (list.mode === "pins") renderList();
+  try {
+    const data = await api("GET", `rooms/${config.room}/pins`);
+    pins.clear();
+    for (const pin of data.items) pins.set(pin.message.id, pin);
+    for (const change of log) pinChange(change);
+    lists.pinsLoaded = true;
+    markAll();
+    showPinCount();
+  } catch (error) {
+    showError(`Could not load the pinned messages: ${error.message}`, { inList: list.mode === "pins" });
+  } finally {
+    pinLog.stop(log);
+    lists.pinsLoading = false;
+    if (list.mode === "pins") renderList();
+  }
+}
+
+/** The first page of your saved messages, replacing what was known; on open and after each reconnect.
+ *  A save beyond it shows "Save", and saving again is harmless (the server keeps one). */
+async function loadSaved() {
+  const log = savedLog.start();
+  lists.savedLoading = true;
+  if (list.mode === "saved") renderList();
+  try {
+    const page = await api("GET", "me/saved");
+    saved.clear();
+    for (const entry of page.items) saved.set(entry.message.id, entry);
+    for (const change of log) savedChange(change);
+    lists.savedCursor = page.next_cursor;
+    lists.savedLoaded = true;
+    markAll();
+  } catch (error) {
+    showError(`Could not load your saved messages: ${error.message}`, { inList: list.mode === "saved" });
+  } finally {
+    savedLog.stop(log);
+    lists.savedLoading = false;
+    if (list.mode === "saved") renderList();
+  }
+}
+
+async function loadMoreSaved() {
+  const cursor = lists.savedCursor;
+  if (!cursor) return;
+  const log = savedLog.start();
+  els.listMore.disabled = true;
+  try {
+    const page = await api("GET", `me/saved?cursor=${encodeURIComponent(cursor)}`);
+    if (lists.savedCursor !== cursor) return; // a reload started the list again meanwhile
+    for (const entry of page.items) if (!saved.has(entry.message.id)) saved.set(entry.message.id, entry);
+    for (const change of log) savedChange(change);
+    lists.savedCursor = page.next_cursor;
+    markAll();
+  } catch (error) {
+    showError(`Could not load more saved messages: ${error.message}`, { inList: true });
+  } finally {
+    savedLog.stop(log);
+    els.listMore.disabled = false;
+    if (list.mode === "saved") renderList();
+  }
+}
+
+async function setPinned(id, on, button) {
+  button.disabled = true;
+  try {
+    if (on) applyPinChange({ pin: await api("PUT", `messages/${id}/pin`) });
+    else {
+      await api("DELETE", `messages/${id}/pin`);
+      applyPinChange({ id });
+    }
+  } catch (error) {
+    showErrorFor(button, error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function setSaved(id, on, button) {
+  button.disabled = true;
+  try {
+    if (on) applySavedChange({ entry: await api("PUT", `messages/${id}/saved`) });
+    else {
+      await api("DELETE", `messages/${id}/saved`);
+      applySavedChange({ id });
+    }
+  } catch (error) {
+    showErrorFor(button, error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** An edit reaches the copies kept in the lists too. */
+function updateListedMessage(msg) {
+  const pin = pins.get(msg.id);
+  if (pin) pins.set(msg.id, { ...pin, message: msg });
+  const entry = saved.get(msg.id);
+  if (entry) saved.set(msg.id, { ...entry, message: msg });
+  if ((pin && list.mode === "pins") || (entry && list.mode === "saved")) renderList();
+}
+
+/** A deleted message leaves both lists without an unpin or unsave event (docs/PROTOCOL.md). */
+function forgetDeleted(id) {
+  if (pins.has(id)) applyPinChange({ id });
+  if (saved.has(id)) applySavedChange({ id });
+}
+
+function timeEl(className, iso) {
+  const time = el("time", className);
+  time.setAttribute("datetime", iso);
+  localizeTime(time);
+  return time;
+}
+
+/** Where a saved message is: this room, a room of the sidebar (linked), or a room of another project. */
+function whereParts(roomId) {
+  if (roomId === config.room) return ["In this room"];
+  const link = els.nav?.querySelector(`a[data-room-id="${Number(roomId)}"]`);
+  if (!link) return ["In a room of another project"];
+  const sigil = link.classList.contains("dm-link") ? "@" : "#";
+  const to = el("a", "side-room", sigil + (link.querySelector(".room-name")?.textContent.trim() || "room"));
+  to.href = link.getAttribute("href");
+  return ["In ", to];
+}
+
+/** One item of the pinned or saved list: the message, who pinned it or where it is, and its actions. */
+function renderListItem(entry, mode) {
+  const msg = entry.message;
+  const li = el("li", "msg side-item");
+  li.dataset.id = String(msg.id);
+  if (msg.author.id === ME) li.classList.add("mine");
+  const meta = el("div", "msg-meta");
+  meta.append(el("span", "msg-author", personName(msg.author)), timeEl("msg-time", msg.created_at));
+  if (msg.edited_at) meta.append(el("span", "msg-edited", "(edited)"));
+  const note = el("p", "side-note muted");
+  if (mode === "pins") {
+    const by = entry.pinned_by ? `Pinned by ${personName(entry.pinned_by)} · ` : "Pinned · ";
+    note.append(by, timeEl("side-time", entry.pinned_at));
+  } else {
+    note.append(...whereParts(msg.room), " · Saved ", timeEl("side-time", entry.saved_at));
+  }
+  const actions = el("div", "side-actions");
+  if (msg.room === config.room) actions.append(actionButton("jump", msg.thread_root ? "Open thread" : "Jump"));
+  if (mode === "pins" && (msg.author.id === ME || canModerate)) actions.append(actionButton("unpin", "Unpin"));
+  if (mode === "saved") actions.append(actionButton("unsave", "Unsave"));
+  const status = el("p", "side-status muted");
+  status.setAttribute("role", "status");
+  li.append(meta, bodyEl(msg.body), note, actions, status);
+  return li;
+}
+
+/** Show the open list's items, newest first, moving only the elements that changed (focus stays put). */
+function renderList() {
+  const mode = list.mode;
+  if (!mode) return;
+  const entries =
+    mode === "pins" ? [...pins.values()].sort(newestFirst("pinned_at")) : [...saved.values()].sort(newestFirst("saved_at"));
+  const wanted = new Set(entries.map((entry) => entry.message.id));
+  for (const [id, item] of listItems) {
+    if (!wanted.has(id)) {
+      item.li.remove();
+      listItems.delete(id);
+    }
+  }
+  let next = els.sideList.firstElementChild;
+  for (const entry of entries) {
+    const id = entry.message.id;
+    let item = listItems.get(id);
+    if (!item || item.entry !== entry) {
+      const li = renderListItem(entry, mode);
+      if (item) {
+        if (next === item.li) next = li;
+        item.li.replaceWith(li);
+      }
+      item = { entry, li };
+      listItems.set(id, item);
+    }
+    if (item.li === next) next = next.nextElementSibling;
+    else els.sideList.insertBefore(item.li, next);
+  }
+  const loaded = mode === "pins" ? lists.pinsLoaded : lists.savedLoaded;
+  const loading = mode === "pins" ? lists.pinsLoading : lists.savedLoading;
+  let note = "";
+  if (!entries.length) {
+    if (loading) note = "Loading…";
+    else if (!loaded) note = "Not loaded.";
+    else note = mode === "pins" ? "Nothing is pinned in this room yet." : "You have not saved any messages yet.";
+  }
+  els.listNote.textContent = note;
+  els.listScroller.setAttribute("aria-busy", loading ? "true" : "false");
+  els.listMore.hidden = mode !== "saved" || !lists.savedCursor;
+}
+
+let jumped = null;
+
+/** Scroll to a listed message and flash it; a reply opens its thread instead. */
+function jumpTo(id, item) {
+  const entry = (list.mode === "pins" ? pins : saved).get(id);
+  if (!entry) return;
+  if (entry.message.thread_root) {
+    openThread(entry.message.thread_root, null);
+    return;
+  }
+  const li = rendered.get(id);
+  if (!li) {
+    item.querySelector(".side-status").textContent = "Not loaded: use “Load older messages” in the room first.";
+    return;
+  }
+  // On a phone the list covers the room: close it to show the message.
+  if (narrow.matches) closeList({ restoreFocus: false });
+  li.scrollIntoView({ block: "center" });
+  if (jumped) clearTimeout(jumped.timer);
+  jumped?.li.classList.remove("jumped");
+  li.classList.add("jumped");
+  jumped = { li, timer: setTimeout(() => li.classList.remove("jumped"), 2000) };
+  if (els.panel.hidden) {
+    li.tabIndex = -1;
+    li.focus({ preventScroll: true });
+  }
+}
+
+/** Name the shared panel for what it shows; the header buttons say which list is open. */
+function setPanelFrame(mode) {
+  els.panel.dataset.mode = mode === "thread" ? "thread" : "list";
+  els.panelTitle.textContent = PANEL_TITLES[mode];
+  els.panelWhere.textContent = mode === "saved" ? "From all your rooms" : roomWhere;
+  const close = `Close ${PANEL_TITLES[mode].toLowerCase()}`;
+  els.panelClose.setAttribute("aria-label", close);
+  els.panelClose.title = `${close} (Esc)`;
+  els.pinsOpen.setAttribute("aria-expanded", String(list.mode === "pins"));
+  els.savedOpen.setAttribute("aria-expanded", String(list.mode === "saved"));
+}
+
+/** Show the pinned or saved list in the side panel; its header button again closes it. */
+function openList(mode, opener) {
+  if (list.mode === mode) {
+    closeList();
+    return;
+  }
+  if (thread.root !== null) closeThread({ restoreFocus: false });
+  listItems.clear();
+  els.sideList.replaceChildren();
+  list.mode = mode;
+  list.opener = opener;
+  setPanelFrame(mode);
+  showError("", { inList: true });
+  els.panel.hidden = false;
+  applyPanelMode();
+  renderList();
+  els.listScroller.scrollTop = 0;
+  els.panelTitle.focus();
+  // The first load failed: try again now that someone asks.
+  if (mode === "pins" && !lists.pinsLoaded && !lists.pinsLoading) loadPins();
+  if (mode === "saved" && !lists.savedLoaded && !lists.savedLoading) loadSaved();
+}
+
+function closeList({ restoreFocus = true } = {}) {
+  if (list.mode === null) return;
+  const opener = list.opener;
+  list.mode = null;
+  list.opener = null;
+  listItems.clear();
+  els.sideList.replaceChildren();
+  els.listMore.hidden = true;
+  showError("", { inList: true });
+  els.panel.hidden = true;
+  setPanelFrame("thread");
+  applyPanelMode();
+  if (!restoreFocus) return;
+  if (opener?.isConnected) opener.focus();
+  else els.input.focus();
+}
+
+els.pinsOpen.addEventListener("click", () => openList("pins", els.pinsOpen));
+els.savedOpen.addEventListener("click", () => openList("saved", els.savedOpen));
+els.listMore.addEventListener("click", loadMoreSaved);
+els.sideList.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  const item = event.target.closest("li.side-item");
+  if (!button || !item) return;
+  const id = Number(item.dataset.id);
+  if (button.dataset.action === "jump") jumpTo(id, item);
+  else if (button.dataset.action === "unpin") await setPinned(id, false, button);
+  else if (button.dataset.action === "unsave") await setSaved(id, false, button);
+  // The item left the list with the focused button: keep focus in the panel.
+  if (!button.isConnected && list.mode !== null) els.panelTitle.focus();
+});
 
 // --- sidebar badges and read state ---------------------------------------
 
@@ -664,6 +1081,8 @@ function onMessageClick(event) {
   if (button.dataset.action === "react") openPicker(li, button);
   if (button.dataset.action === "edit") openEditor(li);
   if (button.dataset.action === "delete") deleteMessage(li, button);
+  if (button.dataset.action === "pin") setPinned(Number(li.dataset.id), !pins.has(Number(li.dataset.id)), button);
+  if (button.dataset.action === "save") setSaved(Number(li.dataset.id), !saved.has(Number(li.dataset.id)), button);
   if (button.dataset.action === "reply" || button.dataset.action === "thread") openThread(Number(li.dataset.id), button);
 }
 for (const list of [els.list, els.panelRoot, els.panelList]) list.addEventListener("click", onMessageClick);
@@ -726,6 +1145,9 @@ function refreshOne(li, msg) {
  *  page once to pick up edits and deletes made while this tab was away. */
 async function refreshShown() {
   refreshThread();
+  // Resume replays no pins or saves (docs/PROTOCOL.md): read both lists again.
+  loadPins();
+  loadSaved();
   try {
     const page = await api("GET", roomMessagesPath(`limit=${config.page_size}`));
     for (const msg of page.items) {
@@ -760,8 +1182,9 @@ async function resync() {
     showOlderControls();
     scrollToBottom();
     scheduleRead();
-    // Replies missed meanwhile were not replayed either.
+    // Replies missed meanwhile were not replayed either, nor pins.
     refreshThread();
+    loadPins();
   } catch (error) {
     showError(`Could not reload messages: ${error.message}`);
   }
@@ -786,7 +1209,7 @@ function scrollPanelToBottom() {
 
 /** On a small screen the panel covers the page: a modal dialog, with the room behind it inert. */
 function applyPanelMode() {
-  const modal = thread.root !== null && narrow.matches;
+  const modal = !els.panel.hidden && narrow.matches;
   els.panel.setAttribute("role", modal ? "dialog" : "complementary");
   if (modal) els.panel.setAttribute("aria-modal", "true");
   else els.panel.removeAttribute("aria-modal");
@@ -831,8 +1254,10 @@ function resetThread() {
 function openThread(rootId, opener) {
   const toReply = opener?.dataset.action === "reply";
   if (thread.root !== rootId) {
+    closeList({ restoreFocus: false });
     resetThread();
     thread.root = rootId;
+    setPanelFrame("thread");
     els.panel.hidden = false;
     rendered.get(rootId)?.classList.add("thread-open");
     els.panelInput.value = thread.drafts.get(rootId) || "";
@@ -848,13 +1273,14 @@ function openThread(rootId, opener) {
   else els.panelTitle.focus();
 }
 
-function closeThread() {
+function closeThread({ restoreFocus = true } = {}) {
   if (thread.root === null) return;
   const li = rendered.get(thread.root);
   const opener = thread.opener;
   resetThread();
   els.panel.hidden = true;
   applyPanelMode();
+  if (!restoreFocus) return;
   // Back where the thread was opened from; a hidden Reply button cannot take focus, so fall back.
   for (const target of [opener, li?.querySelector(".thread-summary"), els.input]) {
     if (!target || !target.isConnected) continue;
@@ -972,7 +1398,13 @@ function scheduleThreadRead() {
   }, 300);
 }
 
-els.panelClose.addEventListener("click", closeThread);
+/** The panel's close button and Escape: whichever it shows. */
+function closePanel() {
+  if (list.mode !== null) closeList();
+  else closeThread();
+}
+
+els.panelClose.addEventListener("click", () => closePanel());
 els.panelOlder.addEventListener("click", loadOlderReplies);
 els.panelFollow.addEventListener("click", async () => {
   const root = thread.root;
@@ -988,10 +1420,10 @@ els.panelFollow.addEventListener("click", async () => {
 });
 
 document.addEventListener("keydown", (event) => {
-  if (event.key !== "Escape" || thread.root === null || event.defaultPrevented) return;
+  if (event.key !== "Escape" || els.panel.hidden || event.defaultPrevented) return;
   // The editor and the reaction picker close themselves first.
   if (event.target instanceof Element && event.target.closest(".msg-editor, .reaction-picker")) return;
-  closeThread();
+  closePanel();
 });
 
 // --- incoming events -----------------------------------------------------
@@ -1125,11 +1557,27 @@ function handle(frame) {
       onMessageNew(frame.message);
       break;
     case "message.edited":
+      updateListedMessage(frame.message);
       if (frame.message.room === config.room) applyEdit(frame.message);
       break;
     case "message.deleted":
       // A reply's delete reaches the panel through copiesOf; its root's count comes with thread.updated.
       if (frame.room === config.room) applyDelete(frame.id);
+      else forgetDeleted(frame.id); // a saved message of another room
+      break;
+    case "message.pinned":
+      if (frame.room === config.room) {
+        applyPinChange({ pin: { message: frame.message, pinned_by: frame.pinned_by, pinned_at: frame.pinned_at } });
+      }
+      break;
+    case "message.unpinned":
+      if (frame.room === config.room) applyPinChange({ id: frame.id });
+      break;
+    case "message.saved":
+      applySavedChange({ entry: { message: frame.message, saved_at: frame.saved_at } });
+      break;
+    case "message.unsaved":
+      applySavedChange({ id: frame.id });
       break;
     case "reaction":
       if (frame.room === config.room) applyReactions(frame.message, frame.reactions, frame.version);
@@ -1295,6 +1743,8 @@ for (const chip of els.list.querySelectorAll("button.reaction")) markMine(chip);
 showOlderControls();
 scrollToBottom();
 autosize();
+loadPins();
+loadSaved();
 els.input.focus();
 if (navigator.onLine === false) setStatus("offline", "Offline");
 else connect();
