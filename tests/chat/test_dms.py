@@ -491,6 +491,8 @@ def test_dm_page_shows_the_people_and_no_member_form(people, make_message):
     assert "<title>Bob Builder · Team" in html
     assert 'id="dm-people"' in html and "@bob" in html
     assert "room-member-form" not in html and "Members (" not in html
+    # A conversation, not a channel: no "#" before the people's names.
+    assert 'placeholder="Message Bob Builder"' in html and "beginning of your conversation with Bob Builder" in html
     assert page.context["chat_config"]["room"] == room.id
     assert "Alice" in logged_in(bob).get(f"/p/{project.slug}/r/{room.slug}/").content.decode()
     # Nobody else reads it; its member form does not exist.
