@@ -24,6 +24,7 @@ from chat.models import Room
 from chat.selectors import history as history_selectors
 from chat.selectors import rooms as room_selectors
 from chat.serialization import message_dict
+from chat.services import threads as thread_services
 from perf.cache import backend as cache_backend
 from perf.cache import cache_key
 
@@ -62,6 +63,9 @@ class BackgroundConsumer(SyncConsumer):
             users = history_selectors.mentioned_readers(room=message.room, body=message.body)
         if not users:
             return
+        if message.thread_root_id is not None and not is_dm:
+            # Someone named in a thread follows it, as if they had replied.
+            thread_services.threads_mentioned(root_id=message.thread_root_id, user_ids=[u.id for u in users])
         payload = {"room": message.room_id, "message": message_dict(message), "dm": is_dm}
         for user in users:
             if user.id != message.author_id:

@@ -35,6 +35,16 @@ def threads_replied(*, replies: list[Message]) -> None:
     )
 
 
+def threads_mentioned(*, root_id: int, user_ids: list[int]) -> None:
+    """People @mentioned in a reply follow its thread (again, if they had stopped), their read marker kept."""
+    ThreadFollow.objects.bulk_create(
+        [ThreadFollow(user_id=user_id, root_id=root_id, following=True) for user_id in user_ids],
+        update_conflicts=True,
+        unique_fields=["user", "root"],
+        update_fields=["following"],
+    )
+
+
 def thread_follow(*, root: Message, user: Any, following: bool) -> bool:
     """Follow or unfollow the thread of ``root`` (a message the user may read). Returns ``following``."""
     updated = ThreadFollow.objects.filter(root=root, user=user).update(following=following)

@@ -207,3 +207,21 @@ def test_history_with_reactions_and_threads_keeps_its_query_count(
     with django_assert_num_queries(len(api_queries.captured_queries)):
         items = api_client(big_viewer).get(f"{API}/rooms/{big.id}/messages?limit=100").json()["items"]
     assert len(items) == 100 and all(m["thread"]["reply_count"] == 2 and m["reactions"][0]["count"] == 2 for m in items)
+
+
+def test_people_mentioned_in_a_reply_follow_the_thread(chat_world, make_message):
+    """The worker's job for a reply that names people: they follow its thread, even after unfollowing."""
+    from chat.background import BackgroundConsumer
+    from chat.services import threads as thread_services
+
+    public, member, insider = chat_world["public"], chat_world["member"], chat_world["insider"]
+    root = make_message(public, chat_world["owner"], "design review")
+    thread_services.thread_follow(root=root, user=insider, following=False)
+    reply, _ = message_services.message_create(
+        room=public, author=chat_world["owner"], body="@member and @insider, thoughts?", thread_root=root.id
+    )
+    BackgroundConsumer().message_created({"type": "message.created", "message_id": reply.id, "room_id": public.id})
+    follows = dict(ThreadFollow.objects.filter(root=root).values_list("user__username", "following"))
+    assert follows == {"owner": True, "member": True, "insider": True}
+    # Nobody outside the room's readers follows anything.
+    assert not ThreadFollow.objects.filter(user=chat_world["outsider"]).exists()
