@@ -7,7 +7,7 @@ PORT ?= 8000
 SILKY_INTERCEPT_PERCENT ?= 100
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test venv migrate seed lint check-services clean bench bench-database bench-db bench-http bench-ws loadtest perf-report cluster cluster-stop test-cluster
+.PHONY: run test venv migrate seed lint check-services clean bench bench-database bench-db bench-http bench-ws bench-actions loadtest perf-report cluster cluster-stop test-cluster
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
@@ -86,6 +86,12 @@ perf-report: venv
 bench-http: bench-database
 	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	$(BENCH_ENV) $(PY) bench/bench_http.py --requests 100000 --duration 20 --rate 300 --page-rate 10 --workers 2 --wrk
+
+## make bench-actions: what each action of the Locust mix costs every tier (server, worker, PostgreSQL, Redis, bytes,
+## latency, the load generator), each action alone; the table, var/bench-actions.json, and the docs' table (--markdown)
+bench-actions: bench-database
+	@mkdir -p var
+	$(BENCH_ENV) $(PY) -m bench.actions --json var/bench-actions.json --markdown $(BENCH_ACTIONS_ARGS)
 
 ## make bench-ws: WebSocket fan-out as browsers connect (permessage-deflate offered): the bare websockets server (the ceiling),
 ## the tutorial-style reference consumer and ours at 1 and 2 processes, then a reconnect storm, a big room and a reaction storm (bench/README.md)
