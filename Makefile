@@ -82,7 +82,8 @@ perf-report: venv
 	$(PY) manage.py perf_report
 
 ## make bench-http: history API and room page at 50 clients, with and without compression (two server processes;
-## the API's closed loops also from wrk, installed here from Debian's packages when missing and run as root)
+## the API's closed loops also from wrk, installed here from Debian's packages when missing and run as root),
+## then the room list of a user in 500 rooms at 100 requests/s on one process (bench/README.md)
 bench-http: bench-database
 	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	$(BENCH_ENV) $(PY) bench/bench_http.py --requests 100000 --duration 20 --rate 300 --page-rate 10 --workers 2 --wrk

@@ -20,6 +20,17 @@ repeat visit with ``If-None-Match`` (a 304 when nothing changed). Response bytes
 the bytes on the wire (the client does not decompress). Prints a table and
 writes JSON; the tokens and sessions it made are deleted at the end.
 
+Then the room list of a user in 500 rooms (``rooms500_br``): a project of
+``--wide-rooms`` public rooms (made once and reused: a few messages in each,
+``--wide-users`` members with read markers in most rooms), and its members
+asking for ``GET /api/v1/projects/{slug}/rooms`` (the first page: 100 rooms
+with unread counts) open loop at ``--wide-rate`` requests/s, on a server of
+one process of its own (so its CPU is that request's), while one message a
+second (``--wide-post-rate``) lands in a random room of the project, as a
+busy project has. ``rooms500_all_br`` walks every page (``next_cursor``) at
+the same rate of requests: what the whole list costs. Both report p50/p95/p99,
+server CPU per request and the load generator's own CPU.
+
     python bench/bench_http.py --database-url postgres://postgres@127.0.0.1:5432/chat_bench \\
         --redis-url redis://127.0.0.1:6379/13 --requests 1500 --duration 40 --rate 25 --page-rate 10
 
@@ -33,7 +44,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -92,7 +105,8 @@ def pick_readers(*, rooms: int, cursors_per_room: int, seed: int) -> list[Reader
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT r.id, r.slug, p.slug, r.is_private FROM chat_room r JOIN projects_project p ON p.id = r.project_id "
-            "WHERE r.last_message_seq > 0 ORDER BY r.id"
+            "WHERE r.last_message_seq > 0 AND p.slug <> %s ORDER BY r.id",
+            [WIDE_PROJECT],
         )
         candidates = cursor.fetchall()
         sample = rng.sample(candidates, min(rooms, len(candidates)))
@@ -147,6 +161,83 @@ def sign_out(readers: list[Reader]) -> None:
             SessionStore(session_key=reader.session_key).delete()
 
 
+# --- A user in many rooms ---------------------------------------------------
+
+WIDE_PROJECT = "bench-rooms500"
+WIDE_USER_PREFIX = "bench-rooms500-"
+WIDE_MESSAGES_PER_ROOM = 4
+WIDE_SCENARIOS = ("rooms500_br", "rooms500_all_br")
+ROOMS_PATH = "/api/v1/projects/{slug}/rooms?limit=100"
+
+
+@dataclass
+class WideProject:
+    slug: str
+    room_ids: list[int]
+    readers: list[Reader]
+
+
+def wide_project(*, rooms: int, users: int, seed: int) -> WideProject:
+    """A project of ``rooms`` public rooms with a few messages each and ``users`` members, each with read markers.
+
+    Made through the services once and reused (looked up by name); read markers
+    are set where missing: most rooms read up to some earlier message, a few
+    caught up, a few never opened, so unread counts differ per room.
+    """
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+
+    from chat.models import Message, ReadMarker, Room
+    from chat.services import messages as message_services
+    from chat.services import rooms as room_services
+    from projects import services as project_services
+    from projects.models import Membership, Project
+
+    User = get_user_model()
+    unusable = make_password(None)
+    names = [f"{WIDE_USER_PREFIX}{i:03d}" for i in range(users)]
+    found = {u.username: u for u in User.objects.filter(username__in=names)}
+    User.objects.bulk_create([User(username=n, password=unusable) for n in names if n not in found])
+    members = list(User.objects.filter(username__in=names).order_by("username"))
+    owner = members[0]
+    project = Project.objects.filter(slug=WIDE_PROJECT).first()
+    if project is None:
+        project = project_services.project_create(user=owner, name="Five hundred rooms", slug=WIDE_PROJECT)
+    Membership.objects.bulk_create(
+        [Membership(project=project, user=u, role=Membership.Role.MEMBER) for u in members], ignore_conflicts=True
+    )
+    existing = Room.objects.filter(project=project).count()
+    for i in range(existing, rooms):
+        room_services.room_create(project=project, user=owner, name=f"room {i:04d}", slug=f"room-{i:04d}")
+    room_ids = list(Room.objects.filter(project=project, kind=Room.Kind.ROOM, is_private=False).order_by("id").values_list("id", flat=True))
+    quiet = [r for r in room_ids if not Message.objects.filter(room_id=r).exists()]
+    if quiet:
+        rng = random.Random(seed)
+        drafts = [
+            message_services.Draft(room=Room(id=r, project_id=project.id), author=rng.choice(members), body=f"status update {k + 1} in {r}")
+            for r in quiet
+            for k in range(WIDE_MESSAGES_PER_ROOM)
+        ]
+        for start in range(0, len(drafts), 500):
+            message_services.messages_create(drafts[start : start + 500])
+    marked = set(ReadMarker.objects.filter(room_id__in=room_ids, user__in=members).values_list("user_id", "room_id"))
+    ids_by_room: dict[int, list[int]] = {}
+    for room_id, message_id in Message.objects.filter(room_id__in=room_ids).order_by("id").values_list("room_id", "id"):
+        ids_by_room.setdefault(room_id, []).append(message_id)
+    rng = random.Random(f"{seed}:markers")
+    markers = []
+    for user in members:
+        for room_id in room_ids:
+            roll = rng.random()
+            if (user.id, room_id) in marked or roll < 0.1 or not ids_by_room.get(room_id):
+                continue  # about one room in ten never opened: no marker, everything unread
+            ids = ids_by_room[room_id]
+            markers.append(ReadMarker(room_id=room_id, user=user, last_read_message_id=ids[-1] if roll > 0.7 else rng.choice(ids)))
+    ReadMarker.objects.bulk_create(markers, batch_size=5000, ignore_conflicts=True)
+    readers = [Reader(u.id, 0, WIDE_PROJECT, "", []) for u in members]
+    return WideProject(slug=WIDE_PROJECT, room_ids=room_ids, readers=readers)
+
+
 # --- The server -----------------------------------------------------------
 
 
@@ -163,6 +254,17 @@ def start_server(*, port: int, env: dict[str, str], log_path: Path, workers: int
     ]  # fmt: skip
     log = log_path.open("wb")
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_server(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen | None, timeout: float = 60) -> None:
@@ -224,6 +326,8 @@ def request_for(scenario: str, reader: Reader, rng: random.Random) -> tuple[str,
             headers["If-None-Match"] = reader.etags[coding]
         return PAGE_PATH.format(project=reader.project_slug, room=reader.room_slug), headers
     headers["Authorization"] = f"Bearer {reader.token}"
+    if kind.startswith("rooms500"):
+        return ROOMS_PATH.format(slug=reader.project_slug), headers
     path = HISTORY_PATH.format(room_id=reader.room_id)
     if kind == "api_older":
         path += "?cursor=" + urllib.parse.quote(rng.choice(reader.older_cursors))
@@ -325,7 +429,7 @@ async def run_all(args: argparse.Namespace, base_url: str, readers: list[Reader]
     ) as session:
         if any(s.startswith("page") for s in args.scenarios):
             await prime_pages(session, base_url, readers)
-        for scenario in args.scenarios:
+        for scenario in (s for s in args.scenarios if s not in WIDE_SCENARIOS):
             if scenario.startswith("page_revalidate"):
                 # Fresh ETags: messages posted meanwhile change unread badges, so older ones may not match.
                 await prime_pages(session, base_url, readers)
@@ -352,6 +456,149 @@ async def run_all(args: argparse.Namespace, base_url: str, readers: list[Reader]
                 summaries.append(result.summary())
                 print_row(summaries[-1])
     return summaries
+
+
+# --- The room list of a user in 500 rooms ------------------------------------
+
+
+async def walk_rooms(session: Any, base_url: str, reader: Reader, *, all_pages: bool) -> tuple[int, int]:
+    """The first page of the reader's room list, or every page (following ``next_cursor``): (requests, bytes)."""
+    import brotli
+
+    url = base_url + ROOMS_PATH.format(slug=reader.project_slug)
+    headers = {"Authorization": f"Bearer {reader.token}", "Accept-Encoding": "br"}
+    requests = size = 0
+    for _ in range(100):  # bounded: 100 pages are 10,000 rooms
+        async with session.get(url, headers=headers, allow_redirects=False) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"room list answered {response.status}")
+            coding = response.headers.get("Content-Encoding", "")
+        requests += 1
+        size += len(body)
+        if not all_pages:
+            break
+        cursor = json.loads(brotli.decompress(body) if coding == "br" else body).get("next_cursor")
+        if not cursor:
+            break
+        url = base_url + ROOMS_PATH.format(slug=reader.project_slug) + "&cursor=" + urllib.parse.quote(cursor)
+    return requests, size
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+async def wide_loop(session: Any, base_url: str, scenario: str, wide: WideProject, *, rate: float, duration: float,
+                    concurrency: int, post_rate: float, server_pids: list[int], seed: int) -> dict[str, Any]:  # fmt: skip
+    """Open loop of room-list requests (``rate`` requests/s; whole walks for ``rooms500_all``) while messages arrive."""
+    all_pages = scenario.startswith("rooms500_all")
+    pages = max(1, math.ceil(len(wide.room_ids) / 100)) if all_pages else 1
+    result = Result(scenario, f"open {rate:g}/s" + (f" ({pages} pages a walk)" if all_pages else ""))
+    rng = random.Random(seed)
+    in_flight = asyncio.Semaphore(concurrency)
+    tasks = []
+    requests = 0
+
+    async def scheduled(start: float) -> None:
+        nonlocal requests
+        async with in_flight:
+            try:
+                n, size = await walk_rooms(session, base_url, rng.choice(wide.readers), all_pages=all_pages)
+            except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
+                result.errors[type(exc).__name__] = result.errors.get(type(exc).__name__, 0) + 1
+                return
+        requests += n
+        result.latencies_ms.append((time.perf_counter() - start) * 1000)
+        result.bytes.append(size)
+
+    async def traffic(deadline: float) -> int:
+        """A message a second or so, somewhere in the project, as its members post (through the API)."""
+        posted = 0
+        poster = wide.readers[-1]
+        headers = {"Authorization": f"Bearer {poster.token}", "Content-Type": "application/json"}
+        while post_rate > 0 and time.perf_counter() < deadline:
+            await asyncio.sleep(rng.expovariate(post_rate))
+            room_id = rng.choice(wide.room_ids)
+            body = json.dumps({"body": f"news {rng.randrange(10**6)}"}).encode()
+            with contextlib.suppress(Exception):
+                async with session.post(f"{base_url}/api/v1/rooms/{room_id}/messages", data=body, headers=headers) as response:
+                    await response.read()
+                    posted += response.status == 201
+        return posted
+
+    me = [os.getpid()]
+    cpu_server, cpu_me = _cpu_seconds(server_pids), _cpu_seconds(me)
+    began = time.perf_counter()
+    poster = asyncio.create_task(traffic(began + duration))
+    at = began
+    for _ in range(1_000_000):
+        at += rng.expovariate(rate / pages)
+        if at - began > duration:
+            break
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(scheduled(at)))
+    await asyncio.gather(*tasks)
+    posted = await poster
+    result.elapsed_s = time.perf_counter() - began
+    server_s, me_s = _cpu_seconds(server_pids) - cpu_server, _cpu_seconds(me) - cpu_me
+    row = result.summary()
+    row.update(
+        rooms=len(wide.room_ids),
+        readers=len(wide.readers),
+        pages_per_walk=pages,
+        http_requests=requests,
+        requests_per_s=round(requests / result.elapsed_s, 1) if result.elapsed_s else 0.0,
+        messages_posted=posted,
+        # Per request: the server's CPU (the posts meanwhile included) and the load generator's own.
+        server_cpu_ms_per_request=round(1000 * server_s / requests, 2) if requests and server_pids else None,
+        generator_cpu_ms_per_request=round(1000 * me_s / requests, 2) if requests else None,
+        server_cpu_pct=round(100 * server_s / result.elapsed_s, 1) if server_pids and result.elapsed_s else None,
+        generator_cpu_pct=round(100 * me_s / result.elapsed_s, 1) if result.elapsed_s else None,
+    )
+    if all_pages:
+        row["server_cpu_ms_per_walk"] = round(row["server_cpu_ms_per_request"] * requests / len(result.latencies_ms), 2) if row["server_cpu_ms_per_request"] and result.latencies_ms else None
+    return row
+
+
+async def run_wide(args: argparse.Namespace, base_url: str, wide: WideProject, server_pids: list[int]) -> list[dict[str, Any]]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    rows = []
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        # Warm-up: every member's first list (a cache miss each), then the code paths; not recorded.
+        await asyncio.gather(*(walk_rooms(session, base_url, r, all_pages=True) for r in wide.readers))
+        for scenario in (s for s in args.scenarios if s in WIDE_SCENARIOS):
+            warm = min(args.duration, 3.0)
+            await wide_loop(session, base_url, scenario, wide, rate=args.wide_rate, duration=warm, concurrency=args.concurrency,
+                            post_rate=args.wide_post_rate, server_pids=server_pids, seed=args.seed + 1)  # fmt: skip
+            row = await wide_loop(session, base_url, scenario, wide, rate=args.wide_rate, duration=args.duration,
+                                  concurrency=args.concurrency, post_rate=args.wide_post_rate, server_pids=server_pids,
+                                  seed=args.seed)  # fmt: skip
+            rows.append(row)
+            print_row(row)
+            what = f"a walk of {row['pages_per_walk']} pages" if row["pages_per_walk"] > 1 else "the first page"
+            print(f"  {row['rooms']} rooms, {what}: {row['requests_per_s']} requests/s; server CPU "
+                  f"{row['server_cpu_ms_per_request']} ms a request ({row['server_cpu_pct']} % of a core)"
+                  + (f", {row['server_cpu_ms_per_walk']} ms a walk" if row.get("server_cpu_ms_per_walk") else "")
+                  + f"; load generator {row['generator_cpu_ms_per_request']} ms a request ({row['generator_cpu_pct']} %); "
+                  f"{row['messages_posted']} messages posted meanwhile", flush=True)  # fmt: skip
+    return rows
 
 
 # --- The same closed loop from wrk ------------------------------------------
@@ -486,6 +733,7 @@ SCENARIOS = [
     "page_br",
     "page_identity",
     "page_revalidate_br",
+    *WIDE_SCENARIOS,
 ]
 
 
@@ -505,6 +753,10 @@ def main() -> None:
     parser.add_argument("--page-rate", type=float, default=0.0, help="the same for the room page scenarios")
     parser.add_argument("--rooms", type=int, default=200, help="rooms sampled (one reader each)")
     parser.add_argument("--scenarios", nargs="+", default=SCENARIOS, choices=SCENARIOS)
+    parser.add_argument("--wide-rooms", type=int, default=500, help="rooms of the project for rooms500_*")
+    parser.add_argument("--wide-users", type=int, default=20, help="members of that project who ask for their room list")
+    parser.add_argument("--wide-rate", type=float, default=100.0, help="room-list requests/s for rooms500_*, on one process")
+    parser.add_argument("--wide-post-rate", type=float, default=1.0, help="messages/s posted in that project meanwhile")
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--json", default="var/bench/http.json")
     args = parser.parse_args()
@@ -513,18 +765,21 @@ def main() -> None:
     args.requests = max(1, args.requests)
 
     setup_django(args.database_url, args.redis_url, args.settings)
+    wide_wanted = any(s in WIDE_SCENARIOS for s in args.scenarios)
     readers = pick_readers(rooms=args.rooms, cursors_per_room=5, seed=args.seed)
-    if not readers:
+    if not readers and not all(s in WIDE_SCENARIOS for s in args.scenarios):
         raise SystemExit("no room with messages: load a data set first (python -m bench.seed ...)")
-    sign_in(readers)
+    wide = wide_project(rooms=args.wide_rooms, users=args.wide_users, seed=args.seed) if wide_wanted else None
+    sign_in(readers + (wide.readers if wide else []))
     proc = None
     out_path = ROOT / args.json
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": args.settings, "DEBUG": "false"}
+    summaries: list[dict[str, Any]] = []
     try:
         base_url = args.server_url.rstrip("/")
         if not base_url:
             port = free_port()
-            env = {**os.environ, "DJANGO_SETTINGS_MODULE": args.settings, "DEBUG": "false"}
             proc = start_server(port=port, env=env, log_path=out_path.with_suffix(".server.log"), workers=args.workers)
             base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, proc)
@@ -532,15 +787,24 @@ def main() -> None:
         print(f"machine: {info['machine']}; server processes: {args.workers}")
         print(f"data set: {info['data_set']}; {len(readers)} rooms sampled, one reader each")
         print(HEADER)
-        summaries = asyncio.run(run_all(args, base_url, readers))
+        if readers:
+            summaries = asyncio.run(run_all(args, base_url, readers))
+        if wide is not None:
+            server_pids: list[int] = []
+            if not args.server_url:
+                # One process of its own, whatever --workers says: the goal is per process, and its CPU is the list's.
+                stop_server(proc)
+                port = free_port()
+                proc = start_server(port=port, env=env, log_path=out_path.with_suffix(".rooms500.server.log"), workers=1)
+                base_url = f"http://127.0.0.1:{port}"
+                wait_healthy(base_url, proc)
+                server_pids = [proc.pid]
+            print(f"room list of a user in {len(wide.room_ids)} rooms ({len(wide.readers)} such users), "
+                  f"{'one server process' if server_pids else 'the given server (its CPU unknown)'}:")  # fmt: skip
+            summaries += asyncio.run(run_wide(args, base_url, wide, server_pids))
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        sign_out(readers)
+        stop_server(proc)
+        sign_out(readers + (wide.readers if wide else []))
     ratios = compression_ratios(summaries)
     print("compression ratio (identity bytes / br bytes): " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
     report = {
