@@ -1,7 +1,7 @@
 // The room page client: one WebSocket per tab, live messages, resume after a
 // reconnect, idempotent sends, history paging, edit and delete, reactions,
-// threads, pins and saved messages (one side panel, or a full-screen overlay on
-// small screens).
+// threads, pins, saved messages and the threads you follow (one side panel, or a
+// full-screen overlay on small screens).
 //
 // User text only ever reaches the DOM through textContent, never innerHTML.
 
@@ -51,6 +51,8 @@ const els = {
   pinsOpen: $("pins-open"),
   pinCount: $("pin-count"),
   savedOpen: $("saved-open"),
+  threadsOpen: $("threads-open"),
+  threadsUnread: $("threads-unread"),
 };
 
 // --- state ---------------------------------------------------------------
@@ -461,11 +463,26 @@ const pins = new Map();
 const saved = new Map();
 /** Load state of each: whether an answer arrived, whether a request is in flight, and the saved list's next page. */
 const lists = { pinsLoaded: false, pinsLoading: false, savedLoaded: false, savedLoading: false, savedCursor: null };
+/** The threads you follow in this project, in the server's order (newest reply first): {message: root, unread,
+ *  last_read_id} each; by root id; load state; the pending refetch; and read markers moved here since. */
+const followed = {
+  entries: [],
+  byRoot: new Map(),
+  loaded: false,
+  loading: false,
+  again: false,
+  timer: null,
+  fetchedAt: 0,
+  readUpTo: new Map(),
+};
+/** A refetch waits a moment (the server writes follows just after it announces a reply) and comes at most this often. */
+const FOLLOWED_DELAY_MS = 1000;
+const FOLLOWED_INTERVAL_MS = 4000;
 /** What the side panel lists (null while it is closed or shows a thread), and the button that opened it. */
 const list = { mode: null, opener: null };
 /** The panel's items: message id -> {entry, li}; an item is rebuilt when its entry object changes. */
 const listItems = new Map();
-const PANEL_TITLES = { thread: "Thread", pins: "Pinned messages", saved: "Saved messages" };
+const PANEL_TITLES = { thread: "Thread", pins: "Pinned messages", saved: "Saved messages", threads: "Threads" };
 const roomWhere = els.panelWhere.textContent;
 
 /** Live changes heard while a list request is in flight, replayed over its answer, which may predate them. */
@@ -669,12 +686,20 @@ function updateListedMessage(msg) {
   const entry = saved.get(msg.id);
   if (entry) saved.set(msg.id, { ...entry, message: msg });
   if ((pin && list.mode === "pins") || (entry && list.mode === "saved")) renderList();
+  const index = followed.entries.findIndex((e) => e.message.id === msg.id);
+  if (index >= 0) {
+    // An edit event may lack the summary: keep the one the list has.
+    const old = followed.entries[index];
+    const fresh = { ...old, message: { ...msg, thread: msg.thread ?? old.message.thread } };
+    setFollowed(followed.entries.map((e) => (e === old ? fresh : e)));
+  }
 }
 
-/** A deleted message leaves both lists without an unpin or unsave event (docs/PROTOCOL.md). */
+/** A deleted message leaves every list without an unpin or unsave event (docs/PROTOCOL.md). */
 function forgetDeleted(id) {
   if (pins.has(id)) applyPinChange({ id });
   if (saved.has(id)) applySavedChange({ id });
+  if (followed.byRoot.has(id)) setFollowed(followed.entries.filter((e) => e.message.id !== id));
 }
 
 function timeEl(className, iso) {
@@ -725,8 +750,9 @@ function renderListItem(entry, mode) {
 function renderList() {
   const mode = list.mode;
   if (!mode) return;
-  const entries =
-    mode === "pins" ? [...pins.values()].sort(newestFirst("pinned_at")) : [...saved.values()].sort(newestFirst("saved_at"));
+  let entries = followed.entries; // in the server's order: newest reply first
+  if (mode === "pins") entries = [...pins.values()].sort(newestFirst("pinned_at"));
+  if (mode === "saved") entries = [...saved.values()].sort(newestFirst("saved_at"));
   const wanted = new Set(entries.map((entry) => entry.message.id));
   for (const [id, item] of listItems) {
     if (!wanted.has(id)) {
@@ -739,7 +765,7 @@ function renderList() {
     const id = entry.message.id;
     let item = listItems.get(id);
     if (!item || item.entry !== entry) {
-      const li = renderListItem(entry, mode);
+      const li = mode === "threads" ? renderThreadItem(entry) : renderListItem(entry, mode);
       if (item) {
         if (next === item.li) next = li;
         item.li.replaceWith(li);
@@ -750,13 +776,18 @@ function renderList() {
     if (item.li === next) next = next.nextElementSibling;
     else els.sideList.insertBefore(item.li, next);
   }
-  const loaded = mode === "pins" ? lists.pinsLoaded : lists.savedLoaded;
-  const loading = mode === "pins" ? lists.pinsLoading : lists.savedLoading;
+  const loaded = { pins: lists.pinsLoaded, saved: lists.savedLoaded, threads: followed.loaded }[mode];
+  const loading = { pins: lists.pinsLoading, saved: lists.savedLoading, threads: followed.loading }[mode];
+  const empty = {
+    pins: "Nothing is pinned in this room yet.",
+    saved: "You have not saved any messages yet.",
+    threads: "You follow no threads in this project yet: start one or reply in one.",
+  };
   let note = "";
   if (!entries.length) {
     if (loading) note = "Loading…";
     else if (!loaded) note = "Not loaded.";
-    else note = mode === "pins" ? "Nothing is pinned in this room yet." : "You have not saved any messages yet.";
+    else note = empty[mode];
   }
   els.listNote.textContent = note;
   els.listScroller.setAttribute("aria-busy", loading ? "true" : "false");
@@ -795,15 +826,16 @@ function jumpTo(id, item) {
 function setPanelFrame(mode) {
   els.panel.dataset.mode = mode === "thread" ? "thread" : "list";
   els.panelTitle.textContent = PANEL_TITLES[mode];
-  els.panelWhere.textContent = mode === "saved" ? "From all your rooms" : roomWhere;
+  els.panelWhere.textContent = { saved: "From all your rooms", threads: "Followed, in this project" }[mode] || roomWhere;
   const close = `Close ${PANEL_TITLES[mode].toLowerCase()}`;
   els.panelClose.setAttribute("aria-label", close);
   els.panelClose.title = `${close} (Esc)`;
   els.pinsOpen.setAttribute("aria-expanded", String(list.mode === "pins"));
   els.savedOpen.setAttribute("aria-expanded", String(list.mode === "saved"));
+  els.threadsOpen.setAttribute("aria-expanded", String(list.mode === "threads"));
 }
 
-/** Show the pinned or saved list in the side panel; its header button again closes it. */
+/** Show the pinned, saved or followed threads list in the side panel; its header button again closes it. */
 function openList(mode, opener) {
   if (list.mode === mode) {
     closeList();
@@ -824,6 +856,7 @@ function openList(mode, opener) {
   // The first load failed: try again now that someone asks.
   if (mode === "pins" && !lists.pinsLoaded && !lists.pinsLoading) loadPins();
   if (mode === "saved" && !lists.savedLoaded && !lists.savedLoading) loadSaved();
+  if (mode === "threads" && !followed.loaded && !followed.loading) loadThreads();
 }
 
 function closeList({ restoreFocus = true } = {}) {
@@ -845,18 +878,185 @@ function closeList({ restoreFocus = true } = {}) {
 
 els.pinsOpen.addEventListener("click", () => openList("pins", els.pinsOpen));
 els.savedOpen.addEventListener("click", () => openList("saved", els.savedOpen));
+els.threadsOpen.addEventListener("click", () => openList("threads", els.threadsOpen));
 els.listMore.addEventListener("click", loadMoreSaved);
 els.sideList.addEventListener("click", async (event) => {
   const button = event.target.closest("button[data-action]");
   const item = event.target.closest("li.side-item");
-  if (!button || !item) return;
+  if (!item) return;
+  if (!button) {
+    // A followed thread opens from anywhere on its item, not only its summary line (which keyboards use).
+    if (item.classList.contains("followed-item") && !event.target.closest("a, button")) item.querySelector(".followed-open")?.click();
+    return;
+  }
   const id = Number(item.dataset.id);
-  if (button.dataset.action === "jump") jumpTo(id, item);
+  if (button.dataset.action === "open-thread") openThread(id, els.threadsOpen);
+  else if (button.dataset.action === "jump") jumpTo(id, item);
   else if (button.dataset.action === "unpin") await setPinned(id, false, button);
   else if (button.dataset.action === "unsave") await setSaved(id, false, button);
   // The item left the list with the focused button: keep focus in the panel.
   if (!button.isConnected && list.mode !== null) els.panelTitle.focus();
 });
+
+// --- threads you follow -------------------------------------------------------
+
+/** Whether two list entries show the same thing, so a refetch keeps unchanged items (and the focus in them). */
+function sameFollowed(a, b) {
+  const x = a.message;
+  const y = b.message;
+  return (
+    a.unread === b.unread &&
+    a.last_read_id === b.last_read_id &&
+    x.body === y.body &&
+    x.edited_at === y.edited_at &&
+    JSON.stringify(x.thread) === JSON.stringify(y.thread)
+  );
+}
+
+/** Replace the list (keeping unchanged entry objects), then the badge and, when open, the panel. */
+function setFollowed(entries) {
+  const kept = entries.map((entry) => {
+    const old = followed.byRoot.get(entry.message.id);
+    return old && sameFollowed(old, entry) ? old : entry;
+  });
+  followed.entries = kept;
+  followed.byRoot = new Map(kept.map((entry) => [entry.message.id, entry]));
+  showFollowedBadge();
+  if (list.mode === "threads") renderList();
+}
+
+function showFollowedBadge() {
+  const total = followed.entries.reduce((sum, entry) => sum + entry.unread, 0);
+  els.threadsUnread.hidden = total === 0;
+  els.threadsUnread.textContent = total >= 100 ? "99+" : String(total);
+  els.threadsOpen.title = total
+    ? `${total} unread ${total === 1 ? "reply" : "replies"} in threads you follow`
+    : "Threads you follow";
+}
+
+/** The followed threads of the project; on open, after each reconnect, and (through scheduleFollowed) on activity. */
+async function loadThreads() {
+  if (followed.loading) {
+    followed.again = true; // the answer in flight may predate what asked for this one
+    return;
+  }
+  clearTimeout(followed.timer);
+  followed.timer = null;
+  followed.loading = true;
+  followed.fetchedAt = Date.now();
+  if (list.mode === "threads") renderList();
+  try {
+    const data = await api("GET", `projects/${encodeURIComponent(config.project)}/threads`);
+    setFollowed(
+      data.items.map((item) => {
+        const entry = { message: item.root, unread: item.unread, last_read_id: item.last_read_id };
+        // A read marker moved here after the server answered: the replies it covers are read.
+        const read = followed.readUpTo.get(item.root.id) || 0;
+        if (read > item.last_read_id && read >= (item.root.thread?.last_reply_id || 0)) entry.unread = 0;
+        return entry;
+      }),
+    );
+    followed.loaded = true;
+  } catch (error) {
+    showError(`Could not load the threads you follow: ${error.message}`, { inList: list.mode === "threads" });
+  } finally {
+    followed.loading = false;
+    if (list.mode === "threads") renderList();
+    if (followed.again) {
+      followed.again = false;
+      scheduleFollowed();
+    }
+  }
+}
+
+/** Refetch the list soon, at most once every FOLLOWED_INTERVAL_MS. */
+function scheduleFollowed() {
+  if (followed.timer) return;
+  if (followed.loading) {
+    followed.again = true;
+    return;
+  }
+  const wait = Math.max(FOLLOWED_DELAY_MS, followed.fetchedAt + FOLLOWED_INTERVAL_MS - Date.now());
+  followed.timer = setTimeout(loadThreads, wait);
+}
+
+/** Whether root ``id`` is a message of yours shown here (its author follows a thread on it once it has replies). */
+function rootIsMine(id) {
+  const li = rendered.get(id) || (thread.root === id ? thread.rootLi : null);
+  return li?.dataset.author === String(ME);
+}
+
+/** A reply arrived: yours, or in a thread you follow or may now follow. */
+function noteReply(msg) {
+  if (msg.author.id === ME || followed.byRoot.has(msg.thread_root) || rootIsMine(msg.thread_root)) scheduleFollowed();
+}
+
+/** A thread's summary changed (``thread.updated``), in any room of the project. */
+function noteThreadUpdated(rootId, summary) {
+  const mine = summary?.participant_ids?.includes(ME);
+  if (followed.byRoot.has(rootId) || mine || rootIsMine(rootId)) scheduleFollowed();
+}
+
+/** Your read marker in thread ``rootId`` moved to ``lastId``: its replies up to there are read. */
+function followedRead(rootId, lastId) {
+  followed.readUpTo.set(rootId, Math.max(followed.readUpTo.get(rootId) || 0, lastId));
+  const entry = followed.byRoot.get(rootId);
+  if (!entry || lastId <= entry.last_read_id) return;
+  const newest = entry.message.thread?.last_reply_id || 0;
+  // Replies after the marker that this tab has not seen yet stay counted until the next refetch.
+  const unread = lastId >= newest ? 0 : entry.unread;
+  setFollowed(followed.entries.map((e) => (e === entry ? { ...entry, unread, last_read_id: lastId } : e)));
+}
+
+/** The room a followed thread is in: this one, or a room of the sidebar (with its link). */
+function followedRoom(roomId) {
+  if (roomId === config.room) return { label: "In this room", href: null };
+  const link = els.nav?.querySelector(`a[data-room-id="${Number(roomId)}"]`);
+  if (!link) return { label: "In another room", href: null };
+  const sigil = link.classList.contains("dm-link") ? "@" : "#";
+  return { label: `In ${sigil}${link.querySelector(".room-name")?.textContent.trim() || "room"}`, href: link.getAttribute("href") };
+}
+
+/** One followed thread: its root, where it is, "N replies · Last reply HH:MM" (opening it), and its unread count. */
+function renderThreadItem(entry) {
+  const msg = entry.message;
+  const li = el("li", "msg side-item followed-item");
+  li.dataset.id = String(msg.id);
+  if (msg.author.id === ME) li.classList.add("mine");
+  if (entry.unread) li.classList.add("has-unread");
+  const meta = el("div", "msg-meta");
+  meta.append(el("span", "msg-author", personName(msg.author)), timeEl("msg-time", msg.created_at));
+  if (msg.edited_at) meta.append(el("span", "msg-edited", "(edited)"));
+  if (entry.unread) meta.append(el("span", "badge followed-unread", `${entry.unread >= 100 ? "99+" : entry.unread} unread`));
+  const where = followedRoom(msg.room);
+  const n = msg.thread?.reply_count || 0;
+  let open;
+  if (msg.room === config.room) {
+    open = actionButton("open-thread", "", "followed-open");
+  } else if (where.href) {
+    // The room's page opens the thread itself (see openFromHash).
+    open = el("a", "followed-open");
+    open.href = `${where.href}#thread-${msg.id}`;
+  } else {
+    open = el("span", "followed-open");
+  }
+  open.append(el("span", "thread-count", `${n} ${n === 1 ? "reply" : "replies"}`));
+  if (msg.thread?.last_reply_at) {
+    const last = el("span", "thread-last", "Last reply ");
+    last.append(timeEl("thread-time", msg.thread.last_reply_at));
+    open.append(last);
+  }
+  li.append(meta, bodyEl(msg.body), el("p", "side-note muted", where.label), open);
+  return li;
+}
+
+/** A link from another room's Threads list (``#thread-<root id>``) opens that thread here. */
+function openFromHash() {
+  const match = /^#thread-(\d+)$/.exec(location.hash);
+  if (!match) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  openThread(Number(match[1]), null);
+}
 
 // --- sidebar badges and read state ---------------------------------------
 
@@ -1145,9 +1345,10 @@ function refreshOne(li, msg) {
  *  page once to pick up edits and deletes made while this tab was away. */
 async function refreshShown() {
   refreshThread();
-  // Resume replays no pins or saves (docs/PROTOCOL.md): read both lists again.
+  // Resume replays no pins or saves (docs/PROTOCOL.md): read both lists again, and the followed threads.
   loadPins();
   loadSaved();
+  loadThreads();
   try {
     const page = await api("GET", roomMessagesPath(`limit=${config.page_size}`));
     for (const msg of page.items) {
@@ -1182,9 +1383,10 @@ async function resync() {
     showOlderControls();
     scrollToBottom();
     scheduleRead();
-    // Replies missed meanwhile were not replayed either, nor pins.
+    // Replies missed meanwhile were not replayed either, nor pins, nor their unread counts.
     refreshThread();
     loadPins();
+    scheduleFollowed();
   } catch (error) {
     showError(`Could not reload messages: ${error.message}`);
   }
@@ -1314,6 +1516,12 @@ async function loadThread() {
   try {
     const page = await api("GET", threadPath(root, `limit=${config.page_size}`));
     if (generation !== thread.generation) return;
+    if (page.root.room !== config.room) {
+      // Replies are sent to this room's socket: a thread of another room (a hand-made link) cannot take them here.
+      closeThread({ restoreFocus: false });
+      showError("That thread is in another room.");
+      return;
+    }
     showThreadRoot(page.root);
     for (const msg of page.items) upsert(threadView, msg);
     thread.nextCursor = page.next_cursor;
@@ -1391,7 +1599,8 @@ function scheduleThreadRead() {
     if (last <= before) return;
     thread.readSent = last;
     try {
-      await api("POST", `messages/${root}/thread/read`, { last_id: last });
+      const result = await api("POST", `messages/${root}/thread/read`, { last_id: last });
+      followedRead(root, result?.last_id ?? last);
     } catch {
       if (thread.root === root && thread.readSent === last) thread.readSent = before; // try again with the next reply
     }
@@ -1412,6 +1621,7 @@ els.panelFollow.addEventListener("click", async () => {
   try {
     const result = await api(thread.following ? "DELETE" : "PUT", `messages/${root}/thread/follow`);
     if (thread.root === root) setFollowing(result.following);
+    scheduleFollowed();
   } catch (error) {
     if (thread.root === root) showError(error.message, { inThread: true });
   } finally {
@@ -1429,6 +1639,7 @@ document.addEventListener("keydown", (event) => {
 // --- incoming events -----------------------------------------------------
 
 function onMessageNew(msg) {
+  if (msg.thread_root) noteReply(msg);
   if (msg.room !== config.room) {
     otherLastId.set(msg.room, Math.max(otherLastId.get(msg.room) || 0, msg.id));
     // Replies are not in a room's unread count.
@@ -1502,6 +1713,7 @@ function onAccessRevoked(room) {
   subscribed.delete(room);
   const others = config.other_rooms.indexOf(room);
   if (others >= 0) config.other_rooms.splice(others, 1);
+  scheduleFollowed(); // that room's threads leave the list
   els.nav?.querySelector(`[data-room-id="${room}"]`)?.closest("li")?.remove();
   if (room === config.room) {
     els.input.disabled = true;
@@ -1584,6 +1796,11 @@ function handle(frame) {
       break;
     case "thread.updated":
       if (frame.room === config.room) applySummary(frame.root, frame.thread, frame.version);
+      noteThreadUpdated(frame.root, frame.thread);
+      break;
+    case "mention":
+      // Someone named in a reply now follows its thread (chat.background).
+      if (frame.message?.thread_root) scheduleFollowed();
       break;
     case "message.ack":
       onAck(frame);
@@ -1745,6 +1962,8 @@ scrollToBottom();
 autosize();
 loadPins();
 loadSaved();
+loadThreads();
 els.input.focus();
+openFromHash();
 if (navigator.onLine === false) setStatus("offline", "Offline");
 else connect();
