@@ -335,6 +335,10 @@ def _messages_created(*, created: list[tuple[Message, int]]) -> None:
     was cached (chat.selectors.unread): without that the first room list
     after every message would read the tail from the database.
     """
+    replies = [message for message, _ in created if message.thread_root_id is not None]
+    if replies:
+        # Follows first: a client that hears of a reply and asks for its followed threads finds it there.
+        thread_services.threads_replied(replies=replies)
     for message, _ in created:
         events.publish_room_event(
             room_id=message.room_id, kind="message.new", payload={"message": message_dict(message)}, seq=message.seq
@@ -359,7 +363,6 @@ def _messages_created(*, created: list[tuple[Message, int]]) -> None:
         # Same lifetime as the message entries (CACHE_TTL_ENTRIES): one write for all.
         entries[cache_keys.unread_tail_key(room_id, (last.seq, deleted))] = tail
         dropped.append(previous[room_id])  # the older tail is never asked for again
-    replies = [message for message, _ in created if message.thread_root_id is not None]
     for message in replies:
         # The root's thread summary changed: its entry, and any history page showing it.
         dropped += [cache_keys.message_cache_key(message.thread_root_id), cache_keys.room_stamp_key(message.room_id)]
@@ -367,7 +370,6 @@ def _messages_created(*, created: list[tuple[Message, int]]) -> None:
     perf_cache.invalidate(*dropped)
     metrics.MESSAGES_CREATED.inc(len(created))
     if replies:
-        thread_services.threads_replied(replies=replies)
         for message in replies:
             events.publish_summary(kind="thread.updated", room_id=message.room_id, message_id=message.thread_root_id)
     # The worker notifies @mentioned readers, and every other member of a DM (chat.background).
