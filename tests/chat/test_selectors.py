@@ -210,3 +210,19 @@ def test_the_room_list_fills_access_to_its_rooms_and_loses_it_with_them(chat_wor
     with pytest.raises(NotFound):
         room_selectors.room_get_for_user(user=insider, room_id=private.id)
     assert room_selectors.rooms_for_user(user=insider, project=project) == []
+
+
+def test_a_cached_room_carries_its_kind_so_reading_it_asks_the_database_nothing(chat_world, django_assert_num_queries):
+    """Rooms are cached with every field a request reads (the DM check included): a warm lookup is query-free."""
+    from chat.cache_keys import room_cache_key
+    from chat.selectors import rooms as room_selectors
+    from perf.cache import backend
+
+    room, member = chat_world["public"], chat_world["member"]
+    cache.clear()
+    room_selectors.room_get_for_user(user=member, room_id=room.id)
+    cached = backend().get(room_cache_key(room.id))
+    assert "kind" in cached.__dict__
+    with django_assert_num_queries(0):
+        found = room_selectors.room_get_for_user(user=member, room_id=room.id)
+        assert room_selectors.rooms_dm_ids(rooms=[found]) == set()
