@@ -48,10 +48,9 @@ from chatsite.api_schemas import (
     ErrorOut,
     fields_parse,
     fields_select,
-    invalid_cursor,
-    page_cursor_decode,
     page_cursor_encode,
     page_cursor_key,
+    page_position,
     page_limit,
     PageQuery,
     RateLimitedOut,
@@ -264,22 +263,6 @@ def room_read(request: HttpRequest, room_id: int, payload: ReadMarkIn) -> dict[s
 # --- Messages -------------------------------------------------------------
 
 
-def _page_position(cursor: str | None, after: int | None) -> tuple[int | None, int | None]:
-    """(before, after) from a page cursor or the ``after`` parameter.
-
-    A backward cursor ``{"b": id}`` pages to ids below the oldest id already
-    seen; a forward cursor ``{"a": id}`` to ids above the newest.
-    """
-    if cursor is None:
-        return None, after
-    if after is not None:
-        raise InvalidInput("Send either 'cursor' or 'after', not both.", code="invalid_cursor")
-    position = page_cursor_decode(cursor, fields={"b": int, "a": int})
-    if len(position) != 1:
-        raise invalid_cursor()
-    return position.get("b"), position.get("a")
-
-
 def _message_page(
     *, room: Room, before: int | None, after: int | None, limit: int, fields: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
@@ -314,7 +297,7 @@ def message_list(request: HttpRequest, room_id: int, page: Query[MessagePageQuer
     """
     fields = fields_parse(page.fields, schema=MessageOut)
     room = room_selectors.room_get_for_user(user=request.auth, room_id=room_id)
-    before, after = _page_position(page.cursor, page.after)
+    before, after = page_position(page.cursor, page.after)
     limit = page_limit(page.limit)
     # Rendered as it is: the items are chat.serialization's dicts (the
     # WebSocket's shape), so validating each against MessagePage on the way

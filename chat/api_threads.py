@@ -17,8 +17,7 @@ from chat.api_schemas import MessageItem, MessageOut, MessagePageQuery
 from chat.selectors import history as history_selectors
 from chat.selectors import threads as thread_selectors
 from chat.services import threads as thread_services
-from chatsite.api_schemas import ERROR_RESPONSES, page_cursor_decode, page_cursor_encode, page_limit, invalid_cursor
-from chatsite.errors import InvalidInput
+from chatsite.api_schemas import ERROR_RESPONSES, page_cursor_encode, page_limit, page_position
 from projects.selectors import project_get_for_user
 
 router = Router()
@@ -54,17 +53,6 @@ class FollowedThreadList(Schema):
     items: list[FollowedThreadOut]
 
 
-def _position(cursor: str | None, after: int | None) -> tuple[int | None, int | None]:
-    if cursor is None:
-        return None, after
-    if after is not None:
-        raise InvalidInput("Send either 'cursor' or 'after', not both.", code="invalid_cursor")
-    position = page_cursor_decode(cursor, fields={"b": int, "a": int})
-    if len(position) != 1:
-        raise invalid_cursor()
-    return position.get("b"), position.get("a")
-
-
 @router.get("/messages/{message_id}/thread", response={200: ThreadPage, **ERROR_RESPONSES}, tags=["threads"])
 def thread_detail(request: HttpRequest, message_id: int, page: Query[MessagePageQuery]) -> dict[str, Any]:
     """The thread a message belongs to: its root and a page of replies, oldest to newest, paged as history is.
@@ -74,7 +62,7 @@ def thread_detail(request: HttpRequest, message_id: int, page: Query[MessagePage
     follow it and your read marker in it.
     """
     root = thread_selectors.thread_root_for_user(user=request.auth, message_id=message_id)
-    before, after = _position(page.cursor, page.after)
+    before, after = page_position(page.cursor, page.after)
     limit = page_limit(page.limit)
     ids = history_selectors.thread_reply_ids(root_id=root.id, before=before, after=after, limit=limit + 1)
     more = len(ids) > limit

@@ -149,6 +149,22 @@ class PageQuery(Schema):
     )
 
 
+def page_position(cursor: str | None, after: int | None) -> tuple[int | None, int | None]:
+    """(before, after) from a page cursor or the ``after`` parameter.
+
+    A backward cursor ``{"b": id}`` pages to ids below the oldest id already
+    seen; a forward cursor ``{"a": id}`` to ids above the newest.
+    """
+    if cursor is None:
+        return None, after
+    if after is not None:
+        raise InvalidInput("Send either 'cursor' or 'after', not both.", code="invalid_cursor")
+    position = page_cursor_decode(cursor, fields={"b": int, "a": int})
+    if len(position) != 1:
+        raise invalid_cursor()
+    return position.get("b"), position.get("a")
+
+
 def page_limit(limit: int | None) -> int:
     """Clamp a requested page size to [1, CHAT_PAGE_SIZE_MAX]; None means the default."""
     if limit is None:
