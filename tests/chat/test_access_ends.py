@@ -357,7 +357,7 @@ async def test_unknown_rooms_leave_only_short_lived_cache_entries(world, setting
         assert error["code"] == "not_found"
     client = redis.Redis.from_url(env.REDIS_URL)
     try:
-        keys = [k for k in client.scan_iter(match="*room:9000*")]
+        keys = [k for k in client.scan_iter(match="*room_k:9000*")]
         assert keys, "the misses are cached (briefly)"
         assert all(0 < client.ttl(k) <= env.CACHE_TTL_MISSING for k in keys)
     finally:
