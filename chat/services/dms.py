@@ -12,9 +12,8 @@ Someone who leaves the project loses access like any private room's member
 (chat.signals); if they come back and the conversation is asked for again,
 they are its member again.
 
-Caches: creating the room drops the project's room lists and the
-members' access entries through the room's save hook (chat.signals); the
-members' own entries are dropped here, since bulk_create sends no signals.
+Caches: the room's and its members' saves drop the project's room lists
+and the members' access entries (chat.signals), as for any room.
 """
 
 from __future__ import annotations
@@ -27,13 +26,11 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from chat import cache_keys
 from chat.models import Room, RoomMember
 from chatsite import ratelimit
 from chatsite.api_schemas import MAX_ID
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
 from chatsite.users import USER_DISPLAY_FIELDS
-from perf.cache import invalidate_on_commit
 from projects.models import Project
 
 User = get_user_model()
@@ -95,8 +92,9 @@ def dm_get_or_create(*, project: Project, by: Any, users: Sequence[Any]) -> tupl
                 is_private=True,
                 created_by=by,
             )
-            RoomMember.objects.bulk_create([RoomMember(room=room, user=u) for u in people])
-            _dm_members_changed(room=room, user_ids=[u.pk for u in people])
+            # One save each (at most nine): chat.signals drops each member's access and room list.
+            for person in people:
+                RoomMember.objects.create(room=room, user=person)
     except IntegrityError:
         # Someone started the same conversation at the same moment: theirs committed first.
         room = _dm_find(project=project, key=key)
@@ -152,17 +150,7 @@ def _dm_find(*, project: Project, key: str) -> Room | None:
 def _dm_restore_members(*, room: Room, people: list[Any]) -> None:
     """Make every one of ``people`` a member of ``room`` again (someone who left the project and came back)."""
     present = set(RoomMember.objects.filter(room=room).values_list("user_id", flat=True))
-    returning = [u for u in people if u.pk not in present]
-    if not returning:
-        return
-    with transaction.atomic():
-        RoomMember.objects.bulk_create([RoomMember(room=room, user=u) for u in returning], ignore_conflicts=True)
-        _dm_members_changed(room=room, user_ids=[u.pk for u in returning])
-
-
-def _dm_members_changed(*, room: Room, user_ids: list[int]) -> None:
-    """What a RoomMember save would drop (chat.signals.room_member_changed): bulk_create sends no signal."""
-    keys = []
-    for user_id in user_ids:
-        keys += [cache_keys.room_access_key(user_id, room.pk), cache_keys.room_list_key(room.project_id, user_id)]
-    invalidate_on_commit(*keys)
+    for person in people:
+        if person.pk not in present:
+            # get_or_create: another request may restore them at the same moment; its save's signal drops the caches.
+            RoomMember.objects.get_or_create(room=room, user=person)
