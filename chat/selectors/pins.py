@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import QuerySet
 
-from chat.models import Pin, Room, RoomMember, SavedMessage
+from chat.models import Pin, Room, SavedMessage
 from chat.selectors.history import message_dicts
+from chat.selectors.rooms import readable_room_ids
 from chatsite.users import USER_DISPLAY_FIELDS, user_dict
-from projects.models import Membership
 
 
 def room_pins(*, room: Room) -> list[Pin]:
@@ -72,12 +72,9 @@ def saved_for_user(*, user: Any, before: int | None = None, limit: int) -> list[
     """
     if not user.is_authenticated:
         return []
-    in_project = Membership.objects.filter(project_id=OuterRef("message__room__project_id"), user=user)
-    in_room = RoomMember.objects.filter(room_id=OuterRef("message__room_id"), user=user)
     saved = (
         SavedMessage.objects.filter(user=user, message__deleted_at__isnull=True)
-        .filter(Exists(in_project))
-        .filter(Q(message__room__is_private=False) | Exists(in_room))
+        .filter(message__room_id__in=readable_room_ids(user))
         .only("id", "created_at", "user_id", "message_id")
         .order_by("-id")
     )
