@@ -64,8 +64,6 @@ def reaction_add(*, message: Message, user: Any, emoji: Any) -> bool:
     emoji = clean_emoji(emoji)
     _require_writable(message)
     ratelimit.hit("reaction", user.pk)
-    if Reaction.objects.filter(message=message, emoji=emoji, user=user).exists():
-        return False
     kinds = Reaction.objects.filter(message=message).values("emoji").distinct()
     if not kinds.filter(emoji=emoji).exists() and kinds.count() >= REACTION_KINDS_MAX:
         raise Conflict(f"A message can have at most {REACTION_KINDS_MAX} different reactions.", code="too_many_reactions")
@@ -73,7 +71,7 @@ def reaction_add(*, message: Message, user: Any, emoji: Any) -> bool:
         with transaction.atomic():
             Reaction.objects.create(message=message, emoji=emoji, user=user)
     except IntegrityError:
-        return False  # the same reaction, added at the same moment by another request
+        return False  # already there: this user's earlier add, or one at the same moment
     _changed(message)
     return True
 
