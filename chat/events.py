@@ -174,9 +174,8 @@ def publish_room_event(*, room_id: int, kind: str, payload: dict[str, Any], seq:
     _layer_call("group_send", room_group(room_id), message, what=f"room={room_id} kind={kind} seq={seq}")
 
 
-# Summaries of a message that change often and are sent whole: its reactions
+# Summaries of a message that change often are sent whole: its reactions
 # (event ``reaction``) and its thread's replies (event ``thread.updated``).
-SUMMARY_KINDS = ("reaction", "thread.updated")
 
 
 class _SummaryCoalescer:

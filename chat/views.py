@@ -39,7 +39,6 @@ from chat.forms import (
 from chat.models import Room
 from chat.selectors import dms as dm_selectors
 from chat.selectors import history as history_selectors
-from chat.selectors import reactions as reaction_selectors
 from chat.selectors import rooms as room_selectors
 from chat.selectors import tokens as token_selectors
 from chat.services import accounts as account_services
@@ -245,11 +244,10 @@ def _attach_reactions(history: list[Any]) -> None:
     What the viewer reacted with is marked by chat.js from ``user_ids``, so
     the rendered list stays the same for every reader.
     """
-    summaries = reaction_selectors.reaction_summaries(message_ids=[m.id for m in history])
-    profiles = history_selectors.user_profiles(ids=list(reaction_selectors.named_user_ids(list(summaries.values()))))
+    reactions = history_selectors.messages_reactions(message_ids=[m.id for m in history])
     threads = history_selectors.thread_summaries(root_ids=[m.id for m in history])
     for m in history:
-        m.reaction_summary = reaction_selectors.with_names(summaries.get(m.id, []), profiles=profiles)
+        m.reaction_summary = reactions.get(m.id, [])
         m.thread_summary = threads.get(m.id)
 
 

@@ -3,8 +3,8 @@
 A summary lists each emoji of a message, in the order it was first used,
 with its count and the ids of the people who used it (oldest first). Who
 "I" am is not part of it, so one summary serves every reader (history
-caches, the room page fragment, the ``reaction`` event); :func:`for_viewer`
-adds ``me`` and the first few names for one reader.
+caches, the room page fragment, the ``reaction`` event); :func:`with_names`
+adds the first few names, the same for every reader.
 """
 
 from __future__ import annotations
@@ -34,12 +34,8 @@ def reaction_summaries(*, message_ids: list[int]) -> dict[int, list[dict[str, An
     }
 
 
-def reaction_summary(*, message_id: int) -> list[dict[str, Any]]:
-    return reaction_summaries(message_ids=[message_id]).get(message_id, [])
-
-
 def named_user_ids(summaries: list[list[dict[str, Any]]]) -> set[int]:
-    """The user ids :func:`for_viewer` shows names of, for a page of summaries (one profile lookup)."""
+    """The user ids :func:`with_names` shows names of, for a page of summaries (one profile lookup)."""
     return {uid for summary in summaries for entry in summary for uid in entry["user_ids"][:SUMMARY_NAMES]}
 
 
@@ -49,8 +45,3 @@ def with_names(summary: list[dict[str, Any]], *, profiles: dict[int, dict[str, A
         {**entry, "users": [profiles[uid] for uid in entry["user_ids"][:SUMMARY_NAMES] if uid in profiles]}
         for entry in summary
     ]
-
-
-def for_viewer(summary: list[dict[str, Any]], *, viewer_id: int, profiles: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The summary as one reader sees it: :func:`with_names` plus ``me`` (whether they reacted)."""
-    return [{**entry, "me": viewer_id in entry["user_ids"]} for entry in with_names(summary, profiles=profiles)]
