@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import time
 from typing import Any, Callable
 
 import pytest
 import redis
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.test import Client
 
 from chat.models import Message, Room
@@ -94,6 +96,24 @@ def _clean_redis() -> None:
     client = redis.Redis.from_url(env.REDIS_URL)
     client.flushdb()
     client.close()
+
+
+# Rate limits count in fixed windows (chatsite.ratelimit) that all end on a
+# minute boundary (60, 300 and 3600 s alike). A test that counts up to a limit
+# and then expects a refusal fails when a boundary falls between the two, so a
+# test that sets limits first waits out the last seconds of a minute.
+RATE_WINDOW_MARGIN_SECONDS = 8
+
+
+def _clear_of_rate_window_edge(*, setting: str, enter: bool, **kwargs: Any) -> None:
+    if setting != "RATE_LIMITS" or not enter:
+        return
+    left = 60 - time.time() % 60
+    if left < RATE_WINDOW_MARGIN_SECONDS:
+        time.sleep(left + 0.05)
+
+
+setting_changed.connect(_clear_of_rate_window_edge, dispatch_uid="tests.rate_window_edge")
 
 
 @pytest.fixture
