@@ -290,6 +290,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
     from chat import signals as chat_signals
     from chat.models import Message, ReadMarker, Room
     from chat.selectors import history as history_selectors
+    from chat.selectors import room_events
     from chat.selectors import rooms as room_selectors
     from chat.selectors import tokens as token_selectors
     from chat.selectors import unread as unread_selectors
@@ -364,7 +365,7 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
         room = rooms[rng.choice(room_ids)]
         after = rng.randint(0, max(0, room.last_message_seq - 21))
         before = after + rng.randint(2, 20)
-        return lambda: history_selectors.messages_seq_between(room_id=room.id, after_seq=after, before_seq=before)
+        return lambda: room_events.room_events_between(room_id=room.id, after_seq=after, before_seq=before)
 
     def duplicate_lookup(author_id: int, client_id: str) -> Callable[[], Any]:
         # The lookup chat.services.messages.message_create runs when a client_id repeats.
@@ -379,13 +380,13 @@ def _cases(rng: random.Random, n: int) -> list[tuple[str, list[Callable[[], Any]
         ("room_history before=", [history(room_id, before=mid) for mid, room_id, _ in cursors]),
         ("room_history after=", [history(room_id, after=mid) for mid, room_id, _ in catchups]),
         (
-            "messages_after (resume)",
+            "room_events_after (resume)",
             [
-                (lambda r=room_id, a=after_id: history_selectors.messages_after(room_id=r, after_id=a, limit=501))
+                (lambda r=room_id, a=after_id: room_events.room_events_after_many(after_id=[(r, a)], limit=500))
                 for room_id, after_id in resume_args
             ],
         ),
-        ("messages_seq_between (gap)", [gap() for _ in range(n)]),
+        ("room_events_between (gap)", [gap() for _ in range(n)]),
         (
             "rooms_for_user (unread)",
             [

@@ -29,6 +29,7 @@ from chat.batching import batcher
 from chat.models import Room
 from chat.auth import credentials_valid, session_key
 from chat.selectors import history as history_selectors
+from chat.selectors import room_events
 from chat.selectors import rooms as room_selectors
 from chat.services import messages as message_services
 from chat.services import reactions as reaction_services
@@ -82,10 +83,7 @@ def _credentials_group(checks: list[tuple[dict[str, Any], int]]) -> list[bool]:
 
 
 def _gap(room_id: int, after_seq: int, before_seq: int) -> list[str]:
-    return [
-        resuming.new_frame(m)
-        for m in history_selectors.messages_seq_between(room_id=room_id, after_seq=after_seq, before_seq=before_seq)
-    ]
+    return room_events.room_events_between(room_id=room_id, after_seq=after_seq, before_seq=before_seq).frames
 
 
 # The Outbox's counters: functions of the module, not a closure or bound method per socket.
@@ -323,10 +321,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def deliver_room_event(self, event: dict[str, Any]) -> bool:
         """Queue one room event (from the RoomHub) on this socket; True if it was queued.
 
-        ``message.new`` events are kept in per-room ``seq`` order: a duplicate
-        (already replayed) is dropped, and a gap (a publish lost or overtaken
-        by another process's) is filled from the database first; events that
-        arrive meanwhile wait behind the fill.
+        Events with a ``seq`` (messages and changes: chat.selectors.room_events)
+        are kept in per-room ``seq`` order: a duplicate (already replayed) is
+        dropped, and a gap (a publish lost or overtaken by another process's)
+        is filled from the database first; events that arrive meanwhile wait
+        behind the fill.
         """
         room_id = event["room"]
         if self.outbox is None or self.revoked:
@@ -344,9 +343,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return True
         if room_id not in self.cursors:
             return False
-        kind = event["kind"]
-        if kind == "message.new":
-            seq, cursor = event["seq"], self.cursors[room_id]
+        kind, seq = event["kind"], event.get("seq")
+        if seq is not None:  # a message or a change of the room: in seq order, once, with no gaps
+            cursor = self.cursors[room_id]
             if seq <= cursor:
                 return False  # already delivered (backlog or duplicate)
             if seq > cursor + 1:
@@ -506,6 +505,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         room_id = _int_field(frame, "room")
         last_id = _int_field(frame, "last_id", required=False)
+        last_seq = _int_field(frame, "last_seq", required=False)
         self._count_subscribe()
         cap = settings.CHAT_RESUME_MAX_MESSAGES
         joined = room_id in self.cursors
@@ -523,7 +523,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return
         try:
             resumed = await resuming.resumer().submit(
-                resuming.Resume(user=self.user, room_id=room_id, last_id=last_id, cap=cap, budget=self.outbox.limit // 2)
+                resuming.Resume(
+                    user=self.user, room_id=room_id, last_id=last_id, last_seq=last_seq, cap=cap, budget=self.outbox.limit // 2
+                )
             )
             project_id, cursor, missed, overflowed = resumed.project_id, resumed.cursor, resumed.frames, resumed.overflowed
             if self.access_epoch != epoch and not await db_async(room_selectors.rooms_readable)(user=self.user, room_ids=[room_id]):

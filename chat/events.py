@@ -229,19 +229,50 @@ class _SummaryCoalescer:
 
 
 def summary_event_messages(pending: dict[tuple[str, int], int]) -> list[tuple[int, dict[str, Any]]]:
-    """The event of each (kind, message id) in ``pending`` (-> room id): one read per kind for all."""
-    from chat.selectors import history as history_selectors
+    """The event of each (kind, message id) in ``pending`` (-> room id): one read per kind for all.
 
-    version = time.time_ns()
-    reactions = history_selectors.messages_reactions(message_ids=[m for kind, m in pending if kind == "reaction"])
+    A ``reaction`` event is a change of its room: each message's new summary
+    takes the room's next ``seq`` (chat.services.room_changes) and is read
+    under the room's lock, so it holds every reaction committed before that
+    seq, and resume replays it. ``thread.updated`` follows from replies,
+    which have seqs of their own, and takes none.
+    """
+    from django.db import transaction
+
+    from chat.models import Message, RoomChange
+    from chat.selectors import history as history_selectors
+    from chat.services.room_changes import room_changes_log
+
+    reacted = [message_id for kind, message_id in pending if kind == "reaction"]
+    seqs: dict[int, int] = {}
+    reactions: dict[int, list[dict[str, Any]]] = {}
+    if reacted:
+        with transaction.atomic():
+            # Messages gone with their room or author have nothing left to announce.
+            rooms: dict[int, list[int]] = {}
+            for message_id, room_id in sorted(Message.objects.filter(id__in=reacted).values_list("id", "room_id")):
+                rooms.setdefault(room_id, []).append(message_id)
+            # Rooms in id order, as the message writer locks them.
+            for room_id in sorted(rooms):
+                ids = rooms[room_id]
+                seqs.update(zip(ids, room_changes_log(room_id=room_id, changes=[(RoomChange.Kind.REACTION, m) for m in ids])))
+            version = time.time_ns()
+            reactions = history_selectors.messages_reactions(message_ids=list(seqs))
+    else:
+        version = time.time_ns()
     threads = history_selectors.thread_summaries(root_ids=[m for kind, m in pending if kind == "thread.updated"])
     found = []
     for (kind, message_id), room_id in pending.items():
         if kind == "reaction":
-            payload = {"room": room_id, "message": message_id, "version": version, "reactions": reactions.get(message_id, [])}
+            seq = seqs.get(message_id)
+            if seq is None:
+                continue
+            payload = {"room": room_id, "message": message_id, "version": version, "seq": seq,
+                       "reactions": reactions.get(message_id, [])}  # fmt: skip
         else:
+            seq = None
             payload = {"room": room_id, "root": message_id, "version": version, "thread": threads.get(message_id)}
-        found.append((room_id, room_event_message(room_id=room_id, kind=kind, payload=payload)))
+        found.append((room_id, room_event_message(room_id=room_id, kind=kind, payload=payload, seq=seq)))
     return found
 
 

@@ -13,9 +13,12 @@ from projects.models import Project
 class Room(models.Model):
     """A conversation inside a project: public to project members, or private to its RoomMembers.
 
-    ``last_message_seq`` is the per-room message counter. message_create takes
-    this row's lock to bump it, which also makes message ids in one room commit
-    in increasing order (see chat.services.messages.message_create).
+    ``last_message_seq`` is the room's event counter: every message takes its
+    next value, and so does every other change of the room (a RoomChange: an
+    edit, a delete, a reaction summary, a pin, an unpin), so that resume and
+    gap fill replay one sequence in order. A writer takes this row's lock to
+    bump it, which also makes message ids in one room commit in increasing
+    order (see chat.services.messages.message_create).
     ``messages_deleted`` counts message_delete's: with the seq it names the
     room's cached unread entries, so a delete moves readers to new ones.
 
@@ -224,6 +227,42 @@ class Pin(models.Model):
     def __str__(self) -> str:
         return f"pin of {self.message_id} in {self.room_id}"
 
+
+
+class RoomChange(models.Model):
+    """A change of a room other than a new message, at its place in the room's event sequence.
+
+    It takes the room's next ``seq`` (Room.last_message_seq) in the change's
+    own transaction, under the room's row lock, so a room's messages and
+    changes commit in ``seq`` order. Resume and gap fill read it back and send
+    the message's state as it is then (chat.selectors.room_events).
+    """
+
+    class Kind(models.TextChoices):
+        EDIT = "edit", "Edit"
+        DELETE = "delete", "Delete"
+        REACTION = "reaction", "Reactions"
+        PIN = "pin", "Pin"
+        UNPIN = "unpin", "Unpin"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+", db_index=False)
+    seq = models.BigIntegerField()
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # resume and gap fill: a room's changes with seq in (a, b)
+            models.UniqueConstraint(fields=["room", "seq"], name="roomchange_room_seq_uniq"),
+        ]
+        indexes = [
+            # deleting a message deletes its changes
+            models.Index(fields=["message"], name="roomchange_message_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.message_id} at {self.room_id}/{self.seq}"
 
 class SavedMessage(models.Model):
     """A message a user saved for later: private to them."""

@@ -312,11 +312,9 @@ def messages_after(*, room_id: int, after_id: int, limit: int) -> list[Message]:
     return messages_after_many(after=[(room_id, after_id)], limit=limit)[(room_id, after_id)]
 
 
-def messages_seq_between(*, room_id: int, after_seq: int, before_seq: int) -> list[Message]:
-    """Messages of a room with ``after_seq < seq < before_seq`` (gap fill), by seq."""
-    return list(
-        _messages().filter(room_id=room_id, seq__gt=after_seq, seq__lt=before_seq).order_by("seq")
-    )
+def messages_by_id(*, ids: list[int]) -> dict[int, Message]:
+    """Messages by id with their authors, as history loads them (one query, none for no ids)."""
+    return {m.id: m for m in _messages().filter(id__in=ids)} if ids else {}
 
 
 def room_last_seq(*, room_id: int) -> int:

@@ -19,13 +19,13 @@ from typing import Any, Union
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from chat import cache_keys, events, metrics
-from chat.models import Message, Room
+from chat.models import Message, Room, RoomChange
 from chat.selectors import history as history_selectors
 from chat.services import threads as thread_services
+from chat.services.room_changes import room_changes_log
 from chat.selectors import rooms as room_selectors
 from chat.selectors import unread as unread_selectors
 from chat.serialization import message_dict
@@ -418,9 +418,10 @@ def message_edit(*, message: Message, by: Any, body: str) -> Message:
     invalidate_on_commit(cache_keys.message_cache_key(message.id), cache_keys.room_stamp_key(message.room_id))
     thread = history_selectors.thread_summaries(root_ids=[message.id])[message.id] if message.thread_root_id is None else None
     reactions = history_selectors.message_reactions(message_id=message.id)
-    payload = {"message": message_dict(message, reactions=reactions, thread=thread)}
+    (seq,) = room_changes_log(room_id=message.room_id, changes=[(RoomChange.Kind.EDIT, message.id)])
+    payload = {"message": message_dict(message, reactions=reactions, thread=thread), "seq": seq}
     transaction.on_commit(
-        partial(events.publish_room_event, room_id=message.room_id, kind="message.edited", payload=payload),
+        partial(events.publish_room_event, room_id=message.room_id, kind="message.edited", payload=payload, seq=seq),
         robust=True,
     )
     return message
@@ -438,16 +439,17 @@ def message_delete(*, message: Message, by: Any) -> Message:
         return message
     message.deleted_at = timezone.now()
     message.save(update_fields=["deleted_at"])
-    # A new unread state for the room: every cached unread entry of it (the
-    # shared tails, readers' counts) is named by the old one and is not read again.
-    Room.objects.filter(pk=message.room_id).update(messages_deleted=F("messages_deleted") + 1)
     invalidate_on_commit(
         cache_keys.message_cache_key(message.id),
         cache_keys.room_stamp_key(message.room_id),
     )
-    payload = {"id": message.id, "room": message.room_id, "seq": message.seq, "thread_root": message.thread_root_id}
+    # A new unread state for the room (messages_deleted counts it): every cached
+    # unread entry of it (the shared tails, readers' counts) is named by the old
+    # one and is not read again.
+    (seq,) = room_changes_log(room_id=message.room_id, changes=[(RoomChange.Kind.DELETE, message.id)], deleted=1)
+    payload = {"id": message.id, "room": message.room_id, "seq": seq, "thread_root": message.thread_root_id}
     transaction.on_commit(
-        partial(events.publish_room_event, room_id=message.room_id, kind="message.deleted", payload=payload),
+        partial(events.publish_room_event, room_id=message.room_id, kind="message.deleted", payload=payload, seq=seq),
         robust=True,
     )
     if message.thread_root_id is not None:  # one reply fewer in its root's summary

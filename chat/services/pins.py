@@ -1,10 +1,11 @@
 """Writes of pins: pin and unpin a message in its room.
 
 Who may: the message's author, and the project's owners and admins (as for
-edits and deletes). Both writes are idempotent. After commit they publish
-``message.pinned`` / ``message.unpinned`` to the room (no ``seq``: pins are
-not part of the message order) and drop the room's history stamp, so a
-cached history page never shows a stale pin mark.
+edits and deletes). Both writes are idempotent. A real change takes the
+room's next ``seq`` (chat.services.room_changes), so resume replays it; after
+commit it publishes ``message.pinned`` / ``message.unpinned`` to the room with
+that ``seq`` and drops the room's history stamp, so a cached history page
+never shows a stale pin mark.
 
 Deleting a message leaves its pin row; every read (chat.selectors.pins)
 and the cap leave out pins of deleted messages, so a delete costs no extra
@@ -20,8 +21,9 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from chat import cache_keys, events
-from chat.models import Message, Pin
+from chat.models import Message, Pin, RoomChange
 from chat.selectors import pins as pin_selectors
+from chat.services.room_changes import room_changes_log
 from chatsite.errors import Conflict, Forbidden
 from perf.cache import invalidate_on_commit
 from projects.models import Membership
@@ -45,8 +47,9 @@ def _lock_room_pins(room_id: int) -> None:
     """Serialize pin writes of one room until commit, so two pins at once cannot both pass the cap.
 
     An advisory lock, not the room row's: that row is the message writer's
-    lock, and a pin must not hold up the room's senders. SQLite writes one
-    transaction at a time anyway.
+    lock, and a pin takes it only for its last two statements (its seq) so
+    as not to hold up the room's senders. SQLite writes one transaction at a
+    time anyway.
     """
     if connection.vendor != "postgresql":
         return
@@ -89,8 +92,9 @@ def pin_create(*, message: Message, by: Any) -> tuple[Pin, bool]:
         return existing, False
     invalidate_on_commit(cache_keys.room_stamp_key(message.room_id))
     payload = {"room": message.room_id, **pin_selectors.pin_dicts([pin])[0]}
+    (payload["seq"],) = room_changes_log(room_id=message.room_id, changes=[(RoomChange.Kind.PIN, message.id)])
     transaction.on_commit(
-        partial(events.publish_room_event, room_id=message.room_id, kind="message.pinned", payload=payload),
+        partial(events.publish_room_event, room_id=message.room_id, kind="message.pinned", payload=payload, seq=payload["seq"]),
         robust=True,
     )
     return pin, True
@@ -110,9 +114,10 @@ def pin_delete(*, message: Message, by: Any) -> bool:
     if not deleted:
         return False
     invalidate_on_commit(cache_keys.room_stamp_key(message.room_id))
-    payload = {"room": message.room_id, "id": message.id}
+    (seq,) = room_changes_log(room_id=message.room_id, changes=[(RoomChange.Kind.UNPIN, message.id)])
+    payload = {"room": message.room_id, "id": message.id, "seq": seq}
     transaction.on_commit(
-        partial(events.publish_room_event, room_id=message.room_id, kind="message.unpinned", payload=payload),
+        partial(events.publish_room_event, room_id=message.room_id, kind="message.unpinned", payload=payload, seq=seq),
         robust=True,
     )
     return True

@@ -64,6 +64,8 @@ const rendered = new Map();
 let streamLastId = 0;
 /** Newest message id seen in each other room, to resume their badges. */
 const otherLastId = new Map();
+/** Each room's event seq, as far as its ordered stream has come (see noteSeq). */
+const roomSeq = new Map();
 /** Unacknowledged sends, in send order: client_id -> {clientId, body, threadRoot, el, failed}. */
 const outbox = new Map();
 /** Cursor for the next older page: undefined = not asked yet, null = no older messages. */
@@ -1341,26 +1343,11 @@ function refreshOne(li, msg) {
   else applyReactions(msg.id, msg.reactions);
 }
 
-/** After a reconnect: resume replays new messages only, so fetch the newest
- *  page once to pick up edits and deletes made while this tab was away. */
-async function refreshShown() {
-  refreshThread();
-  // Resume replays no pins or saves (docs/PROTOCOL.md): read both lists again, and the followed threads.
-  loadPins();
+/** After a reconnect: resume replayed the room's missed messages and changes (edits, deletes,
+ *  reactions, pins, thread summaries). The user's own lists are not the room's: read them again. */
+function refreshShown() {
   loadSaved();
   loadThreads();
-  try {
-    const page = await api("GET", roomMessagesPath(`limit=${config.page_size}`));
-    for (const msg of page.items) {
-      const li = rendered.get(msg.id);
-      if (!li) continue;
-      refreshOne(li, msg);
-      // thread.updated events missed while away are not replayed: this read is newer than any applied before.
-      applySummary(msg.id, msg.thread);
-    }
-  } catch {
-    // Not worth an error message: the live stream is already running.
-  }
 }
 
 /** Too much was missed to replay: take the newest page over HTTP and drop what is older. */
@@ -1755,7 +1742,18 @@ function onError(frame) {
   showError(frame.message || "Something went wrong.");
 }
 
+// Frames that carry their room's seq: the stream is exact up to the highest one seen.
+const SEQ_FRAMES = new Set(["subscribed", "message.edited", "message.deleted", "message.pinned", "message.unpinned", "reaction"]);
+
+/** Remember how far each room's event stream has come, to resume from there after a reconnect. */
+function noteSeq(frame) {
+  const [room, seq] =
+    frame.type === "message.new" ? [frame.message?.room, frame.message?.seq] : SEQ_FRAMES.has(frame.type) ? [frame.room, frame.seq] : [];
+  if (typeof room === "number" && typeof seq === "number" && seq > (roomSeq.get(room) || 0)) roomSeq.set(room, seq);
+}
+
 function handle(frame) {
+  noteSeq(frame);
   switch (frame.type) {
     case "hello":
       attempt = 0;
@@ -1808,6 +1806,7 @@ function handle(frame) {
     case "resync":
       if (frame.room === config.room) resync();
       else otherLastId.delete(frame.room);
+      roomSeq.delete(frame.room); // the subscribed frame that follows sets it again
       break;
     case "error":
       onError(frame);
@@ -1839,10 +1838,13 @@ function sendFrame(frame) {
 
 function subscribeFrame(room) {
   const frame = { type: "subscribe", room, ref: subscribeRef(room) };
-  // The current room always resumes: 0 means "everything", which is right for
-  // a room that was empty when the page was rendered.
+  // Once a room's stream has a seq, resume replays every event after it. Before
+  // that the current room resumes after the newest rendered message (0 means
+  // "everything", which is right for a room that was empty when rendered).
+  const seq = roomSeq.get(room);
   const last = room === config.room ? streamLastId : otherLastId.get(room);
-  if (last !== undefined) frame.last_id = last;
+  if (seq !== undefined) frame.last_seq = seq;
+  else if (last !== undefined) frame.last_id = last;
   return frame;
 }
 

@@ -240,8 +240,9 @@ async def test_events_for_edits_and_deletes(world):
     await database_sync_to_async(edit_then_delete)()
     edited = await recv(bob)
     assert edited["type"] == "message.edited" and edited["message"]["body"] == "fixed"
+    assert edited["seq"] == 2 and edited["message"]["seq"] == 1  # the edit's place in the room, the message's
     deleted = await recv(bob)
-    assert deleted == {"type": "message.deleted", "id": message[0].id, "room": room.id, "seq": 1, "thread_root": None}
+    assert deleted == {"type": "message.deleted", "id": message[0].id, "room": room.id, "seq": 3, "thread_root": None}
     await bob.disconnect()
 
 

@@ -273,7 +273,7 @@ def test_a_write_that_rolls_back_publishes_nothing(chat_world, make_message, dja
     with django_capture_on_commit_callbacks() as callbacks:
         pin_services.pin_create(message=loaded(owner, message), by=owner)
         pin_services.pin_create(message=loaded(owner, message), by=owner)  # nothing new: nothing to say
-    assert len(callbacks) == 2  # the pin's cache invalidation and its event
+    assert len(callbacks) == 3  # the pin's cache invalidation, the unread tail carried to its seq, its event
 
 
 @pytest.mark.django_db(transaction=True)
@@ -292,9 +292,10 @@ async def test_room_sockets_hear_pins_and_unpins(world):
     assert pinned["message"]["author"]["username"] == author.username
     assert pinned["pinned_by"] == {"id": admin.id, "username": admin.username, "display_name": admin.username}
     assert pinned["pinned_at"] == pin.created_at.isoformat()
+    assert pinned["seq"] == 2  # the pin takes the room's next seq, after the message's 1
 
     await database_sync_to_async(lambda: pin_services.pin_delete(message=loaded(author, message), by=author))()
-    assert await recv(watcher) == {"type": "message.unpinned", "room": room.id, "id": message.id}
+    assert await recv(watcher) == {"type": "message.unpinned", "room": room.id, "id": message.id, "seq": 3}
     # Unpinning again changes nothing and says nothing.
     await database_sync_to_async(lambda: pin_services.pin_delete(message=loaded(author, message), by=author))()
     assert await watcher.receive_nothing(timeout=0.3)

@@ -19,6 +19,7 @@ from django.db import connection, transaction
 
 from chat.models import Message, Room, RoomMember
 from chat.selectors import history as history_selectors
+from chat.selectors import room_events
 from chat.selectors import rooms as room_selectors
 from chat.selectors import tokens as token_selectors
 from chat.services import accounts as account_services
@@ -121,6 +122,12 @@ LOAD_SQL = [
         WHERE m.id % 3 = 0""",
     """UPDATE chat_room r SET last_message_seq = s.n, last_message_at = now()
         FROM (SELECT room_id, count(*) AS n FROM chat_message GROUP BY room_id) s WHERE s.room_id = r.id""",
+    # Then every tenth message was edited: changes at the end of each room's sequence.
+    """INSERT INTO chat_roomchange (room_id, seq, kind, message_id, created_at)
+        SELECT m.room_id, r.last_message_seq + row_number() OVER (PARTITION BY m.room_id ORDER BY m.id), 'edit', m.id, now()
+        FROM chat_message m JOIN chat_room r ON r.id = m.room_id WHERE m.id % 10 = 1""",
+    """UPDATE chat_room r SET last_message_seq = r.last_message_seq + c.n
+        FROM (SELECT room_id, count(*) AS n FROM chat_roomchange GROUP BY room_id) c WHERE c.room_id = r.id""",
     # Read markers part way through each room.
     """UPDATE chat_readmarker rm SET last_read_message_id = COALESCE(
             (SELECT id FROM chat_message m WHERE m.room_id = rm.room_id
@@ -140,7 +147,7 @@ UNLOAD_MESSAGES = """
         RAISE EXCEPTION 'chat_message holds rows of other tests';
       END IF;
       -- The tables that refer to messages are empty here too (nothing in this module writes them).
-      TRUNCATE chat_message, chat_reaction, chat_pin, chat_savedmessage, chat_threadfollow;
+      TRUNCATE chat_message, chat_reaction, chat_pin, chat_savedmessage, chat_threadfollow, chat_roomchange;
     END $$"""
 
 UNLOAD_SQL = [
@@ -165,7 +172,7 @@ def data(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
             # VACUUM too: production tables are vacuumed (autovacuum also runs on
             # inserts), and index-only scans depend on the visibility map.
             cursor.execute("VACUUM ANALYZE auth_user, projects_project, projects_membership, chat_room, "
-                           "chat_roommember, chat_readmarker, chat_message, chat_apitoken")
+                           "chat_roommember, chat_readmarker, chat_message, chat_roomchange, chat_apitoken")
     yield
     with django_db_blocker.unblock():
         with transaction.atomic(), connection.cursor() as cursor:
@@ -304,22 +311,31 @@ def test_room_history_dicts_selects_ids_first(data: None, room_of: Any, cursor: 
 
 
 @pytest.mark.parametrize("room_of", ROOMS)
-def test_messages_after_resume(data: None, room_of: Any) -> None:
+def test_resume_reads_messages_and_changes_by_seq(data: None, room_of: Any) -> None:
+    """What a socket missed: the last 30 messages and the room's changes after them, in one statement."""
     room = room_of()
-    recent = Message.objects.filter(room=room, seq=room.last_message_seq - 30).values_list("id", flat=True).get()
+    messages = Message.objects.filter(room=room).count()
+    changes = room.last_message_seq - messages
+    assert changes > 10
+    point = Message.objects.filter(room=room, seq=messages - 30).values_list("id", flat=True).get()
     with captured() as statements:
-        missed = history_selectors.messages_after(room_id=room.id, after_id=recent, limit=501)
-    assert len(missed) == 30
-    assert_uses(reading(statements, "chat_message"), "message_room_id_idx")
+        missed = room_events.room_events_after_many(after_seq=[(room.id, messages - 30)], limit=10_000)
+        by_id = room_events.room_events_after_many(after_id=[(room.id, point)], limit=10_000)
+    assert missed[("seq", room.id, messages - 30)].events == by_id[("id", room.id, point)].events == 30 + changes
+    events = [sql for sql in statements if '"chat_roomchange"' in sql[0]]
+    assert len(events) == 2
+    assert_uses(events[:1], "message_room_seq_uniq", "roomchange_room_seq_uniq")
+    assert_uses(events[1:], "message_room_seq_uniq", "roomchange_room_seq_uniq", "message_room_id_idx")
 
 
 @pytest.mark.parametrize("room_of", ROOMS)
-def test_messages_seq_between_gap_fill(data: None, room_of: Any) -> None:
+def test_gap_fill_reads_messages_and_changes_by_seq(data: None, room_of: Any) -> None:
     room = room_of()
     with captured() as statements:
-        gap = history_selectors.messages_seq_between(room_id=room.id, after_seq=1000, before_seq=1010)
-    assert [m.seq for m in gap] == list(range(1001, 1010))
-    assert_uses(reading(statements, "chat_message"), "message_room_seq_uniq")
+        gap = room_events.room_events_between(room_id=room.id, after_seq=1000, before_seq=1010)
+    assert gap.events == 9 and gap.last == 1009
+    assert_uses(reading(statements, "chat_message")[:1], "message_room_seq_uniq")
+    assert_uses([s for s in statements if '"chat_roomchange"' in s[0]], "roomchange_room_seq_uniq")
 
 
 @pytest.mark.parametrize("room_of", ROOMS)
