@@ -66,7 +66,7 @@ class BackgroundConsumer(SyncConsumer):
         if message.thread_root_id is not None and not is_dm:
             # Someone named in a thread follows it, as if they had replied.
             thread_services.threads_mentioned(root_id=message.thread_root_id, user_ids=[u.id for u in users])
-        payload = {"room": message.room_id, "message": message_dict(message), "dm": is_dm}
+        payload = {"room": message.room_id, "room_slug": message.room.slug, "message": message_dict(message), "dm": is_dm}
         for user in users:
             if user.id != message.author_id:
                 events.publish_user_event(user_id=user.id, kind="mention", payload=payload)

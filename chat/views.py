@@ -212,6 +212,8 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
         "page_size": page_size,
         "max_length": settings.CHAT_MESSAGE_MAX_LENGTH,
         "login_url": reverse(settings.LOGIN_URL),
+        # Rooms the page learns of live (a new DM): their URL is this one with their slug.
+        "room_url": reverse("room-detail", kwargs={"slug": project.slug, "room_slug": "__room__"}),
         "api": reverse("api:api-root"),
     }
     context = {

@@ -53,6 +53,12 @@ const els = {
   savedOpen: $("saved-open"),
   threadsOpen: $("threads-open"),
   threadsUnread: $("threads-unread"),
+  typing: $("typing"),
+  online: $("online-count"),
+  notifyEnable: $("notify-enable"),
+  roomsOpen: $("rooms-open"),
+  roomsDot: $("rooms-dot"),
+  dmNav: $("dm-nav"),
 };
 
 // --- state ---------------------------------------------------------------
@@ -1071,6 +1077,7 @@ function bumpBadge(roomId) {
   badge.textContent = n >= 100 ? "99+" : String(n); // the server caps counts at 100
   badge.hidden = false;
   link.classList.add("has-unread");
+  els.roomsDot.hidden = false;
 }
 
 function scheduleRead() {
@@ -1626,6 +1633,7 @@ document.addEventListener("keydown", (event) => {
 // --- incoming events -----------------------------------------------------
 
 function onMessageNew(msg) {
+  if (msg.room === config.room) stopTyping(msg.author.id);
   if (msg.thread_root) noteReply(msg);
   if (msg.room !== config.room) {
     otherLastId.set(msg.room, Math.max(otherLastId.get(msg.room) || 0, msg.id));
@@ -1761,6 +1769,7 @@ function handle(frame) {
       break;
     case "subscribed":
       subscribed.add(frame.room);
+      if (frame.room === config.room) showOnline(frame.online_count);
       if (frame.room === config.room && connections > 1) refreshShown();
       break;
     case "message.new":
@@ -1799,6 +1808,13 @@ function handle(frame) {
     case "mention":
       // Someone named in a reply now follows its thread (chat.background).
       if (frame.message?.thread_root) scheduleFollowed();
+      onMention(frame);
+      break;
+    case "typing":
+      onTyping(frame);
+      break;
+    case "presence":
+      if (frame.room === config.room) showOnline(frame.online_count);
       break;
     case "message.ack":
       onAck(frame);
@@ -1815,6 +1831,154 @@ function handle(frame) {
       break; // read.ack, pong, unsubscribed, and anything newer
   }
 }
+
+// --- who is here, who is typing, mentions and notifications ---------------
+
+const TYPING_SEND_EVERY_MS = 3_000;
+const TYPING_SHOW_MS = 6_000;
+/** People typing in this room now: user id -> {name, timer}. */
+const typers = new Map();
+let typingSentAt = 0;
+
+function showOnline(count) {
+  if (typeof count !== "number") return;
+  els.online.textContent = `${count} online`;
+  els.online.dataset.count = String(count);
+  els.online.hidden = false;
+}
+
+function onTyping(frame) {
+  const user = frame.user;
+  if (frame.room !== config.room || !user || user.id === ME) return;
+  clearTimeout(typers.get(user.id)?.timer);
+  const timer = setTimeout(() => stopTyping(user.id), TYPING_SHOW_MS);
+  typers.set(user.id, { name: user.display_name || user.username, timer });
+  showTyping();
+}
+
+/** Someone's message arrived, or they stopped: they are no longer typing. */
+function stopTyping(userId) {
+  const typer = typers.get(userId);
+  if (!typer) return;
+  clearTimeout(typer.timer);
+  typers.delete(userId);
+  showTyping();
+}
+
+function showTyping() {
+  const names = [...typers.values()].map((t) => t.name);
+  els.typing.textContent =
+    names.length === 0 ? "" : names.length === 1 ? `${names[0]} is typing…`
+      : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : "Several people are typing…";
+}
+
+// Typing is announced at most every few seconds while there is text (the server coalesces too).
+els.input.addEventListener("input", () => {
+  const now = Date.now();
+  if (!els.input.value.trim() || !subscribed.has(config.room) || now - typingSentAt < TYPING_SEND_EVERY_MS) return;
+  typingSentAt = now;
+  sendFrame({ type: "typing", room: config.room });
+});
+
+/** You were @mentioned, or someone wrote to a DM you are in. */
+async function onMention(frame) {
+  const msg = frame.message;
+  if (!msg || msg.author?.id === ME) return;
+  const visibleHere = frame.room === config.room && document.visibilityState === "visible";
+  if (!visibleHere) {
+    let link = navLink(frame.room);
+    if (!link && frame.dm) link = await addDmLink(frame.room);
+    markMention(link);
+  }
+  if (document.visibilityState !== "visible") notify(frame);
+}
+
+function navLink(roomId) {
+  return els.nav?.querySelector(`a[data-room-id="${Number(roomId)}"]`) || null;
+}
+
+function markMention(link) {
+  if (!link || link.querySelector(".mention-mark")) return;
+  const mark = el("span", "mention-mark", "@");
+  mark.title = "You were mentioned";
+  link.querySelector(".badge")?.before(mark);
+  els.roomsDot.hidden = false;
+}
+
+/** A DM someone else started after this page was rendered: list it, follow it for its badge. */
+async function addDmLink(roomId) {
+  try {
+    const page = await api("GET", `projects/${encodeURIComponent(config.project)}/dms?limit=50`);
+    const dm = page.items.find((item) => item.id === roomId);
+    if (!dm || navLink(roomId) || !els.dmNav) return navLink(roomId);
+    els.dmNav.querySelector(".nav-empty")?.remove();
+    const link = el("a", "room-link dm-link");
+    link.href = config.room_url.replace("__room__", encodeURIComponent(dm.slug));
+    link.dataset.roomId = String(dm.id);
+    const sigil = el("span", "room-sigil", "@");
+    sigil.setAttribute("aria-hidden", "true");
+    const title = dm.people.length ? dm.people.map((p) => p.display_name).join(", ") : `${config.user.display_name} (you)`;
+    const badge = el("span", "badge", "");
+    badge.hidden = true;
+    link.append(sigil, el("span", "room-name", title), badge);
+    const li = el("li");
+    li.append(link);
+    els.dmNav.prepend(li);
+    for (let i = 0; i < (dm.unread || 0); i += 1) bumpBadge(dm.id);
+    config.other_rooms.push(dm.id);
+    sendFrame(subscribeFrame(dm.id));
+    return link;
+  } catch {
+    return null; // the sidebar catches up on the next page load
+  }
+}
+
+function notify(frame) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  const msg = frame.message;
+  const who = msg.author.display_name || msg.author.username;
+  const where = navLink(frame.room)?.querySelector(".room-name")?.textContent.trim();
+  const title = frame.dm ? who : `${who} mentioned you${where ? ` in #${where}` : ""}`;
+  const note = new Notification(title, { body: (msg.body || "").slice(0, 200), tag: `chat-room-${frame.room}` });
+  note.addEventListener("click", () => {
+    window.focus();
+    if (frame.room !== config.room && frame.room_slug) {
+      location.href = config.room_url.replace("__room__", encodeURIComponent(frame.room_slug));
+    }
+    note.close();
+  });
+}
+
+// Asked only when the person clicks, never on page load.
+if ("Notification" in window && Notification.permission === "default") {
+  els.notifyEnable.hidden = false;
+  els.notifyEnable.addEventListener("click", async () => {
+    await Notification.requestPermission();
+    els.notifyEnable.hidden = Notification.permission !== "default";
+  });
+}
+
+// --- the room list on small screens ----------------------------------------
+
+function setNavOpen(open) {
+  document.body.classList.toggle("nav-open", open);
+  els.roomsOpen.setAttribute("aria-expanded", String(open));
+  if (open) {
+    els.roomsDot.hidden = true;
+    navLink(config.room)?.focus();
+  }
+}
+
+els.roomsOpen.addEventListener("click", (event) => {
+  event.stopPropagation();
+  setNavOpen(!document.body.classList.contains("nav-open"));
+});
+document.addEventListener("click", (event) => {
+  if (document.body.classList.contains("nav-open") && !event.target.closest("#sidebar")) setNavOpen(false);
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && document.body.classList.contains("nav-open")) setNavOpen(false);
+});
 
 // --- the socket ----------------------------------------------------------
 

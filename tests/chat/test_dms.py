@@ -558,7 +558,7 @@ def test_a_dm_notifies_its_other_members_as_a_mention(people, make_token):
         ack, _ = await alice_ws.until("message.ack")
         for ws in (bob_ws, carol_ws):
             note, _ = await ws.until("mention")
-            assert note["room"] == group.id and note["dm"] is True
+            assert note["room"] == group.id and note["dm"] is True and note["room_slug"] == group.slug
             assert note["message"]["id"] == ack["id"] and note["message"]["body"] == "lunch?"
         # Someone outside the DM hears nothing of it: their next notification is a later mention in a room.
         await alice_ws.send({"type": "message.send", "room": general.id, "body": "@extra0 see general", "client_id": "dm-n2"})
