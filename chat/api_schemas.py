@@ -124,7 +124,11 @@ class MessageOut(Schema):
     room: int
     seq: int
     author: UserOut
-    body: str = Field(..., description="Empty for a deleted message.")
+    body: str = Field(..., description="As its author wrote it (Markdown); empty for a deleted message.")
+    html: str = Field(
+        ...,
+        description="The body rendered from Markdown and sanitized (docs/API.md, \"Rich text\"); empty for a deleted message.",
+    )
     created_at: str
     edited_at: str | None
     deleted: bool

@@ -13,8 +13,8 @@ from perf.cache import cache_key
 # A cached entry's key names its format, so a release that changes what an
 # entry holds never reads one written by the release before: rooms with their
 # kind ("room_k"; entries under "room" lack it and would load it lazily, a
-# query each time), messages and history pages with their reactions and
-# thread fields ("message_rt", "page_br_rt").
+# query each time), messages and history pages with their reactions, thread
+# fields and rendered body ("message_md", "page_br_md").
 
 
 def room_cache_key(room_id: int) -> str:
@@ -59,13 +59,13 @@ def unread_tail_key(room_id: int, state: UnreadState) -> str:
 
 
 def message_cache_key(message_id: int) -> str:
-    return cache_key("message_rt", message_id)
+    return cache_key("message_md", message_id)
 
 
 def history_page_key(room_id: int, before: int | None, limit: int) -> str:
     # "page_br": pages are stored encoded (perf.compression.precompress);
     # entries of the plain format, under "page", are never read.
-    return cache_key("page_br_rt", room_id, "newest" if before is None else before, limit)
+    return cache_key("page_br_md", room_id, "newest" if before is None else before, limit)
 
 
 def room_stamp_key(room_id: int) -> str:

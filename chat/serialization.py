@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chat.models import Message, Room
+from chat.rendering import body_html
 from chatsite.users import user_dict
 
 
@@ -21,6 +22,7 @@ def message_dict(message: Message, *, reactions: Any = (), thread: dict[str, Any
         "seq": message.seq,
         "author": user_dict(message.author),
         "body": "" if deleted else message.body,
+        "html": "" if deleted else body_html(message.body),
         "created_at": message.created_at.isoformat(),
         "edited_at": message.edited_at.isoformat() if message.edited_at else None,
         "deleted": deleted,

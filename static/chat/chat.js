@@ -109,11 +109,68 @@ function el(tag, className, text) {
   return node;
 }
 
-/** A message body: its own paragraph direction, so right-to-left text (or an override) cannot spill over. */
-function bodyEl(text) {
-  const node = el("div", "msg-body", text);
+/** A message body: its own paragraph direction, so right-to-left text (or an override) cannot spill over.
+ *  ``msg`` is a message (its ``html`` shown when it has one) or plain text (a message still being sent). */
+function bodyEl(msg) {
+  const node = el("div", "msg-body");
   node.dir = "auto";
+  fillBody(node, msg);
   return node;
+}
+
+function fillBody(node, msg) {
+  const rich = typeof msg !== "string" && Boolean(msg.html);
+  node.classList.toggle("rich", rich);
+  if (rich) node.replaceChildren(...richNodes(msg.html));
+  else node.textContent = typeof msg === "string" ? msg : msg.body;
+}
+
+// The tags chat.rendering lets through, copied node by node from the server's sanitized
+// HTML: nothing else reaches the page, whatever the string holds.
+const RICH_TAGS = new Set(["P", "BR", "EM", "STRONG", "S", "CODE", "PRE", "BLOCKQUOTE", "UL", "OL", "LI", "A", "SPAN", "HR"]);
+
+function richNodes(html) {
+  const doc = new DOMParser().parseFromString(html, "text/html");
+  return [...doc.body.childNodes].map(richCopy);
+}
+
+function richCopy(node) {
+  if (node.nodeType !== Node.ELEMENT_NODE || !RICH_TAGS.has(node.tagName)) return document.createTextNode(node.textContent);
+  if (node.tagName === "SPAN") return richSpan(node);
+  const out = document.createElement(node.tagName.toLowerCase());
+  if (node.tagName === "A") {
+    const href = node.getAttribute("href") || "";
+    if (/^(https?:|mailto:)/i.test(href)) {
+      out.href = href;
+      out.target = "_blank";
+      out.rel = "noopener noreferrer nofollow ugc";
+    }
+  } else if (node.tagName === "OL" && /^\d{1,9}$/.test(node.getAttribute("start") || "")) {
+    out.setAttribute("start", node.getAttribute("start"));
+  }
+  for (const child of node.childNodes) out.append(richCopy(child));
+  return out;
+}
+
+/** ``@name`` (yours highlighted) and ``#room`` (a link to that room of this project). */
+function richSpan(node) {
+  const text = node.textContent;
+  if (node.classList.contains("room-ref") && /^[a-z0-9][a-z0-9_-]*$/.test(node.dataset.room || "")) {
+    const link = el("a", "room-ref", text);
+    link.href = config.room_url.replace("__room__", node.dataset.room);
+    return link;
+  }
+  if (node.classList.contains("mention")) {
+    const mention = el("span", "mention", text);
+    if (node.dataset.username === config.user.username) mention.classList.add("mention-me");
+    return mention;
+  }
+  return document.createTextNode(text);
+}
+
+/** The server rendered the page's messages: give their mentions and room references the same treatment. */
+function upgradeRendered(root) {
+  for (const node of root.querySelectorAll(".msg-body span.mention, .msg-body span.room-ref")) node.replaceWith(richSpan(node));
 }
 
 function newClientId() {
@@ -245,7 +302,8 @@ function renderMessage(msg, { inThread = false } = {}) {
     if (summary) li.append(summary);
   } else {
     if (msg.edited_at) meta.append(" ", el("span", "msg-edited", "(edited)"));
-    li.append(bodyEl(msg.body));
+    li.dataset.body = msg.body;
+    li.append(bodyEl(msg));
     li.append(reactionBar(msg.reactions));
     if (summary) li.append(summary);
     li.append(actionButtons({ reply: !inThread, manage: mine || canModerate }));
@@ -289,7 +347,8 @@ function copiesOf(id) {
 function applyEdit(msg) {
   for (const li of copiesOf(msg.id)) {
     if (li.classList.contains("deleted")) continue;
-    li.querySelector(".msg-body").textContent = msg.body;
+    fillBody(li.querySelector(".msg-body"), msg);
+    li.dataset.body = msg.body;
     if (!li.querySelector(".msg-edited")) {
       li.querySelector(".msg-meta").append(" ", el("span", "msg-edited", "(edited)"));
     }
@@ -750,7 +809,7 @@ function renderListItem(entry, mode) {
   if (mode === "saved") actions.append(actionButton("unsave", "Unsave"));
   const status = el("p", "side-status muted");
   status.setAttribute("role", "status");
-  li.append(meta, bodyEl(msg.body), note, actions, status);
+  li.append(meta, bodyEl(msg), note, actions, status);
   return li;
 }
 
@@ -1054,7 +1113,7 @@ function renderThreadItem(entry) {
     last.append(timeEl("thread-time", msg.thread.last_reply_at));
     open.append(last);
   }
-  li.append(meta, bodyEl(msg.body), el("p", "side-note muted", where.label), open);
+  li.append(meta, bodyEl(msg), el("p", "side-note muted", where.label), open);
   return li;
 }
 
@@ -1213,7 +1272,7 @@ function openEditor(li) {
   const body = li.querySelector(".msg-body");
   const form = el("form", "msg-editor");
   const area = el("textarea");
-  area.value = body.textContent;
+  area.value = li.dataset.body ?? body.textContent;
   area.rows = Math.min(8, area.value.split("\n").length + 1);
   area.setAttribute("aria-label", "Edit message");
   const save = el("button", "btn btn-small", "Save");
@@ -1346,7 +1405,7 @@ els.older.addEventListener("click", loadOlder);
 /** A fetched message over what ``li`` shows: a delete, an edit, or else its reactions. */
 function refreshOne(li, msg) {
   if (msg.deleted) applyDelete(msg.id);
-  else if (msg.edited_at && li.querySelector(".msg-body").textContent !== msg.body) applyEdit(msg);
+  else if (msg.edited_at && li.dataset.body !== msg.body) applyEdit(msg);
   else applyReactions(msg.id, msg.reactions);
 }
 
@@ -2121,6 +2180,7 @@ for (const li of els.list.querySelectorAll("li.msg")) {
   streamLastId = Math.max(streamLastId, id);
 }
 lastReadSent = streamLastId; // the server marked the rendered page read
+upgradeRendered(els.list);
 for (const node of els.list.querySelectorAll("time.msg-time, time.thread-time")) localizeTime(node);
 for (const chip of els.list.querySelectorAll("button.reaction")) markMine(chip);
 showOlderControls();

@@ -300,7 +300,7 @@ def test_message_list_default_is_newest_page_oldest_first(chat_world, api_client
     assert response.status_code == 200
     assert ids(response) == [m.id for m in messages[-50:]]
     first = response.json()["items"][0]
-    assert set(first) == {"id", "room", "seq", "author", "body", "created_at", "edited_at", "deleted", "client_id", "reactions", "thread_root", "thread"}
+    assert set(first) == {"id", "room", "seq", "author", "body", "html", "created_at", "edited_at", "deleted", "client_id", "reactions", "thread_root", "thread"}
     assert first["author"]["username"] in ("owner", "member")
     assert page_cursor_decode(response.json()["next_cursor"], fields={"b": int}) == {"b": messages[10].id}
 

@@ -11,7 +11,7 @@ from chat.services import messages as message_services
 
 API = "/api/v1"
 
-MESSAGE_FIELDS = ["id", "room", "seq", "author", "body", "created_at", "edited_at", "deleted", "client_id", "reactions", "thread_root", "thread"]
+MESSAGE_FIELDS = ["id", "room", "seq", "author", "body", "html", "created_at", "edited_at", "deleted", "client_id", "reactions", "thread_root", "thread"]
 ROOM_FIELDS = ["id", "slug", "name", "topic", "is_private", "kind", "project", "last_message_at", "unread"]
 PROJECT_FIELDS = ["slug", "name", "description", "archived", "role", "created_at"]
 MEMBER_FIELDS = ["id", "username", "display_name", "role", "joined_at"]
