@@ -161,14 +161,19 @@ def message_dicts(*, ids: list[int], with_authors: bool = True, read_ahead: list
 
 
 def message_cache_entry(
-    message: Message, *, reactions: list[dict[str, Any]] = (), thread: dict[str, Any] | None = None
+    message: Message,
+    *,
+    reactions: list[dict[str, Any]] = (),
+    thread: dict[str, Any] | None = None,
+    wire: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the message cache stores: the wire dict with the author reduced to its id, the reaction
     summary and the thread summary by user ids.
 
-    A new message has neither; a reaction drops its message's entry, a reply its root's.
+    A new message has neither; a reaction drops its message's entry, a reply its root's. ``wire``:
+    the message's wire dict when the caller made it already (its body is rendered once).
     """
-    entry = message_dict(message, reactions=reactions, thread=thread)
+    entry = dict(wire) if wire is not None else message_dict(message, reactions=reactions, thread=thread)
     entry["author"] = {"id": message.author_id}
     return entry
 

@@ -339,10 +339,10 @@ def _messages_created(*, created: list[tuple[Message, int]]) -> None:
     if replies:
         # Follows first: a client that hears of a reply and asks for its followed threads finds it there.
         thread_services.threads_replied(replies=replies)
+    # Serialized (and its body rendered) once, for the event and the cache entry.
+    dicts = {message.id: message_dict(message) for message, _ in created}
     for message, _ in created:
-        events.publish_room_event(
-            room_id=message.room_id, kind="message.new", payload={"message": message_dict(message)}, seq=message.seq
-        )
+        events.publish_room_event(room_id=message.room_id, kind="message.new", payload={"message": dicts[message.id]}, seq=message.seq)
     per_room: dict[int, list[tuple[Message, int]]] = {}
     for message, deleted in created:
         per_room.setdefault(message.room_id, []).append((message, deleted))
@@ -350,7 +350,9 @@ def _messages_created(*, created: list[tuple[Message, int]]) -> None:
         room_id: cache_keys.unread_tail_key(room_id, (group[0][0].seq - 1, group[0][1])) for room_id, group in per_room.items()
     }
     tails = perf_cache.get_many_counted({key: "unread" for key in previous.values()})
-    entries = {cache_keys.message_cache_key(m.id): history_selectors.message_cache_entry(m) for m, _ in created}
+    entries = {
+        cache_keys.message_cache_key(m.id): history_selectors.message_cache_entry(m, wire=dicts[m.id]) for m, _ in created
+    }
     dropped = [cache_keys.room_tail_stamp_key(room_id) for room_id in per_room]
     for room_id, group in per_room.items():
         tail = tails.get(previous[room_id])
