@@ -24,7 +24,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from chat.models import ApiToken, Message, Pin, Reaction, Room, RoomMember, SavedMessage
+from chat.models import ApiToken, Message, Pin, Reaction, Room, RoomMember, SavedMessage, Upload
 
 
 class RoomMemberInline(admin.TabularInline):
@@ -201,3 +201,14 @@ class SavedMessageAdmin(ViewOnlyAdmin):
     list_select_related = ("user", "message")
     search_fields = ("=user__username",)
     raw_id_fields = ("user", "message")
+
+
+@admin.register(Upload)
+class UploadAdmin(ViewOnlyAdmin):
+    """Shared files: staff see what was shared where, and by whom (deleting a room deletes its files)."""
+
+    list_display = ("id", "name", "room", "uploader", "content_type", "size", "message", "created_at")
+    list_select_related = ("room", "uploader")
+    list_filter = ("content_type",)
+    search_fields = ("=room__slug", "=uploader__username", "name")
+    raw_id_fields = ("room", "uploader", "message")

@@ -25,6 +25,7 @@ from chat.selectors import history as history_selectors
 from chat.selectors import rooms as room_selectors
 from chat.serialization import message_dict
 from chat.services import threads as thread_services
+from chat.services import uploads as upload_services
 from perf.cache import backend as cache_backend
 from perf.cache import cache_key
 
@@ -45,6 +46,11 @@ def claim(kind: str, ident: object) -> bool:
 
 
 class BackgroundConsumer(SyncConsumer):
+    def upload_created(self, event: dict[str, Any]) -> None:
+        """Make a shared image's thumbnail, once, whichever worker claims it."""
+        if claim("thumbnail", event["upload_id"]):
+            upload_services.upload_thumbnail(upload_id=event["upload_id"])
+
     def message_created(self, event: dict[str, Any]) -> None:
         """Notify users @mentioned in a new message who can read its room, or every other member of a DM.
 

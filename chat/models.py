@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 from django.conf import settings
 from django.db import models
@@ -263,6 +264,42 @@ class RoomChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of {self.message_id} at {self.room_id}/{self.seq}"
+
+
+def upload_path(upload: "Upload", filename: str) -> str:
+    """Where a file is stored: a random folder per upload, so a name never collides and a path says nothing."""
+    return f"uploads/{upload.room_id}/{secrets.token_urlsafe(12)}/{filename}"
+
+
+class Upload(models.Model):
+    """A file shared in a room. Readers of the room may download it (chat.views.file_download).
+
+    A message shows it by linking to its URL (``/files/<id>/<name>``): the
+    message writer's commit claims the uploads its body links to
+    (``message``), which makes them part of the room's file list. Images get
+    a thumbnail from the background worker.
+    """
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+", db_index=False)
+    uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    file = models.FileField(upload_to=upload_path, max_length=300)
+    thumbnail = models.FileField(upload_to="thumbs/", max_length=300, blank=True, default="")
+    name = models.CharField(max_length=200)
+    content_type = models.CharField(max_length=100)
+    size = models.BigIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # a room's file list, newest first (deleting a room deletes its uploads)
+            models.Index(fields=["room", "id"], name="upload_room_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} in {self.room_id}"
 
 class SavedMessage(models.Model):
     """A message a user saved for later: private to them."""

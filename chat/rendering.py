@@ -32,7 +32,9 @@ _WORD = re.compile(r"\w")
 
 TAGS = {"p", "br", "em", "strong", "s", "code", "pre", "blockquote", "ul", "ol", "li", "a", "span", "hr"}
 ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "span": {"data-username", "data-room"}}
-CLASSES = {"span": {"mention", "room-ref"}}
+CLASSES = {"span": {"mention", "room-ref"}, "a": {"file"}}
+# A link to a file shared in a room (chat.services.uploads): the page shows images from it.
+_FILE_HREF = re.compile(r"^/files/\d+/")
 
 # Text in which Markdown and link finding have nothing to do: only letters,
 # digits, emoji, spaces, line breaks and punctuation they never act on, and
@@ -68,6 +70,13 @@ def _render_mention(self, tokens, idx, options, env) -> str:  # type: ignore[no-
     return f'<span class="mention" data-username="{name}">@{name}</span>'
 
 
+def _render_link_open(self, tokens, idx, options, env) -> str:  # type: ignore[no-untyped-def]
+    token = tokens[idx]
+    if _FILE_HREF.match(token.attrGet("href") or ""):
+        token.attrSet("class", "file")
+    return self.renderToken(tokens, idx, options, env)
+
+
 def _render_room(self, tokens, idx, options, env) -> str:  # type: ignore[no-untyped-def]
     slug = _escape(tokens[idx].content)
     return f'<span class="room-ref" data-room="{slug}">#{slug}</span>'
@@ -86,6 +95,7 @@ def _markdown() -> MarkdownIt:
     )
     md.inline.ruler.before("emphasis", "mention", _reference(_MENTION, "mention"))
     md.inline.ruler.before("emphasis", "room_ref", _reference(_ROOM, "room_ref"))
+    md.add_render_rule("link_open", _render_link_open)
     md.add_render_rule("mention", _render_mention)
     md.add_render_rule("room_ref", _render_room)
     return md
@@ -126,4 +136,12 @@ def markdown_html(body: str) -> str:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow ugc",
         set_tag_attribute_values={"a": {"target": "_blank"}},
+        attribute_filter=_only_known_links,
     ).strip()
+
+
+def _only_known_links(tag: str, attribute: str, value: str) -> str | None:
+    """Links go to the web, to mail, or to a file shared here: no other address of this site."""
+    if tag == "a" and attribute == "href" and not (value.startswith(("http:", "https:", "mailto:")) or _FILE_HREF.match(value)):
+        return None
+    return value

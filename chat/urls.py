@@ -23,4 +23,6 @@ urlpatterns = [
     path("p/<slug:slug>/dms/", views.dm_create, name="dm-create"),
     path("p/<slug:slug>/r/<slug:room_slug>/", views.room_detail, name="room-detail"),
     path("p/<slug:slug>/r/<slug:room_slug>/members/", views.room_member_add, name="room-member-add"),
+    path("files/<int:upload_id>/thumb", views.file_thumbnail, name="file-thumbnail"),
+    path("files/<int:upload_id>/<str:name>", views.file_download, name="file-download"),
 ]

@@ -36,11 +36,13 @@ from chat.forms import (
     TokenCreateForm,
     login_response,
 )
+from chat import files
 from chat.models import Room
 from chat.selectors import dms as dm_selectors
 from chat.selectors import history as history_selectors
 from chat.selectors import rooms as room_selectors
 from chat.selectors import tokens as token_selectors
+from chat.selectors import uploads as upload_selectors
 from chat.services import accounts as account_services
 from chat.services import dms as dm_services
 from chat.services import rooms as room_services
@@ -211,6 +213,7 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
         "has_older": len(history) >= page_size,
         "page_size": page_size,
         "max_length": settings.CHAT_MESSAGE_MAX_LENGTH,
+        "upload_max_bytes": settings.CHAT_UPLOAD_MAX_BYTES,
         "login_url": reverse(settings.LOGIN_URL),
         # Rooms the page learns of live (a new DM): their URL is this one with their slug.
         "room_url": reverse("room-detail", kwargs={"slug": project.slug, "room_slug": "__room__"}),
@@ -426,3 +429,24 @@ def token_revoke(request: HttpRequest) -> HttpResponse:
     account_services.token_revoke(token=token, by=request.user)
     messages.success(request, f"Token '{token.name}' revoked: programs using it can no longer sign in with it.")
     return redirect("account-tokens")
+
+
+@login_required
+def file_download(request: HttpRequest, upload_id: int, name: str) -> HttpResponse:
+    """A shared file, for readers of its room (404 for everyone else, as a missing file)."""
+    return _file(request, upload_id, thumbnail=False)
+
+
+@login_required
+def file_thumbnail(request: HttpRequest, upload_id: int) -> HttpResponse:
+    """An image's thumbnail (404 until the background worker has made it)."""
+    return _file(request, upload_id, thumbnail=True)
+
+
+def _file(request: HttpRequest, upload_id: int, *, thumbnail: bool) -> HttpResponse:
+    try:
+        upload = upload_selectors.upload_get_for_user(user=request.user, upload_id=upload_id)
+    except NotFound:
+        raise Http404("File not found.") from None
+    return files.file_response(upload, thumbnail=thumbnail)
+

@@ -82,6 +82,10 @@ DATABASE_REPLICA_RETRY = env_float("DATABASE_REPLICA_RETRY", 5.0)
 SQLITE_PATH = env_str("SQLITE_PATH", "var/db.sqlite3")
 # Where collectstatic writes (relative paths are under the project directory).
 STATIC_ROOT = env_str("STATIC_ROOT", "var/staticfiles")
+# Where shared files are stored (Django's file system storage; relative paths are under the project directory).
+MEDIA_ROOT = env_str("MEDIA_ROOT", "var/media")
+# The largest file a user may share, in bytes (10 MB).
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 10 * 1024 * 1024)
 
 # Database pool (ADR-008 names; mapped onto psycopg_pool min/max size).
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
@@ -199,6 +203,7 @@ RATE_LIMIT_ROOMS = env_str("RATE_LIMIT_ROOMS", "30/3600")
 RATE_LIMIT_SUBSCRIBES = env_str("RATE_LIMIT_SUBSCRIBES", "600/60")
 RATE_LIMIT_REACTIONS = env_str("RATE_LIMIT_REACTIONS", "300/60")
 RATE_LIMIT_INVITES = env_str("RATE_LIMIT_INVITES", "50/3600")
+RATE_LIMIT_UPLOADS = env_str("RATE_LIMIT_UPLOADS", "30/60")
 
 # Metrics and profiling (perf.metrics, perf.exporter; docs/MONITORING.md)
 # Prometheus metrics: django-prometheus and the project's own. Served by the

@@ -25,6 +25,7 @@ from chat import cache_keys, events, metrics
 from chat.models import Message, Room, RoomChange
 from chat.selectors import history as history_selectors
 from chat.services import threads as thread_services
+from chat.services import uploads as upload_services
 from chat.services.room_changes import room_changes_log
 from chat.selectors import rooms as room_selectors
 from chat.selectors import unread as unread_selectors
@@ -374,6 +375,9 @@ def _messages_created(*, created: list[tuple[Message, int]]) -> None:
     if replies:
         for message in replies:
             events.publish_summary(kind="thread.updated", room_id=message.room_id, message_id=message.thread_root_id)
+    sharing = [message for message, _ in created if "/files/" in message.body]
+    if sharing:
+        upload_services.uploads_claim(messages=sharing)
     # The worker notifies @mentioned readers, and every other member of a DM (chat.background).
     dm_rooms = room_selectors.rooms_dm_ids(rooms=[group[0][0].room for group in per_room.values()])
     for message, _ in created:

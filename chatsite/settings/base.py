@@ -225,6 +225,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / env.STATIC_ROOT
+# Shared files go through Django's storage API (chat.services.uploads); they are
+# served only after an access check (chat.views.file_download), never from MEDIA_URL.
+MEDIA_ROOT = BASE_DIR / env.MEDIA_ROOT
+MEDIA_URL = "/media-not-served/"
+CHAT_UPLOAD_MAX_BYTES = env.UPLOAD_MAX_BYTES
+# A multipart body stops being read past this (chat.upload_limit): a file too large costs no disk.
+FILE_UPLOAD_HANDLERS = [
+    "chat.upload_limit.SizeLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- Chat -----------------------------------------------------------------
 CHAT_MESSAGE_MAX_LENGTH = 10_000
@@ -264,6 +275,7 @@ RATE_LIMITS = {
     "subscribe": env.RATE_LIMIT_SUBSCRIBES,  # per user, every socket and server process
     "invite": env.RATE_LIMIT_INVITES,  # project invitations sent per inviter, pages and API
     "reaction": env.RATE_LIMIT_REACTIONS,  # reactions added or removed per user, WebSocket and API together
+    "upload": env.RATE_LIMIT_UPLOADS,  # files shared per user, pages and API
 }
 
 # Request bodies above this are refused with 400 before parsing.

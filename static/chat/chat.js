@@ -59,6 +59,8 @@ const els = {
   roomsOpen: $("rooms-open"),
   roomsDot: $("rooms-dot"),
   dmNav: $("dm-nav"),
+  attach: $("composer-attach"),
+  fileInput: $("composer-file"),
 };
 
 // --- state ---------------------------------------------------------------
@@ -140,10 +142,15 @@ function richCopy(node) {
   const out = document.createElement(node.tagName.toLowerCase());
   if (node.tagName === "A") {
     const href = node.getAttribute("href") || "";
-    if (/^(https?:|mailto:)/i.test(href)) {
+    if (/^(https?:|mailto:)/i.test(href) || FILE_HREF.test(href)) {
       out.href = href;
       out.target = "_blank";
       out.rel = "noopener noreferrer nofollow ugc";
+    }
+    if (FILE_HREF.test(href)) {
+      for (const child of node.childNodes) out.append(richCopy(child));
+      fileLink(out);
+      return out;
     }
   } else if (node.tagName === "OL" && /^\d{1,9}$/.test(node.getAttribute("start") || "")) {
     out.setAttribute("start", node.getAttribute("start"));
@@ -168,9 +175,34 @@ function richSpan(node) {
   return document.createTextNode(text);
 }
 
-/** The server rendered the page's messages: give their mentions and room references the same treatment. */
+/** The server rendered the page's messages: give their mentions, room references and files the same treatment. */
 function upgradeRendered(root) {
   for (const node of root.querySelectorAll(".msg-body span.mention, .msg-body span.room-ref")) node.replaceWith(richSpan(node));
+  for (const link of root.querySelectorAll(".msg-body a.file")) fileLink(link);
+}
+
+// A file shared in a room (chat.services.uploads): /files/<id>/<name>.
+const FILE_HREF = /^\/files\/(\d+)\//;
+const IMAGE_NAME = /\.(png|jpe?g|gif|webp)$/i;
+const THUMB_RETRIES = 4;
+
+/** A link to a shared file: marked as one, and an image shows its thumbnail (made shortly after the upload). */
+function fileLink(link) {
+  link.className = "file";
+  const id = FILE_HREF.exec(link.getAttribute("href") || "")?.[1];
+  if (!id || !IMAGE_NAME.test(decodeURIComponent(link.getAttribute("href")))) return;
+  const img = document.createElement("img");
+  img.className = "file-thumb";
+  img.alt = link.textContent;
+  img.loading = "lazy";
+  let tries = 0;
+  img.addEventListener("error", () => {
+    tries += 1;
+    if (tries > THUMB_RETRIES) img.remove();
+    else setTimeout(() => (img.src = `/files/${id}/thumb?try=${tries}`), 1500 * tries);
+  });
+  img.src = `/files/${id}/thumb`;
+  link.prepend(img);
 }
 
 function newClientId() {
@@ -1264,6 +1296,66 @@ function autosize(input = els.input) {
 
 wireComposer(els.composer, els.input, () => null);
 wireComposer(els.panelComposer, els.panelInput, () => thread.root);
+
+// --- sharing files ---------------------------------------------------------
+
+/** Upload ``files`` to this room, then put a link to each in ``input`` for the message that shares them. */
+async function shareFiles(files, input = els.input) {
+  const inThread = input === els.panelInput;
+  for (const file of files) {
+    if (file.size > config.upload_max_bytes) {
+      showError(`${file.name} is too large: files can be at most ${Math.floor(config.upload_max_bytes / 1048576)} MB.`, { inThread });
+      continue;
+    }
+    showError(`Uploading ${file.name}…`, { inThread });
+    const form = new FormData();
+    form.append("file", file, file.name || "pasted.png");
+    try {
+      const res = await fetch(`${config.api}rooms/${config.room}/uploads`, {
+        method: "POST",
+        headers: { Accept: "application/json", "X-CSRFToken": cookie("csrftoken") },
+        credentials: "same-origin",
+        body: form,
+      });
+      const data = await res.json().catch(() => null);
+      if (!res.ok) throw new Error(data?.detail || `Upload failed (${res.status}).`);
+      const before = input.value && !input.value.endsWith("\n") ? `${input.value}\n` : input.value;
+      input.value = `${before}${data.markdown}`;
+      autosize(input);
+      showError("", { inThread });
+    } catch (error) {
+      showError(`${file.name}: ${error.message}`, { inThread });
+    }
+  }
+  input.focus();
+}
+
+els.attach.addEventListener("click", () => els.fileInput.click());
+els.fileInput.addEventListener("change", () => {
+  shareFiles([...els.fileInput.files]);
+  els.fileInput.value = "";
+});
+els.input.addEventListener("paste", (event) => {
+  const pasted = [...(event.clipboardData?.files || [])];
+  if (!pasted.length) return;
+  event.preventDefault();
+  shareFiles(pasted);
+});
+els.room.addEventListener("dragover", (event) => {
+  if (![...(event.dataTransfer?.types || [])].includes("Files")) return;
+  event.preventDefault();
+  els.room.classList.add("dropping");
+});
+els.room.addEventListener("dragleave", (event) => {
+  if (!els.room.contains(event.relatedTarget)) els.room.classList.remove("dropping");
+});
+els.room.addEventListener("drop", (event) => {
+  els.room.classList.remove("dropping");
+  const dropped = [...(event.dataTransfer?.files || [])];
+  if (!dropped.length) return;
+  event.preventDefault();
+  shareFiles(dropped);
+});
 
 // --- edit and delete -----------------------------------------------------
 

@@ -11,7 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chat.models import ApiToken, Message, Pin, Reaction, Room, RoomMember, SavedMessage
+from chat.models import ApiToken, Message, Pin, Reaction, Room, RoomMember, SavedMessage, Upload
 from chat.services import accounts as account_services
 from chat.services import rooms as room_services
 from projects.models import Membership, Project
@@ -29,6 +29,10 @@ def admin_world(chat_world, make_message) -> dict[str, Any]:
     world["reaction"] = Reaction.objects.create(message=message, user=world["owner"], emoji="\N{THUMBS UP SIGN}")
     world["pin"] = Pin.objects.create(room=world["public"], message=message, pinned_by=world["admin"])
     world["saved"] = SavedMessage.objects.create(user=world["owner"], message=message)
+    world["upload"] = Upload.objects.create(
+        room=world["public"], uploader=world["member"], message=message, file="uploads/x/plan.pdf", name="plan.pdf",
+        content_type="application/pdf", size=9,
+    )
     return world
 
 
@@ -51,6 +55,7 @@ def objects(world: dict[str, Any]) -> dict[type, Any]:
         Reaction: world["reaction"],
         Pin: world["pin"],
         SavedMessage: world["saved"],
+        Upload: world["upload"],
     }
 
 
@@ -59,7 +64,7 @@ def admin_url(model: type, action: str, *args: Any) -> str:
 
 
 @pytest.mark.parametrize(
-    "model", [Project, Membership, Room, RoomMember, Message, ApiToken, User, Reaction, Pin, SavedMessage]
+    "model", [Project, Membership, Room, RoomMember, Message, ApiToken, User, Reaction, Pin, SavedMessage, Upload]
 )
 def test_staff_gets_changelist_and_change_page(staff_client, admin_world, model):
     obj = objects(admin_world)[model]
@@ -103,11 +108,11 @@ def test_token_page_shows_the_hash_never_the_key(staff_client, admin_world):
 
 
 def test_service_owned_objects_cannot_be_added_in_the_admin(staff_client, admin_world):
-    for model in (Project, Room, Message, ApiToken, Reaction, Pin, SavedMessage):
+    for model in (Project, Room, Message, ApiToken, Reaction, Pin, SavedMessage, Upload):
         assert staff_client.get(admin_url(model, "add")).status_code == 403
 
 
-@pytest.mark.parametrize("model", [Reaction, Pin, SavedMessage])
+@pytest.mark.parametrize("model", [Reaction, Pin, SavedMessage, Upload])
 def test_reactions_pins_and_saves_are_view_only(staff_client, admin_world, model):
     """Their services tell open sockets about each change; the admin would not, so it changes nothing."""
     obj = objects(admin_world)[model]
