@@ -42,6 +42,11 @@ RUN SECRET_KEY=build-only-collectstatic \
     REDIS_URL=redis://127.0.0.1:6379/0 \
     python manage.py collectstatic --no-input --verbosity 0
 
+# Shared files (FILE_STORAGE=local): the one place the server writes, a volume
+# that web and the worker (thumbnails) share.
+RUN mkdir -p /data/media && chown 10001:10001 /data/media
+ENV MEDIA_ROOT=/data/media
+
 USER 10001:10001
 
 EXPOSE 8000

@@ -2,11 +2,13 @@
 
 Raster images show inline; every other type downloads as an attachment, so
 no shared file is ever rendered by the browser as a page. A storage that
-keeps files elsewhere (an object store) is answered with a redirect to its
-own short-lived URL (``storage.url``); the file system's are streamed.
+keeps files elsewhere (an S3-compatible bucket) is answered with a redirect
+to its own short-lived signed URL; the file system's are streamed.
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.utils.cache import patch_cache_control
@@ -28,11 +30,14 @@ def file_response(upload: Upload, *, thumbnail: bool = False) -> HttpResponse:
     try:
         stored.path  # noqa: B018 - only a storage with local paths has one
     except NotImplementedError:
-        response: HttpResponse = HttpResponseRedirect(stored.storage.url(stored.name))
-    else:
-        response = FileResponse(
-            stored.open("rb"), content_type=content_type, as_attachment=not inline, filename=upload.name
-        )
+        # An S3-compatible bucket (django-storages): a signed URL that expires, which
+        # makes the bucket answer with the type and disposition this response would have.
+        disposition = f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(upload.name)}"
+        parameters = {"ResponseContentType": content_type, "ResponseContentDisposition": disposition}
+        response: HttpResponse = HttpResponseRedirect(stored.storage.url(stored.name, parameters=parameters))
+        patch_cache_control(response, private=True, no_store=True)  # the link expires
+        return response
+    response = FileResponse(stored.open("rb"), content_type=content_type, as_attachment=not inline, filename=upload.name)
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = FILE_CSP
     # An upload never changes under its id; only its room's readers may keep it.

@@ -84,6 +84,15 @@ SQLITE_PATH = env_str("SQLITE_PATH", "var/db.sqlite3")
 STATIC_ROOT = env_str("STATIC_ROOT", "var/staticfiles")
 # Where shared files are stored (Django's file system storage; relative paths are under the project directory).
 MEDIA_ROOT = env_str("MEDIA_ROOT", "var/media")
+# Where shared files go: "local" (MEDIA_ROOT) or "s3", an S3-compatible bucket (django-storages).
+FILE_STORAGE = env_str("FILE_STORAGE", "local")
+S3_BUCKET = env_str("S3_BUCKET", "")
+S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "")  # empty: AWS itself
+S3_REGION = env_str("S3_REGION", "")
+S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID", "")
+S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "")
+# Seconds a download link to the bucket stays valid (a reader is redirected there after the access check).
+S3_URL_EXPIRE = env_int("S3_URL_EXPIRE", 300)
 # The largest file a user may share, in bytes (10 MB).
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 10 * 1024 * 1024)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from chatsite import env
 from perf import redis as perf_redis
@@ -229,6 +230,39 @@ STATIC_ROOT = BASE_DIR / env.STATIC_ROOT
 # served only after an access check (chat.views.file_download), never from MEDIA_URL.
 MEDIA_ROOT = BASE_DIR / env.MEDIA_ROOT
 MEDIA_URL = "/media-not-served/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+
+def s3_storage(*, bucket: str, endpoint_url: str, region: str, access_key: str, secret_key: str, expire: int) -> dict:
+    """django-storages' S3 backend: private objects, read through signed URLs that expire."""
+    if not bucket:
+        raise ImproperlyConfigured("FILE_STORAGE=s3 needs S3_BUCKET.")
+    options = {
+        "bucket_name": bucket,
+        "default_acl": "private",
+        "querystring_auth": True,
+        "querystring_expire": expire,
+        "file_overwrite": False,
+    }
+    if endpoint_url:  # another S3-compatible server: its buckets are paths, not host names
+        options |= {"endpoint_url": endpoint_url, "addressing_style": "path"}
+    if region:
+        options["region_name"] = region
+    if access_key:
+        options |= {"access_key": access_key, "secret_key": secret_key}
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+if env.FILE_STORAGE == "s3":
+    STORAGES["default"] = s3_storage(
+        bucket=env.S3_BUCKET, endpoint_url=env.S3_ENDPOINT_URL, region=env.S3_REGION,
+        access_key=env.S3_ACCESS_KEY_ID, secret_key=env.S3_SECRET_ACCESS_KEY, expire=env.S3_URL_EXPIRE,
+    )  # fmt: skip
+elif env.FILE_STORAGE != "local":
+    raise ImproperlyConfigured(f"FILE_STORAGE must be 'local' or 's3', not {env.FILE_STORAGE!r}.")
 CHAT_UPLOAD_MAX_BYTES = env.UPLOAD_MAX_BYTES
 # A multipart body stops being read past this (chat.upload_limit): a file too large costs no disk.
 FILE_UPLOAD_HANDLERS = [

@@ -32,10 +32,7 @@ X_FRAME_OPTIONS = "DENY"
 # ten years, and plain (unhashed) names for WHITENOISE_MAX_AGE seconds. Right
 # after SecurityMiddleware: before compression (the files come compressed) and
 # before sessions and authentication (assets need neither).
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
-}
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}  # noqa: F405
 _security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")  # noqa: F405
 MIDDLEWARE = [*MIDDLEWARE[: _security + 1], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[_security + 1 :]]  # noqa: F405
 WHITENOISE_MAX_AGE = 60
