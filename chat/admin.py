@@ -24,7 +24,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from chat.models import ApiToken, Message, Pin, Reaction, Room, RoomMember, SavedMessage, Upload
+from chat.models import ApiToken, Message, Notice, Pin, Reaction, Room, RoomMember, RoomMute, SavedMessage, Upload
 
 
 class RoomMemberInline(admin.TabularInline):
@@ -212,3 +212,22 @@ class UploadAdmin(ViewOnlyAdmin):
     list_filter = ("content_type",)
     search_fields = ("=room__slug", "=uploader__username", "name")
     raw_id_fields = ("room", "uploader", "message")
+
+
+@admin.register(Notice)
+class NoticeAdmin(ViewOnlyAdmin):
+    """Mentions and DMs the worker notified people of, and when the digest dealt with each."""
+
+    list_display = ("id", "user", "room", "message", "created_at", "handled_at")
+    list_select_related = ("user", "room")
+    search_fields = ("=user__username",)
+    raw_id_fields = ("user", "room", "message")
+
+
+@admin.register(RoomMute)
+class RoomMuteAdmin(ViewOnlyAdmin):
+    list_display = ("id", "user", "room", "created_at")
+    list_select_related = ("user", "room")
+    search_fields = ("=user__username", "=room__slug")
+    raw_id_fields = ("user", "room")
+

@@ -24,6 +24,7 @@ from chat.models import Room
 from chat.selectors import history as history_selectors
 from chat.selectors import rooms as room_selectors
 from chat.serialization import message_dict
+from chat.services import notifications as notification_services
 from chat.services import threads as thread_services
 from chat.services import uploads as upload_services
 from perf.cache import backend as cache_backend
@@ -72,7 +73,9 @@ class BackgroundConsumer(SyncConsumer):
         if message.thread_root_id is not None and not is_dm:
             # Someone named in a thread follows it, as if they had replied.
             thread_services.threads_mentioned(root_id=message.thread_root_id, user_ids=[u.id for u in users])
+        # Who muted the room hears nothing of it; who asked not to be disturbed is told quietly (no desktop alert).
+        wanted, quiet = notification_services.notified(room=message.room, users=[u for u in users if u.id != message.author_id])
+        notification_services.notices_record(message=message, users=wanted)
         payload = {"room": message.room_id, "room_slug": message.room.slug, "message": message_dict(message), "dm": is_dm}
-        for user in users:
-            if user.id != message.author_id:
-                events.publish_user_event(user_id=user.id, kind="mention", payload=payload)
+        for user in wanted:
+            events.publish_user_event(user_id=user.id, kind="mention", payload={**payload, "quiet": user.id in quiet})

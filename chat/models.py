@@ -301,6 +301,60 @@ class Upload(models.Model):
     def __str__(self) -> str:
         return f"{self.name} in {self.room_id}"
 
+
+class NotificationSettings(models.Model):
+    """How a user wants to hear of mentions and direct messages (defaults when they have no row)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    # An e-mail of unread mentions and DMs, NOTIFY_DIGEST_DELAY after them (chat.notices).
+    digest = models.BooleanField(default=True)
+    # Do not disturb: no desktop notifications and no digest until then.
+    quiet_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"notifications of {self.user_id}"
+
+
+class RoomMute(models.Model):
+    """A room or DM a user muted: no notifications and no digest lines for it (its unread count stays)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # idempotent mute; a user's muted rooms
+            models.UniqueConstraint(fields=["user", "room"], name="roommute_user_room_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room_id} muted by {self.user_id}"
+
+
+class Notice(models.Model):
+    """A mention or DM a user was notified of, kept until the digest has dealt with it."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    # When the digest dealt with it: e-mailed, or found read, muted or unwanted.
+    handled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # once per user and message, whichever worker records it
+            models.UniqueConstraint(fields=["user", "message"], name="notice_user_message_uniq"),
+        ]
+        indexes = [
+            # the digest's scan: notices not dealt with yet, oldest first
+            models.Index(fields=["created_at"], name="notice_pending_idx", condition=Q(handled_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"notice of {self.message_id} for {self.user_id}"
+
 class SavedMessage(models.Model):
     """A message a user saved for later: private to them."""
 

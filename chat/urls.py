@@ -12,6 +12,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/tokens/", views.token_list, name="account-tokens"),
     path("account/tokens/revoke/", views.token_revoke, name="account-token-revoke"),
+    path("account/notifications/", views.notification_settings, name="account-notifications"),
     path("", project_views.project_list, name="project-list"),
     path("p/<slug:slug>/", project_views.project_detail, name="project-detail"),
     path("p/<slug:slug>/invite/", project_views.project_invite, name="project-invite"),
@@ -23,6 +24,7 @@ urlpatterns = [
     path("p/<slug:slug>/dms/", views.dm_create, name="dm-create"),
     path("p/<slug:slug>/r/<slug:room_slug>/", views.room_detail, name="room-detail"),
     path("p/<slug:slug>/r/<slug:room_slug>/members/", views.room_member_add, name="room-member-add"),
+    path("p/<slug:slug>/r/<slug:room_slug>/mute/", views.room_mute_toggle, name="room-mute"),
     path("files/<int:upload_id>/thumb", views.file_thumbnail, name="file-thumbnail"),
     path("files/<int:upload_id>/<str:name>", views.file_download, name="file-download"),
 ]

@@ -9,6 +9,7 @@ user's own project.
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +24,7 @@ from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import get_conditional_response, patch_cache_control
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
@@ -37,14 +39,16 @@ from chat.forms import (
     login_response,
 )
 from chat import files
-from chat.models import Room
+from chat.models import Room, RoomMute
 from chat.selectors import dms as dm_selectors
 from chat.selectors import history as history_selectors
+from chat.selectors import notifications as notification_selectors
 from chat.selectors import rooms as room_selectors
 from chat.selectors import tokens as token_selectors
 from chat.selectors import uploads as upload_selectors
 from chat.services import accounts as account_services
 from chat.services import dms as dm_services
+from chat.services import notifications as notification_services
 from chat.services import rooms as room_services
 from chatsite import login_policy, ratelimit
 from chatsite.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -214,6 +218,7 @@ def room_page(request: HttpRequest, *, project: Project, room: Room, member_form
         "page_size": page_size,
         "max_length": settings.CHAT_MESSAGE_MAX_LENGTH,
         "upload_max_bytes": settings.CHAT_UPLOAD_MAX_BYTES,
+        "muted": notification_selectors.room_muted(user=request.user, room_id=room.id),
         "login_url": reverse(settings.LOGIN_URL),
         # Rooms the page learns of live (a new DM): their URL is this one with their slug.
         "room_url": reverse("room-detail", kwargs={"slug": project.slug, "room_slug": "__room__"}),
@@ -449,4 +454,55 @@ def _file(request: HttpRequest, upload_id: int, *, thumbnail: bool) -> HttpRespo
     except NotFound:
         raise Http404("File not found.") from None
     return files.file_response(upload, thumbnail=thumbnail)
+
+
+QUIET_HOURS = {"1", "8", "24", "168"}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def notification_settings(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's notification settings: the digest, do not disturb, muted rooms (unmute here)."""
+    saved = False
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "unmute":
+            raw = request.POST.get("room", "")
+            if raw.isascii() and raw.isdigit():
+                RoomMute.objects.filter(user=request.user, room_id=int(raw)).delete()
+        elif action == "settings":
+            quiet = request.POST.get("quiet", "keep")
+            changes: dict[str, Any] = {"digest": request.POST.get("digest") == "on"}
+            if quiet == "off":
+                changes["quiet_until"] = None
+            elif quiet in QUIET_HOURS:
+                changes["quiet_until"] = timezone.now() + timedelta(hours=int(quiet))
+            notification_services.notification_settings_update(user=request.user, **changes)
+        saved = True
+    current = notification_selectors.notification_settings_get(user=request.user)
+    muted = RoomMute.objects.filter(user=request.user).select_related("room__project").order_by("room__project__name", "room__name")
+    return render(
+        request,
+        "account/notifications.html",
+        {
+            "settings": current,
+            "quiet": current.quiet_until is not None and current.quiet_until > timezone.now(),
+            "muted": muted,
+            "saved": saved,
+            "digest_delay": settings.CHAT_DIGEST_DELAY // 60,
+        },
+    )
+
+
+@login_required
+@require_POST
+def room_mute_toggle(request: HttpRequest, slug: str, room_slug: str) -> HttpResponse:
+    """Mute or unmute a room from its page (``muted`` = "1" or "0"), then back to the room."""
+    project, _ = project_for_request(request=request, slug=slug)
+    room = _room_for_request(request=request, project=project, room_slug=room_slug)
+    if request.POST.get("muted") == "1":
+        notification_services.room_mute(user=request.user, room=room)
+    else:
+        notification_services.room_unmute(user=request.user, room=room)
+    return redirect("room-detail", slug=slug, room_slug=room_slug)
 

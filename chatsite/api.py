@@ -28,6 +28,7 @@ from chat.api_pins import router as pins_router
 from chat.api_reactions import router as reactions_router
 from chat.api_threads import router as threads_router
 from chat.api_uploads import router as uploads_router
+from chat.api_notifications import router as notifications_router
 from chat.selectors import tokens as token_selectors
 from chatsite.errors import DATABASE_UNAVAILABLE, ChatError, Forbidden
 from projects.api import router as projects_router
@@ -203,3 +204,4 @@ api.add_router("", pins_router)
 api.add_router("", reactions_router)
 api.add_router("", threads_router)
 api.add_router("", uploads_router)
+api.add_router("", notifications_router)

@@ -84,6 +84,20 @@ SQLITE_PATH = env_str("SQLITE_PATH", "var/db.sqlite3")
 STATIC_ROOT = env_str("STATIC_ROOT", "var/staticfiles")
 # Where shared files are stored (Django's file system storage; relative paths are under the project directory).
 MEDIA_ROOT = env_str("MEDIA_ROOT", "var/media")
+# E-mail (Django's SMTP backend) for the digest of unread mentions and DMs
+# (chat.services.notifications). Empty EMAIL_HOST: e-mails are printed to the
+# log (development) and nothing is sent.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "chat@localhost")
+# The site's address as people reach it, for links in e-mails.
+PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000")
+# Minutes after a mention or DM before it goes into an e-mail if still unread; seconds between the worker's checks.
+NOTIFY_DIGEST_DELAY = env_int("NOTIFY_DIGEST_DELAY", 30)
+NOTIFY_DIGEST_CHECK = env_float("NOTIFY_DIGEST_CHECK", 60.0)
 # Where shared files go: "local" (MEDIA_ROOT) or "s3", an S3-compatible bucket (django-storages).
 FILE_STORAGE = env_str("FILE_STORAGE", "local")
 S3_BUCKET = env_str("S3_BUCKET", "")

@@ -264,6 +264,19 @@ if env.FILE_STORAGE == "s3":
 elif env.FILE_STORAGE != "local":
     raise ImproperlyConfigured(f"FILE_STORAGE must be 'local' or 's3', not {env.FILE_STORAGE!r}.")
 CHAT_UPLOAD_MAX_BYTES = env.UPLOAD_MAX_BYTES
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if env.EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST = env.EMAIL_HOST or "localhost"
+EMAIL_PORT = env.EMAIL_PORT
+EMAIL_HOST_USER = env.EMAIL_HOST_USER
+EMAIL_HOST_PASSWORD = env.EMAIL_HOST_PASSWORD
+EMAIL_USE_TLS = env.EMAIL_USE_TLS
+EMAIL_TIMEOUT = 20
+DEFAULT_FROM_EMAIL = env.DEFAULT_FROM_EMAIL
+CHAT_PUBLIC_URL = env.PUBLIC_URL.rstrip("/")
+CHAT_DIGEST_DELAY = env.NOTIFY_DIGEST_DELAY * 60
+CHAT_DIGEST_CHECK = env.NOTIFY_DIGEST_CHECK
 # A multipart body stops being read past this (chat.upload_limit): a file too large costs no disk.
 FILE_UPLOAD_HANDLERS = [
     "chat.upload_limit.SizeLimitHandler",

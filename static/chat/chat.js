@@ -2041,7 +2041,7 @@ async function onMention(frame) {
     if (!link && frame.dm) link = await addDmLink(frame.room);
     markMention(link);
   }
-  if (document.visibilityState !== "visible") notify(frame);
+  if (document.visibilityState !== "visible" && !frame.quiet) notify(frame); // quiet: do not disturb
 }
 
 function navLink(roomId) {

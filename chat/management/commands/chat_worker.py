@@ -7,13 +7,14 @@ from typing import Any
 from django.conf import settings
 from django.core.management import BaseCommand, call_command
 
+from chat.digests import DigestSender
 from chat.warming import CacheWarmer
 
 
 class Command(BaseCommand):
     help = (
         "Run the chat background worker (runworker on settings.CHAT_BACKGROUND_CHANNEL) "
-        "and, with a shared cache, the cache warmer (chat.warming)."
+        "and, with a shared cache, the cache warmer (chat.warming), and the digest e-mails (chat.digests)."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -27,8 +28,14 @@ class Command(BaseCommand):
             )
             self.stdout.flush()
             warmer.start()
+        digests = DigestSender.from_settings()
+        if digests is not None:
+            self.stdout.write(f"digest e-mails checked every {digests.every:g} s")
+            digests.start()
         try:
             call_command("runworker", settings.CHAT_BACKGROUND_CHANNEL)
         finally:
             if warmer is not None:
                 warmer.stop()
+            if digests is not None:
+                digests.stop()
