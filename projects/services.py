@@ -277,6 +277,11 @@ _GONE_MESSAGES = {
 }
 
 
+def invite_link_gone_message(state: str) -> str:
+    """What people are told about a link that has ended in ``state`` (revoked, expired, used_up)."""
+    return _GONE_MESSAGES[state]
+
+
 @transaction.atomic
 def invite_link_join(*, token: str, user: AbstractBaseUser) -> tuple[Membership, bool]:
     """Join the project of the invite link with ``token`` as ``user``: ``(membership, joined)``.
@@ -304,7 +309,7 @@ def invite_link_join(*, token: str, user: AbstractBaseUser) -> tuple[Membership,
         return existing, False
     state = link.state_at(timezone.now())
     if state != InviteLink.State.ACTIVE:
-        raise Gone(_GONE_MESSAGES[state], code=state)
+        raise Gone(invite_link_gone_message(state), code=state)
     InviteLink.objects.filter(pk=link.pk).update(uses=F("uses") + 1)
     membership, _ = _membership_add(project=link.project, user=user, role=link.role)
     Invitation.objects.filter(project=link.project, user=user).delete()
