@@ -18,6 +18,11 @@ urlpatterns = [
     path("p/<slug:slug>/invite/", project_views.project_invite, name="project-invite"),
     path("p/<slug:slug>/leave/", project_views.project_leave, name="project-leave"),
     path("p/<slug:slug>/members/<int:user_id>/remove/", project_views.member_remove, name="project-member-remove"),
+    path("p/<slug:slug>/invite-links/", project_views.invite_link_create, name="invite-link-create"),
+    path(
+        "p/<slug:slug>/invite-links/<int:link_id>/revoke/", project_views.invite_link_revoke, name="invite-link-revoke"
+    ),
+    path("join/<str:token>/", project_views.invite_link_join, name="invite-link-join"),
     path("invitations/<int:invitation_id>/accept/", project_views.invitation_accept, name="invitation-accept"),
     path("invitations/<int:invitation_id>/decline/", project_views.invitation_decline, name="invitation-decline"),
     path("p/<slug:slug>/rooms/", views.room_create, name="room-create"),

@@ -26,6 +26,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import get_conditional_response, patch_cache_control
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -89,14 +90,16 @@ def signup(request: HttpRequest) -> HttpResponse:
     Sign-up attempts count against the ``login_ip`` limit of the client address
     (chatsite.login_policy.signup_attempt).
     """
+    next_url = _signup_next(request)
     if request.user.is_authenticated:
-        return redirect(settings.LOGIN_REDIRECT_URL)
+        return redirect(next_url or settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST or None)
     if request.method == "POST":
         try:
             login_policy.signup_attempt(request)
         except ratelimit.RateLimited as exc:
-            return render(request, "registration/signup.html", {"form": SignupForm(), "rate_limited": exc.message}, status=429)
+            context = {"form": SignupForm(), "rate_limited": exc.message, "next": next_url}
+            return render(request, "registration/signup.html", context, status=429)
     if request.method == "POST" and form.is_valid():
         try:
             user = account_services.user_create(
@@ -111,8 +114,15 @@ def signup(request: HttpRequest) -> HttpResponse:
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             messages.success(request, f"Welcome, {user.username}!")
-            return redirect(settings.LOGIN_REDIRECT_URL)
-    return render(request, "registration/signup.html", {"form": form})
+            return redirect(next_url or settings.LOGIN_REDIRECT_URL)
+    return render(request, "registration/signup.html", {"form": form, "next": next_url})
+
+
+def _signup_next(request: HttpRequest) -> str:
+    """Where to go after signing up (``next``, as the login page has it), when it is a page of this site."""
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    safe = url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return next_url if safe else ""
 
 
 def _room_for_request(*, request: HttpRequest, project: Project, room_slug: str) -> Room:

@@ -227,6 +227,8 @@ RATE_LIMIT_SUBSCRIBES = env_str("RATE_LIMIT_SUBSCRIBES", "600/60")
 RATE_LIMIT_REACTIONS = env_str("RATE_LIMIT_REACTIONS", "300/60")
 RATE_LIMIT_INVITES = env_str("RATE_LIMIT_INVITES", "50/3600")
 RATE_LIMIT_UPLOADS = env_str("RATE_LIMIT_UPLOADS", "30/60")
+# Invite links made per user (pages and API together).
+RATE_LIMIT_INVITE_LINKS = env_str("RATE_LIMIT_INVITE_LINKS", "20/3600")
 
 # Metrics and profiling (perf.metrics, perf.exporter; docs/MONITORING.md)
 # Prometheus metrics: django-prometheus and the project's own. Served by the

@@ -45,6 +45,13 @@ class Conflict(ChatError):
     code = "conflict"
 
 
+class Gone(ChatError):
+    """For something that existed and has ended for good (a revoked, expired or used-up invite link)."""
+
+    status = 410
+    code = "gone"
+
+
 # Errors that mean "the database is busy or unreachable", not "the request is
 # wrong": a pool timeout (psycopg_pool's arrives as OperationalError), a server
 # that is down or dropped the connection. Every surface answers them as

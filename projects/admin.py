@@ -1,4 +1,4 @@
-"""Admin for projects, memberships and pending invitations.
+"""Admin for projects, memberships, pending invitations and invite links.
 
 Projects are created through the app (projects.services.project_create makes
 the owner membership and the "general" room), so the admin has no "add
@@ -11,8 +11,9 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils import timezone
 
-from projects.models import Invitation, Membership, Project
+from projects.models import Invitation, InviteLink, Membership, Project
 
 
 class MembershipInline(admin.TabularInline):
@@ -77,3 +78,28 @@ class InvitationAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at",)
     ordering = ("-id",)
     show_full_result_count = False
+
+
+@admin.register(InviteLink)
+class InviteLinkAdmin(admin.ModelAdmin):
+    """Invite links, to look at (and delete). They are made in the app, which shows the link once; the hash is never shown."""
+
+    list_display = ("id", "project", "role", "uses", "max_uses", "expires_at", "revoked_at", "state", "created_by", "created_at")
+    list_select_related = ("project", "created_by")
+    list_filter = ("role",)
+    search_fields = ("=project__slug", "=created_by__username")
+    fields = ("project", "role", "uses", "max_uses", "expires_at", "revoked_at", "state", "created_by", "created_at")
+    readonly_fields = fields
+    ordering = ("-id",)
+    show_full_result_count = False
+
+    @admin.display(description="state")
+    def state(self, obj: InviteLink) -> str:
+        return obj.state_at(timezone.now())
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A link made here could never be shown: the app makes them and shows the URL once.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: InviteLink | None = None) -> bool:
+        return False

@@ -1,12 +1,15 @@
-"""JSON API endpoints for projects, their members and invitations. Mounted by chatsite.api."""
+"""JSON API endpoints for projects, their members, invitations and invite links. Mounted by chatsite.api."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
+from pydantic import StrictInt
 
 from chatsite.api_schemas import (
     ERROR_RESPONSES,
@@ -21,9 +24,10 @@ from chatsite.api_schemas import (
     page_limit,
     selectable,
 )
+from chatsite.errors import Forbidden
 from chatsite.users import user_dict, user_display_name
 from projects import selectors, services
-from projects.models import Invitation, Membership, Project
+from projects.models import Invitation, InviteLink, Membership, Project
 
 router = Router(tags=["projects"])
 
@@ -272,3 +276,147 @@ def invitation_decline(request: HttpRequest, invitation_id: int) -> Status:
     invitation = selectors.invitation_get_for_user(user=request.auth, invitation_id=invitation_id)
     services.invitation_decline(invitation=invitation, user=request.auth)
     return Status(204, None)
+
+
+# --- Invite links ---------------------------------------------------------------
+
+# The join endpoint also answers 410 for a link that has ended.
+JOIN_RESPONSES = {**ERROR_RESPONSES, 410: ErrorOut}
+INVITE_LINK_MAX_HOURS = int(services.INVITE_LINK_MAX_LIFETIME / timedelta(hours=1))
+
+
+class InviteLinkCreateIn(Schema):
+    role: Text = Field(Membership.Role.MEMBER, description="'member' (default) or 'admin' (owners only).")
+    max_uses: StrictInt | None = Field(
+        None, ge=1, le=services.INVITE_LINK_MAX_USES, description="How many people may join with it; null: no limit."
+    )
+    expires_in_hours: StrictInt | None = Field(
+        None, ge=1, le=INVITE_LINK_MAX_HOURS, description="Hours until it stops working (at most a year); null: never."
+    )
+
+
+class InviteLinkOut(Schema):
+    id: int
+    role: str = Field(..., description="The role people get by joining: member or admin.")
+    max_uses: int | None = Field(..., description="Null: no limit.")
+    uses: int = Field(..., description="People who joined with it so far.")
+    expires_at: datetime | None = Field(..., description="Null: never.")
+    revoked_at: datetime | None
+    state: str = Field(..., description="active, revoked, expired or used_up.")
+    created_by: UserOut | None = Field(..., description="Null when its maker's account was deleted.")
+    created_at: datetime
+
+
+class InviteLinkCreatedOut(InviteLinkOut):
+    url: str = Field(..., description="The link to share. Shown in this answer only: only a hash of it is kept.")
+    token: str = Field(..., description="The token in `url`, for POST /invite-links/join. Shown in this answer only.")
+
+
+InviteLinkItem = selectable(InviteLinkOut, name="InviteLinkItem")
+
+
+class InviteLinkPage(Schema):
+    items: list[InviteLinkItem]  # type: ignore[valid-type]
+    next_cursor: str | None
+
+
+class InviteLinkJoinIn(Schema):
+    token: Text = Field(..., description="The token of the link: the part of its URL after /join/.")
+
+
+def _invite_link_dict(link: InviteLink, *, now: datetime) -> dict[str, Any]:
+    maker = link.created_by
+    return {
+        "id": link.id,
+        "role": link.role,
+        "max_uses": link.max_uses,
+        "uses": link.uses,
+        "expires_at": link.expires_at,
+        "revoked_at": link.revoked_at,
+        "state": link.state_at(now),
+        "created_by": user_dict(maker) if maker is not None else None,
+        "created_at": link.created_at,
+    }
+
+
+def _require_link_manager(membership: Membership) -> None:
+    if not membership.is_admin:
+        raise Forbidden("Only project admins can manage invite links.")
+
+
+@router.post("/projects/{slug}/invite-links", response={201: InviteLinkCreatedOut, **ERROR_RESPONSES}, tags=["invite links"])
+def invite_link_create(request: HttpRequest, slug: str, payload: InviteLinkCreateIn) -> Status:
+    """Make an invite link. Project admins and owners; only owners make `admin` links.
+
+    The answer carries the link's `url` and `token` once: only a hash is
+    kept. Counts against the maker's invite-link rate limit.
+    """
+    project, _ = selectors.project_get_for_user(user=request.auth, slug=slug)
+    expires_at = None
+    if payload.expires_in_hours is not None:
+        expires_at = timezone.now() + timedelta(hours=payload.expires_in_hours)
+    link, raw = services.invite_link_create(
+        project=project, by=request.auth, role=payload.role, max_uses=payload.max_uses, expires_at=expires_at
+    )
+    url = request.build_absolute_uri(reverse("invite-link-join", kwargs={"token": raw}))
+    return Status(201, {**_invite_link_dict(link, now=timezone.now()), "url": url, "token": raw})
+
+
+@router.get(
+    "/projects/{slug}/invite-links",
+    response={200: InviteLinkPage, **ERROR_RESPONSES},
+    exclude_unset=True,
+    tags=["invite links"],
+)
+def invite_link_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[str, Any]:
+    """The project's invite links, newest first, ended ones included; never their tokens. Project admins and owners.
+
+    Page size: `limit` (default 50; values above 100 are treated as 100).
+    `fields` picks the link fields returned.
+    """
+    fields = fields_parse(page.fields, schema=InviteLinkOut)
+    project, membership = selectors.project_get_for_user(user=request.auth, slug=slug)
+    _require_link_manager(membership)
+    limit = page_limit(page.limit)
+    links = selectors.invite_links_for_project(project=project)
+    before_id = page_cursor_key(page.cursor, key="b", kind=int)
+    if before_id is not None:
+        links = links.filter(id__lt=before_id)
+    rows = list(links[: limit + 1])
+    items = rows[:limit]
+    next_cursor = page_cursor_encode({"b": items[-1].id}) if len(rows) > limit else None
+    now = timezone.now()
+    return {
+        "items": fields_select((_invite_link_dict(link, now=now) for link in items), fields),
+        "next_cursor": next_cursor,
+    }
+
+
+@router.delete(
+    "/projects/{slug}/invite-links/{link_id}", response={204: None, **ERROR_RESPONSES}, tags=["invite links"]
+)
+def invite_link_revoke(request: HttpRequest, slug: str, link_id: int) -> Status:
+    """Revoke an invite link: it stops working at once. Project admins and owners; revoking twice is `204` too.
+
+    Another project's link id answers like one that does not exist (`404`).
+    """
+    project, membership = selectors.project_get_for_user(user=request.auth, slug=slug)
+    _require_link_manager(membership)
+    link = selectors.invite_link_get_for_project(project=project, link_id=link_id)
+    services.invite_link_revoke(link=link, by=request.auth)
+    return Status(204, None)
+
+
+@router.post(
+    "/invite-links/join", response={200: ProjectOut, 201: ProjectOut, **JOIN_RESPONSES}, tags=["invite links"]
+)
+def invite_link_join(request: HttpRequest, payload: InviteLinkJoinIn) -> Status:
+    """Join a project with an invite link's token, with the link's role.
+
+    `201` with the project (as `GET /projects/{slug}`) when you joined; `200`
+    when you were a member already (no use is counted, your role stays).
+    An unknown token is `404`; a link that has ended is `410` with code
+    `revoked`, `expired` or `used_up`.
+    """
+    membership, joined = services.invite_link_join(token=payload.token, user=request.auth)
+    return Status(201 if joined else 200, _project_dict(membership.project, role=membership.role))

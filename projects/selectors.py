@@ -1,14 +1,16 @@
-"""Reads of projects, memberships and invitations."""
+"""Reads of projects, memberships, invitations and invite links."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 
 from chatsite.errors import NotFound
 from perf import cache as perf_cache
 from perf.cache import cache_key
-from projects.models import Invitation, Membership, Project
+from projects.models import Invitation, InviteLink, Membership, Project
 
 
 def project_cache_key(slug: str) -> str:
@@ -120,3 +122,52 @@ def invitation_get_for_user(*, user: AbstractBaseUser, invitation_id: int) -> In
     if invitation is None:
         raise NotFound("Invitation not found.")
     return invitation
+
+
+def invite_links_for_project(*, project: Project) -> QuerySet[InviteLink]:
+    """The project's invite links, newest first (ended ones too), with their makers in the same query."""
+    return (
+        InviteLink.objects.filter(project=project)
+        .select_related("created_by")
+        .only(
+            "id",
+            "project_id",
+            "role",
+            "max_uses",
+            "uses",
+            "expires_at",
+            "revoked_at",
+            "created_at",
+            "created_by__id",
+            "created_by__username",
+            "created_by__first_name",
+            "created_by__last_name",
+        )
+        .order_by("-id")
+    )
+
+
+def invite_links_live(*, project: Project, now: datetime) -> QuerySet[InviteLink]:
+    """The project's links that still work at ``now``, newest first."""
+    return (
+        invite_links_for_project(project=project)
+        .filter(revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .filter(Q(max_uses__isnull=True) | Q(uses__lt=F("max_uses")))
+    )
+
+
+def invite_link_get_for_project(*, project: Project, link_id: int) -> InviteLink:
+    """Invite link ``link_id`` of ``project``, with the project; NotFound alike for a missing one and another project's."""
+    link = InviteLink.objects.select_related("project").filter(pk=link_id, project=project).first()
+    if link is None:
+        raise NotFound("Invite link not found.")
+    return link
+
+
+def invite_link_get_by_token(*, token: str) -> InviteLink:
+    """The invite link with raw ``token``, with its project, whatever its state; NotFound for an unknown token."""
+    link = InviteLink.objects.select_related("project").filter(token_hash=InviteLink.hash_token(token or "")).first()
+    if link is None:
+        raise NotFound("Invite link not found.")
+    return link

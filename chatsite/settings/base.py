@@ -321,6 +321,7 @@ RATE_LIMITS = {
     "room_create": env.RATE_LIMIT_ROOMS,  # per user
     "subscribe": env.RATE_LIMIT_SUBSCRIBES,  # per user, every socket and server process
     "invite": env.RATE_LIMIT_INVITES,  # project invitations sent per inviter, pages and API
+    "invite_link": env.RATE_LIMIT_INVITE_LINKS,  # invite links made per user, pages and API
     "reaction": env.RATE_LIMIT_REACTIONS,  # reactions added or removed per user, WebSocket and API together
     "upload": env.RATE_LIMIT_UPLOADS,  # files shared per user, pages and API
 }

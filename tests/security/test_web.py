@@ -24,7 +24,8 @@ from chat.services import messages as message_services
 from chatsite import env
 from chatsite.asgi import application
 from chatsite.api import api
-from projects.models import Invitation
+from projects import services as project_services
+from projects.models import Invitation, InviteLink
 from tests.conftest import PASSWORD
 from tests.security.conftest import MISSING_ID, PRIVATE_ROOM_NAME, World
 from tests.servers import server_env
@@ -47,6 +48,9 @@ FORMS = [
     ("/p/world/", "admin", "/p/world/invite/", {"username": "newbie", "role": "member"}),
     ("/p/world/", "admin", "/p/world/leave/", {}),
     ("/p/world/", "admin", "/p/world/members/{id}/remove/", {}),
+    ("/p/world/", "admin", "/p/world/invite-links/", {"role": "member", "expires_in_hours": "1"}),
+    ("/p/world/", "admin", "/p/world/invite-links/{id}/revoke/", {}),
+    ("/join/{token}/", "non_member", "/join/{token}/", {}),
     ("/", "non_member", "/invitations/{id}/accept/", {}),
     ("/", "non_member", "/invitations/{id}/decline/", {}),
     (f"/p/world/r/{PRIVATE_ROOM_NAME}/", "private_member", f"/p/world/r/{PRIVATE_ROOM_NAME}/members/", {"username": "bystander"}),
@@ -55,8 +59,20 @@ FORMS = [
 ]
 
 
+def _invite_link_token(world: World) -> str:
+    """The raw token of an invite link to the world's project, made on first use (only its hash is stored)."""
+    if not hasattr(world, "invite_link_token"):
+        _, world.invite_link_token = project_services.invite_link_create(project=world.project, by=world.project.created_by)
+    return world.invite_link_token
+
+
 def _form_action(world: World, action: str) -> str:
-    """``action`` with its ``{id}``: the member "bystander" to remove, or the non-member's invitation (made here)."""
+    """``action`` with its ``{id}`` or ``{token}``: the member "bystander" to remove, the non-member's
+    invitation or an invite link (made here)."""
+    if "{token}" in action or "/invite-links/" in action:
+        token = _invite_link_token(world)
+        link_id = InviteLink.objects.get(token_hash=InviteLink.hash_token(token)).id
+        return action.replace("{token}", token).replace("{id}", str(link_id))
     if "/invitations/" in action:
         invitation, _ = Invitation.objects.get_or_create(project=world.project, user=world.user("non_member"))
         return action.replace("{id}", str(invitation.id))
@@ -73,9 +89,12 @@ def test_every_post_form_on_the_pages_is_in_the_csrf_list(world: World) -> None:
         client = Client()
         if role:
             client.force_login(world.user(role))
-        response = client.get(page)
+        response = client.get(_form_action(world, page))
         assert response.status_code == 200, page
-        found |= {re.sub(r"/\d+/", "/{id}/", action) for action in FORM.findall(response.content.decode())}
+        found |= {
+            re.sub(r"/\d+/", "/{id}/", re.sub(r"^/join/[^/]+/$", "/join/{token}/", action))
+            for action in FORM.findall(response.content.decode())
+        }
     assert found == {action for _, _, action, _ in FORMS}
 
 
@@ -86,7 +105,7 @@ def test_page_forms_refuse_a_post_without_the_csrf_token(world: World, page: str
     if role:
         client.force_login(world.user(role))
     action = _form_action(world, action)
-    html = client.get(page).content.decode()
+    html = client.get(_form_action(world, page)).content.decode()
     token = CSRF_INPUT.search(html).group(1)
 
     assert client.post(action, data).status_code == 403
@@ -119,6 +138,7 @@ def test_session_api_writes_need_the_csrf_header(world: World, method: str, path
         .replace("{message_id}", str(world.public_messages[0].id))
         .replace("{user_id}", str(world.user("member").id))
         .replace("{invitation_id}", str(MISSING_ID))
+        .replace("{link_id}", str(MISSING_ID))
     )
     client = Client(enforce_csrf_checks=True)
     client.force_login(world.user("admin"))
