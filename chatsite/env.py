@@ -135,7 +135,7 @@ PINS_MAX = env_int("PINS_MAX", 100)
 SEARCH_CONFIG = env_str("SEARCH_CONFIG", "simple")
 # How many of the newest matches are ordered by relevance and recency at a
 # time; the next window holds the next older matches (docs/API.md "Search").
-SEARCH_RANK_WINDOW = env_int("SEARCH_RANK_WINDOW", 100)
+SEARCH_RANK_WINDOW = env_int("SEARCH_RANK_WINDOW", 50)
 # Relevance halves for every this many days of a message's age.
 SEARCH_HALF_LIFE_DAYS = env_float("SEARCH_HALF_LIFE_DAYS", 7.0)
 # "pubsub" (RedisPubSubChannelLayer: one PUBLISH per event, fan-out in each
