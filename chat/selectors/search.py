@@ -19,8 +19,8 @@ holds the next older matches. Only a window's rows are ranked: a word found in
 half the messages costs a window's worth of work, not half the table.
 
 Elsewhere (the embedded SQLite default) every word must occur in the body
-(case-insensitive for ASCII, as LIKE is), newest first, and the snippet is
-cut around the first word found.
+and no ``-word`` may (case-insensitive for ASCII, as LIKE is), newest first,
+and the snippet is cut around the first word found.
 """
 
 from __future__ import annotations
@@ -275,11 +275,18 @@ def _marked_html(headline: str) -> str:
 
 
 def _search_contains(*, scope: SearchScope, position: SearchPosition, limit: int) -> SearchPage:
-    """The embedded default's search: every word in the body, newest first; one window, score 0."""
-    words = _WORD.findall(scope.text)
+    """The embedded default's search: every word in the body and no ``-word``, newest first; one window, score 0.
+
+    ``or`` is not understood here: it is dropped, and the other words are all required.
+    """
+    words, excluded = [], []
+    for token in scope.text.replace('"', " ").split():
+        (excluded if token.startswith("-") else words).extend(w for w in _WORD.findall(token) if w.lower() != "or")
     found = Message.objects.filter(deleted_at__isnull=True, room_id__in=scope.room_ids)
     for word in words:
         found = found.filter(body__icontains=word)
+    for word in excluded:
+        found = found.exclude(body__icontains=word)
     if scope.author_id is not None:
         found = found.filter(author_id=scope.author_id)
     if scope.since is not None:
@@ -289,7 +296,10 @@ def _search_contains(*, scope: SearchScope, position: SearchPosition, limit: int
     if position.last_id is not None:
         found = found.filter(id__lt=position.last_id)
     rows = list(found.order_by("-id").values_list("id", "room_id", "body")[: limit + 1])
-    hits = [SearchHit(id=i, room_id=room_id, score=0.0, snippet=_contains_snippet(body, words)) for i, room_id, body in rows[:limit]]
+    hits = [
+        SearchHit(id=i, room_id=room_id, score=0.0, snippet=_contains_snippet(body, words or excluded))
+        for i, room_id, body in rows[:limit]
+    ]
     more = len(rows) > limit
     return SearchPage(hits=hits, next_position=SearchPosition(score=0.0, last_id=hits[-1].id) if more else None)
 

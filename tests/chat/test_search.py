@@ -273,3 +273,14 @@ def test_contains_matching_pages_newest_first(chat_world, make_message):
             break
         position = page.next_position
     assert ids == sorted(made, reverse=True)
+
+
+def test_contains_matching_excludes_minus_words_and_ignores_or(chat_world, make_message):
+    public, project, owner = chat_world["public"], chat_world["project"], chat_world["owner"]
+    kept = make_message(public, owner, "deploy to production").id
+    make_message(public, owner, "deploy to staging")
+    scope = search_selectors.search_scope(
+        user=chat_world["member"], project=project, terms=search_selectors.search_parse(q='"deploy" or -staging')
+    )
+    page = search_selectors._search_contains(scope=scope, position=search_selectors.SearchPosition(), limit=10)
+    assert [hit.id for hit in page.hits] == [kept]
