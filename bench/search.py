@@ -23,8 +23,9 @@ rooms of (public ones, and the private ones they are in): up to 25 rooms and abo
 none would measure an empty answer). Each scenario is warmed up (``--warmup`` requests,
 not counted), then measured for ``--requests`` requests; ``--runs`` repeats
 the whole set so the spread on a shared machine shows. Reported per
-scenario and run: p50/p95/p99/max latency, server CPU per request and the
-load generator's own CPU per request (this process). The tokens are deleted
+scenario and run: p50/p95/p99/max latency as the client saw it, p50/p95 of the
+server's own request time and database time (from its request log), server
+CPU per request and the load generator's own CPU per request (this process). The tokens are deleted
 at the end; the planted messages stay (a later run reuses them).
 
 Needs the data set: ``python -m bench.seed --users 10000 --projects 20
@@ -175,8 +176,26 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def measure(client: Any, *, scenario: str, readers: list[Reader], requests: int, warmup: int, seed: int, server_pid: int) -> dict[str, Any]:
+def server_timings(log_path: Path, offset: int, *, skip: int) -> tuple[list[float], list[float]]:
+    """The server's own request time and database time (ms) of the searches logged after ``offset``, the first
+    ``skip`` (the warm-up) left out: what the server spent, without the client's side and the network."""
+    durations, database = [], []
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            start = line.find(b"{")
+            if start < 0 or b'"event":"request"' not in line or b"/search" not in line:
+                continue
+            record = json.loads(line[start:])
+            durations.append(record["duration_ms"])
+            database.append(record.get("db_ms", 0.0))
+    return durations[skip:], database[skip:]
+
+
+def measure(client: Any, *, scenario: str, readers: list[Reader], requests: int, warmup: int, seed: int, server_pid: int,
+            log_path: Path) -> dict[str, Any]:  # fmt: skip
     """``warmup`` then ``requests`` searches of ``scenario``, one at a time; latency in ms and CPU per request."""
+    log_offset = log_path.stat().st_size
     rng = random.Random(f"{seed}:{scenario}")
     template = SCENARIOS[scenario]
     latencies: list[float] = []
@@ -200,6 +219,8 @@ def measure(client: Any, *, scenario: str, readers: list[Reader], requests: int,
         hits.append(len(response.json()["items"]))
     wall = time.perf_counter() - wall
     done = max(1, len(latencies))
+    time.sleep(0.2)  # the server's request log is written by a background thread
+    served, database = server_timings(log_path, log_offset, skip=warmup)
     return {
         "scenario": scenario,
         "q": template,
@@ -209,6 +230,10 @@ def measure(client: Any, *, scenario: str, readers: list[Reader], requests: int,
         "p95_ms": round(percentile(latencies, 95), 2) if latencies else None,
         "p99_ms": round(percentile(latencies, 99), 2) if latencies else None,
         "max_ms": round(max(latencies), 2) if latencies else None,
+        "server_p50_ms": round(percentile(served, 50), 2) if served else None,
+        "server_p95_ms": round(percentile(served, 95), 2) if served else None,
+        "db_p50_ms": round(percentile(database, 50), 2) if database else None,
+        "db_p95_ms": round(percentile(database, 95), 2) if database else None,
         "mean_hits": round(statistics.mean(hits), 1) if hits else 0,
         "rps": round(len(latencies) / wall, 1) if wall > 0 else None,
         "server_cpu_ms_per_req": round((cpu_seconds(server_pid) - cpu_server) * 1000 / done, 2),
@@ -246,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     proc: subprocess.Popen | None = None
     results: list[dict[str, Any]] = []
     try:
-        proc = start_server(port=port, env=env, log_path=args.json.with_suffix(".server.log"))
+        log_path = args.json.with_suffix(".server.log")
+        proc = start_server(port=port, env=env, log_path=log_path)
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, proc)
         print(f"{planted} messages hold the rare word; {len(readers)} readers; server on {base}", flush=True)
@@ -254,12 +280,14 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(1, args.runs + 1):
                 for scenario in SCENARIOS:
                     row = measure(client, scenario=scenario, readers=readers, requests=args.requests,
-                                  warmup=args.warmup, seed=args.seed + run, server_pid=proc.pid)  # fmt: skip
+                                  warmup=args.warmup, seed=args.seed + run, server_pid=proc.pid, log_path=log_path)  # fmt: skip
                     row["run"] = run
                     results.append(row)
                     print(
                         f"run {run} {scenario:12} p50 {row['p50_ms']:7.2f} ms  p95 {row['p95_ms']:7.2f} ms  "
-                        f"p99 {row['p99_ms']:7.2f} ms  max {row['max_ms']:7.2f} ms  hits {row['mean_hits']:5.1f}  "
+                        f"p99 {row['p99_ms']:7.2f} ms  max {row['max_ms']:7.2f} ms  "
+                        f"(server p50 {row['server_p50_ms']} p95 {row['server_p95_ms']}, database p50 {row['db_p50_ms']} "
+                        f"p95 {row['db_p95_ms']} ms)  hits {row['mean_hits']:5.1f}  "
                         f"{row['rps']:6.1f} req/s  server CPU {row['server_cpu_ms_per_req']:6.2f} ms/req  "
                         f"load generator CPU {row['loadgen_cpu_ms_per_req']:5.2f} ms/req  errors {row['errors']}",
                         flush=True,

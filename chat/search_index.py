@@ -38,9 +38,9 @@ def body_vector_sql(column: str = "body") -> str:
 def search_index_ensure(*, connection: Any) -> bool:
     """Make the index match the configuration in force: create it, or drop and create it when built for
     another one. True when it was (re)built. PostgreSQL only; elsewhere nothing happens."""
+    expression = body_vector_sql()  # checks the name first, on any database
     if connection.vendor != "postgresql":
         return False
-    expression = body_vector_sql()
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [INDEX_NAME])
         row = cursor.fetchone()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -11,6 +12,7 @@ from django.core.cache import cache
 from django.test import override_settings
 
 from chat.models import Message
+from chat.search_index import INDEX_NAME, search_index_ensure
 from chat.selectors import search as search_selectors
 from chat.selectors.history import message_dicts
 from chat.services import dms as dm_services
@@ -284,3 +286,40 @@ def test_contains_matching_excludes_minus_words_and_ignores_or(chat_world, make_
     )
     page = search_selectors._search_contains(scope=scope, position=search_selectors.SearchPosition(), limit=10)
     assert [hit.id for hit in page.hits] == [kept]
+
+
+def _index_definition() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [INDEX_NAME])
+        return cursor.fetchone()[0]
+
+
+def test_the_index_follows_the_configured_language(chat_world, api_client, make_message):
+    from django.core.management import call_command
+    from django.db import connection
+
+    public, project, owner = chat_world["public"], chat_world["project"], chat_world["owner"]
+    stemmed = make_message(public, owner, "We deployed the fixes").id
+    client = api_client(chat_world["member"])
+    assert "to_tsvector('simple'::regconfig, body)" in _index_definition()
+    assert found_ids(search(client, project, "deploys fix")) == []  # simple: words as typed
+    with connection.cursor() as cursor:
+        # The test's own transaction holds deferred foreign-key checks; an index cannot be built under them.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with override_settings(CHAT_SEARCH_CONFIG="english"):
+        out = io.StringIO()
+        call_command("search_index", stdout=out)
+        assert "built" in out.getvalue() and "'english'" in out.getvalue()
+        assert "to_tsvector('english'::regconfig, body)" in _index_definition()
+        assert search_index_ensure(connection=connection) is False  # already right: nothing to do
+        assert found_ids(search(client, project, "deploys fix")) == [stemmed]
+    assert search_index_ensure(connection=connection) is True
+    assert "to_tsvector('simple'::regconfig, body)" in _index_definition()
+
+
+@override_settings(CHAT_SEARCH_CONFIG="simple'); DROP TABLE chat_message; --")
+def test_a_configuration_name_is_never_sql():
+    with pytest.raises(ValueError):
+        search_index_ensure(connection=None)
