@@ -14,6 +14,7 @@ from ninja import Field, Query, Router, Schema
 
 from chat.api_schemas import MessageOut
 from chat.selectors import search as search_selectors
+from chatsite import ratelimit
 from chatsite.api_schemas import ERROR_RESPONSES, Text, invalid_cursor, page_cursor_decode, page_cursor_encode, page_limit
 from projects.selectors import project_get_for_user
 
@@ -87,9 +88,10 @@ def message_search(request: HttpRequest, slug: str, query: Query[SearchQuery]) -
 
     Best matches first within windows of the newest matches (docs/API.md, "Search"). Errors: `400 empty_query`,
     `query_too_long`, `duplicate_filter`, `unsupported_filter` (`has:`), `unknown_user`, `unknown_room`,
-    `invalid_date`, `invalid_cursor`; `404` for a project you are not in.
+    `invalid_date`, `invalid_cursor`; `404` for a project you are not in; `429` past `RATE_LIMIT_SEARCHES`.
     """
     project, _ = project_get_for_user(user=request.auth, slug=slug)
+    ratelimit.hit("search", request.auth.pk)
     terms = search_selectors.search_parse(q=query.q)
     scope = search_selectors.search_scope(user=request.auth, project=project, terms=terms)
     page = search_selectors.messages_search(scope=scope, position=_position(query.cursor), limit=page_limit(query.limit))

@@ -211,6 +211,8 @@ RATE_LIMIT_ROOMS = env_str("RATE_LIMIT_ROOMS", "30/3600")
 RATE_LIMIT_SUBSCRIBES = env_str("RATE_LIMIT_SUBSCRIBES", "600/60")
 RATE_LIMIT_REACTIONS = env_str("RATE_LIMIT_REACTIONS", "300/60")
 RATE_LIMIT_INVITES = env_str("RATE_LIMIT_INVITES", "50/3600")
+# Message searches per user: each costs the database tens of milliseconds at most, so far more than a page.
+RATE_LIMIT_SEARCHES = env_str("RATE_LIMIT_SEARCHES", "60/60")
 
 # Metrics and profiling (perf.metrics, perf.exporter; docs/MONITORING.md)
 # Prometheus metrics: django-prometheus and the project's own. Served by the

@@ -267,6 +267,7 @@ RATE_LIMITS = {
     "subscribe": env.RATE_LIMIT_SUBSCRIBES,  # per user, every socket and server process
     "invite": env.RATE_LIMIT_INVITES,  # project invitations sent per inviter, pages and API
     "reaction": env.RATE_LIMIT_REACTIONS,  # reactions added or removed per user, WebSocket and API together
+    "search": env.RATE_LIMIT_SEARCHES,  # message searches per user
 }
 
 # Request bodies above this are refused with 400 before parsing.

@@ -323,3 +323,12 @@ def test_the_index_follows_the_configured_language(chat_world, api_client, make_
 def test_a_configuration_name_is_never_sql():
     with pytest.raises(ValueError):
         search_index_ensure(connection=None)
+
+
+def test_searches_are_rate_limited_per_user(chat_world, api_client, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "search": "2/60"}
+    client, project = api_client(chat_world["member"]), chat_world["project"]
+    assert [search(client, project, "x").status_code for _ in range(2)] == [200, 200]
+    refused = search(client, project, "x")
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited" and refused["Retry-After"]
+    assert search(api_client(chat_world["insider"]), project, "x").status_code == 200  # another user's own budget
