@@ -106,7 +106,7 @@ def test_filters_and_errors_show_in_the_results(live_server_url, team, browser, 
     expect(results(bob)).to_have_count(0)
 
 
-def test_search_on_a_phone_covers_the_screen(live_server_url, team, browser, artifacts):
+def test_search_on_a_phone_spans_the_screen_under_the_box(live_server_url, team, browser, artifacts):
     expect = _expect()
     base = live_server_url
     _, bob = _log_in_on_a_phone(browser, base, "bob", artifacts)
@@ -116,7 +116,10 @@ def test_search_on_a_phone_covers_the_screen(live_server_url, team, browser, art
     bob.press("#search-input", "Enter")
     expect(results(bob)).to_have_count(3)
     box = bob.locator("#search-results").bounding_box()
-    assert box["x"] == 0 and box["width"] == 375
+    assert box["x"] == 0 and box["width"] == 375  # the whole width of the screen
+    field = bob.locator("#search-input").bounding_box()
+    assert field["y"] + field["height"] <= box["y"]  # under the box, which stays in view
+    expect(bob.locator("#search-input")).to_be_in_viewport()
     results(bob).filter(has_text="release train").click()
     bob.wait_for_url(f"{base}/p/e2e/r/general/**")
     expect(message(bob, RELEASE)).to_be_in_viewport()
