@@ -7,7 +7,7 @@ PORT ?= 8000
 SILKY_INTERCEPT_PERCENT ?= 100
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test venv migrate seed lint check-services clean bench bench-database bench-db bench-http bench-ws bench-actions loadtest perf-report cluster cluster-stop test-cluster
+.PHONY: run test venv migrate seed lint check-services clean bench bench-database bench-db bench-search bench-http bench-ws bench-actions loadtest perf-report cluster cluster-stop test-cluster
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
@@ -76,6 +76,11 @@ bench: bench-database
 ## make bench-db: p50/p95/p99 and plans of the hot queries (seeds the 1M-message data set if absent)
 bench-db: bench-database
 	$(BENCH_ENV) $(PY) -m bench.bench_db --reset-stats
+
+## make bench-search: message search p50/p95 for a common, a medium and a rare word and a filtered phrase, through one
+## server process, one request at a time, three runs (the 1M-message data set; docs/PERFORMANCE.md "Search")
+bench-search: bench-database
+	$(BENCH_ENV) $(PY) -m bench.search $(BENCH_SEARCH_ARGS)
 
 ## make perf-report: pg_stat_statements, index usage, cache hit ratio, pool
 perf-report: venv

@@ -26,6 +26,7 @@ from chat.api import router as chat_router
 from chat.api_dms import router as dms_router
 from chat.api_pins import router as pins_router
 from chat.api_reactions import router as reactions_router
+from chat.api_search import router as search_router
 from chat.api_threads import router as threads_router
 from chat.api_uploads import router as uploads_router
 from chat.api_notifications import router as notifications_router
@@ -205,3 +206,4 @@ api.add_router("", reactions_router)
 api.add_router("", threads_router)
 api.add_router("", uploads_router)
 api.add_router("", notifications_router)
+api.add_router("", search_router)

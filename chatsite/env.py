@@ -153,6 +153,18 @@ BROTLI_QUALITY = env_int("BROTLI_QUALITY", 4)
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "chat-demo-pass")
 RESUME_MAX_MESSAGES = env_int("RESUME_MAX_MESSAGES", 500)
 PINS_MAX = env_int("PINS_MAX", 100)
+# Message search (chat.selectors.search). The PostgreSQL text search
+# configuration of the body index and of every query: "simple" lowercases and
+# splits words without stemming or stop words, so any language, names and code
+# identifiers match as typed; "english" would stem ("deploys" finds "deployed")
+# but drop words like "the" and mangle other languages. Changing it needs the
+# index rebuilt (manage.py search_index).
+SEARCH_CONFIG = env_str("SEARCH_CONFIG", "simple")
+# How many of the newest matches are ordered by relevance and recency at a
+# time; the next window holds the next older matches (docs/API.md "Search").
+SEARCH_RANK_WINDOW = env_int("SEARCH_RANK_WINDOW", 50)
+# Relevance halves for every this many days of a message's age.
+SEARCH_HALF_LIFE_DAYS = env_float("SEARCH_HALF_LIFE_DAYS", 7.0)
 # "pubsub" (RedisPubSubChannelLayer: one PUBLISH per event, fan-out in each
 # process) or "core" (RedisChannelLayer: a queue per socket). See docs/PERFORMANCE.md.
 CHANNEL_LAYER = env_str("CHANNEL_LAYER", "pubsub")
@@ -229,6 +241,8 @@ RATE_LIMIT_INVITES = env_str("RATE_LIMIT_INVITES", "50/3600")
 RATE_LIMIT_UPLOADS = env_str("RATE_LIMIT_UPLOADS", "30/60")
 # Invite links made per user (pages and API together).
 RATE_LIMIT_INVITE_LINKS = env_str("RATE_LIMIT_INVITE_LINKS", "20/3600")
+# Message searches per user: each costs the database tens of milliseconds at most, so far more than a page.
+RATE_LIMIT_SEARCHES = env_str("RATE_LIMIT_SEARCHES", "60/60")
 
 # Metrics and profiling (perf.metrics, perf.exporter; docs/MONITORING.md)
 # Prometheus metrics: django-prometheus and the project's own. Served by the

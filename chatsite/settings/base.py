@@ -294,6 +294,9 @@ CHAT_CACHE_WARM_EVERY = env.CACHE_WARM_EVERY
 CHAT_CACHE_WARM_CHECK = env.CACHE_WARM_CHECK
 CHAT_RESUME_MAX_MESSAGES = env.RESUME_MAX_MESSAGES
 CHAT_PINS_MAX = env.PINS_MAX
+CHAT_SEARCH_CONFIG = env.SEARCH_CONFIG
+CHAT_SEARCH_RANK_WINDOW = env.SEARCH_RANK_WINDOW
+CHAT_SEARCH_HALF_LIFE_DAYS = env.SEARCH_HALF_LIFE_DAYS
 DEMO_PASSWORD = env.DEMO_PASSWORD
 CHAT_WS_BATCH_WINDOW = env.WS_BATCH_WINDOW_MS / 1000
 CHAT_REACTION_WINDOW = env.REACTION_WINDOW_MS / 1000
@@ -324,6 +327,7 @@ RATE_LIMITS = {
     "invite_link": env.RATE_LIMIT_INVITE_LINKS,  # invite links made per user, pages and API
     "reaction": env.RATE_LIMIT_REACTIONS,  # reactions added or removed per user, WebSocket and API together
     "upload": env.RATE_LIMIT_UPLOADS,  # files shared per user, pages and API
+    "search": env.RATE_LIMIT_SEARCHES,  # message searches per user
 }
 
 # Request bodies above this are refused with 400 before parsing.

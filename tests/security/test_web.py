@@ -271,9 +271,13 @@ def test_message_bodies_and_room_text_are_escaped_on_the_room_page(world: World,
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "&lt;b onmouseover=alert(2)&gt;" in page
-    # The only <script> elements are the JSON configuration (a data block) and the module.
+    # The only <script> elements are the JSON configuration (a data block), the module and the search script.
     scripts = re.findall(r"<script\b[^>]*>", page)
-    assert scripts == ['<script id="chat-config" type="application/json">', f'<script type="module" src="/static/chat/chat.js">']
+    assert scripts == [
+        '<script id="chat-config" type="application/json">',
+        '<script type="module" src="/static/chat/chat.js">',
+        '<script defer src="/static/chat/search.js">',
+    ]
 
 
 def test_templates_need_no_inline_script_or_style() -> None:
