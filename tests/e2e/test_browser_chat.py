@@ -109,10 +109,11 @@ def test_two_people_chat_live(live_server_url, world, browser, artifacts):
     # bob has no controls on alice's message; alice deletes it and bob sees the tombstone.
     assert message(bob, "hello bob, edited").locator("button[data-action=delete]").count() == 0
     mine = message(alice, "hello bob, edited")
+    # Read before deleting: the tombstone no longer has the text this locator looks for.
+    tombstone_id = mine.get_attribute("data-id")
     mine.hover()
     mine.locator("button[data-action=delete]").click()
     mine.locator("button[data-action=delete]").click()  # the second click confirms
-    tombstone_id = mine.get_attribute("data-id")
     expect(bob.locator(f'#messages li.msg[data-id="{tombstone_id}"] .msg-body')).to_have_text("message deleted")
     expect(message(bob, "hello bob, edited")).to_have_count(0)
 
