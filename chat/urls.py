@@ -30,6 +30,7 @@ urlpatterns = [
     path("p/<slug:slug>/r/<slug:room_slug>/", views.room_detail, name="room-detail"),
     path("p/<slug:slug>/r/<slug:room_slug>/members/", views.room_member_add, name="room-member-add"),
     path("p/<slug:slug>/r/<slug:room_slug>/mute/", views.room_mute_toggle, name="room-mute"),
+    path("p/<slug:slug>/r/<slug:room_slug>/leave/", views.room_leave, name="room-leave"),
     path("files/<int:upload_id>/thumb", views.file_thumbnail, name="file-thumbnail"),
     path("files/<int:upload_id>/<str:name>", views.file_download, name="file-download"),
 ]

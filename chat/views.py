@@ -383,6 +383,21 @@ def room_member_add(request: HttpRequest, slug: str, room_slug: str) -> HttpResp
     return room_page(request, project=project, room=room, member_form=form)
 
 
+@login_required
+@require_POST
+def room_leave(request: HttpRequest, slug: str, room_slug: str) -> HttpResponse:
+    """Leave a private room: its page and events end for you at once; back to the project."""
+    project, _ = project_for_request(request=request, slug=slug)
+    room = _room_for_request(request=request, project=project, room_slug=room_slug)
+    try:
+        room_services.room_member_remove(room=room, user=request.user, by=request.user)
+    except (Forbidden, NotFound, Conflict) as exc:
+        messages.error(request, exc.message)
+        return redirect("room-detail", slug=project.slug, room_slug=room.slug)
+    messages.success(request, f"You left #{room.name}.")
+    return redirect("project-detail", slug=project.slug)
+
+
 # --- API tokens -------------------------------------------------------------
 
 

@@ -489,3 +489,24 @@ def test_room_create_form_is_rate_limited(chat_world, settings):
     response = client.post(url, {"name": "two"})
     assert response.status_code == 200 and "Too many attempts" in response.content.decode()
     assert not Room.objects.filter(project=project, slug="two").exists()
+
+
+def test_a_member_leaves_a_private_room_from_its_page(chat_world, make_user):
+    private, insider, project = chat_world["private"], chat_world["insider"], chat_world["project"]
+    second = make_user("second")
+    from projects.models import Membership
+
+    Membership.objects.create(project=project, user=second, role=Membership.Role.MEMBER)
+    room_services.room_member_add(room=private, username="second", by=insider)
+    client = client_for(insider)
+    page = client.get(room_url(private)).content.decode()
+    assert f'action="{room_url(private)}leave/"' in page
+    response = client.post(f"{room_url(private)}leave/")
+    assert response.status_code == 302 and response["Location"] == reverse("project-detail", args=[project.slug])
+    assert not RoomMember.objects.filter(room=private, user=insider).exists()
+    assert client.get(room_url(private)).status_code == 404
+    # The last member stays: nobody could read the room or add anyone again.
+    last = client_for(second)
+    response = last.post(f"{room_url(private)}leave/", follow=True)
+    assert "The last member of a private room cannot leave it." in response.content.decode()
+    assert RoomMember.objects.filter(room=private, user=second).exists()
