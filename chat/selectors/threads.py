@@ -32,8 +32,8 @@ def threads_for_user(*, user: Any, project: Project) -> list[dict[str, Any]]:
     """The threads the user follows in ``project``'s rooms they can still read, newest reply first, each with
     the root message, its summary, ``unread`` (live replies by others after their marker, capped) and ``last_read_id``.
 
-    A constant number of queries: the follows with their counts, the rooms' access, then the roots through
-    the message cache (history_selectors.message_dicts).
+    A constant number of queries: the follows with their counts (the rooms' access a subquery of it), then
+    the roots through the message cache (history_selectors.message_dicts).
     """
     unread = (
         Message.objects.filter(thread_root=OuterRef("root_id"), id__gt=OuterRef("last_read_id"), deleted_at__isnull=True)
@@ -43,15 +43,17 @@ def threads_for_user(*, user: Any, project: Project) -> list[dict[str, Any]]:
         .values("n")
     )
     newest = Message.objects.filter(thread_root=OuterRef("root_id")).order_by("-id").values("id")[:1]
+    # Only rooms the user can still read, before the cap: threads of a room they left never crowd out others.
     follows = list(
-        ThreadFollow.objects.filter(user=user, following=True, root__room__project=project, root__deleted_at__isnull=True)
+        ThreadFollow.objects.filter(
+            user=user, following=True, root__room__project=project, root__deleted_at__isnull=True,
+            root__room_id__in=room_selectors.readable_room_ids(user),
+        )
         .annotate(unread=Subquery(unread, output_field=IntegerField()), newest=Subquery(newest))
         .filter(newest__isnull=False)
         .order_by("-newest")
         .values("root_id", "root__room_id", "last_read_id", "unread")[:FOLLOWED_THREADS_MAX]
-    )
-    readable = room_selectors.rooms_readable(user=user, room_ids=list({f["root__room_id"] for f in follows}))
-    follows = [f for f in follows if f["root__room_id"] in readable]
+    )  # fmt: skip
     roots = history_selectors.message_dicts(ids=[f["root_id"] for f in follows])
     return [
         {

@@ -112,9 +112,9 @@ def test_followed_threads_list_has_a_constant_query_count(chat_world, api_client
             message_services.message_create(room=public, author=member, body="reply", thread_root=root.id)
         counts.append(total)
         cache.clear()
-        # token, user, project and role, the follows with their counts, the rooms' access,
+        # token, user, project and role, the follows with their counts (the rooms' access a subquery),
         # the roots (messages, reactions, threads), their profiles: the same for 1 and 20
-        with django_assert_num_queries(9) as captured:
+        with django_assert_num_queries(8) as captured:
             items = client.get(f"{API}/projects/{project.slug}/threads").json()["items"]
         assert len(items) == total, captured
 
@@ -225,3 +225,23 @@ def test_people_mentioned_in_a_reply_follow_the_thread(chat_world, make_message)
     assert follows == {"owner": True, "member": True, "insider": True}
     # Nobody outside the room's readers follows anything.
     assert not ThreadFollow.objects.filter(user=chat_world["outsider"]).exists()
+
+
+def test_threads_of_rooms_left_never_crowd_out_the_readable_ones(chat_world, api_client, make_message):
+    """The cap applies to threads the user can read: a hundred in a room they left hide none."""
+    from chat.selectors.threads import FOLLOWED_THREADS_MAX
+    from chat.services import rooms as room_services
+
+    public, private, insider, owner = chat_world["public"], chat_world["private"], chat_world["insider"], chat_world["owner"]
+    readable = make_message(public, owner, "still readable")
+    message_services.message_create(room=public, author=owner, body="an older reply", thread_root=readable.id)
+    for i in range(FOLLOWED_THREADS_MAX + 1):
+        root = make_message(private, owner, f"private topic {i}")
+        message_services.message_create(room=private, author=owner, body="newer reply", thread_root=root.id)
+    roots = Message.objects.filter(room=private, thread_root__isnull=True).values_list("id", flat=True)
+    ThreadFollow.objects.bulk_create([ThreadFollow(user=insider, root_id=r) for r in [readable.id, *roots]])
+    room_services.room_member_add(room=private, username="member", by=insider)  # someone stays in the room
+    room_services.room_member_remove(room=private, user=insider, by=insider)
+    items = api_client(insider).get(f"{API}/projects/{public.project.slug}/threads").json()["items"]
+    assert [item["root"]["id"] for item in items] == [readable.id]
+
