@@ -7,6 +7,7 @@ selectors (NotFound for what the user may not see) and the services
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -191,15 +192,13 @@ def room_list(request: HttpRequest, slug: str, page: Query[PageQuery]) -> dict[s
     project, _ = project_get_for_user(user=request.auth, slug=slug)
     limit = page_limit(page.limit)
     after_id = page_cursor_key(page.cursor, key="i", kind=int) or 0
-    # rooms_for_user returns the whole (short) list, DMs included: page its rooms by id here.
-    rooms = sorted(
-        (
-            room
-            for room in room_selectors.rooms_for_user(user=request.auth, project=project)
-            if room.id > after_id and room.kind != Room.Kind.DM
-        ),
-        key=lambda room: room.id,
-    )
+
+    def page_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # The page's rooms (and one more, to know whether a next page exists), by id: only they get unread counts.
+        rooms = sorted((r for r in rows if r["id"] > after_id and r.get("kind", Room.Kind.ROOM) != Room.Kind.DM), key=itemgetter("id"))
+        return rooms[: limit + 1]
+
+    rooms = room_selectors.rooms_for_user(user=request.auth, project=project, select=page_of)
     items = rooms[:limit]
     for room in items:
         room.project = project  # room_dict reads the slug; spare a query per room

@@ -7,7 +7,7 @@ does not exist: a guessed id never reveals that a room exists.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Callable
 
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -217,8 +217,15 @@ def room_get_by_slug_for_user(*, user: Any, project: Project, slug: str) -> Room
 
 
 @may_lag
-def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
+def rooms_for_user(
+    *, user: Any, project: Project, select: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+) -> list[Room]:
     """Rooms of ``project`` the user may read, by name, each with ``unread`` and ``last_read``.
+
+    ``select`` picks, from the listed rooms (dicts with ``id``, ``name`` and
+    ``kind``, by name), the ones to return, in its own order: only those get
+    their counters, markers and unread counts read (a page of a long list
+    costs the page, not the list).
 
     Direct messages are among them (``kind`` DM, with their ``dm_key``):
     callers that show rooms and DMs apart split the one list
@@ -258,7 +265,7 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
             .values("id", "slug", "name", "topic", "is_private", "kind", "dm_key", "my_role", "last_message_seq",
                     "last_message_at", "last_read", "unread")
         )  # fmt: skip
-        return [_listed_room(row, row, project, row["unread"]) for row in rows]
+        return [_listed_room(row, row, project, row["unread"]) for row in (select(rows) if select else rows)]
 
     def readable() -> list[dict[str, Any]]:
         rows = list(
@@ -275,6 +282,8 @@ def rooms_for_user(*, user: Any, project: Project) -> list[Room]:
         return rows
 
     rows = perf_cache.cached("room_lists", room_list_key(project.id, user.id), readable)
+    if select is not None:
+        rows = select(rows)
     if not rows:
         return []
     live = {

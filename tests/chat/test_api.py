@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import base64
 
@@ -129,7 +131,9 @@ def test_room_list_query_count_does_not_grow(chat_world, api_client, make_room, 
     # and markers, one grouped unread count.
     with django_assert_num_queries(6):
         client.get(f"{API}/projects/world/rooms?limit=1")
-    # Warm: room counters and markers; the token, project, list and counts are cached.
+    # Warm: room counters and markers; the token, project, list and counts are cached. A page
+    # reads the unread state of its own rooms only, so the large page's are cached by its first read.
+    client.get(f"{API}/projects/world/rooms?limit=100")
     with django_assert_num_queries(1):
         small = client.get(f"{API}/projects/world/rooms?limit=1")
     with django_assert_num_queries(1):
@@ -649,3 +653,19 @@ def test_database_error_is_503_unavailable(chat_world, api_client):
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"
     assert not Message.objects.exists()
+
+
+def test_a_room_list_page_reads_the_state_of_its_own_rooms_only(chat_world, api_client, make_room):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for i in range(30):
+        make_room(chat_world["project"], name=f"wide {i:02d}")
+    client = api_client(chat_world["member"])
+    client.get(f"{API}/projects/world/rooms?limit=100")  # the list itself is cached now
+    with CaptureQueriesContext(connection) as captured:
+        page = client.get(f"{API}/projects/world/rooms?limit=5").json()
+    assert len(page["items"]) == 5 and page["next_cursor"]
+    (live,) = [q["sql"] for q in captured.captured_queries if '"chat_room"' in q["sql"] and "last_message_seq" in q["sql"]]
+    # The counters and markers of the page's 5 rooms and the one after it, not of all 32.
+    assert len(re.search(r'"chat_room"\."id" IN \(([^)]*)\)', live).group(1).split(",")) == 6
