@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import asyncio
 import base64
+import re
 
 import orjson
 import psycopg
