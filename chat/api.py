@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse
-from ninja import Query, Router, Status
+from ninja import Field, Query, Router, Schema, Status
 
 from chat.api_schemas import (
     ApiTokenCreatedOut,
@@ -172,7 +172,22 @@ def token_delete(request: HttpRequest, token_id: int) -> Status:
 @router.get("/me", response={200: MeOut, 401: ErrorOut}, tags=["auth"])
 def me(request: HttpRequest) -> dict[str, Any]:
     user = request.auth
-    return {**user_dict(user), "is_staff": user.is_staff}
+    return {**user_dict(user), "is_staff": user.is_staff, "email": user.email}
+
+
+class ProfileIn(Schema):
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = Field(None, description='Where digest e-mails go; "" for none.')
+
+
+@router.patch("/me", response={200: MeOut, **ERROR_RESPONSES}, tags=["auth"])
+def me_update(request: HttpRequest, payload: ProfileIn) -> dict[str, Any]:
+    """Change your display name (first and last name) or e-mail address; what you leave out stays."""
+    user = account_services.user_update_profile(
+        user=request.auth, first_name=payload.first_name, last_name=payload.last_name, email=payload.email
+    )
+    return {**user_dict(user), "is_staff": user.is_staff, "email": user.email}
 
 
 # --- Rooms ----------------------------------------------------------------

@@ -91,6 +91,7 @@ class ApiTokenCreatedOut(ApiTokenOut):
 
 class MeOut(UserOut):
     is_staff: bool
+    email: str = Field(..., description="Where digest e-mails go (docs/API.md, \"Notifications\"); empty for none.")
 
 
 class ReactionOut(Schema):

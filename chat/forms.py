@@ -95,3 +95,12 @@ class DmCreateForm(forms.Form):
         if not names:
             raise ValidationError("Name at least one person.")
         return names
+
+
+class ProfileForm(forms.Form):
+    """A display name is the first and last name together; without them, people see the username."""
+
+    first_name = forms.CharField(max_length=150, required=False)
+    last_name = forms.CharField(max_length=150, required=False)
+    email = forms.EmailField(max_length=254, required=False, help_text="Where e-mails of unread mentions and direct messages go.")
+

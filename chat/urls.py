@@ -13,6 +13,7 @@ urlpatterns = [
     path("account/tokens/", views.token_list, name="account-tokens"),
     path("account/tokens/revoke/", views.token_revoke, name="account-token-revoke"),
     path("account/notifications/", views.notification_settings, name="account-notifications"),
+    path("account/profile/", views.profile, name="account-profile"),
     path("", project_views.project_list, name="project-list"),
     path("p/<slug:slug>/", project_views.project_detail, name="project-detail"),
     path("p/<slug:slug>/invite/", project_views.project_invite, name="project-invite"),

@@ -33,6 +33,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from chat.forms import (
     DmCreateForm,
     LoginForm,
+    ProfileForm,
     RoomCreateForm,
     RoomMemberAddForm,
     SignupForm,
@@ -530,4 +531,21 @@ def room_mute_toggle(request: HttpRequest, slug: str, room_slug: str) -> HttpRes
     else:
         notification_services.room_unmute(user=request.user, room=room)
     return redirect("room-detail", slug=slug, room_slug=room_slug)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's display name and e-mail address (where digests go)."""
+    user = request.user
+    form = ProfileForm(request.POST or None, initial={"first_name": user.first_name, "last_name": user.last_name, "email": user.email})
+    if request.method == "POST" and form.is_valid():
+        try:
+            account_services.user_update_profile(user=user, **form.cleaned_data)
+        except InvalidInput as exc:
+            add_error(form, exc, field="email" if exc.code == "invalid_email" else None)
+        else:
+            messages.success(request, "Profile saved.")
+            return redirect("account-profile")
+    return render(request, "account/profile.html", {"form": form})
 

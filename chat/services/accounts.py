@@ -10,6 +10,8 @@ import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 
 from chat.models import ApiToken
@@ -31,16 +33,32 @@ def user_create(*, username: str, password: str, first_name: str = "", last_name
 
 
 @transaction.atomic
-def user_update_profile(*, user: Any, first_name: str | None = None, last_name: str | None = None) -> Any:
-    """Change a user's display name. Invalidates the cached profile (and so every cached message's author)."""
+def user_update_profile(
+    *, user: Any, first_name: str | None = None, last_name: str | None = None, email: str | None = None
+) -> Any:
+    """Change a user's display name or e-mail address (where digests go; "" for none).
+
+    Invalidates the cached profile (and so every cached message's author).
+    """
     fields = []
     for name, value in (("first_name", first_name), ("last_name", last_name)):
         if value is None:
             continue
         if not isinstance(value, str) or len(value) > 150 or "\x00" in value:
-            raise InvalidInput(f"{name} must be a string of at most 150 characters.")
+            raise InvalidInput(f"{name} must be a string of at most 150 characters.", code="invalid_name")
         setattr(user, name, value.strip())
         fields.append(name)
+    if email is not None:
+        if not isinstance(email, str) or len(email) > 254:
+            raise InvalidInput("That is not an e-mail address.", code="invalid_email")
+        email = email.strip()
+        if email:
+            try:
+                validate_email(email)
+            except ValidationError:
+                raise InvalidInput("That is not an e-mail address.", code="invalid_email") from None
+        user.email = email
+        fields.append("email")
     if fields:
         user.save(update_fields=fields)  # chat.signals drops the cached profile and token lookups
     return user
