@@ -5,9 +5,9 @@ the user's access to the room, the subscribe rate limit, the room's counter
 and the events the socket missed (chat.selectors.room_events: messages and
 changes, in seq order). Subscribes that arrive together go to one database
 thread together (chat.batching): one cache round trip for every access, one
-query for every counter and a few for every backlog, however many sockets
-came back at once. Sockets of one room that saw the same last event share
-one read.
+rate-limit round trip at most, one query for every counter and a few for
+every backlog, however many sockets came back at once. Sockets of one room
+that saw the same last event share one read.
 """
 
 from __future__ import annotations
@@ -62,17 +62,19 @@ def resume_group(requests: list[Resume]) -> list[Resumed | ChatError]:
     """
     rooms = room_selectors.rooms_get_for_users([(r.user, r.room_id) for r in requests])
     answers: list[Resumed | ChatError | None] = [None] * len(requests)
-    live: list[int] = []
-    for i, (request, room) in enumerate(zip(requests, rooms)):
+    readable: list[int] = []
+    for i, room in enumerate(rooms):
         if isinstance(room, ChatError):
             answers[i] = room
-            continue
-        try:
-            ratelimit.hit("subscribe", request.user.pk)
-        except ChatError as exc:
-            answers[i] = exc
-            continue
-        live.append(i)
+        else:
+            readable.append(i)
+    live: list[int] = []
+    # One rate-limit round trip at most for the group: a storm's users are new to the process's counters.
+    for i, refusal in zip(readable, ratelimit.hit_many("subscribe", [requests[i].user.pk for i in readable])):
+        if refusal is not None:
+            answers[i] = refusal
+        else:
+            live.append(i)
     seqs = history_selectors.rooms_last_seqs(room_ids=[requests[i].room_id for i in live])
     wanted: dict[int, tuple[str, int, int]] = {}
     for i in live:

@@ -5,7 +5,7 @@ group commit (chat.batching): a send that finds one of ``CHAT_SEND_GROUPS``
 slots free is written at once, alone; sends that arrive while they are busy
 wait and then go together: one trip to a database thread, one statement and
 one commit for all of them (chat.services.messages.messages_create, the one
-writer), and one round of cache updates after it.
+writer), one rate-limit round trip at most, and one round of cache updates after it.
 
 A socket handles its frames one at a time, so it has at most one send in a
 group; the per-room ``seq``, the commit order and ``client_id`` idempotency
@@ -56,14 +56,20 @@ def ack_frame(room_id: int, client_id: str, message: Any, created: bool) -> dict
 def write_group(sends: list[Send]) -> list[dict[str, Any] | ChatError]:
     """Check, count and write a group of sends (in a database thread): the ack frame or the refusal of each."""
     results: list[dict[str, Any] | ChatError | None] = [None] * len(sends)
-    drafts: list[tuple[int, message_services.Draft]] = []
+    rooms: list[tuple[int, Room]] = []
     for i, send in enumerate(sends):
         try:
-            room = send.room or room_selectors.room_get_for_user(user=send.user, room_id=send.room_id)
-            ratelimit.hit("message", send.user.pk)
+            rooms.append((i, send.room or room_selectors.room_get_for_user(user=send.user, room_id=send.room_id)))
         except ChatError as exc:
             results[i] = exc
+    # The group's rate-limit counts in one round trip at most (not one per sender new to this process).
+    refusals = ratelimit.hit_many("message", [sends[i].user.pk for i, _ in rooms])
+    drafts: list[tuple[int, message_services.Draft]] = []
+    for (i, room), refusal in zip(rooms, refusals):
+        if refusal is not None:
+            results[i] = refusal
             continue
+        send = sends[i]
         draft = message_services.Draft(
             room=room, author=send.user, body=send.body, client_id=send.client_id, thread_root=send.thread_root
         )

@@ -168,23 +168,34 @@ class Limiter:
 
     def hit(self, window: _Window) -> int:
         """Count one hit in ``window``; the count to decide on (this hit included)."""
+        return self.hit_many([window])[0]
+
+    def hit_many(self, windows: list[_Window]) -> list[int]:
+        """:meth:`hit` for each of ``windows`` in order, with one round trip at most for all of them.
+
+        Each count is what ``hit`` would have returned had the hits come one
+        after another: the first hit on a counter not read yet waits for the
+        shared total, and that round trip carries every other hit of the group.
+        """
         now = self._clock()
         with self._lock:
-            counters = self._windows.get(window.end)
-            if counters is None:
-                counters = self._windows[window.end] = {}
-            counter = counters.get(window.key)
-            if counter is None:
-                counter = counters[window.key] = _Counter(window.key, window.end)
-            counter.ours += 1
-            position = counter.ours  # this hit's place among this process's: exact
-            self._dirty[window.key] = counter
-            if now < self._retry_at or (counter.known and now < self._due):
-                return position + counter.others
-            batch = self._take(now, window.now)
+            counted = []
+            trip = now >= self._retry_at and now >= self._due
+            for window in windows:
+                counters = self._windows.get(window.end)
+                if counters is None:
+                    counters = self._windows[window.end] = {}
+                counter = counters.get(window.key)
+                if counter is None:
+                    counter = counters[window.key] = _Counter(window.key, window.end)
+                counter.ours += 1
+                self._dirty[window.key] = counter
+                counted.append((counter, counter.ours))  # this hit's place among this process's: exact
+                trip = trip or (now >= self._retry_at and not counter.known)
+            batch = self._take(now, min(w.now for w in windows)) if trip and windows else []
         self._send(batch, now)
         with self._lock:
-            return position + counter.others
+            return [position + counter.others for counter, position in counted]
 
     def reconcile(self) -> None:
         """Send every unsent hit and read the totals back now (tests; a process that stops)."""
@@ -330,6 +341,24 @@ def hit(action: str, ident: object) -> None:
     window = _window(action, ident)
     if window is not None:
         window.check(limiter.hit(window))
+
+
+def hit_many(action: str, idents: list[object]) -> list[RateLimited | None]:
+    """:func:`hit` for a group of requests (sends or subscribes written together): per ident, in order,
+    its refusal or None. One round trip at most for the whole group, not one per identity new to this process."""
+    rate = settings.RATE_LIMITS.get(action)
+    if not rate or not idents:
+        return [None] * len(idents)
+    windows = [_Window(action, ident, rate) for ident in idents]
+    refusals: list[RateLimited | None] = []
+    for window, count in zip(windows, limiter.hit_many(windows)):
+        try:
+            window.check(count)
+        except RateLimited as exc:
+            refusals.append(exc)
+        else:
+            refusals.append(None)
+    return refusals
 
 
 def record(action: str, ident: object) -> None:

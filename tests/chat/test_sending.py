@@ -90,3 +90,16 @@ async def test_a_send_to_a_subscribed_room_of_an_archived_project_is_refused(wor
     assert error["code"] == "archived" and error["ref"] == "z"
     assert await database_sync_to_async(Room.objects.filter(pk=room.id, last_message_seq=0).exists)()
     await communicator.disconnect()
+
+
+async def test_a_group_is_counted_against_the_message_limit_in_order(chat_world, settings):
+    """The group's rate-limit counts (one round trip for the group) refuse a sender's sends past the limit, in order."""
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "message": "2/3600"}
+    room, member, owner = chat_world["public"], chat_world["member"], chat_world["owner"]
+    writer = ThreadBatcher(write_group, slots=1, max_group=200)
+    sends = [Send(user=member, room_id=room.id, body=f"m{i}", client_id=f"l{i}") for i in range(3)]
+    sends.append(Send(user=owner, room_id=room.id, body="other", client_id="o"))
+    results = await asyncio.gather(*(writer.submit(s) for s in sends), return_exceptions=True)
+    assert writer.groups == 1
+    assert [type(r).__name__ for r in results] == ["dict", "dict", "RateLimited", "dict"]
+    assert [r["seq"] for r in results if isinstance(r, dict)] == [1, 2, 3]

@@ -155,6 +155,42 @@ def test_one_round_trip_sends_every_dirty_counter(settings, tally, clients):
     assert [shared(window) for window in windows] == [12] + [11] * 49
 
 
+def test_a_group_of_identities_new_to_the_process_is_one_round_trip(settings, tally, clients):
+    """A group of sends or subscribes (hit_many): one round trip reads every new counter, not one each."""
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "probe": "100000/3600"}
+    client = counting_client(tally)
+    clients.append(client)
+    limiter = ratelimit.Limiter(client=lambda: client, reconcile_seconds=0.25, clock=Clock())
+    windows = [ratelimit._window("probe", f"group{i}") for i in range(50)]
+    assert limiter.hit_many(windows) == [1] * 50
+    assert tally.round_trips == 1 and tally.incrby == 50
+    assert [shared(window) for window in windows] == [1] * 50
+    # Known counters inside the interval: no round trip at all.
+    assert limiter.hit_many(windows) == [2] * 50
+    assert tally.round_trips == 1
+
+
+def test_a_group_decides_as_the_same_hits_one_after_another(settings, two_processes):
+    """Counts in order within the group, from the shared total: the other process's hits refuse here too."""
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "probe": "3/3600"}
+    a, b, _ = two_processes()
+    busy, fresh = ratelimit._window("probe", "busy"), ratelimit._window("probe", "fresh")
+    assert sum(allowed(b, busy) for _ in range(2)) == 2
+    b.reconcile()
+    counts = a.hit_many([busy, fresh, busy, fresh, fresh, fresh])
+    assert counts == [3, 1, 4, 2, 3, 4]
+    refused = []
+    for window, count in zip([busy, fresh, busy, fresh, fresh, fresh], counts):
+        try:
+            window.check(count)
+            refused.append(False)
+        except ratelimit.RateLimited:
+            refused.append(True)
+    assert refused == [False, False, True, False, False, True]
+    a.reconcile()
+    assert shared(busy) == 4 and shared(fresh) == 4  # refused hits count, as single hits do
+
+
 def test_a_single_process_is_exact_under_many_threads(settings, tally, clients):
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "probe": "1000/3600"}
     client = counting_client(tally)
