@@ -35,9 +35,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from chat.models import Message, Room
+from chat.models import Message, Room, Upload
 from chat.search_index import body_vector_sql, search_config
 from chat.selectors.dms import dm_person_ids, dm_title
 from chat.selectors.history import message_dicts, user_profiles
@@ -81,6 +82,12 @@ class SearchScope:
     author_id: int | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # has:file or has:image: messages that share files (of that kind).
+    has: str | None = None
+
+
+# What ``has:`` may ask for: any shared file, or an image.
+HAS_VALUES = {"file": "file", "files": "file", "attachment": "file", "image": "image", "images": "image"}
 
 
 @dataclass(frozen=True)
@@ -138,16 +145,18 @@ def search_scope(*, user: Any, project: Project, terms: SearchTerms) -> SearchSc
     ``from:`` names a project member (unknown users and non-members alike are
     ``unknown_user``), ``in:`` a room or DM of the project the user can read
     (missing and hidden alike are ``unknown_room``), ``before:``/``after:`` a
-    day (``YYYY-MM-DD``, UTC), both exclusive as in Slack. ``has:`` is refused:
-    there are no attachments to look for. One query for the readable rooms,
-    one more per ``from:`` or ``in:``.
+    day (``YYYY-MM-DD``, UTC), both exclusive as in Slack, ``has:file`` (or
+    ``has:image``) messages that share files (images). One query for the
+    readable rooms, one more per ``from:`` or ``in:``.
     """
     filters = terms.filters
+    has = None
     if "has" in filters:
-        raise InvalidInput(
-            f"'has:{filters['has']}' is not supported: messages have no attachments or links to filter on yet.",
-            code="unsupported_filter",
-        )
+        has = HAS_VALUES.get(filters["has"].lower())
+        if has is None:
+            raise InvalidInput(
+                f"'has:{filters['has']}' is not a filter: use has:file or has:image.", code="unsupported_filter"
+            )
     author_id = None
     if "from" in filters:
         username = filters["from"].removeprefix("@")
@@ -165,7 +174,7 @@ def search_scope(*, user: Any, project: Project, terms: SearchTerms) -> SearchSc
         room_ids = list(readable_room_ids(user).filter(project=project).values_list("id", flat=True))
     since = _day_bound(filters, "after", days=1)
     until = _day_bound(filters, "before", days=0)
-    return SearchScope(text=terms.text, room_ids=room_ids, author_id=author_id, since=since, until=until)
+    return SearchScope(text=terms.text, room_ids=room_ids, author_id=author_id, since=since, until=until, has=has)
 
 
 def _day_bound(filters: dict[str, str], key: str, *, days: int) -> datetime | None:
@@ -209,6 +218,10 @@ def _scope_sql(scope: SearchScope, params: dict[str, Any]) -> str:
     if scope.until is not None:
         conditions.append("m.created_at < %(until)s")
         params["until"] = scope.until
+    if scope.has is not None:
+        # The uploads a message's commit claimed (chat.services.uploads), on their message index.
+        image = " AND u.content_type LIKE 'image/%%'" if scope.has == "image" else ""
+        conditions.append(f"EXISTS (SELECT 1 FROM chat_upload u WHERE u.message_id = m.id{image})")
     return " AND ".join(conditions)
 
 
@@ -293,6 +306,11 @@ def _search_contains(*, scope: SearchScope, position: SearchPosition, limit: int
         found = found.filter(created_at__gte=scope.since)
     if scope.until is not None:
         found = found.filter(created_at__lt=scope.until)
+    if scope.has is not None:
+        shared = Upload.objects.filter(message=OuterRef("pk"))
+        if scope.has == "image":
+            shared = shared.filter(content_type__startswith="image/")
+        found = found.filter(Exists(shared))
     if position.last_id is not None:
         found = found.filter(id__lt=position.last_id)
     rows = list(found.order_by("-id").values_list("id", "room_id", "body")[: limit + 1])

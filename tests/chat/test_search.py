@@ -115,8 +115,8 @@ def test_a_dm_is_searched_with_its_slug_and_named_by_its_people(chat_world, api_
 @pytest.mark.parametrize(
     ("q", "code"),
     [
-        ("report has:file", "unsupported_filter"),
         ("report has:link", "unsupported_filter"),
+        ("report has:video", "unsupported_filter"),
         ("report before:2024-13-01", "invalid_date"),
         ("report after:yesterday", "invalid_date"),
         ("report before:2024-1-5", "invalid_date"),
@@ -332,3 +332,28 @@ def test_searches_are_rate_limited_per_user(chat_world, api_client, settings):
     refused = search(client, project, "x")
     assert refused.status_code == 429 and refused.json()["code"] == "rate_limited" and refused["Retry-After"]
     assert search(api_client(chat_world["insider"]), project, "x").status_code == 200  # another user's own budget
+
+
+def test_has_file_and_has_image_find_messages_that_share_them(chat_world, api_client, make_message, settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from chat.models import Upload
+
+    settings.MEDIA_ROOT = tmp_path
+    project, room, member = chat_world["project"], chat_world["public"], chat_world["member"]
+    plain = make_message(room, member, "the report draft")
+    with_pdf = make_message(room, member, "the report as pdf")
+    with_image = make_message(room, member, "the report chart")
+    for message, name, kind in ((with_pdf, "r.pdf", "application/pdf"), (with_image, "c.png", "image/png")):
+        upload = Upload(room=room, uploader=member, message=message, name=name, content_type=kind, size=3)
+        upload.file.save(name, SimpleUploadedFile(name, b"abc"), save=True)
+    client = api_client(member)
+    assert set(found_ids(search(client, project, "report"))) == {plain.id, with_pdf.id, with_image.id}
+    assert set(found_ids(search(client, project, "report has:file"))) == {with_pdf.id, with_image.id}
+    assert found_ids(search(client, project, "report has:image")) == [with_image.id]
+    from chat.selectors import search as search_selectors
+
+    scope = search_selectors.SearchScope(text="report", room_ids=[room.id], has="file")
+    page = search_selectors._search_contains(scope=scope, position=search_selectors.SearchPosition(), limit=10)
+    assert {hit.id for hit in page.hits} == {with_pdf.id, with_image.id}  # the embedded default's matching too
+
