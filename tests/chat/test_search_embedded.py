@@ -29,7 +29,7 @@ from django.test import Client
 client = Client()
 client.force_login(get_user_model().objects.get(username="alice"))
 answers = {"vendor": connection.vendor}
-for q in ("STAGING", "staging deployed", "staging from:carol", "release -thursday", "staging has:file", "thursday before:2000-01-01"):
+for q in ("STAGING", "staging deployed", "staging from:carol", "release -thursday", "staging has:link", "thursday before:2000-01-01"):
     response = client.get("/api/v1/projects/demo/search", {"q": q, "limit": 2})
     answers[q] = [response.status_code, response.json()]
 print(json.dumps(answers))
@@ -59,6 +59,6 @@ def test_search_works_on_the_embedded_default(tmp_path):
     assert [item["message"]["body"] for item in page["items"]] == ["Staging is green, by the way."]
     status, page = answers["release -thursday"]
     assert [item["message"]["body"] for item in page["items"]] == ["Morning! Coffee first, then the release notes."]
-    status, error = answers["staging has:file"]
+    status, error = answers["staging has:link"]
     assert status == 400 and error["code"] == "unsupported_filter"
     assert answers["thursday before:2000-01-01"] == [200, {"items": [], "next_cursor": None}]

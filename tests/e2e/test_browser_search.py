@@ -100,9 +100,9 @@ def test_filters_and_errors_show_in_the_results(live_server_url, team, browser, 
     bob.press("#search-input", "Enter")
     expect(results(bob)).to_have_count(1)
     expect(results(bob).first).to_contain_text("#general")
-    bob.fill("#search-input", "release has:file")
+    bob.fill("#search-input", "release has:link")
     bob.press("#search-input", "Enter")
-    expect(bob.locator("#search-status")).to_contain_text("not supported")
+    expect(bob.locator("#search-status")).to_contain_text("is not a filter")
     expect(results(bob)).to_have_count(0)
 
 

@@ -125,7 +125,7 @@ LOAD_SQL = [
     # Then every tenth message was edited: changes at the end of each room's sequence.
     """INSERT INTO chat_roomchange (room_id, seq, kind, message_id, created_at)
         SELECT m.room_id, r.last_message_seq + row_number() OVER (PARTITION BY m.room_id ORDER BY m.id), 'edit', m.id, now()
-        FROM chat_message m JOIN chat_room r ON r.id = m.room_id WHERE m.id % 10 = 1""",
+        FROM chat_message m JOIN chat_room r ON r.id = m.room_id WHERE m.seq % 10 = 1""",
     """UPDATE chat_room r SET last_message_seq = r.last_message_seq + c.n
         FROM (SELECT room_id, count(*) AS n FROM chat_roomchange GROUP BY room_id) c WHERE c.room_id = r.id""",
     # Read markers part way through each room.
@@ -147,7 +147,8 @@ UNLOAD_MESSAGES = """
         RAISE EXCEPTION 'chat_message holds rows of other tests';
       END IF;
       -- The tables that refer to messages are empty here too (nothing in this module writes them).
-      TRUNCATE chat_message, chat_reaction, chat_pin, chat_savedmessage, chat_threadfollow, chat_roomchange;
+      TRUNCATE chat_message, chat_reaction, chat_pin, chat_savedmessage, chat_threadfollow, chat_roomchange,
+               chat_upload, chat_notice;
     END $$"""
 
 UNLOAD_SQL = [

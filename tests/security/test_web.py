@@ -54,6 +54,10 @@ FORMS = [
     ("/", "non_member", "/invitations/{id}/accept/", {}),
     ("/", "non_member", "/invitations/{id}/decline/", {}),
     (f"/p/world/r/{PRIVATE_ROOM_NAME}/", "private_member", f"/p/world/r/{PRIVATE_ROOM_NAME}/members/", {"username": "bystander"}),
+    (f"/p/world/r/{PRIVATE_ROOM_NAME}/", "private_member", f"/p/world/r/{PRIVATE_ROOM_NAME}/mute/", {"muted": "1"}),
+    (f"/p/world/r/{PRIVATE_ROOM_NAME}/", "private_member", f"/p/world/r/{PRIVATE_ROOM_NAME}/leave/", {}),
+    ("/account/notifications/", "member", "/account/notifications/", {"action": "settings", "quiet": "off"}),
+    ("/account/profile/", "member", "/account/profile/", {"first_name": "Mem"}),
     ("/account/tokens/", "member", "/account/tokens/", {"name": "csrf-token"}),
     ("/account/tokens/", "member", "/account/tokens/revoke/", {"token": "987654321"}),
 ]
