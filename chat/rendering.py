@@ -41,8 +41,8 @@ _FILE_HREF = re.compile(r"^/files/\d+/")
 # nothing shaped like a link, a list item, a rule or an indented line. Most
 # chat lines are such text; they skip the parser, which costs about thirty
 # times as much (docs/PERFORMANCE.md, "Rich text").
-_PLAIN = re.compile(r"(?:[^\W_]|[ ,.?;'\"()$%/=+\-\n\u2600-\u27bf\u200d\ufe0f\U0001f300-\U0001faff])*")
-_SHAPED = re.compile(r"\.[^\W_]|^ *(?:[-+=]|\d+[.)])|^ {4}", re.MULTILINE)
+_PLAIN = re.compile(r"(?:[^\W_]|[ ,.?;:!|'\"()$%/=+\-\n\u2600-\u27bf\u200d\ufe0f\U0001f300-\U0001faff])*")
+_SHAPED = re.compile(r"\.[^\W_]|^ *(?:[-+=]|\d+[.)])|^ {4}|//|(?i:https?|ftp|mailto):", re.MULTILINE)
 
 
 def _reference(pattern: re.Pattern[str], token_type: str):  # type: ignore[no-untyped-def]

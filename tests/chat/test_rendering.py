@@ -89,7 +89,13 @@ def test_markup_in_a_body_never_becomes_markup(probe):
 def test_plain_text_takes_the_short_way_to_the_same_html():
     """Text with nothing for Markdown to do is not parsed; what it gets is what the parser would make."""
     rng = random.Random(7)
-    alphabets = ["abc XYZ é漢字🎉👍🏽\"'.,?;()$%/=\n  0123-+", "ab \n\n  -1.)=+\"'-", "x y  \n\n\n  z.1 a."]
+    alphabets = [
+        "abc XYZ é漢字🎉👍🏽\"'.,?;()$%/=\n  0123-+",
+        "ab \n\n  -1.)=+\"'-",
+        "x y  \n\n\n  z.1 a.",
+        "ab:|!/ \nhtp",
+        "a|b|c\n-|-\n:x",
+    ]
     checked = 0
     for alphabet in alphabets:
         for _ in range(5_000):
