@@ -32,8 +32,10 @@ from chat.selectors import history as history_selectors
 from chat.selectors import room_events
 from chat.selectors import rooms as room_selectors
 from chat.services import messages as message_services
+from chat.services import pins as pin_services
 from chat.services import reactions as reaction_services
 from chat.services import rooms as room_services
+from chat.services import saved as saved_services
 from chat.signals import session_key_digest
 from chat.outbox import (
     PRIORITY_CHANGE,
@@ -681,6 +683,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_reaction_remove(self, frame: dict[str, Any]) -> None:
         await self._on_reaction(frame, reaction_services.reaction_remove)
 
+    async def _on_message_mark(self, frame: dict[str, Any], kind: str, change: Any) -> None:
+        """Pin, unpin, save or unsave a message through its service; ``<kind>.ack`` says whether it changed."""
+        message_id = _int_field(frame, "message")
+
+        def write() -> bool:
+            message = history_selectors.message_get_for_user(user=self.user, message_id=message_id)
+            return change(message)
+
+        changed = await db_async(write)()
+        self.send_frame({"type": f"{kind}.ack", "message": message_id, "changed": changed, "ref": frame.get("ref")})
+
+    async def on_pin(self, frame: dict[str, Any]) -> None:
+        await self._on_message_mark(frame, "pin", lambda m: pin_services.pin_create(message=m, by=self.user)[1])
+
+    async def on_unpin(self, frame: dict[str, Any]) -> None:
+        await self._on_message_mark(frame, "unpin", lambda m: pin_services.pin_delete(message=m, by=self.user))
+
+    async def on_save(self, frame: dict[str, Any]) -> None:
+        await self._on_message_mark(frame, "save", lambda m: saved_services.message_save(message=m, user=self.user)[1])
+
+    async def on_unsave(self, frame: dict[str, Any]) -> None:
+        await self._on_message_mark(frame, "unsave", lambda m: saved_services.message_unsave(message=m, user=self.user))
+
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await presence.presence_refresh(room_ids=self.cursors, user_id=self.user.id, socket_id=self.socket_id)
         self.send_frame({"type": "pong", "ref": frame.get("ref")})
@@ -695,4 +720,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         "ping": on_ping,
         "reaction.add": on_reaction_add,
         "reaction.remove": on_reaction_remove,
+        "pin": on_pin,
+        "unpin": on_unpin,
+        "save": on_save,
+        "unsave": on_unsave,
     }

@@ -529,3 +529,43 @@ def test_pin_and_saved_endpoints_are_in_the_openapi_document(api_client, chat_wo
     assert paths[f"{API}/rooms/{{room_id}}/pins"]["get"]["tags"] == ["pins"]
     assert paths[f"{API}/me/saved"]["get"]["tags"] == ["saved"]
     assert orjson.dumps(schema)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_pins_and_saves_over_the_socket(world):
+    from tests.chat.test_consumers import recv_until, send
+
+    room, author = world["public"], world["member"]
+    watcher = await hello(world["tokens"]["insider"])
+    await subscribe(watcher, room.id)
+    message, _ = await database_sync_to_async(message_services.message_create)(room=room, author=author, body="over the socket")
+    assert (await recv(watcher))["type"] == "message.new"
+    alice = await hello(world["tokens"]["member"])  # the author: she may pin
+
+    await send(alice, {"type": "pin", "message": message.id, "ref": "p1"})
+    ack, _ = await recv_until(alice, "pin.ack")
+    assert ack == {"type": "pin.ack", "message": message.id, "changed": True, "ref": "p1"}
+    pinned = await recv(watcher)
+    assert pinned["type"] == "message.pinned" and pinned["message"]["id"] == message.id
+    await send(alice, {"type": "pin", "message": message.id})
+    assert (await recv_until(alice, "pin.ack"))[0]["changed"] is False  # already pinned: nothing to say
+    # Someone who is neither its author nor an admin gets an error frame, and nothing changes.
+    await send(watcher, {"type": "unpin", "message": message.id, "ref": "u1"})
+    error, _ = await recv_until(watcher, "error")
+    assert error["code"] == "forbidden" and error["ref"] == "u1"
+    await send(alice, {"type": "unpin", "message": message.id})
+    assert (await recv_until(alice, "unpin.ack"))[0]["changed"] is True
+    assert (await recv(watcher))["type"] == "message.unpinned"
+
+    # A save is the saver's own: their sockets hear of it.
+    await send(watcher, {"type": "save", "message": message.id})
+    assert (await recv_until(watcher, "save.ack"))[0]["changed"] is True
+    saved, _ = await recv_until(watcher, "message.saved")
+    assert saved["message"]["id"] == message.id
+    await send(watcher, {"type": "unsave", "message": message.id})
+    assert (await recv_until(watcher, "unsave.ack"))[0]["changed"] is True
+    await send(watcher, {"type": "save", "message": 987654321})
+    assert (await recv_until(watcher, "error"))[0]["code"] == "not_found"
+    assert not await database_sync_to_async(SavedMessage.objects.exists)()
+    await alice.disconnect()
+    await watcher.disconnect()

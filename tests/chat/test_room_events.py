@@ -266,3 +266,19 @@ async def test_a_late_change_event_is_dropped_once_replayed(world):
     )
     assert await bob.receive_nothing(timeout=0.3)
     await bob.disconnect()
+
+
+async def test_a_socket_that_resumes_gets_the_deletes_it_missed(world):
+    room, member = world["public"], world["member"]
+    bob = await hello(world["tokens"]["owner"])
+    await subscribe(bob, room.id)
+    doomed = await database_sync_to_async(post)(room, member, "soon gone")
+    event = await recv(bob)
+    assert event["message"]["id"] == doomed.id
+    await bob.disconnect()
+    await database_sync_to_async(lambda: message_services.message_delete(message=loaded(member, doomed), by=member))()
+    bob = await hello(world["tokens"]["owner"])
+    subscribed, backlog = await subscribe(bob, room.id, last_seq=event["message"]["seq"])
+    assert backlog == [{"type": "message.deleted", "id": doomed.id, "room": room.id, "seq": doomed.seq + 1, "thread_root": None}]
+    assert subscribed["seq"] == doomed.seq + 1
+    await bob.disconnect()

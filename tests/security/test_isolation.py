@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from chat.models import Message, Reaction, RoomMember
+from chat.models import Message, Reaction, RoomMember, SavedMessage
 from chatsite.asgi import application
 from projects.models import Invitation, Membership
 from tests.security.conftest import MISSING_ID, MISSING_SLUG, PRIVATE_ROOM_NAME, ROLES, World, page_client, session_api_client
@@ -58,9 +58,11 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "private.resume":           (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
     "private.add_member":       (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
     "public.react":             (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
+    "public.save":              (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
     "public.reply":             (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
     "public.read_thread":       (LOGIN,     HIDDEN,     HIDDEN, OK,        OK,             OK),
     "private.react":            (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
+    "private.save":             (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
     "private.reply":            (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
     "private.read_thread":      (LOGIN,     HIDDEN,     HIDDEN, HIDDEN,    OK,             HIDDEN),
 }
@@ -74,7 +76,8 @@ API_ACTIONS = {
     "read_project", "list_rooms", "read_history", "post", "edit_others", "delete_others", "add_member",
     "react", "reply", "read_thread",
 } | PROJECT_MEMBERSHIP_ACTIONS  # fmt: skip
-WS_ACTIONS = {"post", "subscribe", "resume", "react", "reply"}
+# Saves over the API are test_pin_isolation.py's matrix; here over the socket.
+WS_ACTIONS = {"post", "subscribe", "resume", "react", "reply", "save"}
 
 
 def cases(surface_actions: set[str]) -> list[Any]:
@@ -366,6 +369,8 @@ def _ws_frame(world: World, room_kind: str, verb: str, *, missing: bool) -> tupl
         return {**frame, "thread_root": message_id}, "message.ack"
     if verb == "react":
         return {"type": "reaction.add", "message": message_id, "emoji": "👍", "ref": "probe"}, "reaction.ack"
+    if verb == "save":
+        return {"type": "save", "message": message_id, "ref": "probe"}, "save.ack"
     raise AssertionError(verb)
 
 
@@ -402,6 +407,8 @@ async def test_websocket(world: World, role: str, action: str, expected: str) ->
     assert stored == (verb in ("post", "reply") and expected == OK)
     reacted = await database_sync_to_async(Reaction.objects.exists)()
     assert reacted == (verb == "react" and expected == OK)
+    saved = await database_sync_to_async(SavedMessage.objects.exists)()
+    assert saved == (verb == "save" and expected == OK)
 
 
 # --- Staff-only pages and what the public site must not serve ---------------
