@@ -41,7 +41,7 @@ def test_token_obtain_returns_a_working_token(make_user):
 
     me = Client(headers={"Authorization": f"Bearer {token}"}).get(f"{API}/me")
     assert me.status_code == 200
-    assert me.json() == {"id": user.id, "username": "tokenuser", "display_name": "Ada Lovelace", "is_staff": False}
+    assert me.json() == {"id": user.id, "username": "tokenuser", "display_name": "Ada Lovelace", "is_staff": False, "email": ""}
 
 
 @pytest.mark.parametrize(
