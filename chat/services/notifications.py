@@ -13,6 +13,7 @@ notices wait), and nothing they read meanwhile or asked not to get.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.conf import settings
@@ -42,8 +43,15 @@ def notification_settings_update(*, user: Any, digest: bool | None = None, quiet
         if quiet_until is not None:
             if not isinstance(quiet_until, datetime) or timezone.is_naive(quiet_until):
                 raise InvalidInput("'quiet_until' must be a date and time with its time zone.", code="invalid_quiet_until")
+            try:
+                # Stored in UTC: the database takes no offset it does not know (+22:38, say).
+                quiet_until = quiet_until.astimezone(dt_timezone.utc)
+            except OverflowError:
+                raise InvalidInput("'quiet_until' is out of range.", code="invalid_quiet_until") from None
             if quiet_until > timezone.now() + QUIET_MAX:
                 raise InvalidInput("Do not disturb lasts at most 30 days.", code="invalid_quiet_until")
+            if quiet_until <= timezone.now():
+                quiet_until = None  # a time already past ends do not disturb
         current.quiet_until = quiet_until
     current.save()
     return current

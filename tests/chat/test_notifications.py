@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 import pytest
@@ -170,6 +170,11 @@ def test_the_api_and_the_pages_change_the_settings(people, api_client, smtp):
     assert changed.status_code == 200 and changed.json()["digest"] is False and changed.json()["quiet_until"] == until.isoformat()
     too_far = client.put("/api/v1/me/notifications", {"quiet_until": (timezone.now() + timedelta(days=90)).isoformat()}, content_type="application/json")
     assert too_far.status_code == 400 and too_far.json()["code"] == "invalid_quiet_until"
+    odd = client.put("/api/v1/me/notifications", {"quiet_until": "0179-04-27T12:05:45+22:38"}, content_type="application/json")
+    assert odd.status_code == 200 and odd.json()["quiet_until"] is None  # long past, in an odd zone: it simply ends
+    shifted = (timezone.now() + timedelta(hours=2)).astimezone(timezone.get_fixed_timezone(22 * 60 + 38)).replace(microsecond=0)
+    stored = client.put("/api/v1/me/notifications", {"quiet_until": shifted.isoformat()}, content_type="application/json").json()
+    assert datetime.fromisoformat(stored["quiet_until"]) == shifted  # the same moment, kept in UTC
     ended = client.put("/api/v1/me/notifications", {"quiet_until": None}, content_type="application/json").json()
     assert ended["quiet_until"] is None and ended["digest"] is False  # what was left out stayed
     assert client.put(f"/api/v1/rooms/{room.id}/mute").status_code == 201
